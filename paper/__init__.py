@@ -1,0 +1,1 @@
+"""paper: the manuscript, regenerated from recorded results (figures, tables, numbers)."""
