@@ -126,6 +126,9 @@ def stack_views(features: torch.Tensor | Sequence[torch.Tensor], n_labels: int) 
                 raise ValueError(f"view {k} must be a 2-D tensor (B, D); got {getattr(v, 'shape', type(v))}")
             if v.shape != views[0].shape:
                 raise ValueError(f"view {k} has shape {tuple(v.shape)}, view 0 has {tuple(views[0].shape)}")
+        if views[0].shape[0] != n_labels:
+            raise ValueError(
+                f"label count mismatch: each view has {views[0].shape[0]} rows but there are {n_labels} labels")
         z = torch.cat(views, dim=0)
     if n_labels <= 0:
         raise ValueError("labels: empty label vector")
