@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 from scipy.integrate import solve_ivp
 
-__all__ = ["rk4", "make_rk4_batch", "solve_ivp_reference", "time_grid"]
+__all__ = ["rk4", "make_rk4_batch", "make_rk4_batch_into", "solve_ivp_reference", "time_grid"]
 
 RHS = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -108,6 +108,62 @@ def make_rk4_batch(rhs_jit: Callable) -> Callable:
         return traj, status
 
     _COMPILED[key] = run
+    return run
+
+
+_COMPILED_INTO: dict[int, Callable] = {}
+
+
+def make_rk4_batch_into(rhs_into: Callable) -> Callable:
+    """Allocation-free variant of :func:`make_rk4_batch` for a right-hand side written as
+    ``rhs_into(y, params, out)`` (fills ``out`` with dy/dt; ``numba.njit``).  Same call
+    signature and return values as :func:`make_rk4_batch`'s ``run``; the stage buffers are
+    allocated once per trajectory, which matters when the right-hand side is cheap (tabulated
+    expectations) and allocation would dominate.  A non-finite stage marks the trajectory
+    with status 1 like the allocating version."""
+    key = id(rhs_into)
+    if key in _COMPILED_INTO:
+        return _COMPILED_INTO[key]
+
+    @njit(parallel=True, cache=False)
+    def run(Y0, params, dt, n_steps, record_every):
+        K, n = Y0.shape
+        R = n_steps // record_every + 1
+        traj = np.full((K, R, n), np.nan)
+        status = np.zeros(K, dtype=np.int8)
+        for i in prange(K):
+            y = Y0[i].copy()
+            k1 = np.empty(n)
+            k2 = np.empty(n)
+            k3 = np.empty(n)
+            k4 = np.empty(n)
+            tmp = np.empty(n)
+            traj[i, 0] = y
+            for k in range(1, n_steps + 1):
+                rhs_into(y, params, k1)
+                for j in range(n):
+                    tmp[j] = y[j] + 0.5 * dt * k1[j]
+                rhs_into(tmp, params, k2)
+                for j in range(n):
+                    tmp[j] = y[j] + 0.5 * dt * k2[j]
+                rhs_into(tmp, params, k3)
+                for j in range(n):
+                    tmp[j] = y[j] + dt * k3[j]
+                rhs_into(tmp, params, k4)
+                ok = True
+                for j in range(n):
+                    y[j] = y[j] + (dt / 6.0) * (k1[j] + 2.0 * k2[j] + 2.0 * k3[j] + k4[j])
+                    if not np.isfinite(y[j]):
+                        ok = False
+                if not ok:
+                    status[i] = 1
+                    break
+                if k % record_every == 0:
+                    for j in range(n):
+                        traj[i, k // record_every, j] = y[j]
+        return traj, status
+
+    _COMPILED_INTO[key] = run
     return run
 
 

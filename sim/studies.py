@@ -1,0 +1,703 @@
+"""The five one-layer-model studies (issue 4) and the speed benchmark.
+
+Python API (the paper build calls these)::
+
+    from sim import studies as S
+    res = S.run_convergence(S.CONVERGENCE_QUICK, "results/sim")   # -> dict; convergence.json/.png
+    S.run_hfunc(S.HFUNC_QUICK, out);  S.run_phase(S.PHASE_QUICK, out)
+    S.run_noise(S.NOISE_QUICK, out);  S.run_clamp(S.CLAMP_QUICK, out)
+    S.run_bench(S.BENCH_QUICK)                                     # -> dict (printed by the CLI)
+
+Each ``run_<name>(cfg, out_dir)`` writes ``<out_dir>/<name>.json`` (atomically) and
+``<name>.png`` and returns the JSON dict; an existing JSON whose recorded ``config`` equals the
+requested one is returned unchanged (``reuse=False`` forces a rerun).  Each config is a frozen
+dataclass with a ``*_QUICK`` (CPU, seconds) and ``*_FULL`` preset.
+
+convergence  ODE vs SGD mean +- SD for N in {1e3, 1e4, 1e5} (Fig. 2a analogue); fits the
+             exponent of the RMS (over trials) maximum deviation |Q_i(t) - Q_ode(t)| vs N
+             (expected -1/2); checks RK4 against solve_ivp and the reduced SGD engine against
+             the full one at N = 1e3.
+hfunc        h(Q) = Qdot/tau with fixed points and stability (Fig. 2b); learnability constants
+             kappa, v vs the notes' table and the ODE's slope at Q = 0 vs 2[(m2-1)kappa - tau v].
+phase        two-feature phase portrait (Fig. 3 analogue): streamlines, fixed points, attraction
+             regions (RK4 batch over a grid of initial conditions), SGD trajectories; share of
+             initial conditions won by feature 1 vs m4/m2^2 at fixed m2 (claim ii), and the
+             eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).
+noise        stationary Q* vs sigma_n^2 for several rho and tau (Fig. 4 analogue), SGD points,
+             comparison with the notes' table.
+clamp        clamp vs subtraction margin: CAR(t), stationary Q, seed-to-seed variance of the
+             final Q over SGD trials vs margin m, sigma_n and batch size B; variance ratios
+             clamp/subtract measured and predicted by the linear-noise (OU) approximation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cffdyn.io import Progress, atomic_write_bytes, atomic_write_json, read_json, to_jsonable
+from sim.model import (Law, MFConfig, SGDConfig, find_fixed_points, fluctuation_variance,
+                       integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy,
+                       run_sgd)
+
+__all__ = ["ConvergenceConfig", "HFuncConfig", "PhaseConfig", "NoiseConfig", "ClampConfig",
+           "BenchConfig", "CONVERGENCE_QUICK", "CONVERGENCE_FULL", "HFUNC_QUICK", "HFUNC_FULL",
+           "PHASE_QUICK", "PHASE_FULL", "NOISE_QUICK", "NOISE_FULL", "CLAMP_QUICK", "CLAMP_FULL",
+           "BENCH_QUICK", "run_convergence", "run_hfunc", "run_phase", "run_noise", "run_clamp",
+           "run_bench", "NOTES_LEARNABILITY", "NOTES_NOISE_TABLE", "STUDIES"]
+
+# Values quoted in the notes (A.4), used only for side-by-side comparison in the reports.
+NOTES_LEARNABILITY = {"tanh": (0.1818, 0.07505), "relu": (0.5, 0.5), "identity": (1.0, 1.0)}
+NOTES_NOISE_TABLE = {  # (tau, rho) -> {sigma_n^2: Q*}; None = recovery fixed point absent
+    (1.0, 0.0): {0: 0.9798, 0.25: 0.9516, 0.5: 0.9188, 1.0: 0.8330, 1.5: 0.6800, 2.0: None},
+    (1.0, -1.0): {0: 0.9798, 0.25: 0.9554, 0.5: 0.9231, 1.0: 0.8621, 1.5: 0.8027, 2.0: 0.7406},
+    (2.0, 0.0): {0: 0.9437, 0.25: 0.8739, 0.5: 0.7820, 1.0: None},
+    (2.0, -1.0): {0: 0.9437, 0.25: 0.8782, 0.5: 0.8048, 1.0: 0.6379},
+    (3.0, 0.0): {0: 0.8794, 0.25: 0.7457, 0.5: None, 1.0: None},
+    (3.0, -1.0): {0: 0.8794, 0.25: 0.7635, 0.5: 0.5882, 1.0: None},
+}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save_fig(fig, path: Path) -> None:
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _reuse(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | None:
+    path = out_dir / f"{name}.json"
+    if reuse and path.exists() and (out_dir / f"{name}.png").exists():
+        old = read_json(path)
+        if old.get("config") == to_jsonable(cfg):
+            old["reused"] = True
+            return old
+    return None
+
+
+def _finish(out_dir: Path, name: str, cfg: Any, res: dict, fig, t0: float) -> dict:
+    res = {"study": name, "config": to_jsonable(cfg), **res,
+           "elapsed_s": time.perf_counter() - t0}
+    _save_fig(fig, out_dir / f"{name}.png")
+    atomic_write_json(out_dir / f"{name}.json", res)
+    res = to_jsonable(res)
+    res["reused"] = False
+    return res
+
+
+def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
+    """The stable fixed point of the d = 1 ODE reached from ``q0 > 0`` (None if the flow goes
+    to Q = 0): scan the sign of Qdot on a grid of (0, 1), then refine the crossing by brentq.
+    A scan, not a time integration, so critical slowing-down near a bifurcation cannot fake a
+    fixed point (or its absence)."""
+    from scipy.optimize import brentq
+
+    f = rhs_numpy(cfg)
+    g = lambda q: float(f(np.array([q]))[0])  # noqa: E731
+    grid = np.linspace(1e-3, 0.999, n_scan)
+    vals = np.array([g(q) for q in grid])
+    down = [i for i in range(n_scan - 1) if vals[i] > 0 >= vals[i + 1]]  # stable crossings
+    roots = [brentq(g, grid[i], grid[i + 1], xtol=1e-13) if vals[i + 1] < 0 else float(grid[i + 1])
+             for i in down]
+    if not roots:
+        return None
+    if g(q0) >= 0:
+        above = [r for r in roots if r >= q0]
+        return float(above[0]) if above else float(roots[-1])
+    below = [r for r in roots if r <= q0]
+    return float(below[-1]) if below else None
+
+
+# =========================================================================== 1. convergence
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """ODE vs SGD: tanh, Rademacher c, single feature (m2), Q0, tau; SGD (reduced engine)
+    for each N in Ns with ``trials`` trials; full engine cross-check at N = Ns[0]."""
+    tau: float = 0.5
+    m2: float = 3.0
+    q0: float = 0.1
+    t_end: float = 10.0
+    n_records: int = 50
+    Ns: tuple[int, ...] = (1000, 10000, 100000)
+    trials: int = 24
+    full_check_trials: int = 8
+    dt: float = 0.005
+    seed: int = 0
+
+
+CONVERGENCE_QUICK = ConvergenceConfig()
+CONVERGENCE_FULL = ConvergenceConfig(trials=128, full_check_trials=32, Ns=(1000, 3000, 10000, 30000, 100000))
+
+
+def fit_exponent(Ns, devs) -> tuple[float, float]:
+    """Least-squares slope and its standard error of log(dev) vs log(N)."""
+    x, y = np.log(np.asarray(Ns, float)), np.log(np.asarray(devs, float))
+    A = np.vstack([x, np.ones_like(x)]).T
+    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    if x.size > 2:
+        s2 = float(np.sum((y - A @ coef) ** 2)) / (x.size - 2)
+        se = math.sqrt(s2 / np.sum((x - x.mean()) ** 2))
+    else:
+        se = float("nan")
+    return float(coef[0]), se
+
+
+def run_convergence(cfg: ConvergenceConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    if (old := _reuse(out_dir, "convergence", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    mf = MFConfig(tau=cfg.tau, m2=(cfg.m2,))
+    t_fine, Y = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt)
+    _, Yref = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt, method="DOP853")
+    t_ode = np.linspace(0.0, cfg.t_end, cfg.n_records + 1)
+    q_ode = np.interp(t_ode, t_fine, Y[:, 0])
+    prog = Progress(len(cfg.Ns) + 1, "convergence", enabled=progress)
+    rows = []
+    for i, N in enumerate(cfg.Ns):
+        ts = time.perf_counter()
+        r = run_sgd(mf, SGDConfig(N=N, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
+                                  engine="reduced", seed=cfg.seed + i), [cfg.q0])
+        q = r.Q[:, :, 0]
+        q_ref = np.interp(r.t, t_fine, Y[:, 0])  # the ODE on this run's record times
+        dev_traj = np.max(np.abs(q - q_ref[None, :]), axis=1)
+        rows.append({"N": N, "t": r.t, "mean": q.mean(0), "sd": q.std(0, ddof=1),
+                     "max_dev_mean": float(np.max(np.abs(q.mean(0) - q_ref))),
+                     "rms_max_dev": float(np.sqrt(np.mean(dev_traj ** 2))),
+                     "max_sd": float(np.max(q.std(0, ddof=1))), "seconds": time.perf_counter() - ts})
+        prog.update(i + 1, f"N={N}")
+    slope, se = fit_exponent([r_["N"] for r_ in rows], [r_["rms_max_dev"] for r_ in rows])
+    slope_sd, _ = fit_exponent([r_["N"] for r_ in rows], [r_["max_sd"] for r_ in rows])
+    N0 = cfg.Ns[0]
+    rf = run_sgd(mf, SGDConfig(N=N0, trials=cfg.full_check_trials, t_end=cfg.t_end,
+                               n_records=cfg.n_records, engine="full", seed=cfg.seed + 1000), [cfg.q0])
+    rr = run_sgd(mf, SGDConfig(N=N0, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
+                               engine="reduced", seed=cfg.seed + 2000), [cfg.q0])
+    qf, qr = rf.Q[:, :, 0], rr.Q[:, :, 0]
+    se_diff = np.sqrt(qf.var(0, ddof=1) / qf.shape[0] + qr.var(0, ddof=1) / qr.shape[0]) + 1e-12
+    z = np.abs(qf.mean(0) - qr.mean(0)) / se_diff
+    prog.update(len(cfg.Ns) + 1, "full-engine check")
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(t_fine, Y[:, 0], "k-", lw=2, label="mean-field ODE (RK4)")
+    for j, row in enumerate(rows):
+        ax[0].errorbar(np.asarray(row["t"]) + 0.04 * j, row["mean"], yerr=row["sd"], fmt="o", ms=3, capsize=2,
+                       label=f"SGD N={row['N']:g} (mean ± SD, {cfg.trials} trials)")
+    ax[0].set_xlabel("t = steps / N")
+    ax[0].set_ylabel("cosine similarity Q(t)")
+    ax[0].set_title(f"tanh, m2={cfg.m2}, tau={cfg.tau}, Rademacher c")
+    ax[0].legend(fontsize=7)
+    Ns = np.array([r_["N"] for r_ in rows], float)
+    ax[1].loglog(Ns, [r_["rms_max_dev"] for r_ in rows], "o-", label="RMS_i max_t |Q_i - Q_ode|")
+    ax[1].loglog(Ns, [r_["max_dev_mean"] for r_ in rows], "s--", label="max_t |mean Q - Q_ode|")
+    ax[1].loglog(Ns, rows[0]["rms_max_dev"] * (Ns / Ns[0]) ** -0.5, "k:", label="N^-1/2 reference")
+    ax[1].set_xlabel("N")
+    ax[1].set_ylabel("deviation from ODE")
+    ax[1].set_title(f"fitted exponent {slope:.3f} ± {se:.3f}")
+    ax[1].legend(fontsize=7)
+    res = {"t": t_ode, "q_ode": q_ode, "rk4_vs_solve_ivp_max": float(np.max(np.abs(Y - Yref))),
+           "rows": rows, "exponent": slope, "exponent_se": se, "exponent_max_sd": slope_sd,
+           "full_vs_reduced": {"N": N0, "max_abs_mean_diff": float(np.max(np.abs(qf.mean(0) - qr.mean(0)))),
+                               "max_z": float(np.max(z)), "full_trials": int(qf.shape[0]),
+                               "reduced_trials": int(qr.shape[0])}}
+    return _finish(out_dir, "convergence", cfg, res, fig, t0)
+
+
+# =========================================================================== 2. hfunc
+@dataclass(frozen=True)
+class HFuncConfig:
+    """h(Q) = Qdot/tau on a grid of Q for each activation and tau (single feature, sn)."""
+    activations: tuple[str, ...] = ("tanh", "relu", "identity")
+    taus: tuple[float, ...] = (0.5, 1.0, 1.5)
+    m2: float = 3.0
+    sn: float = 0.0
+    n_grid: int = 201
+    n_starts: int = 15
+
+
+HFUNC_QUICK = HFuncConfig()
+HFUNC_FULL = HFuncConfig(taus=(0.25, 0.5, 1.0, 1.5, 2.5), n_grid=801, n_starts=41)
+
+
+def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    if (old := _reuse(out_dir, "hfunc", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    Qg = np.linspace(-0.995, 0.995, cfg.n_grid)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(cfg.activations), figsize=(4.5 * len(cfg.activations), 3.8))
+    axes = np.atleast_1d(axes)
+    curves, learn = [], {}
+    for ai, act in enumerate(cfg.activations):
+        L = learnability(act)
+        notes = NOTES_LEARNABILITY.get(act)
+        learn[act] = {**L, "notes_kappa_v": notes}
+        ax = axes[ai]
+        for tau in cfg.taus:
+            mf = MFConfig(tau=tau, m2=(cfg.m2,), sn=cfg.sn, activation=act)
+            f = rhs_numpy(mf, n_gh=200 if act == "relu" else 0)
+            h = np.array([f(np.array([q]))[0] for q in Qg]) / tau
+            fps = find_fixed_points(mf, n_starts=cfg.n_starts, n_gh=200 if act == "relu" else 0)
+            slope0 = float(jacobian_fd(f, np.zeros(1))[0, 0])
+            pred0 = 2 * tau * ((cfg.m2 - 1) * L["kappa"] - tau * L["v"]) if cfg.sn == 0 else None
+            curves.append({"activation": act, "tau": tau, "h": h,
+                           "fixed_points": [{"Q": float(p["Q"][0]), "eigenvalue": float(p["eigenvalues"][0].real),
+                                             "stability": p["stability"]} for p in fps],
+                           "slope_at_0": slope0, "slope_at_0_linearised": pred0})
+            ln, = ax.plot(Qg, h, label=f"tau={tau}")
+            for p in fps:
+                ax.plot(p["Q"][0], 0, "o", ms=7, color=ln.get_color(),
+                        mfc=ln.get_color() if p["stability"] == "stable" else "white")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("Q")
+        ax.set_ylabel("h(Q) = (dQ/dt) / tau")
+        ax.set_title(f"{act}: kappa={L['kappa']:.4f}, v={L['v']:.4f} (filled = stable)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"single feature, m2={cfg.m2}, sigma_n={cfg.sn}, Rademacher c")
+    res = {"Q": Qg, "curves": curves, "learnability": learn}
+    return _finish(out_dir, "hfunc", cfg, res, fig, t0)
+
+
+# =========================================================================== 3. phase
+@dataclass(frozen=True)
+class PhaseConfig:
+    """Two-feature phase portrait (tanh, sn = 0): RK4 batch over an n_grid x n_grid grid of
+    initial conditions in the unit disk, t_end/dt steps, with the tabulated fast path
+    (``table`` mu-points, bilinear; error ~1e-6); m4 sweep with the sparse law
+    (kurtosis = m4/m2^2) on a coarser grid; a few SGD trajectories (reduced engine).
+    Fixed points and streamlines use the direct quadrature."""
+    m2: tuple[float, float] = (1.2, 1.1)
+    tau: float = 0.2
+    t_end: float = 1500.0
+    dt: float = 0.75
+    n_grid: int = 41
+    table: int = 2001
+    kurtoses: tuple[float, ...] = (1.0, 2.0, 4.0)
+    n_grid_m4: int = 25
+    sgd_N: int = 2000
+    sgd_starts: tuple[tuple[float, float], ...] = ((0.05, 0.06), (0.3, 0.5), (-0.4, 0.2), (0.6, -0.3))
+    seed: int = 0
+
+
+PHASE_QUICK = PhaseConfig(n_grid=61, n_grid_m4=41, kurtoses=(1.0, 1.5, 2.0, 3.0, 4.0))
+PHASE_FULL = PhaseConfig(n_grid=101, kurtoses=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0), n_grid_m4=61,
+                         sgd_N=10000)
+
+
+def _disk_grid(n: int) -> np.ndarray:
+    g = np.linspace(-0.98, 0.98, n)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    pts = np.stack([X.ravel(), Y.ravel()], axis=1)
+    return pts[np.sum(pts ** 2, axis=1) < 0.98 ** 2]
+
+
+def _winner(final: np.ndarray) -> np.ndarray:
+    a1, a2 = np.abs(final[:, 0]), np.abs(final[:, 1])
+    w = np.where(a1 > a2, 1, 2)
+    w[np.maximum(a1, a2) < 0.05] = 0
+    return w
+
+
+def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    if (old := _reuse(out_dir, "phase", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    prog = Progress(3 + len(cfg.kurtoses), "phase", enabled=progress)
+    mf = MFConfig(tau=cfg.tau, m2=cfg.m2)
+    n_steps = int(round(cfg.t_end / cfg.dt))
+    ics = _disk_grid(cfg.n_grid)
+    ts = time.perf_counter()
+    t, traj, _ = integrate_ode_batch(mf, ics, t_end=cfg.t_end, dt=cfg.dt, record_every=n_steps // 100,
+                                     table=cfg.table)
+    t_batch = time.perf_counter() - ts
+    win = _winner(traj[:, -1])
+    prog.update(1, f"{len(ics)} trajectories in {t_batch:.1f}s")
+    fps = find_fixed_points(mf, n_starts=9)
+    prog.update(2, "fixed points")
+    # streamlines
+    g = np.linspace(-1, 1, 41)
+    U = np.full((g.size, g.size), np.nan)
+    V = np.full_like(U, np.nan)
+    f = rhs_numpy(mf)
+    for i, y in enumerate(g):
+        for j, x in enumerate(g):
+            if x * x + y * y < 0.999:
+                U[i, j], V[i, j] = f(np.array([x, y]))
+    sgd = run_sgd(mf, SGDConfig(N=cfg.sgd_N, trials=len(cfg.sgd_starts), t_end=cfg.t_end, n_records=300,
+                                engine="reduced", seed=cfg.seed), np.array(cfg.sgd_starts))
+    prog.update(3, "SGD")
+    sweep = []
+    ics_m4 = _disk_grid(cfg.n_grid_m4)
+    for i, kurt in enumerate(cfg.kurtoses):
+        mk = mf.replace(law=Law("sparse", kurtosis=kurt))
+        _, tr, _ = integrate_ode_batch(mk, ics_m4, t_end=cfg.t_end, dt=cfg.dt, record_every=n_steps,
+                                       table=cfg.table)
+        w = _winner(tr[:, -1])
+        J0 = jacobian_fd(rhs_numpy(mk), np.zeros(2))
+        sweep.append({"kurtosis": kurt, "share_feature1": float(np.mean(w == 1)),
+                      "share_feature2": float(np.mean(w == 2)), "share_none": float(np.mean(w == 0)),
+                      "eigs_at_0": np.sort(np.linalg.eigvals(J0).real)})
+        prog.update(4 + i, f"m4/m2^2={kurt}")
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 5))
+    from matplotlib.colors import ListedColormap
+    cmap = ListedColormap(["#dddddd", "#a6dba0", "#f4a582"])
+    ax[0].scatter(ics[:, 0], ics[:, 1], c=win, cmap=cmap, vmin=0, vmax=2, s=12, marker="s", linewidths=0)
+    ax[0].streamplot(g, g, U, V, color="0.3", density=1.2, linewidth=0.6, arrowsize=0.7)
+    for p in fps:
+        q = p["Q"]
+        ax[0].plot(q[0], q[1], "o", ms=8, color="k", mfc={"stable": "k", "saddle": "0.6"}.get(p["stability"], "white"))
+    for k in range(sgd.Q.shape[0]):
+        ax[0].plot(sgd.Q[k, :, 0], sgd.Q[k, :, 1], "-", color="tab:blue", lw=1.2,
+                   label=f"SGD N={cfg.sgd_N}" if k == 0 else None)
+    ax[0].add_patch(plt.Circle((0, 0), 1, fill=False, color="k", lw=0.8))
+    ax[0].set_aspect("equal")
+    ax[0].set_xlabel("Q1 (feature 1, m2=%g)" % cfg.m2[0])
+    ax[0].set_ylabel("Q2 (feature 2, m2=%g)" % cfg.m2[1])
+    ax[0].set_title(f"tanh, tau={cfg.tau}: green -> feature 1, red -> feature 2\n"
+                    "fixed points: black stable, grey saddle, white unstable", fontsize=8)
+    ax[0].legend(fontsize=7, loc="lower left")
+    ks = [s["kurtosis"] for s in sweep]
+    ax[1].plot(ks, [s["share_feature1"] for s in sweep], "o-", label="feature 1 wins")
+    ax[1].plot(ks, [s["share_feature2"] for s in sweep], "s-", label="feature 2 wins")
+    ax[1].set_xlabel("m4 / m2^2 of c (sparse three-point law; 1 = Rademacher)")
+    ax[1].set_ylabel(f"share of {len(ics_m4)} initial conditions")
+    ax[1].set_title(f"attraction shares at fixed m2={cfg.m2}", fontsize=9)
+    ax[1].legend(fontsize=7)
+    res = {"n_ics": len(ics), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
+           "share_none": float(np.mean(win == 0)), "batch_seconds": t_batch, "n_steps": n_steps,
+           "fixed_points": [{"Q": p["Q"], "stability": p["stability"], "eigenvalues": p["eigenvalues"].real}
+                            for p in fps],
+           "m4_sweep": sweep, "sgd_final": sgd.Q[:, -1], "sgd_starts": cfg.sgd_starts}
+    return _finish(out_dir, "phase", cfg, res, fig, t0)
+
+
+# =========================================================================== 4. noise
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Stationary Q* vs sigma_n^2 (tanh, Rademacher c, m2) for each (tau, rho); SGD points at
+    tau = sgd_tau for rho in sgd_rhos (reduced engine, N, trials, from q0 for t_end)."""
+    m2: float = 3.0
+    taus: tuple[float, ...] = (1.0, 2.0, 3.0)
+    rhos: tuple[float, ...] = (0.0, -0.5, -1.0)
+    sn2: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+    sgd_tau: float = 1.0
+    sgd_rhos: tuple[float, ...] = (0.0, -1.0)
+    sgd_sn2: tuple[float, ...] = (0.25, 0.5, 1.0)
+    sgd_N: int = 2000
+    sgd_trials: int = 6
+    sgd_t_end: float = 10.0
+    seed: int = 0
+
+
+NOISE_QUICK = NoiseConfig()
+NOISE_FULL = NoiseConfig(rhos=(0.0, -0.25, -0.5, -0.75, -1.0), sn2=tuple(np.round(np.arange(0, 2.01, 0.125), 4)),
+                         sgd_sn2=(0.25, 0.5, 1.0, 1.5), sgd_N=10000, sgd_trials=16)
+
+
+def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    if (old := _reuse(out_dir, "noise", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    prog = Progress(len(cfg.taus) * len(cfg.rhos) + 1, "noise", enabled=progress)
+    curves = []
+    for tau in cfg.taus:
+        for rho in cfg.rhos:
+            qs = [_stationary_Q(MFConfig(tau=tau, m2=(cfg.m2,), sn=math.sqrt(s2), rho=rho)) for s2 in cfg.sn2]
+            notes = NOTES_NOISE_TABLE.get((tau, rho), {})
+            comp = [{"sn2": s2, "ode": q, "notes": notes[s2]} for s2, q in zip(cfg.sn2, qs) if s2 in notes]
+            diffs = [abs(c["ode"] - c["notes"]) for c in comp if c["ode"] is not None and c["notes"] is not None]
+            agree_absent = all((c["ode"] is None) == (c["notes"] is None) for c in comp)
+            curves.append({"tau": tau, "rho": rho, "Q": qs, "vs_notes": comp,
+                           "max_abs_diff_notes": max(diffs) if diffs else None,
+                           "absence_agrees_with_notes": agree_absent})
+            prog.update(len(curves), f"tau={tau} rho={rho}")
+    sgd_pts = []
+    for i, rho in enumerate(cfg.sgd_rhos):
+        for j, s2 in enumerate(cfg.sgd_sn2):
+            mf = MFConfig(tau=cfg.sgd_tau, m2=(cfg.m2,), sn=math.sqrt(s2), rho=rho)
+            r = run_sgd(mf, SGDConfig(N=cfg.sgd_N, trials=cfg.sgd_trials, t_end=cfg.sgd_t_end, n_records=40,
+                                      engine="reduced", seed=cfg.seed + 100 * i + j), [0.5])
+            tail = np.abs(r.Q[:, -8:, 0]).mean(1)
+            sgd_pts.append({"rho": rho, "sn2": s2, "mean": float(tail.mean()), "sd": float(tail.std(ddof=1)),
+                            "trials": cfg.sgd_trials})
+    prog.update(len(curves) + 1, "SGD")
+    plt = _plt()
+    fig, ax = plt.subplots(1, 1, figsize=(6.5, 4.5))
+    for c in curves:
+        ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(c["tau"], "-.")
+        col = plt.cm.coolwarm(0.5 - 0.5 * c["rho"])
+        ax.plot(cfg.sn2, [np.nan if q is None else q for q in c["Q"]], ls, color=col, marker=".",
+                label=f"ODE tau={c['tau']}, rho={c['rho']}")
+    for p in sgd_pts:
+        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=5)
+    ax.plot([], [], "kx", label=f"SGD rho=0, tau={cfg.sgd_tau} (N={cfg.sgd_N}, {cfg.sgd_trials} trials)")
+    ax.plot([], [], "k^", label=f"SGD rho=-1, tau={cfg.sgd_tau}")
+    ax.set_xlabel("noise strength sigma_n^2")
+    ax.set_ylabel("stationary cosine similarity Q*")
+    ax.set_title(f"tanh, m2={cfg.m2}, Rademacher c (missing = recovery fixed point absent)", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    res = {"curves": curves, "sgd": sgd_pts}
+    return _finish(out_dir, "noise", cfg, res, fig, t0)
+
+
+# =========================================================================== 5. clamp
+@dataclass(frozen=True)
+class ClampConfig:
+    """Clamp vs subtraction (tanh, Rademacher c, single feature m2, tau): for every margin m,
+    noise sn and batch size B, SGD trials (reduced engine, N) from q0 to t_end, final-Q
+    variance over trials, CAR; mean-field stationary Q, CAR and OU variance prediction."""
+    m2: float = 3.0
+    tau: float = 1.0
+    margins: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    sns: tuple[float, ...] = (0.0, 0.7)
+    batches: tuple[int, ...] = (1, 4)
+    N: int = 1000
+    trials: int = 48
+    q0: float = 0.5
+    t_end: float = 20.0
+    n_records: int = 40
+    seed: int = 0
+
+
+CLAMP_QUICK = ClampConfig()
+CLAMP_FULL = ClampConfig(margins=(0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), sns=(0.0, 0.5, 0.7, 1.0),
+                         batches=(1, 4, 16), N=4000, trials=200)
+
+
+def _levene_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    """Brown-Forsythe p-value for equal variances of a and b."""
+    from scipy.stats import levene
+    return float(levene(a, b, center="median").pvalue)
+
+
+def run_clamp(cfg: ClampConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    if (old := _reuse(out_dir, "clamp", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    cells = [(m, sn, B) for sn in cfg.sns for B in cfg.batches for m in cfg.margins]
+    prog = Progress(len(cells), "clamp", enabled=progress)
+    rows, car_curves = [], []
+    for ci, (m, sn, B) in enumerate(cells):
+        row: dict[str, Any] = {"margin": m, "sn": sn, "batch": B}
+        finals = {}
+        for mode in ("subtract", "clamp"):
+            mf = MFConfig(tau=cfg.tau, m2=(cfg.m2,), sn=sn, batch=B, mode=mode, margin=m)
+            r = run_sgd(mf, SGDConfig(N=cfg.N, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
+                                      engine="reduced", seed=cfg.seed + ci), [cfg.q0])
+            qf = np.abs(r.Q[:, -1, 0])
+            finals[mode] = qf
+            qstar = _stationary_Q(mf, q0=cfg.q0)
+            pred = fluctuation_variance(mf, qstar, cfg.N) if qstar is not None else None
+            car_star = None
+            if qstar is not None:
+                from sim.model import expectations
+                car_star = expectations(mf, [qstar])["car"]
+            row[mode] = {"final_mean": float(qf.mean()), "final_var": float(qf.var(ddof=1)),
+                         "car_sgd_final": float(np.nanmean(r.car[:, -5:])), "q_star": qstar,
+                         "car_star": car_star, "var_pred": None if pred is None else pred["var"],
+                         "lambda": None if pred is None else pred["lambda"]}
+            if ci == 0 or (m == cfg.margins[-1] and B == 1 and sn == cfg.sns[0]):
+                t_ode, Y = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=0.02,
+                                         record_every=int(round(cfg.t_end / 0.02 / cfg.n_records)))
+                car_ode = [expectations(mf, [q])["car"] for q in Y[:, 0]]
+                car_curves.append({"mode": mode, "margin": m, "sn": sn, "batch": B, "t": r.t[1:],
+                                   "car_sgd_mean": np.mean(r.car[:, 1:], axis=0), "t_ode": t_ode, "car_ode": car_ode})
+        row["var_ratio"] = row["clamp"]["final_var"] / row["subtract"]["final_var"]
+        vp_c, vp_s = row["clamp"]["var_pred"], row["subtract"]["var_pred"]
+        row["var_ratio_pred"] = vp_c / vp_s if (vp_c is not None and vp_s) else None
+        row["levene_p"] = _levene_ratio(finals["clamp"], finals["subtract"])
+        rows.append(row)
+        prog.update(ci + 1, f"m={m} sn={sn} B={B}: var ratio {row['var_ratio']:.2f}")
+    plt = _plt()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    for sn in cfg.sns:
+        for B in cfg.batches:
+            sel = [r_ for r_ in rows if r_["sn"] == sn and r_["batch"] == B]
+            ms = [r_["margin"] for r_ in sel]
+            ln, = ax[0].plot(ms, [r_["var_ratio"] for r_ in sel], "o", label=f"SGD sn={sn}, B={B}")
+            ax[0].plot(ms, [np.nan if r_["var_ratio_pred"] is None else r_["var_ratio_pred"] for r_ in sel], "-",
+                       color=ln.get_color())
+            ax[1].plot(ms, [np.nan if r_["clamp"]["q_star"] is None else r_["clamp"]["q_star"] for r_ in sel], "-",
+                       color=ln.get_color(), label=f"clamp sn={sn}, B={B}")
+            ax[1].plot(ms, [r_["clamp"]["final_mean"] for r_ in sel], "o", color=ln.get_color())
+            ax[1].plot(ms, [np.nan if r_["subtract"]["q_star"] is None else r_["subtract"]["q_star"] for r_ in sel],
+                       ":", color=ln.get_color())
+    ax[0].axhline(1, color="k", lw=0.6)
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("margin m")
+    ax[0].set_ylabel("Var(final Q) clamp / subtract")
+    ax[0].set_title(f"points: SGD ({cfg.trials} trials, N={cfg.N}); lines: OU prediction", fontsize=9)
+    ax[0].legend(fontsize=7)
+    ax[1].set_xlabel("margin m")
+    ax[1].set_ylabel("stationary Q")
+    ax[1].set_title("lines: ODE (solid clamp, dotted subtract); points: SGD clamp", fontsize=9)
+    ax[1].legend(fontsize=7)
+    for c in car_curves:
+        ln, = ax[2].plot(c["t"], c["car_sgd_mean"], "o", ms=3,
+                         label=f"SGD {c['mode']} m={c['margin']} sn={c['sn']} B={c['batch']}")
+        ax[2].plot(c["t_ode"], c["car_ode"], "-", color=ln.get_color())
+    ax[2].set_xlabel("t = steps / N")
+    ax[2].set_ylabel("clamp activation rate Pr[y1 y2 >= 1 - m]")
+    ax[2].set_title("CAR over time (lines: mean-field)", fontsize=9)
+    ax[2].legend(fontsize=6)
+    res = {"rows": rows, "car_curves": car_curves}
+    return _finish(out_dir, "clamp", cfg, res, fig, t0)
+
+
+# =========================================================================== bench
+@dataclass(frozen=True)
+class BenchConfig:
+    """Speed benchmark: numba full-engine SGD vs a NumPy step loop at N; normals/s vs NumPy's
+    vectorised generator; parallel speedup over trials (1 vs 2 threads); phase portrait of
+    n_traj trajectories x n_steps RK4 steps (tabulated fast path with ``table`` mu-points)."""
+    N: int = 10000
+    steps: int = 2000
+    sn: float = 0.5
+    par_trials: int = 4
+    n_traj: int = 10000
+    n_steps: int = 2000
+    table: int = 2001
+    seed: int = 0
+
+
+BENCH_QUICK = BenchConfig()
+
+
+def numpy_sgd(cfg: MFConfig, N: int, steps: int, q0: float, seed: int) -> np.ndarray:
+    """Straightforward NumPy loop of the same algorithm (d = 1, tanh, B = 1): the reference."""
+    rng = np.random.default_rng(seed)
+    sq = math.sqrt(N)
+    rc = math.sqrt(1 - cfg.rho ** 2)
+    w = rng.standard_normal(N)
+    w[1:] *= math.sqrt(N * (1 - q0 ** 2) / np.sum(w[1:] ** 2))
+    w[0] = q0 * sq
+    out = np.empty(steps)
+    m = math.sqrt(cfg.m2[0])
+    for k in range(steps):
+        x = rng.standard_normal(N)
+        x[0] = m if rng.random() < 0.5 else -m
+        z1 = rng.standard_normal(N)
+        z2 = cfg.rho * z1 + rc * rng.standard_normal(N)
+        x1 = x + cfg.sn * z1
+        x2 = x + cfg.sn * z2
+        h1, h2 = w @ x1 / sq, w @ x2 / sq
+        S1, S2 = math.tanh(h1), math.tanh(h2)
+        w += cfg.tau / sq * ((1 - S1 * S1) * S2 * x1 + S1 * (1 - S2 * S2) * x2)
+        w *= sq / np.linalg.norm(w)
+        out[k] = w[0] / sq
+    return out
+
+
+def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = print) -> dict:
+    import numba
+
+    res: dict[str, Any] = {"config": to_jsonable(cfg)}
+    mf = MFConfig(tau=0.5, m2=(3.0,), sn=cfg.sn, rho=0.0)
+    t_end = cfg.steps / cfg.N
+    nthreads0 = numba.get_num_threads()
+    numba.set_num_threads(1)
+    run_sgd(mf, SGDConfig(N=200, trials=1, t_end=1.0, n_records=1, engine="full"), [0.3])  # compile
+    ts = time.perf_counter()
+    run_sgd(mf, SGDConfig(N=cfg.N, trials=1, t_end=t_end, n_records=1, engine="full", seed=cfg.seed), [0.3])
+    t_nb = time.perf_counter() - ts
+    ts = time.perf_counter()
+    numpy_sgd(mf, cfg.N, cfg.steps, 0.3, cfg.seed)
+    t_np = time.perf_counter() - ts
+    normals = cfg.steps * (3 * cfg.N - 1)  # x (N-1) + two noise vectors (N each)
+    g = np.random.default_rng(cfg.seed)
+    ts = time.perf_counter()
+    g.standard_normal(normals)
+    t_gen = time.perf_counter() - ts
+    res["sgd_numba_s"], res["sgd_numpy_s"] = t_nb, t_np
+    res["numba_over_numpy_speedup"] = t_np / t_nb
+    res["numba_normals_per_s"] = normals / t_nb
+    res["numpy_generator_normals_per_s"] = normals / t_gen
+    res["normals_rate_fraction"] = t_gen / t_nb
+    echo(f"SGD N={cfg.N}, {cfg.steps} steps, sn={cfg.sn} (1 thread): numba {t_nb:.3f}s, NumPy loop {t_np:.3f}s "
+         f"-> speedup {t_np / t_nb:.2f}x (goal >= 5x)")
+    echo(f"normals/s: numba SGD {normals / t_nb:.3e} (incl. all work), NumPy Generator.standard_normal "
+         f"{normals / t_gen:.3e} -> {100 * t_gen / t_nb:.0f}% (goal >= 50%)")
+    # parallel speedup over trials
+    sg = SGDConfig(N=cfg.N, trials=cfg.par_trials, t_end=t_end / 2, n_records=1, engine="full", seed=cfg.seed)
+    times = {}
+    for nt in (1, 2):
+        numba.set_num_threads(nt)
+        ts = time.perf_counter()
+        r = run_sgd(mf, sg, [0.3])
+        times[nt] = time.perf_counter() - ts
+        if nt == 1:
+            q1 = r.Q.copy()
+        else:
+            res["thread_count_independent"] = bool(np.array_equal(q1, r.Q))
+    res["parallel_speedup_2_threads"] = times[1] / times[2]
+    echo(f"parallel over {cfg.par_trials} trials: 1 thread {times[1]:.3f}s, 2 threads {times[2]:.3f}s -> "
+         f"{times[1] / times[2]:.2f}x (goal >= 1.7x); identical results: {res['thread_count_independent']}")
+    numba.set_num_threads(min(2, nthreads0))
+    # reduced engine throughput
+    ts = time.perf_counter()
+    run_sgd(MFConfig(tau=0.5, m2=(3.0,)), SGDConfig(N=100000, trials=2, t_end=5.0, n_records=1), [0.3])
+    t_red = time.perf_counter() - ts
+    res["reduced_steps_per_s"] = 2 * 5 * 100000 / t_red
+    echo(f"reduced (exact-in-law) engine: {res['reduced_steps_per_s']:.3e} steps/s on 2 threads "
+         f"(full engine at N={cfg.N}: {cfg.steps / t_nb:.3e} steps/s on 1 thread)")
+    # phase portrait
+    from sim.model import pack_params
+    ph = MFConfig(tau=0.2, m2=(1.2, 1.1))
+    ics = np.random.default_rng(cfg.seed).uniform(-0.6, 0.6, size=(cfg.n_traj, 2))
+    ts = time.perf_counter()
+    P = pack_params(ph, table=cfg.table)
+    t_tab = time.perf_counter() - ts
+    integrate_ode_batch(ph, ics[:4], t_end=0.75 * 2, dt=0.75, params=P)  # compile
+    ts, cs = time.perf_counter(), time.process_time()
+    _, tr, _ = integrate_ode_batch(ph, ics, t_end=0.75 * cfg.n_steps, dt=0.75, record_every=cfg.n_steps,
+                                   params=P)
+    t_ph, c_ph = time.perf_counter() - ts, time.process_time() - cs
+    _, trq, _ = integrate_ode_batch(ph, ics[:100], t_end=0.75 * cfg.n_steps, dt=0.75,
+                                    record_every=cfg.n_steps)
+    res["phase_seconds"], res["phase_cpu_seconds"], res["phase_table_seconds"] = t_ph, c_ph, t_tab
+    res["phase_error_vs_direct_quadrature"] = float(np.max(np.abs(tr[:100, -1] - trq[:, -1])))
+    echo(f"phase portrait: {cfg.n_traj} trajectories x {cfg.n_steps} RK4 steps in {t_ph:.2f}s wall, "
+         f"{c_ph:.2f}s CPU (goal < 5 s; + {t_tab:.2f}s tabulation); max |final state - direct "
+         f"128-node quadrature| = {res['phase_error_vs_direct_quadrature']:.1e}")
+    try:
+        load = os.getloadavg()[0]
+        res["load_average_1min"] = load
+        echo(f"(1-min load average during the run: {load:.1f} on {os.cpu_count()} CPUs; wall times on a "
+             "shared machine are inflated accordingly)")
+    except OSError:
+        pass
+    return res
+
+
+STUDIES: dict[str, tuple[Callable, Any, Any]] = {
+    "convergence": (run_convergence, CONVERGENCE_QUICK, CONVERGENCE_FULL),
+    "hfunc": (run_hfunc, HFUNC_QUICK, HFUNC_FULL),
+    "phase": (run_phase, PHASE_QUICK, PHASE_FULL),
+    "noise": (run_noise, NOISE_QUICK, NOISE_FULL),
+    "clamp": (run_clamp, CLAMP_QUICK, CLAMP_FULL),
+}
+
+
+def replace(cfg, **kw):
+    """``dataclasses.replace`` that ignores ``None`` values (CLI overrides)."""
+    kw = {k: v for k, v in kw.items() if v is not None and k in {f.name for f in dataclasses.fields(cfg)}}
+    return dataclasses.replace(cfg, **kw)
