@@ -1,0 +1,688 @@
+"""What the manuscript takes from each study: numbers (macros), tables and figures.
+
+Everything here is a pure function of the loaded result JSONs (plus, for the ViT per-layer
+figure, the per-run ``result.json`` files that ``study.json`` points to), so the test can
+build the manuscript from small synthetic results.  Number specs are listed per study in
+:data:`NUMBER_SPECS`; :func:`number_specs` adds the literature values of
+``paper/source_numbers.json``.  Tables are LaTeX ``table`` environments whose cells are the
+macros (so every table entry is in ``numbers.json`` too); figures are written as PNG + PDF.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cffdyn.io import atomic_write_text, read_json
+from paper.numbers import NumberSpec, macro_name
+
+__all__ = ["NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
+           "tex_escape", "vit_cells", "vit_run_results"]
+
+
+def tex_escape(s: str) -> str:
+    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+           "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}"}
+    return "".join(rep.get(c, c) for c in str(s))
+
+
+# --------------------------------------------------------------------------- ViT helpers
+def vit_cells(data: dict) -> list[dict[str, Any]]:
+    """The study's cells as ``{levels, tag}``; ``tag`` is a macro-safe name (``ClampCffTwo``)."""
+    out = []
+    for c in data["analysis"]["cells"]:
+        lv = c["levels"]
+        out.append({"levels": lv, "tag": macro_name(*lv.values()),
+                    "sel": ",".join(f"levels.{k}={v}" for k, v in lv.items()),
+                    "label": ", ".join(f"{v}" for v in lv.values())})
+    return out
+
+
+def _comparisons(data: dict) -> list[dict[str, Any]]:
+    return [{"factor": c["factor"], "a": c["level_a"], "b": c["level_b"],
+             "tag": macro_name(c["factor"]),
+             "sel": f"factor={c['factor']},level_a={c['level_a']},level_b={c['level_b']}"}
+            for c in data["analysis"]["comparisons"]]
+
+
+def _vit_specs(data: dict) -> list[NumberSpec]:
+    s: list[NumberSpec] = []
+    add = lambda m, p, fmt=".2f", scale=1.0, red=None, d="": s.append(NumberSpec(m, "vit_study", p, fmt, scale, red, d))
+    b = "config.base."
+    add("VitSeeds", "config.n_seeds", "d", d="seeds per cell")
+    add("VitRuns", "runs[*].seed", "d", red="count", d="number of runs")
+    for f in ("epochs", "head_epochs", "subset", "embed_dim", "heads", "layers", "patch", "batch_size"):
+        add(macro_name("vit", f), b + f, "d", d=f"base config {f}")
+    for f, fmt in (("m0", ".2f"), ("m_last", ".2f"), ("tau", ".2f"), ("lr", "g")):
+        add(macro_name("vit", f), b + f, fmt, d=f"base config {f}")
+    add("VitBoot", "config.n_boot", "d")
+    add("VitPerm", "config.n_perm", "d")
+    for c in vit_cells(data):
+        p = f"analysis.cells[{c['sel']}]"
+        add(f"VitMean{c['tag']}", p + ".mean", ".2f", 100.0, d=f"mean test accuracy (%), {c['label']}")
+        add(f"VitSd{c['tag']}", p + ".sd", ".2f", 100.0, d=f"SD of test accuracy (points), {c['label']}")
+        add(f"VitN{c['tag']}", p + ".n", "d", d=f"seeds, {c['label']}")
+        add(f"VitCar{c['tag']}", p + ".car_layer0_mean", ".1f", 100.0, d=f"layer-0 CAR (%), {c['label']}")
+    for c in _comparisons(data):
+        p = f"analysis.comparisons[{c['sel']}]"
+        t = c["tag"]
+        add(f"VR{t}", p + ".ratio", ".2f", d=f"variance ratio {c['a']}/{c['b']}")
+        add(f"VRlo{t}", p + ".boot_ci[0]", ".2f", d="bootstrap 95% CI low")
+        add(f"VRhi{t}", p + ".boot_ci[1]", ".2f", d="bootstrap 95% CI high")
+        for k, m in (("f_p", "PFTest"), ("levene_p", "PLevene"), ("bf_p", "PBf"), ("perm_p", "PPerm"),
+                     ("welch_p", "PWelch")):
+            add(m + t, p + "." + k, "p", d=f"{k}, {c['factor']}")
+        add(f"MeanDiff{t}", p + ".mean_diff", "+.2f", 100.0, d="difference of means (points)")
+        add(f"NA{t}", p + ".n_a", "d")
+        add(f"NB{t}", p + ".n_b", "d")
+        add(f"PowerAssumed{t}", p + ".power.power_assumed", ".2f", d="F-test power at the assumed ratio")
+        add(f"SeedsForPower{t}", p + ".power.seeds_for_target_assumed", "d", d="seeds/cell for the target power")
+        add(f"AssumedRatio{t}", p + ".power.assumed_ratio", ".2f")
+    for meth in [lv for f, lvs in data["config"]["factors"] if f == "method" for lv in lvs]:
+        add(macro_name("vit", "epoch", "time", meth), f"runs[cell.method={meth}].epoch_time_s", ".2f",
+            red="mean", d=f"mean stage-1 epoch time (s), {meth}")
+    add("VitCarClamp", "runs[cell.loss_mode=clamp].car_layer0", ".1f", 100.0, red="mean",
+        d="layer-0 CAR (%) averaged over all clamp runs")
+    return s
+
+
+def _verify_specs(data: dict) -> list[NumberSpec]:
+    v = "verify"
+    return [NumberSpec("NIdentities", v, "identities[*].name", "d", reduce="count"),
+            NumberSpec("NIdentitiesPassed", v, "identities[passed=True].name", "d", reduce="count"),
+            NumberSpec("AutogradCases", v, "autograd.cases", "d"),
+            NumberSpec("AutogradMaxErr", v, "autograd.max_rel_err", "sci"),
+            NumberSpec("AutogradTol", v, "autograd.tol_rel", "sci"),
+            NumberSpec("VerifySeconds", v, "seconds", ".1f")]
+
+
+SPREAD_ORDER = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")
+
+
+def _spread_specs(data: dict) -> list[NumberSpec]:
+    out = [NumberSpec("EigSeeds", "eigen_spread", "n_seeds", "d"),
+           NumberSpec("EigHorizon", "eigen_spread", "config.horizon", "d"),
+           NumberSpec("EigFrac", "eigen_spread", "config.frac", ".0f", 100.0),
+           NumberSpec("EigModes", "eigen_spread", "config.out_dim", "d"),
+           NumberSpec("EigInDim", "eigen_spread", "config.in_dim", "d"),
+           NumberSpec("EigSigma", "eigen_spread", "config.sigma", "g"),
+           NumberSpec("EigMapErr", "eigen_spread", "ode_check.euc_isoloss.rows[*].max_abs_iteration_minus_map",
+                      "sci", reduce="max", desc="max |matrix iteration - per-mode map| (IsoLoss)"),
+           NumberSpec("EigMapErrEuc", "eigen_spread", "ode_check.euc_simsiam.rows[*].max_abs_iteration_minus_map",
+                      "sci", reduce="max")]
+    for name in SPREAD_ORDER:
+        if name not in data.get("losses", {}):
+            continue
+        t = macro_name(name)
+        p = f"losses.{name}"
+        out += [NumberSpec(f"EigSpread{t}", "eigen_spread", p + ".ratio_slowest_fastest_median", ".1f",
+                           desc=f"median over seeds of slowest/fastest time-to-90%, {name}"),
+                NumberSpec(f"EigVarNorm{t}", "eigen_spread", p + ".mean_var_normalized_across_seeds_at_horizon",
+                           "sci", desc=f"mean across-seed variance of normalised eigenvalues at the horizon, {name}"),
+                NumberSpec(f"EigEta{t}", "eigen_spread", p + ".eta", "g")]
+    return out
+
+
+def _settings_specs(data: dict) -> list[NumberSpec]:
+    out = [NumberSpec("SetSteps", "eigen_settings", "config.n_steps", "d"),
+           NumberSpec("SetStepsNopred", "eigen_settings", "config.n_steps_nopred", "d")]
+    for name in data.get("settings", {}):
+        t = macro_name(name)
+        out.append(NumberSpec(f"SetMinMax{t}", "eigen_settings", f"settings.{name}.min_over_max_end", ".2f",
+                              desc=f"min/max eigenvalue at the end, {name}"))
+    return out
+
+
+NUMBER_SPECS: dict[str, Callable[[dict], list[NumberSpec]]] = {
+    "verify": _verify_specs, "vit_study": _vit_specs, "eigen_spread": _spread_specs,
+    "eigen_settings": _settings_specs,
+}
+
+
+def source_specs(src: dict) -> list[NumberSpec]:
+    """Macros ``\\Src...`` for the literature values (formatted with the decimals they were reported with)."""
+    out = []
+    for key, entry in src.items():
+        if key.startswith("_"):
+            continue
+        v = entry["value"]
+        fmt = entry.get("fmt") or ("d" if isinstance(v, int) else
+                                   f".{max(len(repr(float(v)).split('.')[1].rstrip('0')), 1)}f")
+        out.append(NumberSpec(macro_name("src", key), "source", f"{key}.value", fmt, desc=entry["where"]))
+    return out
+
+
+def number_specs(results: dict[str, dict], src: dict) -> list[NumberSpec]:
+    specs = source_specs(src)
+    for name, fn in NUMBER_SPECS.items():
+        if name in results:
+            specs += fn(results[name])
+    return specs
+
+
+# --------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        tmp = out / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        tmp.replace(out / f"{name}.{ext}")
+    _plt().close(fig)
+    return out / f"{name}.pdf"
+
+
+def vit_run_results(data: dict, study_json: Path) -> list[tuple[dict, dict]]:
+    """``(run record, run result.json)`` for every run whose result file can be found."""
+    out = []
+    for r in data["runs"]:
+        cands = [Path(r["run_dir"]), study_json.parent / "runs" / Path(r["run_dir"]).name]
+        for c in cands:
+            if (c / "result.json").is_file():
+                out.append((r, read_json(c / "result.json")))
+                break
+    return out
+
+
+def fig_vit_cells(results: dict, paths: dict, out: Path) -> Path:
+    d = results["vit_study"]
+    plt = _plt()
+    cells = vit_cells(d)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, c in enumerate(cells):
+        runs = [r for r in d["runs"] if r["cell"] == c["levels"]]
+        acc = [100 * r["test_acc"] for r in runs]
+        car = [100 * r["car_layer0"] for r in runs if r.get("car_layer0") is not None]
+        for ax, v in ((axes[0], acc), (axes[1], car)):
+            if not v:
+                continue
+            ax.plot([i] * len(v), v, "o", color=f"C{i}", alpha=0.7, label=f"{c['label']} (n={len(v)} seeds)")
+            sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+            ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=4,
+                        label="mean ± SD" if i == 0 else None)
+    for ax, yl in ((axes[0], "test accuracy (%)"), (axes[1], "layer-0 clamp activation rate (%)")):
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
+        ax.set_xlabel("cell (loss mode, method)")
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=7)
+    b = d["config"]["base"]
+    fig.suptitle(f"{b['dataset']}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], {b['epochs']} epochs; "
+                 f"{d['config']['n_seeds']} seeds per cell", fontsize=9)
+    return _save(fig, out, "vit_cells")
+
+
+def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
+    d = results["vit_study"]
+    runs = vit_run_results(d, paths["vit_study"])
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, c in enumerate(vit_cells(d)):
+        per = [res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
+        if not per:
+            continue
+        L = min(len(p) for p in per)
+        for ax, key, sc in ((axes[0], "car", 100.0), (axes[1], "grad_norm", 1.0)):
+            v = np.array([[sc * (p[l].get(key) if p[l].get(key) is not None else np.nan) for l in range(L)] for p in per])
+            m = np.nanmean(v, axis=0)
+            sd = np.nanstd(v, axis=0, ddof=1) if len(per) > 1 else np.zeros(L)
+            ax.errorbar(np.arange(L) + 0.05 * i, m, yerr=sd, marker="o", capsize=3, color=f"C{i}",
+                        label=f"{c['label']} (n={len(per)} seeds)")
+    axes[0].set_ylabel("clamp activation rate (%)")
+    axes[1].set_ylabel("gradient norm of the layer's parameters (a.u.)")
+    for ax in axes:
+        ax.set_xlabel("layer (0 = patch embedding + first block)")
+        ax.legend(fontsize=7)
+    fig.suptitle("per-layer diagnostics at the selected epoch (training batches); mean ± SD over seeds; "
+                 "CAR is 0 by construction for subtract (no clamp) but is recorded as the would-be rate",
+                 fontsize=8)
+    return _save(fig, out, "vit_layers")
+
+
+def fig_eigen_spread(results: dict, paths: dict, out: Path) -> Path:
+    d = results["eigen_spread"]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, name in enumerate(n for n in SPREAD_ORDER if n in d["losses"]):
+        r = d["losses"][name]
+        mu0 = np.asarray(r["mu0"], float).ravel()
+        ttf = np.asarray([np.nan if x is None else x for x in np.asarray(r["time_to_frac"], dtype=object).ravel()],
+                         float)
+        axes[0].scatter(mu0, ttf, s=10, color=f"C{i}", label=f"{name} (η={r['eta']:g})")
+        tr = r["mean_trajectory_seed0"]
+        mu = np.asarray(tr["eigenvalues"], float)
+        for m in range(mu.shape[1]):
+            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8, label=name if m == 0 else None)
+    cfg = d["config"]
+    axes[0].set(xscale="log", yscale="log", xlabel="initial eigenvalue μ₀ of W Wᵀ (dimensionless)",
+                ylabel=f"time to {100 * cfg['frac']:.0f}% of the way (steps)",
+                title=f"{d['n_seeds']} seeds of W₀ (each point one mode)")
+    axes[1].set(yscale="log", xlabel="training step", ylabel="eigenvalue of W Wᵀ (dimensionless)",
+                title="eigenvalue trajectories, seed 0")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"linear toy, M={cfg['out_dim']}, N={cfg['in_dim']}, σ={cfg['sigma']}, α={cfg['alpha']}",
+                 fontsize=9)
+    return _save(fig, out, "eigen_spread")
+
+
+def fig_eigen_settings(results: dict, paths: dict, out: Path) -> Path:
+    d = results["eigen_settings"]
+    plt = _plt()
+    names = list(d["settings"])
+    ncol = 4
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(12, 2.8 * nrow), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        s = d["settings"][name]
+        mu = np.asarray(s["eigenvalues"], float)
+        ax.plot(s["steps"], np.clip(mu, 1e-6, None), lw=0.8)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: {s['outcome']}", fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("eigenvalues of W Wᵀ")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    cfg = d["config"]
+    fig.suptitle(f"{cfg['activation']} toy, M={cfg['out_dim']} modes (one line each), N={cfg['in_dim']}, "
+                 f"1 seed (W₀ seed {cfg['seed']})", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, "eigen_settings")
+
+
+#: figure name -> (studies needed, maker)
+FIGURES: dict[str, tuple[tuple[str, ...], Callable]] = {
+    "vit_cells": (("vit_study",), fig_vit_cells),
+    "vit_layers": (("vit_study",), fig_vit_layers),
+    "eigen_spread": (("eigen_spread",), fig_eigen_spread),
+    "eigen_settings": (("eigen_settings",), fig_eigen_settings),
+}
+
+
+# --------------------------------------------------------------------------- tables
+def tab_identities(results: dict) -> str:
+    d = results["verify"]
+    rows = [f"{k} & {tex_escape(i['name'])} & \\texttt{{{tex_escape(i['residual'])}}} & "
+            f"{'yes' if i['passed'] else 'NO'} \\\\" for k, i in enumerate(d["identities"], 1)]
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{Symbolic identities checked by \texttt{theory verify}: each residual is "
+        r"\texttt{simplify(derived - reference)} and must be exactly 0 (n = \NIdentities{} identities; "
+        r"test: exact symbolic equality).}", r"\label{tab:identities}",
+        r"\begin{tabular}{rp{10cm}cc}", r"\toprule", r"\# & identity & residual & passed \\", r"\midrule",
+        *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def tab_vit(results: dict) -> str:
+    d = results["vit_study"]
+    cells = vit_cells(d)
+    rows = [f"{tex_escape(c['label'])} & \\VitN{c['tag']} & \\VitMean{c['tag']} & \\VitSd{c['tag']} & "
+            f"\\VitCar{c['tag']} \\\\" for c in cells]
+    comp_rows = []
+    for c in _comparisons(d):
+        t = c["tag"]
+        comp_rows.append(
+            f"{tex_escape(c['factor'])}: {tex_escape(c['a'])}/{tex_escape(c['b'])} & \\NA{t}/\\NB{t} & \\VR{t} & "
+            f"[\\VRlo{t}, \\VRhi{t}] & \\PFTest{t} & \\PLevene{t} & \\PBf{t} & \\PPerm{t} & \\MeanDiff{t} & \\PWelch{t} \\\\")
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{ViT factorial study: test accuracy per cell (n seeds per cell, mean and SD in percentage "
+        r"points, layer-0 clamp activation rate averaged over the cell) and, per factor, the pooled variance ratio "
+        r"(level a / level b, each level pooling the cells of the other factor) with its stratified bootstrap "
+        r"95\% CI (\VitBoot{} resamples) and p-values of the F-test, Levene (mean-centred), Brown--Forsythe "
+        r"(median-centred) and a permutation test on the log ratio (\VitPerm{} permutations); "
+        r"the last two columns compare means (difference a--b in points, Welch t-test).}",
+        r"\label{tab:vit}",
+        r"\begin{tabular}{lcccc}", r"\toprule",
+        r"cell (loss mode, method) & n & mean (\%) & SD (points) & layer-0 CAR (\%) \\", r"\midrule",
+        *rows, r"\bottomrule", r"\end{tabular}", r"\par\medskip",
+        r"\begin{tabular}{lccccccccc}", r"\toprule",
+        r"factor: a/b & n (a/b) & VR & 95\% CI & p (F) & p (Levene) & p (BF) & p (perm.) & $\Delta$ mean & p (Welch) \\",
+        r"\midrule", *comp_rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def tab_eigen(results: dict) -> str:
+    d = results["eigen_spread"]
+    rows = []
+    for name in SPREAD_ORDER:
+        if name in d["losses"]:
+            t = macro_name(name)
+            rows.append(f"{tex_escape(name)} & \\EigEta{t} & \\EigSpread{t} & $\\EigVarNorm{t}$ \\\\")
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{Eigenmode convergence: median over \EigSeeds{} seeds of W$_0$ of the ratio slowest/fastest "
+        r"time-to-\EigFrac\% across the \EigModes{} modes, and the mean across-seed variance of the normalised "
+        r"eigenvalues at step \EigHorizon{} (n = \EigSeeds{} seeds; descriptive, no test).}",
+        r"\label{tab:eigen}", r"\begin{tabular}{lccc}", r"\toprule",
+        r"loss & learning rate & spread (slowest/fastest) & across-seed variance \\", r"\midrule",
+        *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+#: table name -> (studies needed, maker)
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
+    "identities": (("verify",), tab_identities),
+    "vit": (("vit_study",), tab_vit),
+    "eigen": (("eigen_spread",), tab_eigen),
+}
+
+
+# --------------------------------------------------------------------------- replication
+def _rep_vit(results: dict) -> list[tuple[str, str, str, str]]:
+    d = results["vit_study"]
+    b = d["config"]["base"]
+    lm = "LossMode" if any(c["factor"] == "loss_mode" for c in d["analysis"]["comparisons"]) else None
+    pool = r" (\VitSubset-image pool)" if b.get("subset") else ""
+    proto = (f"{tex_escape(_DATASET_NAMES.get(b['dataset'], b['dataset']))}{pool}, ViT[\\VitEmbedDim{{}} \\VitHeads{{}} "
+             f"\\VitLayers{{}}], patch \\VitPatch, \\VitEpochs{{}}+\\VitHeadEpochs{{}} epochs, \\VitSeeds{{}} seeds/cell")
+    rows = []
+    if lm:
+        rows += [
+            ("Steier: variance ratio clamp/subtract, CIFAR-10",
+             r"\SrcSteierVrCifarTen$\times$ (p = \SrcSteierPCifarTen, CI [\SrcSteierCiLoCifarTen, \SrcSteierCiHiCifarTen], "
+             r"n = \SrcSteierNPerCell/cell)",
+             r"\VRLossMode$\times$ (F p = \PFTestLossMode, CI [\VRloLossMode, \VRhiLossMode])",
+             proto + "; dataset, model size, epochs and seed count all differ"),
+            ("Steier: variance ratio, Fashion-MNIST", r"\SrcSteierVrFmnist$\times$ (p = \SrcSteierPFmnist)",
+             r"\VRLossMode$\times$ (F p = \PFTestLossMode)",
+             ("same dataset; " if b["dataset"] == "fashion_mnist" else "different dataset; ") + proto
+             + "; Steier's model and epochs not reported in the abstract"),
+            ("Steier: no difference in mean accuracy", "no difference (CIFAR-10)",
+             r"$\Delta$ = \MeanDiffLossMode{} points (Welch p = \PWelchLossMode)", proto),
+            ("Steier: layer-0 clamp activation rate", r"\SrcSteierCarZeroCifarTen\% (CIFAR-10)",
+             r"\VitCarClamp\% (clamp runs)", proto + "; rate on training batches at the selected epoch"),
+        ]
+    meths = [lv for f, lvs in d["config"]["factors"] if f == "method" for lv in lvs]
+    if {"cff1", "cff2"} <= set(meths):
+        rows.append(("CFF: time per epoch, one- vs two-forward",
+                     r"\SrcCffEpochSOneForward{} s vs \SrcCffEpochSTwoForward{} s (their GPU)",
+                     r"\VitEpochTimeCffOne{} s vs \VitEpochTimeCffTwo{} s (" + ("GPU" if
+                                                                             d["runs"][0].get("device") == "cuda" else "CPU, 2 cores") + ")",
+                     proto + "; absolute times are not comparable across hardware, the ratio is"))
+    if "clamp" in str(d["config"]["factors"]) and "cff2" in meths:
+        rows.append(("CFF: CIFAR-10 ViT[128 4 5] accuracy, CFF+M", r"\SrcCffVitCifarTenCffm\%",
+                     r"\VitMeanClampCffTwo\% (clamp, cff2)",
+                     proto + "; different dataset and a short schedule (\\SrcCffEpochs{} epochs in CFF): not comparable "
+                             "in level, only the pipeline is exercised"))
+    return rows
+
+
+def _rep_eigen(results: dict) -> list[tuple[str, str, str, str]]:
+    d = results["eigen_spread"]
+    if not {"euc_simsiam", "euc_isoloss"} <= set(d["losses"]):
+        return []
+    return [("IsoLoss: equalised convergence rates across eigenmodes",
+             "qualitative (abstract; Fig. 2 eigenvalue panels)",
+             r"spread \EigSpreadEucSimsiam{} (BYOL-L2) vs \EigSpreadEucIsoloss{} (IsoLoss)",
+             r"linear toy with the notebook's sizes (M = \EigModes, N = \EigInDim, $\sigma$ = \EigSigma); "
+             r"\EigSeeds{} seeds of W$_0$ drawn with numpy, not the notebook's torch draw")]
+
+
+REPLICATION_ROWS: dict[str, Callable[[dict], list[tuple[str, str, str, str]]]] = {
+    "vit_study": _rep_vit, "eigen_spread": _rep_eigen,
+}
+
+
+def tab_replication(results: dict) -> str:
+    rows = []
+    for name, fn in REPLICATION_ROWS.items():
+        if name in results or (fn is _rep_mf and "noise" in results):
+            rows += fn(results)
+    body = [f"{a} & {b} & {c} & {d} \\\\" for a, b, c, d in rows] or [r"\multicolumn{4}{c}{(no study available)} \\"]
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{Replication: each headline number of the source papers (literature values, "
+        r"\texttt{paper/source\_numbers.json}) beside ours under the protocol stated in the last column, "
+        r"with every departure from the source protocol; n is the number of seeds per cell"
+        + (r" (ours: \VitSeeds)" if "vit_study" in results else "") + r" and each p-value names its test.}", r"\label{tab:replication}",
+        r"\begin{tabular}{p{3.3cm}p{3.3cm}p{3.3cm}p{4.6cm}}", r"\toprule",
+        r"claim & source paper & this build & protocol and departures \\", r"\midrule",
+        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+_DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST",
+                  "digits": "sklearn digits", "svhn": "SVHN"}
+
+
+def vit_data_phrase(results: dict) -> str:
+    """The ViT study's data, as text (numbers through macros)."""
+    b = results["vit_study"]["config"]["base"]
+    name = tex_escape(_DATASET_NAMES.get(b["dataset"], b["dataset"]))
+    return f"a \\VitSubset-image {name} pool" if b.get("subset") else f"the full {name} training set"
+
+
+def write_tables(results: dict, gen_dir: Path) -> list[Path]:
+    out = []
+    if "vit_study" in results:
+        out.append(atomic_write_text(gen_dir / "vit_data.tex", vit_data_phrase(results) + "%\n"))
+    for name, (needs, fn) in TABLES.items():
+        if all(n in results for n in needs):
+            out.append(atomic_write_text(gen_dir / f"tab_{name}.tex", fn(results) + "\n"))
+    out.append(atomic_write_text(gen_dir / "tab_replication.tex", tab_replication(results) + "\n"))
+    return out
+
+
+# --------------------------------------------------------------------------- mean-field (sim.studies)
+def _mf_specs_convergence(data: dict) -> list[NumberSpec]:
+    c = "convergence"
+    return [NumberSpec("ConvExponent", c, "exponent", ".3f", desc="fitted exponent of the RMS max deviation vs N"),
+            NumberSpec("ConvExponentSe", c, "exponent_se", ".3f"),
+            NumberSpec("ConvTrials", c, "config.trials", "d"),
+            NumberSpec("ConvTau", c, "config.tau", "g"),
+            NumberSpec("ConvMTwo", c, "config.m2", "g"),
+            NumberSpec("ConvQZero", c, "config.q0", "g"),
+            NumberSpec("ConvNmin", c, "rows[*].N", "d", reduce="min"),
+            NumberSpec("ConvNmax", c, "rows[*].N", "d", reduce="max"),
+            NumberSpec("ConvDevNmin", c, "rows[0].rms_max_dev", ".4f"),
+            NumberSpec("ConvDevNmax", c, "rows[-1].rms_max_dev", ".4f"),
+            NumberSpec("ConvRkErr", c, "rk4_vs_solve_ivp_max", "sci"),
+            NumberSpec("ConvFullZ", c, "full_vs_reduced.max_z", ".2f"),
+            NumberSpec("ConvFullTrials", c, "full_vs_reduced.full_trials", "d")]
+
+
+def _mf_specs_hfunc(data: dict) -> list[NumberSpec]:
+    h = "hfunc"
+    out = [NumberSpec("HKappaTanh", h, "learnability.tanh.kappa", ".4f"),
+           NumberSpec("HVTanh", h, "learnability.tanh.v", ".5f")]
+    tau0 = data["config"]["taus"][0]
+    out += [NumberSpec("HSlopeTanh", h, f"curves[activation=tanh,tau={tau0}].slope_at_0", ".5f"),
+            NumberSpec("HSlopeLinTanh", h, f"curves[activation=tanh,tau={tau0}].slope_at_0_linearised", ".5f"),
+            NumberSpec("HTauZero", h, "config.taus[0]", "g")]
+    return out
+
+
+def _mf_specs_phase(data: dict) -> list[NumberSpec]:
+    p = "phase"
+    return [NumberSpec("PhaseShareOne", p, "share_feature1", ".1f", 100.0),
+            NumberSpec("PhaseShareTwo", p, "share_feature2", ".1f", 100.0),
+            NumberSpec("PhaseNics", p, "n_ics", "d"),
+            NumberSpec("PhaseTau", p, "config.tau", "g"),
+            NumberSpec("PhaseMTwoA", p, "config.m2[0]", "g"),
+            NumberSpec("PhaseMTwoB", p, "config.m2[1]", "g"),
+            NumberSpec("PhaseKurtLo", p, "m4_sweep[0].kurtosis", "g"),
+            NumberSpec("PhaseKurtHi", p, "m4_sweep[-1].kurtosis", "g"),
+            NumberSpec("PhaseShareKurtLo", p, "m4_sweep[0].share_feature1", ".1f", 100.0),
+            NumberSpec("PhaseShareKurtHi", p, "m4_sweep[-1].share_feature1", ".1f", 100.0),
+            NumberSpec("PhaseEigKurtLo", p, "m4_sweep[0].eigs_at_0[-1]", ".5f"),
+            NumberSpec("PhaseEigKurtHi", p, "m4_sweep[-1].eigs_at_0[-1]", ".5f"),
+            NumberSpec("PhaseSgdN", p, "config.sgd_N", "d")]
+
+
+def _mf_specs_noise(data: dict) -> list[NumberSpec]:
+    n = "noise"
+    out = [NumberSpec("NoiseMaxDiffNotes", n, "curves[*].max_abs_diff_notes", "sci", reduce="max"),
+           NumberSpec("NoiseSgdTrials", n, "config.sgd_trials", "d"),
+           NumberSpec("NoiseSgdN", n, "config.sgd_N", "d")]
+    for rho, tag in ((0.0, "Indep"), (-1.0, "Anti")):
+        out.append(NumberSpec(f"NoiseQ{tag}", n, f"curves[tau=1.0,rho={rho}].vs_notes[sn2=1.0].ode", ".4f",
+                              desc=f"stationary Q*, tau=1, sigma_n^2=1, rho={rho}"))
+        out.append(NumberSpec(f"NoiseSgd{tag}", n, f"sgd[rho={rho},sn2=1.0].mean", ".4f"))
+        out.append(NumberSpec(f"NoiseSgdSd{tag}", n, f"sgd[rho={rho},sn2=1.0].sd", ".4f"))
+    out.append(NumberSpec("NoiseQZero", n, "curves[tau=1.0,rho=0.0].vs_notes[sn2=0.0].ode", ".4f"))
+    return out
+
+
+def _mf_specs_clamp(data: dict) -> list[NumberSpec]:
+    c = "clamp"
+    cf = data["config"]
+    lo = f"rows[margin={min(cf['margins'])},sn={min(cf['sns'])},batch={min(cf['batches'])}]"
+    hi = f"rows[margin={max(cf['margins'])},sn={min(cf['sns'])},batch={max(cf['batches'])}]"
+    out = [NumberSpec("ClampTrials", c, "config.trials", "d"),
+           NumberSpec("ClampN", c, "config.N", "d"),
+           NumberSpec("ClampTau", c, "config.tau", "g"),
+           NumberSpec("ClampVRMin", c, "rows[*].var_ratio", ".2f", reduce="min"),
+           NumberSpec("ClampVRMax", c, "rows[*].var_ratio", ".2f", reduce="max"),
+           NumberSpec("ClampCells", c, "rows[*].margin", "d", reduce="count")]
+    for tag, sel in (("Lo", lo), ("Hi", hi)):
+        out += [NumberSpec(f"ClampM{tag}", c, f"{sel}.margin", "g"),
+                NumberSpec(f"ClampSn{tag}", c, f"{sel}.sn", "g"),
+                NumberSpec(f"ClampB{tag}", c, f"{sel}.batch", "d"),
+                NumberSpec(f"ClampVR{tag}", c, f"{sel}.var_ratio", ".2f", desc="Var(final Q) clamp/subtract"),
+                NumberSpec(f"ClampVRPred{tag}", c, f"{sel}.var_ratio_pred", ".2f", desc="OU prediction of that ratio"),
+                NumberSpec(f"ClampBFp{tag}", c, f"{sel}.levene_p", "p"),
+                NumberSpec(f"ClampCar{tag}", c, f"{sel}.clamp.car_sgd_final", ".1f", 100.0),
+                NumberSpec(f"ClampQ{tag}", c, f"{sel}.clamp.final_mean", ".4f"),
+                NumberSpec(f"ClampQSub{tag}", c, f"{sel}.subtract.final_mean", ".4f")]
+    return out
+
+
+NUMBER_SPECS.update({"convergence": _mf_specs_convergence, "hfunc": _mf_specs_hfunc, "phase": _mf_specs_phase,
+                     "noise": _mf_specs_noise, "clamp": _mf_specs_clamp})
+
+
+def _none(v):
+    return np.nan if v is None else v
+
+
+def fig_mf_convergence(results: dict, paths: dict, out: Path) -> Path:
+    d = results["convergence"]
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    t = np.asarray(d["t"], float)
+    ax[0].plot(t, d["q_ode"], "k-", lw=2, label="mean-field ODE (RK4)")
+    for j, r in enumerate(d["rows"]):
+        ax[0].errorbar(t + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2.5, capsize=1.5,
+                       label=f"SGD N={r['N']:g}, mean ± SD ({d['config']['trials']} trials)")
+    ax[0].set(xlabel="time t = steps / N (dimensionless)", ylabel="overlap Q(t) (cosine)")
+    Ns = np.array([r["N"] for r in d["rows"]], float)
+    dev = np.array([r["rms_max_dev"] for r in d["rows"]])
+    ax[1].loglog(Ns, dev, "o-", label=f"RMS over {d['config']['trials']} trials of max_t |Q - Q_ode|")
+    ax[1].loglog(Ns, dev[0] * (Ns / Ns[0]) ** -0.5, "k:", label="N^(-1/2) reference")
+    ax[1].set(xlabel="dimension N", ylabel="deviation from the ODE (cosine units)",
+              title=f"fitted exponent {d['exponent']:.3f} ± {d['exponent_se']:.3f}")
+    for a in ax:
+        a.legend(fontsize=7)
+    c = d["config"]
+    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}, Rademacher c", fontsize=9)
+    return _save(fig, out, "mf_convergence")
+
+
+def fig_mf_noise(results: dict, paths: dict, out: Path) -> Path:
+    d = results["noise"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sn2 = d["config"]["sn2"]
+    for cv in d["curves"]:
+        ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")
+        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=plt.cm.coolwarm(0.5 - 0.5 * cv["rho"]),
+                label=f"ODE τ={cv['tau']}, ρ={cv['rho']}")
+    for p in d["sgd"]:
+        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=5)
+    c = d["config"]
+    ax.plot([], [], "kx", label=f"SGD ρ=0, τ={c['sgd_tau']} (N={c['sgd_N']}, {c['sgd_trials']} trials, mean ± SD)")
+    ax.plot([], [], "k^", label="SGD ρ=-1")
+    ax.set(xlabel="augmentation noise strength σ_n² (variance units)", ylabel="stationary overlap Q* (cosine)")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out, "mf_noise")
+
+
+def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
+    d = results["clamp"]
+    plt = _plt()
+    c = d["config"]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    for sn in c["sns"]:
+        for B in c["batches"]:
+            sel = [r for r in d["rows"] if r["sn"] == sn and r["batch"] == B]
+            ms = [r["margin"] for r in sel]
+            ln, = ax[0].plot(ms, [r["var_ratio"] for r in sel], "o", label=f"SGD σ_n={sn}, B={B}")
+            ax[0].plot(ms, [_none(r["var_ratio_pred"]) for r in sel], "-", color=ln.get_color())
+            ax[1].plot(ms, [100 * _none(r["clamp"]["car_star"]) for r in sel], "-", color=ln.get_color(),
+                       label=f"mean-field σ_n={sn}, B={B}")
+            ax[1].plot(ms, [100 * r["clamp"]["car_sgd_final"] for r in sel], "o", color=ln.get_color())
+    ax[0].axhline(1, color="k", lw=0.6)
+    ax[0].set_yscale("log")
+    ax[0].set(xlabel="margin m", ylabel="Var(final Q) clamp / subtract (ratio)",
+              title=f"points: SGD, {c['trials']} trials per mode, N={c['N']}; lines: OU prediction", )
+    ax[1].set(xlabel="margin m", ylabel="clamp activation rate at stationarity (%)",
+              title="lines: mean-field; points: SGD (last records)")
+    ax[0].title.set_fontsize(8)
+    ax[1].title.set_fontsize(8)
+    for a in ax:
+        a.legend(fontsize=6)
+    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}", fontsize=9)
+    return _save(fig, out, "mf_clamp")
+
+
+def fig_mf_hfunc(results: dict, paths: dict, out: Path) -> Path:
+    d = results["hfunc"]
+    plt = _plt()
+    acts = d["config"]["activations"]
+    fig, axes = plt.subplots(1, len(acts), figsize=(3.6 * len(acts), 3.4), squeeze=False)
+    for ax, act in zip(axes[0], acts):
+        for cv in [c for c in d["curves"] if c["activation"] == act]:
+            ln, = ax.plot(d["Q"], cv["h"], label=f"τ={cv['tau']}")
+            for fp in cv["fixed_points"]:
+                ax.plot(fp["Q"], 0, "o", color=ln.get_color(),
+                        mfc=ln.get_color() if fp["stability"] == "stable" else "white")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel="overlap Q (cosine)", ylabel="h(Q) = (dQ/dt)/τ", title=act)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"single feature, m2={d['config']['m2']}, σ_n={d['config']['sn']}; filled = stable fixed point "
+                 "(deterministic ODE, no seeds)", fontsize=9)
+    return _save(fig, out, "mf_hfunc")
+
+
+def fig_mf_phase(results: dict, paths: dict, out: Path) -> Path:
+    """The study's own phase portrait (its grid of winners is not stored in the JSON): copied."""
+    png = paths["phase"].with_suffix(".png")
+    if not png.is_file():
+        raise ValueError(f"figure mf_phase: the study's portrait {png} is missing")
+    out.mkdir(parents=True, exist_ok=True)
+    import shutil
+    shutil.copyfile(png, out / "mf_phase.png")
+    return out / "mf_phase.png"
+
+
+FIGURES.update({"mf_convergence": (("convergence",), fig_mf_convergence), "mf_hfunc": (("hfunc",), fig_mf_hfunc),
+                "mf_phase": (("phase",), fig_mf_phase), "mf_noise": (("noise",), fig_mf_noise),
+                "mf_clamp": (("clamp",), fig_mf_clamp)})
+
+
+def _rep_mf(results: dict) -> list[tuple[str, str, str, str]]:
+    rows = []
+    if "phase" in results:
+        rows.append(("Meng--Wang (ii): attraction regions depend on higher moments",
+                     r"qualitative (abstract; Fig.~3 with $m_2$ = \SrcMwMTwoFigThreeA, \SrcMwMTwoFigThreeB)",
+                     r"share won by feature 1: \PhaseShareKurtLo\% ($m_4/m_2^2$ = \PhaseKurtLo) vs "
+                     r"\PhaseShareKurtHi\% (\PhaseKurtHi)",
+                     r"reconstructed model; $\tau$ = \PhaseTau, grid of \PhaseNics{} initial conditions "
+                     r"(deterministic ODE)"))
+    if "noise" in results:
+        rows.append(("Meng--Wang (iii): anticorrelated noise raises the stationary overlap",
+                     "qualitative (abstract; Fig.~4)",
+                     r"$Q^*$ = \NoiseQAnti{} ($\rho=-1$) vs \NoiseQIndep{} ($\rho=0$) at $\sigma_n^2 = 1$, $\tau = 1$",
+                     r"reconstructed model, tanh, $m_2 = 3$, Rademacher $c$; SGD check with \NoiseSgdTrials{} trials"))
+    return rows
+
+
+REPLICATION_ROWS.update({"phase": _rep_mf})

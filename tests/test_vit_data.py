@@ -1,0 +1,181 @@
+"""Dataset readers on small files written in the real formats; split protocol; augmentation."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from vit.augment import augment, crop_flip, random_crop
+from vit.data import load_dataset, read_idx, split_indices
+
+
+def _write_idx(path, arr: np.ndarray, gz: bool) -> None:
+    assert arr.dtype == np.uint8
+    raw = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape) + arr.tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_roundtrip(tmp_path, gz):
+    a = np.random.default_rng(1).integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
+    p = tmp_path / "x.idx"
+    _write_idx(p, a, gz)
+    np.testing.assert_array_equal(read_idx(p), a)
+
+
+def test_idx_bad_files(tmp_path):
+    p = tmp_path / "bad"
+    p.write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="not an IDX"):
+        read_idx(p)
+    p.write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 5) + b"\x00\x01")
+    with pytest.raises(ValueError, match="size mismatch"):
+        read_idx(p)
+
+
+def _fmnist_dir(tmp_path, n_train=50, n_test=20):
+    rng = np.random.default_rng(0)
+    xtr = rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8)
+    ytr = (np.arange(n_train) % 10).astype(np.uint8)
+    xte = rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8)
+    yte = (np.arange(n_test) % 10).astype(np.uint8)
+    for stem, arr in [("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
+                      ("t10k-images-idx3-ubyte", xte), ("t10k-labels-idx1-ubyte", yte)]:
+        _write_idx(tmp_path / (stem + ".gz"), arr, True)
+    return xtr, ytr, xte, yte
+
+
+def test_fashion_mnist_from_dir_and_env(tmp_path, monkeypatch):
+    xtr, ytr, xte, yte = _fmnist_dir(tmp_path)
+    ds = load_dataset("fashion_mnist", tmp_path, seed=3)
+    assert ds.x_train.shape[1:] == (1, 28, 28) and ds.x_train.dtype == torch.uint8
+    assert ds.x_train.shape[0] + ds.x_val.shape[0] == 50 and ds.x_val.shape[0] == 5
+    np.testing.assert_array_equal(ds.x_test[:, 0].numpy(), xte)
+    np.testing.assert_array_equal(ds.y_test.numpy(), yte)
+    # every train image sits in the pool with its own label
+    tr, va = split_indices(50, 3)
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), xtr[tr])
+    np.testing.assert_array_equal(ds.y_train.numpy(), ytr[tr])
+    monkeypatch.setenv("CFFDYN_FMNIST", str(tmp_path))
+    ds2 = load_dataset("fashion_mnist", seed=3)
+    assert torch.equal(ds2.x_train, ds.x_train)
+
+
+def test_split_protocol():
+    tr, va = split_indices(1000, 5)
+    assert len(va) == 100 and len(tr) == 900 and not set(tr) & set(va)
+    assert set(tr) | set(va) == set(range(1000))
+    tr2, va2 = split_indices(1000, 5)
+    assert np.array_equal(tr, tr2) and np.array_equal(va, va2)
+    tr3, _ = split_indices(1000, 6)
+    assert not np.array_equal(tr, tr3)
+    trs, vas = split_indices(1000, 5, subset=300)
+    assert len(trs) == 270 and len(vas) == 30 and not set(trs) & set(vas)
+    with pytest.raises(ValueError, match="subset"):
+        split_indices(10, 0, subset=11)
+
+
+def _write_cifar(root, fine: bool, n_per=6):
+    rng = np.random.default_rng(2)
+    key = b"fine_labels" if fine else b"labels"
+    names = ["train", "test"] if fine else [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+    sub = root / ("cifar-100-python" if fine else "cifar-10-batches-py")
+    sub.mkdir()
+    written = {}
+    for n in names:
+        data = rng.integers(0, 256, size=(n_per, 3072), dtype=np.uint8)
+        labels = list(rng.integers(0, 100 if fine else 10, size=n_per))
+        with open(sub / n, "wb") as fh:
+            pickle.dump({b"data": data, key: labels, b"batch_label": b"x"}, fh)
+        written[n] = (data, labels)
+    return written
+
+
+@pytest.mark.parametrize("fine", [False, True])
+def test_cifar_pickles(tmp_path, fine):
+    written = _write_cifar(tmp_path, fine)
+    name = "cifar100" if fine else "cifar10"
+    ds = load_dataset(name, tmp_path, seed=0, val_fraction=0.5)
+    assert ds.num_classes == (100 if fine else 10)
+    test_name = "test" if fine else "test_batch"
+    data, labels = written[test_name]
+    # CHW order: the first 1024 bytes are the red plane, row-major
+    np.testing.assert_array_equal(ds.x_test.numpy(), data.reshape(-1, 3, 32, 32))
+    assert ds.x_test[0, 0, 0, 1].item() == data[0, 1] and ds.x_test[0, 1, 0, 0].item() == data[0, 1024]
+    np.testing.assert_array_equal(ds.y_test.numpy(), np.array(labels))
+    assert ds.x_train.shape[0] + ds.x_val.shape[0] == (6 if fine else 30)
+
+
+def test_svhn_mat(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 10), ("test", 4)):
+        X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = np.array([[10], [1], [2], [10], [5], [6], [7], [8], [9], [3]][:n], dtype=np.uint8)
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": X, "y": y})
+        if split == "test":
+            Xte, yte = X, y
+    ds = load_dataset("svhn", tmp_path, seed=0)
+    assert ds.x_test.shape == (4, 3, 32, 32)
+    n, c, i, j = 2, 1, 5, 17
+    assert ds.x_test[n, c, i, j].item() == Xte[i, j, c, n]
+    np.testing.assert_array_equal(ds.y_test.numpy(), np.where(yte[:, 0] == 10, 0, yte[:, 0]))
+
+
+def test_digits():
+    pytest.importorskip("sklearn")
+    ds = load_dataset("digits", seed=0)
+    assert ds.x_train.shape[1:] == (1, 8, 8) and ds.num_classes == 10
+    assert ds.x_train.shape[0] + ds.x_val.shape[0] + ds.x_test.shape[0] == 1797
+    assert int(ds.x_train.max()) == 255
+    ds16 = load_dataset("digits", seed=0, image_size=16)
+    assert ds16.x_train.shape[1:] == (1, 16, 16)
+    assert torch.equal(ds16.x_test[:, :, ::2, ::2], ds.x_test)
+    # the test set does not depend on the run seed
+    assert torch.equal(load_dataset("digits", seed=7).x_test, ds.x_test)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("mnist")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        load_dataset("fashion_mnist", tmp_path)
+    with pytest.raises(FileNotFoundError, match="cifar-10"):
+        load_dataset("cifar10", tmp_path)
+    with pytest.raises(FileNotFoundError, match="train_32x32.mat"):
+        load_dataset("svhn", tmp_path)
+    with pytest.raises(ValueError, match="augmentation"):
+        augment(torch.zeros(2, 1, 8, 8), torch.Generator(), "cutout")
+
+
+def test_random_crop_is_a_window_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8, generator=g)
+    pad = 2
+    out = random_crop(x, pad, torch.Generator().manual_seed(1))
+    xp = torch.nn.functional.pad(x, (pad,) * 4)
+    offsets = set()
+    for n in range(16):
+        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                if torch.equal(out[n], xp[n, :, dy:dy + 8, dx:dx + 8])]
+        assert hits, f"sample {n} is not a crop"
+        offsets.add(hits[0])
+    assert len(offsets) > 3  # offsets vary per sample
+
+
+def test_crop_flip_deterministic_and_flip_only():
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    a = crop_flip(x, torch.Generator().manual_seed(5))
+    b = crop_flip(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    f = crop_flip(x, torch.Generator().manual_seed(5), pad=0)
+    same = [torch.equal(f[n], x[n]) for n in range(32)]
+    flipped = [torch.equal(f[n], x[n].flip(-1)) for n in range(32)]
+    assert all(s or fl for s, fl in zip(same, flipped)) and any(flipped) and any(same)
+    r = augment(x, torch.Generator().manual_seed(0), "randaug")
+    assert r.shape == x.shape and torch.isfinite(r).all() and 0 <= r.min() and r.max() <= 1

@@ -1,0 +1,165 @@
+"""vit.study: resumable factorial study, reuse, config parsing, CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cffdyn.io import read_json
+from vit import study
+from vit.study import StudyConfig, parse_field_value, run_study
+from vit.study_cli import main as study_main
+from vit.train import RunInterrupted, TrainConfig
+
+TINY = TrainConfig(dataset="digits", subset=300, patch=2, embed_dim=16, heads=2, layers=2, epochs=2,
+                   head_epochs=2, batch_size=128, device="cpu")
+CFG = StudyConfig(base=TINY, n_seeds=2, n_boot=199, n_perm=199)
+
+
+def _strip(res):
+    return {k: res[k] for k in ("config", "design", "analysis", "table", "status")}
+
+
+def test_killed_study_resumes_to_the_same_table_without_retraining(tmp_path, monkeypatch):
+    ref = run_study(CFG, tmp_path / "ref", progress=False)
+    n_runs = len(ref["runs"])
+    assert ref["status"] == "complete" and n_runs == 8
+
+    real = study.train_run
+    trained: list[tuple] = []
+    k = 3
+
+    def killing(cfg, out_dir=None, **kw):
+        fresh = not (Path(out_dir) / "result.json").is_file()
+        if fresh and len(trained) == k:
+            # the (k+1)-th run dies after its first epoch is checkpointed, then the study dies
+            real(cfg, out_dir, stop_after_epoch=0, **kw)
+        if fresh:
+            trained.append((cfg.seed, cfg.loss_mode, cfg.method))
+        return real(cfg, out_dir, **kw)
+
+    monkeypatch.setattr(study, "train_run", killing)
+    with pytest.raises(RunInterrupted):
+        run_study(CFG, tmp_path / "b", progress=False)
+    part = read_json(tmp_path / "b" / "study.json")
+    assert part["status"] == "running" and len(part["runs"]) == k
+    ckpts = list((tmp_path / "b" / "runs").glob("*/ckpt.pt"))
+    assert len(ckpts) == k + 1          # k finished runs and the interrupted one
+
+    calls: list[tuple] = []
+
+    def counting(cfg, out_dir=None, **kw):
+        if not (Path(out_dir) / "result.json").is_file():
+            calls.append((cfg.seed, cfg.loss_mode, cfg.method))
+        return real(cfg, out_dir, **kw)
+
+    monkeypatch.setattr(study, "train_run", counting)
+    res = run_study(CFG, tmp_path / "b", progress=False)
+    assert len(calls) == n_runs - k                       # finished runs were not retrained
+    assert not set(calls) & set(trained)
+    assert res["timing"]["n_reused"] == k
+    assert _strip(res) == _strip(ref)                     # same numbers, same table
+    # a complete study with the same config is returned as recorded, nothing is called
+    calls.clear()
+    again = run_study(CFG, tmp_path / "b", progress=False)
+    assert calls == [] and again == read_json(tmp_path / "b" / "study.json")
+    assert (tmp_path / "b" / "study.png").stat().st_size > 0
+
+
+def test_extending_seeds_reuses_existing_runs(tmp_path, monkeypatch):
+    small = CFG.replace(n_seeds=2, factors=(("loss_mode", ("clamp", "subtract")),), base=TINY.replace(epochs=1))
+    run_study(small, tmp_path, progress=False)
+    real = study.train_run
+    calls = []
+
+    def counting(cfg, out_dir=None, **kw):
+        if not (Path(out_dir) / "result.json").is_file():
+            calls.append(cfg.seed)
+        return real(cfg, out_dir, **kw)
+
+    monkeypatch.setattr(study, "train_run", counting)
+    res = run_study(small.replace(n_seeds=3), tmp_path, progress=False)
+    assert sorted(calls) == [2, 2]
+    assert [c["n"] for c in res["analysis"]["cells"]] == [3, 3]
+
+
+def test_table_values_match_the_run_results(tmp_path):
+    res = run_study(CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2), tmp_path, progress=False)
+    for cell in res["analysis"]["cells"]:
+        vals = [read_json(Path(r["run_dir"]) / "result.json")["test_acc"] for r in res["runs"]
+                if r["cell"] == cell["levels"]]
+        assert cell["values"] == vals and cell["mean"] == pytest.approx(sum(vals) / len(vals))
+
+
+def test_config_validation_and_parsing():
+    assert parse_field_value("epochs", "3") == 3
+    assert parse_field_value("m0", "0.25") == 0.25
+    assert parse_field_value("seed_init", "none") is None
+    assert parse_field_value("amp", "false") is False
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        parse_field_value("nope", "1")
+    with pytest.raises(ValueError, match="int"):
+        parse_field_value("epochs", "x")
+    with pytest.raises(ValueError, match="2 levels"):
+        CFG.replace(factors=(("loss_mode", ("clamp",)),))
+    with pytest.raises(ValueError, match="loss_mode"):
+        CFG.replace(factors=(("loss_mode", ("clamp", "bogus")),))
+    with pytest.raises(ValueError, match="seed axis"):
+        CFG.replace(factors=(("seed", (1, 2)),))
+    assert study.QUICK.n_seeds == 3 and study.FULL.n_seeds >= 12
+    assert StudyConfig.from_dict(CFG.to_dict()) == CFG
+
+
+def test_cli_runs_a_study_with_factors_and_overrides(tmp_path, capsys):
+    rc = study_main(["--factor", "m0=0.2,0.4", "--seeds", "2", "--set", "dataset=digits", "--set", "subset=300",
+                     "--set", "patch=2", "--set", "embed_dim=16", "--set", "heads=2", "--set", "layers=1",
+                     "--set", "epochs=1", "--set", "head_epochs=1", "--set", "device=cpu", "--n-boot", "199",
+                     "--n-perm", "199", "--quiet", "--out", str(tmp_path)], prog="cffdyn vit study")
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "m0: 0.2 vs 0.4" in out and "variance ratio" in out
+    saved = read_json(tmp_path / "study.json")
+    assert saved["config"]["factors"] == [["m0", [0.2, 0.4]]] and saved["config"]["base"]["epochs"] == 1
+    with pytest.raises(SystemExit):
+        study_main(["--set", "epochs"], prog="x")
+
+
+def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
+    import vit.batched as vb
+
+    cfg = CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2)
+    seq = run_study(cfg, tmp_path / "seq", progress=False)
+    bcfg = cfg.replace(batched=True)
+    # kill the second cell's batched pass after its first epoch is checkpointed
+    real = vb.train_batched
+    state = {"n": 0}
+
+    def killing(rcs, dirs, **kw):
+        state["n"] += 1
+        if state["n"] == 2:
+            orig = vb.BatchedCFF.train_epoch
+
+            def once(self, epoch):
+                if epoch == 1:
+                    raise RunInterrupted("killed")
+                return orig(self, epoch)
+            monkeypatch.setattr(vb.BatchedCFF, "train_epoch", once)
+            try:
+                return real(rcs, dirs, **kw)
+            finally:
+                monkeypatch.setattr(vb.BatchedCFF, "train_epoch", orig)
+        return real(rcs, dirs, **kw)
+
+    monkeypatch.setattr(vb, "train_batched", killing)
+    with pytest.raises(RunInterrupted):
+        run_study(bcfg, tmp_path / "bat", progress=False)
+    assert len(list((tmp_path / "bat" / "runs").glob("*__batched__*.pt"))) == 1
+    res = run_study(bcfg, tmp_path / "bat", progress=False)
+    assert state["n"] == 3 and not list((tmp_path / "bat" / "runs").glob("*.pt.*"))
+    for rs, rb in zip(seq["runs"], res["runs"]):
+        assert rs["cell"] == rb["cell"] and rs["seed"] == rb["seed"]
+        rj = read_json(Path(rb["run_dir"]) / "result.json")
+        assert rj["batched"]["n_seeds"] == 2
+        # same algorithm; float32 rounding differs between batched and separate matmuls
+        assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.02)
+        assert rb["best_epoch"] == rs["best_epoch"]

@@ -1,0 +1,212 @@
+"""Training: finite runs of every method, the two-forward identity, detached inputs, resume,
+non-finite stop, bad input, Fisher criterion, CLI.  Tiny digits configs (8x8, patch 2)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+import vit.train as vt  # noqa: E402
+from vit.cli import main as cli_main  # noqa: E402
+from vit.data import load_dataset  # noqa: E402
+from vit.diagnostics import fisher_criterion  # noqa: E402
+from vit.losses import supcon_loss  # noqa: E402
+from vit.train import (DeviceData, NonFiniteLoss, RunInterrupted, TrainConfig, build_method,  # noqa: E402
+                       train_run)
+
+TINY = TrainConfig(dataset="digits", subset=300, embed_dim=16, heads=2, layers=2, patch=2, epochs=2,
+                   head_epochs=30, batch_size=64, head_lr=5e-3, device="cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster and immune to a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", subset=300, seed=TINY.seed)
+
+
+@pytest.mark.parametrize("method", ["cff2", "cff1"])
+def test_cff_runs_finite_and_learns(digits, method):
+    res = train_run(TINY.replace(method=method, epochs=3), progress=False, dataset=digits)
+    mlp = train_run(TINY.replace(method=method, epochs=3, model="mlp", embed_dim=32), progress=False,
+                    dataset=digits)
+    losses = [[r["loss"] for r in h["layers"]] for h in res["history"]]
+    assert np.isfinite(losses).all()
+    assert losses[-1][0] < losses[0][0]          # layer-0 training loss goes down
+    assert mlp["test_acc"] > 0.5                  # 10 classes: chance is 0.1 (a tiny ViT on 8x8 is weak)
+    assert [h["layers"][0]["loss"] for h in mlp["history"]][-1] < mlp["history"][0]["layers"][0]["loss"]
+    for r in res["per_layer"]:
+        assert 0 <= r["car"] <= 1 and r["grad_norm"] > 0 and -1 <= r["neg_sim"] <= 1
+    json.dumps(res)  # JSON-able
+
+
+@pytest.mark.parametrize("method,model", [("bp", "vit"), ("bp", "mlp"), ("ff", "vit"), ("ffcl", "vit"),
+                                          ("cff2", "mlp")])
+def test_baselines_run_finite(digits, method, model):
+    res = train_run(TINY.replace(method=method, model=model, epochs=1, topk=3), progress=False, dataset=digits)
+    assert 0 <= res["test_acc"] <= res["test_topk_acc"] <= 1
+    assert all(np.isfinite(r["grad_norm"]) for r in res["per_layer"])
+    assert len(res["per_layer"]) == (3 if method == "ffcl" else TINY.layers)
+
+
+def test_concatenated_forward_equals_two_forwards(digits):
+    """One forward of [view1; view2] gives the same loss and gradients as two forwards."""
+    cfg = TINY.replace(device="cpu")
+    m = build_method(cfg, DeviceData(digits, torch.device("cpu"), "crop_flip"))
+    layer = m.encoder.layers[0].double()
+    g = torch.Generator().manual_seed(0)
+    x = m.data.views(m.data.x["train"][:32], g, 2).double()
+    y = m.data.y["train"][:32]
+    loss_cat = supcon_loss(layer(x).mean(1), y, margin=0.4, mode="clamp")
+    gcat = torch.autograd.grad(loss_cat, list(layer.parameters()))
+    f1, f2 = layer(x[:32]).mean(1), layer(x[32:]).mean(1)
+    loss_two = supcon_loss([f1, f2], y, margin=0.4, mode="clamp")
+    gtwo = torch.autograd.grad(loss_two, list(layer.parameters()))
+    torch.testing.assert_close(loss_cat, loss_two)
+    for a, b in zip(gcat, gtwo):
+        torch.testing.assert_close(a, b)
+
+
+def test_detached_inputs(digits):
+    """Layer 1's loss gradient does not reach layer 0's parameters."""
+    m = build_method(TINY, DeviceData(digits, torch.device("cpu"), "crop_flip"))
+    g = torch.Generator().manual_seed(0)
+    x = m.data.views(m.data.x["train"][:64], g, 2)
+    y = m.data.y["train"][:64]
+    h, _, _ = m.layer_step(0, x, y)
+    assert not h.requires_grad
+    before = [p.grad.clone() for p in m.encoder.layers[0].parameters()]
+    w_before = [p.detach().clone() for p in m.encoder.layers[0].parameters()]
+    m.layer_step(1, h, y)
+    for p, g0, w0 in zip(m.encoder.layers[0].parameters(), before, w_before):
+        assert torch.equal(p.grad, g0) and torch.equal(p.detach(), w0)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.layers[1].parameters())
+
+
+def test_resume_equals_uninterrupted(tmp_path, digits):
+    cfg = TINY.replace(epochs=3)
+    ref = train_run(cfg, tmp_path / "a", progress=False, dataset=digits)
+    with pytest.raises(RunInterrupted):
+        train_run(cfg, tmp_path / "b", progress=False, stop_after_epoch=0, dataset=digits)
+    assert not (tmp_path / "b" / "result.json").exists()
+    assert len((tmp_path / "b" / "log.jsonl").read_text().splitlines()) == 1
+    res = train_run(cfg, tmp_path / "b", progress=False, dataset=digits)
+    assert res["test_acc"] == ref["test_acc"] and res["best_epoch"] == ref["best_epoch"]
+    for ha, hb in zip(ref["history"], res["history"]):
+        assert [r["loss"] for r in ha["layers"]] == [r["loss"] for r in hb["layers"]]
+    assert len(res["history"]) == 3
+    assert len((tmp_path / "b" / "log.jsonl").read_text().splitlines()) == 3
+    # a finished run is returned as is, not retrained
+    mtime = (tmp_path / "b" / "result.json").stat().st_mtime_ns
+    again = train_run(cfg, tmp_path / "b", progress=False, dataset=digits)
+    assert again == json.loads((tmp_path / "b" / "result.json").read_text())
+    assert (tmp_path / "b" / "result.json").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="different config"):
+        train_run(cfg.replace(seed=9), tmp_path / "b", progress=False)
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, digits, monkeypatch):
+    calls = {"n": 0}
+    real = vt.supcon_loss
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        # epoch 1, layer 1, step 0: per epoch 5 steps x 2 layers + 1 validation batch x 2 layers = 12 calls
+        if calls["n"] == 12 + 2:
+            loss, st = out
+            return loss * float("nan"), st
+        return out
+
+    monkeypatch.setattr(vt, "supcon_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"layer 1, epoch 1, step 0"):
+        train_run(TINY, tmp_path, progress=False, dataset=digits)
+    ck = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ck["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in ck["state"]["modules"]["encoder"].values())
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="outside"):
+        TINY.replace(m0=2.5)
+    with pytest.raises(ValueError, match="outside"):
+        TINY.replace(m_last=-0.1)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        TINY.replace(dataset="imagenet")
+    with pytest.raises(ValueError, match="unknown method"):
+        TINY.replace(method="sgd")
+    with pytest.raises(ValueError, match="divisible by heads"):
+        TINY.replace(embed_dim=15)
+    with pytest.raises(ValueError, match="not divisible by the patch"):
+        train_run(TINY.replace(patch=3), progress=False)
+
+
+def test_seeds_derivation():
+    s = TINY.resolved_seeds()
+    assert s["split"] == TINY.seed and len({s["init"], s["order"], s["aug"]}) == 3
+    assert TINY.replace(seed_init=5).resolved_seeds()["init"] == 5
+    assert TINY.replace(seed=1).resolved_seeds()["order"] != s["order"]
+    assert TrainConfig.from_dict(TINY.to_dict()) == TINY
+
+
+def test_fisher_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (200,), generator=g)
+    f[:, 1] += 1.5 * y
+    F_, Y = f.numpy(), y.numpy()
+    m = F_.mean(0)
+    sw, sb = np.zeros((4, 4)), np.zeros((4, 4))
+    for c in range(3):
+        fc = F_[Y == c]
+        mc = fc.mean(0)
+        sw += (fc - mc).T @ (fc - mc) / len(fc)
+        sb += len(fc) * np.outer(mc - m, mc - m) / len(F_)
+    assert fisher_criterion(f, y, ridge=0.0) == pytest.approx(np.trace(np.linalg.solve(sw, sb)), rel=1e-10)
+    # well separated classes score higher
+    f2 = f.clone()
+    f2[:, 1] += 5 * y
+    assert fisher_criterion(f2, y) > fisher_criterion(f, y)
+
+
+def test_cli_train_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli_main(["train", "--dataset", "digits", "--subset", "200", "--embed-dim", "16", "--heads", "2",
+                   "--layers", "2", "--patch", "2", "--epochs", "1", "--head-epochs", "1", "--batch-size", "64",
+                   "--device", "cpu", "--fisher", "true", "--out", str(out), "--quiet"])
+    assert rc == 0
+    txt = capsys.readouterr().out
+    assert "test acc" in txt and "CAR" in txt
+    res = json.loads((out / "result.json").read_text())
+    assert len(res["fisher_val"]) == 2 and all(v > 0 for v in res["fisher_val"])
+    assert cli_main(["plot", str(out)]) == 0
+    assert (out / "diagnostics.png").stat().st_size > 1000
+    assert cli_main(["train", "--m0", "3"]) == 2
+    assert cli_main([]) == 2
+
+
+def test_bench_runs_side_by_side(capsys):
+    from vit.bench import run_bench
+
+    res = run_bench(device="cpu", epochs=1, subset=64, dataset="synthetic")
+    assert [r["impl"].split()[0] for r in res["rows"]] == ["reference", "ours", "ours"]
+    assert res["rows"][0]["speedup"] == 1.0 and all(r["epoch_s"] > 0 for r in res["rows"])
+    assert "speed-up vs reference" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_amp_compile_run(digits):
+    res = train_run(TINY.replace(device="cuda", amp=True, compile=True, epochs=2), progress=False, dataset=digits)
+    assert np.isfinite([r["loss"] for r in res["per_layer"]]).all() and "cuda" in res["device"]

@@ -1,0 +1,79 @@
+"""Per-layer diagnostics of one run directory (``cffdyn vit plot RUN_DIR``).
+
+Reads ``RUN_DIR/log.jsonl`` (and ``result.json`` when present for the title) and draws, over
+epochs, one line per layer: training loss, clamp activation rate (CAR), gradient norm, mean
+positive / negative cosine similarity, validation loss (when logged), the Fisher criterion
+(when logged), and the per-epoch validation/test accuracy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cffdyn.io import read_json, read_jsonl  # noqa: E402
+
+__all__ = ["plot_run"]
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> Path:
+    """Draw the diagnostics of ``run_dir`` to ``out`` (default ``run_dir/diagnostics.png``)."""
+    run_dir = Path(run_dir)
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        raise FileNotFoundError(f"{log} not found (is {run_dir} a directory written by 'cffdyn vit train'?)")
+    hist = read_jsonl(log)
+    if not hist:
+        raise ValueError(f"{log} holds no epochs yet")
+    res = read_json(run_dir / "result.json") if (run_dir / "result.json").is_file() else None
+    cfg = (res or {}).get("config", {})
+    epochs = [h["epoch"] + 1 for h in hist]
+    n_layers = len(hist[0]["layers"])
+    panels = [("loss", "training loss (BP: SupCon probe)"), ("car", "clamp activation rate (CAR)"),
+              ("grad_norm", "gradient norm of the layer"), ("pos_sim", "mean positive cosine sim."),
+              ("neg_sim", "mean negative cosine sim.")]
+    for key, label in (("val_loss", "validation loss"), ("fisher", "Fisher criterion Tr(S_W^-1 S_B)")):
+        if key in hist[0]["layers"][0]:
+            panels.append((key, label))
+    n = len(panels) + 1
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (key, label) in zip(axes.flat, panels):
+        for l in range(n_layers):
+            ys = [h["layers"][l].get(key) for h in hist]
+            ys = [float("nan") if v is None else v for v in ys]
+            ax.plot(epochs, ys, marker="o", ms=3, color=cmap(l / max(n_layers - 1, 1)),
+                    label=f"layer {l} (m={hist[0]['layers'][l]['margin']:.3f})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    ax = axes.flat[len(panels)]
+    for key, lab in (("val_acc", "validation"), ("test_acc", "test")):
+        ys = [h.get(key) for h in hist]
+        if any(v is not None for v in ys):
+            ax.plot(epochs, [float("nan") if v is None else 100 * v for v in ys], marker="o", ms=3, label=lab)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("per-epoch accuracy (%)\n(CFF: nearest class mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for extra in list(axes.flat)[len(panels) + 1:]:
+        extra.axis("off")
+    title = f"{run_dir.name}: 1 seed"
+    if cfg:
+        title = (f"{cfg['method']} / {cfg['loss_mode']} on {cfg['dataset']}, {cfg['model']}[{cfg['embed_dim']} "
+                 f"{cfg['heads']} {cfg['layers']}], seed {cfg['seed']} (1 seed)")
+    if res:
+        title += f"; test acc {100 * res['test_acc']:.2f}% (best epoch {res['best_epoch'] + 1})"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out) if out is not None else run_dir / "diagnostics.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
