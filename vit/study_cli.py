@@ -146,7 +146,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         for cell, seed in cell_runs(cfg):
             print(f"  {dict(zip(cfg.factor_names, cell))} seed {seed}: {run_dir(Path(args.out), cfg, cell, seed)}")
         return 0
-    res = run_study(cfg, Path(args.out), progress=not args.quiet, run_progress=args.run_progress)
+    from vit.shard import run_study_torchrun, under_torchrun
+    if under_torchrun():  # launched by torchrun: this rank trains its share, rank 0 merges
+        res = run_study_torchrun(cfg, Path(args.out), progress=not args.quiet, run_progress=args.run_progress)
+        if res is None:
+            return 0
+    else:
+        res = run_study(cfg, Path(args.out), progress=not args.quiet, run_progress=args.run_progress)
     print(res["table"])
     t = res["timing"]
     if t:
