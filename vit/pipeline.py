@@ -64,8 +64,9 @@ import torch.distributed as dist
 from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
 from vit.data import Dataset, load_dataset
 from vit.models import pool
-from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _is_better, _mark_bad,
-                       _save_ckpt, _sync, build_method, resolve_device, train_run)
+from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _mark_bad,
+                       _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch,
+                       resolve_device, train_run)
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
            "launch_local", "free_port", "init_from_env", "bench_pipeline", "format_bench",
@@ -364,12 +365,6 @@ def launch_local(fn: Callable, args: tuple, world: int, *, backend: str = "gloo"
 
 
 # ============================================================================ a whole run
-def _ckpt_payload(method, cfg_dict: dict, epoch: int, history: list, best: dict) -> dict[str, Any]:
-    """The epoch checkpoint in :func:`vit.train.train_run`'s format (so either can resume it)."""
-    return {"config": cfg_dict, "epoch": epoch, "state": method.state(), "history": history, "best": best,
-            "class_means": method.class_means}
-
-
 def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = DEFAULT_DEPTH,
                         progress: bool = True, dataset: Dataset | None = None,
                         stop_after_epoch: int | None = None) -> dict[str, Any] | None:
@@ -438,19 +433,10 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
         _sync(device)
         t_train = time.perf_counter() - t0
         if rank == 0:
-            ev = method.evaluate(epoch)
-            t_eval = time.perf_counter() - t0 - t_train
-            for k in ("val_loss", "val_car", "fisher"):
-                if k in ev:
-                    for r, v in zip(rec["layers"], ev.pop(k)):
-                        r[k] = v
-            rec = {"epoch": epoch, "time_s": t_train, "eval_time_s": t_eval, **rec, **ev}
-            history.append(rec)
-            if _is_better(ev["metric"], best["metric"], method.minimize):
-                best = {"epoch": epoch, "metric": ev["metric"], "state": method.model_state()}
-            _save_ckpt(ckpt_path, _ckpt_payload(method, cfg_dict, epoch, history, best))
+            rec, best = finish_epoch(method, epoch, rec, t0, t_train, history, best)
+            _save_ckpt(ckpt_path, ckpt_payload(method, cfg_dict, epoch, history, best))
             append_jsonl(out / "log.jsonl", [rec])
-            prog.update(epoch + 1, f"val {ev['metric']:.4f} acc {ev.get('val_acc', float('nan')):.3f} "
+            prog.update(epoch + 1, f"val {rec['metric']:.4f} acc {rec.get('val_acc', float('nan')):.3f} "
                                    f"epoch {t_train:.2f} s")
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
             dist.barrier()

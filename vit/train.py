@@ -756,6 +756,33 @@ def build_method(cfg: TrainConfig, data: DeviceData, seeds: dict[str, int] | Non
     return _METHOD_CLASSES[cfg.method](cfg, data, seeds or cfg.resolved_seeds())
 
 
+
+def finish_epoch(method: "_Method", epoch: int, rec: dict[str, Any], t0: float, t_train: float,
+                 history: list, best: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate after a training epoch, merge the per-layer validation metrics into the epoch
+    record, append it to ``history`` and update ``best``; returns ``(record, best)``.
+    Shared by :func:`train_run` and the layer pipeline (``vit.pipeline``)."""
+    ev = method.evaluate(epoch)
+    t_eval = time.perf_counter() - t0 - t_train
+    for k in ("val_loss", "val_car", "fisher"):
+        if k in ev:
+            for r, v in zip(rec["layers"], ev.pop(k)):
+                r[k] = v
+    rec = {"epoch": epoch, "time_s": t_train, "eval_time_s": t_eval, **rec, **ev}
+    history.append(rec)
+    if _is_better(ev["metric"], best["metric"], method.minimize):
+        best = {"epoch": epoch, "metric": ev["metric"], "state": method.model_state()}
+    return rec, best
+
+
+def ckpt_payload(method: "_Method", cfg_dict: dict, epoch: int, history: list,
+                 best: dict[str, Any]) -> dict[str, Any]:
+    """The per-epoch checkpoint that :func:`train_run` resumes from (one format for all writers)."""
+    payload = {"config": cfg_dict, "epoch": epoch, "state": method.state(), "history": history, "best": best}
+    if hasattr(method, "class_means"):
+        payload["class_means"] = method.class_means
+    return payload
+
 def train_run(cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool = True,
               stop_after_epoch: int | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
     """Train one run and return its JSON-able result (see module doc).
@@ -815,24 +842,11 @@ def train_run(cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: 
         rec = method.train_epoch(epoch)
         _sync(device)
         t_train = time.perf_counter() - t0
-        ev = method.evaluate(epoch)
-        t_eval = time.perf_counter() - t0 - t_train
-        for k in ("val_loss", "val_car", "fisher"):
-            if k in ev:
-                for r, v in zip(rec["layers"], ev.pop(k)):
-                    r[k] = v
-        rec = {"epoch": epoch, "time_s": t_train, "eval_time_s": t_eval, **rec, **ev}
-        history.append(rec)
-        if _is_better(ev["metric"], best["metric"], method.minimize):
-            best = {"epoch": epoch, "metric": ev["metric"], "state": method.model_state()}
+        rec, best = finish_epoch(method, epoch, rec, t0, t_train, history, best)
         if ckpt_path is not None:
-            payload = {"config": cfg_dict, "epoch": epoch, "state": method.state(), "history": history,
-                       "best": best}
-            if hasattr(method, "class_means"):
-                payload["class_means"] = method.class_means
-            _save_ckpt(ckpt_path, payload)
+            _save_ckpt(ckpt_path, ckpt_payload(method, cfg_dict, epoch, history, best))
             append_jsonl(out / "log.jsonl", [rec])
-        prog.update(epoch + 1, f"val {ev['metric']:.4f} acc {ev.get('val_acc', float('nan')):.3f}")
+        prog.update(epoch + 1, f"val {rec['metric']:.4f} acc {rec.get('val_acc', float('nan')):.3f}")
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
             raise RunInterrupted(f"stopped after epoch {epoch} (stop_after_epoch)")
 
