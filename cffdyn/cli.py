@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from cffdyn import __version__
+from cffdyn.errors import guarded
 
 PARTS: dict[str, str] = {
     "theory": "sympy derivation of the clamped / subtraction / no-margin gradients and checks "
@@ -48,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage(), file=sys.stderr)
         return 2
     module = importlib.import_module(f"{part}.cli")
-    return int(module.main(args[1:], prog=f"cffdyn {part}") or 0)
+    prog = f"cffdyn {part}"
+    # Each part's main already runs under guarded(); this outer guard catches a Ctrl-C that
+    # lands during the (slow) imports above or in a part that forgot.
+    return guarded(lambda a: module.main(a, prog=prog), args[1:], prog)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from cffdyn.errors import CorruptFileError, UserError
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "append_jsonl",
-           "read_json", "read_jsonl", "to_jsonable", "Progress"]
+           "read_json", "read_jsonl", "to_jsonable", "Progress", "ensure_writable_dir",
+           "ensure_writable_file"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -78,14 +81,53 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON file; a corrupt or truncated one is a :class:`UserError` naming the path."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc.__class__.__name__}: line "
+                        f"{getattr(exc, 'lineno', '?')})",
+                        "it was probably cut short by a killed writer or edited by hand: move it "
+                        "away (or delete it) and rerun, which recomputes it") from None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that has no newline (a writer killed mid-line) so appends stay aligned."""
+    try:
+        with open(path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            # walk back to the last newline (files are small logs: a linear scan is fine)
+            pos = size - 1
+            while pos > 0:
+                step = min(65536, pos)
+                fh.seek(pos - step)
+                chunk = fh.read(step)
+                k = chunk.rfind(b"\n")
+                if k >= 0:
+                    fh.truncate(pos - step + k + 1)
+                    return
+                pos -= step
+            fh.truncate(0)
+    except FileNotFoundError:
+        return
 
 
 def append_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
-    """Append records as JSON lines, flushed and fsync'ed (a torn last line is skipped on read)."""
+    """Append records as JSON lines, flushed and fsync'ed.
+
+    A torn last line (killed writer) is cut before appending, so a record written after it is
+    never glued to it and lost, and a second kill cannot make the file unreadable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(path)
     with open(path, "a", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(to_jsonable(rec), allow_nan=False) + "\n")
@@ -105,8 +147,40 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
         except json.JSONDecodeError:
             if k == len(lines) - 1:
                 break
-            raise ValueError(f"{path}:{k + 1}: not valid JSON")
+            raise CorruptFileError(f"{path}:{k + 1}: not valid JSON",
+                            "the log was edited or damaged; move it away and rerun to recompute")
     return out
+
+
+def ensure_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create ``path`` if needed and prove it takes a file, BEFORE any work is done.
+
+    Raises :class:`UserError` naming ``option`` when it is a file or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file, not a directory", f"give {option} a directory path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"{option} {path} cannot be written ({exc.strerror or exc})",
+                        f"give {option} a directory you can write to") from None
+    return path
+
+
+def ensure_writable_file(path: str | os.PathLike, option: str = "--json") -> Path:
+    """Check that ``path`` can be (re)written atomically, BEFORE any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory", f"give {option} a file path")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{option} {path}: {path.parent} is a file, not a directory",
+                        f"give {option} a path inside a directory")
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."), option=f"{option}'s directory")
+    return path
 
 
 class Progress:

@@ -1,7 +1,8 @@
 """`python -m sim` is `cffdyn sim`."""
 import sys
 
+from cffdyn.errors import guarded
 from sim.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m sim"))
+    sys.exit(guarded(lambda a: main(a, prog="python -m sim"), None, "python -m sim", resumable=True))

@@ -1,7 +1,8 @@
 """`python -m theory` is `cffdyn theory`."""
 import sys
 
+from cffdyn.errors import guarded
 from theory.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m theory"))
+    sys.exit(guarded(lambda a: main(a, prog="python -m theory"), None, "python -m theory", resumable=True))
