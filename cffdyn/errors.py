@@ -62,7 +62,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         h = action.help or ""
-        if "default" in h or action.default in (None, False, argparse.SUPPRESS) \
+        d = action.default
+        if "default" in h or d is None or d is False or d is argparse.SUPPRESS \
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction):
             return h
         return h + " (default: %(default)s)"
