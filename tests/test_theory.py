@@ -163,3 +163,54 @@ def test_run_verify_writes_and_reuses(tmp_path, monkeypatch):
     assert again["autograd"]["max_rel_err"] == res["autograd"]["max_rel_err"]
     with pytest.raises(ValueError):
         VerifyConfig(cases=-1)
+
+
+# --------------------------------------------------------------------------- normal form
+def test_mutation_controls_are_all_flagged_nonzero():
+    """Sign flips, a dropped 1/|P|, e^{(s+m)/tau} -> e^{s/tau}, tau misplaced (general tau only:
+    at tau = 1 they are no mutation), and a subtraction loss that breaks neutrality."""
+    muts = S.mutations()
+    names = " | ".join(n for n, _ in muts)
+    for what in ("sign flipped", "1/|P| dropped", "e^{(s+m)/tau} -> e^{s/tau}", "outside the temperature",
+                 "1/tau dropped", "tau on the", "dL_sub - dL_none", "L_sub - L_none - m"):
+        assert what in names, what
+    assert not [n for n, r in muts if r == 0]
+    assert not [n for n, _ in muts if "tau=1" in n and ("temperature" in n or "1/tau" in n or "tau on" in n)]
+
+
+def test_normal_form_ignores_free_symbols_named_like_its_indices():
+    x = sp.IndexedBase("x")
+    j, k, n = sp.symbols("j k n", integer=True)
+    for i0 in (sp.Symbol("i0", integer=True), sp.Symbol("i0"), sp.Symbol("_i0", integer=True)):
+        # sum_j x[j, i0] (i0 free) is not sum_j x[j, j]; a plain Symbol("i0") as canonical index
+        # would capture the free i0 and cancel this to 0
+        assert S._zero(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[j, j], (j, 1, n))) != 0
+        assert S._zero(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[k, i0], (k, 1, n))) == 0     # a true one
+
+
+def test_normal_form_handles_double_sums():
+    x = sp.IndexedBase("x")
+    i, j, k, l, n, r = sp.symbols("i j k l n r", integer=True)
+    nested = sp.Sum(sp.Sum(x[i, j], (i, 1, n)), (j, 1, r))          # sympy flattens to two limits
+    assert len(nested.limits) == 2
+    assert S._zero(nested - sp.Sum(x[k, l], (k, 1, n), (l, 1, r))) == 0             # renamed dummies
+    assert S._zero(nested - sp.Sum(x[k, l], (k, 1, r), (l, 1, n))) != 0             # other ranges
+    assert S._zero(sp.Sum(1, (i, 1, n), (j, 1, r)) - n * r) == 0
+    # an inner bound that depends on the outer index
+    tri = sp.Sum(x[i], (i, 1, j), (j, 1, r))
+    assert S._zero(tri - sp.Sum(x[k], (k, 1, l), (l, 1, r))) == 0
+    assert S._zero(tri - sp.Sum(x[k], (k, 1, r), (l, 1, r))) != 0
+    # factors free of the inner index are pulled out at the right depth
+    assert S._zero(sp.Sum(x[j] * x[i], (i, 1, n), (j, 1, r))
+                   - sp.Sum(x[k], (k, 1, n)) * sp.Sum(x[l], (l, 1, r))) == 0
+    # the derivation's own sum rule terminates on double sums too
+    out = S._sum_rule(sp.Sum(x[i] * sp.KroneckerDelta(i, k) * x[j], (i, 1, n), (j, 1, r)))
+    assert S._zero(out - x[k] * sp.Sum(x[j], (j, 1, r))) == 0
+
+
+def test_normal_form_rejects_too_deep_nesting():
+    x = sp.IndexedBase("x")
+    idx = sp.symbols(f"q0:{S.CANON_DEPTH + 1}", integer=True)
+    deep = sp.Sum(x[idx], *[(q, 1, 2) for q in idx])
+    with pytest.raises(S.NormalFormError, match="nested deeper"):
+        S._zero(deep)

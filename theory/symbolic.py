@@ -60,7 +60,10 @@ __all__ = [
     "derive",
     "gradient_cases",
     "gradient_cases_latex",
+    "gradient_of",
     "identities",
+    "mutations",
+    "NormalFormError",
     "numeric_coefficients",
     "paper_gradient",
     "per_anchor_loss_sim",
@@ -215,15 +218,23 @@ def _sum_rule(sm: Sum) -> sp.Expr:
     ``Sum(g * KroneckerDelta(v, x), (v, lo, hi)) -> g(x)`` (``x`` is the differentiated index,
     in range by construction) and ``Sum(g, (v, lo, hi)) -> (hi - lo + 1) * g`` when ``g`` does
     not depend on ``v``.  sympy's own ``Sum.doit`` is avoided: it is slow here (Gosper) and
-    returns wrong closed forms for sums of ``Indexed`` terms.
+    returns wrong closed forms for sums of ``Indexed`` terms.  A multiple sum
+    ``Sum(f, inner, ..., outer)`` is evaluated limit by limit from the innermost one out; a
+    summand that stays a ``Sum`` is kept as it is (never rebuilt and re-entered: sympy flattens
+    ``Sum(Sum(f, a), b)`` back into ``Sum(f, a, b)``, which would recurse forever).
     """
-    if len(sm.limits) > 1:   # Sum(f, inner, outer): evaluate from the innermost limit out
-        inner = _sum_rule(Sum(sm.function, sm.limits[0]))
-        return _sum_rule(Sum(inner, *sm.limits[1:]))
-    (v, lo, hi), = sm.limits
+    f = sm.function
+    for lim in sm.limits:
+        f = _sum_rule_one(f, lim)
+    return f
+
+
+def _sum_rule_one(function: sp.Expr, limit: tuple) -> sp.Expr:
+    """One limit of :func:`_sum_rule` (``limit = (v, lo, hi)``)."""
+    v, lo, hi = limit
     out: list[sp.Expr] = []
     rest = sp.Integer(0)
-    for term in sp.Add.make_args(sp.expand_mul(sm.function)):
+    for term in sp.Add.make_args(sp.expand_mul(function)):
         ind, dep = term.as_independent(v, as_Add=False)
         if dep == 1:
             out.append(ind * (hi - lo + 1))
@@ -261,8 +272,15 @@ def derive(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -> sp.Exp
     kind: ``"sim"`` (w.r.t. ``s_X[k]``) or ``"rep"`` (w.r.t. component ``e`` of a row).
     wrt: ``"anchor"`` (rep only), ``"R"``, ``"C"`` or ``"N"`` (member ``k`` of that set).
     """
+    return gradient_of(_loss(kind, mode, SYMS.tau if tau is None else tau), kind, wrt)
+
+
+def gradient_of(L: sp.Expr, kind: str, wrt: str) -> sp.Expr:
+    """Gradient of a per-anchor loss expression ``L`` (built like :func:`per_anchor_loss_sim` /
+    :func:`per_anchor_loss_rep`) w.r.t. member ``k`` of set ``wrt`` (or the anchor), settled on
+    the open clamp regions.  :func:`derive` is this applied to the package's losses; the
+    mutation controls apply it to deliberately wrong losses."""
     S = SYMS
-    L = _loss(kind, mode, S.tau if tau is None else tau)
     if kind == "sim":
         if wrt == "anchor":
             raise ValueError("the anchor has no similarity of its own; use kind='rep'")
@@ -316,29 +334,58 @@ def paper_gradient(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -
 
 
 # --------------------------------------------------------------------------- identities
-_CANON = tuple(sp.Symbol(f"i{t}", integer=True) for t in range(8))
+#: canonical summation indices by nesting depth.  ``Dummy``, not ``Symbol("i0")``: a Dummy
+#: equals no user symbol, so a free symbol that happens to be called ``i0`` can never be
+#: captured by a renamed sum (which could cancel a false identity to 0).
+CANON_DEPTH = 8
+_CANON = tuple(sp.Dummy(f"i{t}", integer=True) for t in range(CANON_DEPTH))
+
+
+class NormalFormError(ValueError):
+    """An expression the indexed-sum normal form does not handle (e.g. sums nested too deep)."""
 
 
 def _canon(expr: sp.Expr, depth: int = 0) -> sp.Expr:
     """Canonical form of indexed sums: dummies renamed by nesting depth, summands expanded
-    into one ``Sum`` per term, factors free of the dummy pulled out (``Sum(1) -> count``)."""
+    into one ``Sum`` per term, factors free of the dummy pulled out (``Sum(1) -> count``).
+
+    A multiple sum ``Sum(f, (i, ...), (j, ...))`` (also what sympy makes of a nested
+    ``Sum(Sum(f, i), j)``) is handled limit by limit: the outermost index gets the canonical
+    dummy of ``depth``, the next one ``depth + 1``, ...; bounds of inner limits may depend on
+    outer indices.
+    """
     if isinstance(expr, Sum):
-        if len(expr.limits) > 1:
-            return _canon(Sum(Sum(expr.function, expr.limits[0]), *expr.limits[1:]), depth)
-        (v, lo, hi), = expr.limits
-        nv = _CANON[depth]
-        out = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand_mul(expr.function)):
-            ind, dep = term.as_independent(v, as_Add=False)
-            ind = _canon(ind, depth)
-            if dep == 1:
-                out += ind * (hi - lo + 1)
-            else:
-                out += ind * Sum(_canon(dep.xreplace({v: nv}), depth + 1), (nv, lo, hi))
-        return out
+        return _canon_sum(expr.function, list(expr.limits), depth)
     if not expr.args or isinstance(expr, (Indexed, IndexedBase)):
         return expr
     return expr.func(*[_canon(a, depth) for a in expr.args])
+
+
+def _canon_sum(function: sp.Expr, limits: list[tuple], depth: int) -> sp.Expr:
+    """``Sum(function, *limits)`` in canonical form (``limits[-1]`` is the outermost index)."""
+    if not limits:
+        return _canon(function, depth)
+    if depth >= CANON_DEPTH:
+        raise NormalFormError(f"sums nested deeper than {CANON_DEPTH} levels are not supported "
+                              "by the indexed-sum normal form")
+    (v, lo, hi) = limits[-1]
+    nv = _CANON[depth]
+    lo, hi = _canon(lo, depth), _canon(hi, depth)
+    # the outer index first becomes a fresh Dummy (no capture), the summand (with any inner
+    # limits) is brought to normal form one level deeper, then split into the factors free
+    # of the index (pulled out, re-canonicalised at this depth) and the rest (summed over nv)
+    w = sp.Dummy("w", integer=True)
+    inner_limits = [tuple(x.xreplace({v: w}) for x in lim) for lim in limits[:-1]]
+    body = _canon_sum(function.xreplace({v: w}), inner_limits, depth + 1)
+    out = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand_mul(body)):
+        ind, dep = term.as_independent(w, as_Add=False)
+        ind = _canon(ind, depth)
+        if dep == 1:
+            out += ind * (hi - lo + 1)
+        else:
+            out += ind * Sum(_canon(dep.xreplace({w: nv}), depth + 1), (nv, lo, hi))
+    return out
 
 
 def _zero(expr: sp.Expr) -> sp.Expr:
@@ -416,6 +463,88 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
     out.append(("sympy convention: d/ds min(s+m,1) = Heaviside(0) = 1/2 on the boundary "
                 "(torch.clamp passes 1; checks avoid the boundary)", _zero(dq.subs(x, 1 - S.m) - sp.Rational(1, 2))))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- mutation controls
+def _first_term(expr: sp.Expr, pred) -> sp.Expr:
+    terms = [t for t in sp.Add.make_args(expr) if pred(t)]
+    if not terms:
+        raise RuntimeError(f"mutation: no matching term in {expr}")
+    return terms[0]
+
+
+_TAU_MUTATIONS = ("A.6 with the margin outside", "A.7 with the overall 1/tau", "A.6 with tau on")
+
+
+@lru_cache(maxsize=1)
+def mutations() -> tuple[tuple[str, sp.Expr], ...]:
+    """Negative controls: deliberately wrong references, each as ``(name, residual)``.
+
+    Every residual must be NON-zero; a zero would mean the normal form cancels a false
+    identity.  Mutated here: the paper's formulas (sign flips, a dropped ``1/|P|``,
+    ``e^{(s+m)/τ} -> e^{s/τ}``, ``τ`` misplaced) and the subtraction loss (the margin put
+    inside the softmax instead of after the log-probability, and ``m/τ`` for ``m``), which
+    must break the neutrality identities.
+    """
+    S = SYMS
+    out: list[tuple[str, sp.Expr]] = []
+    t = S.tau
+    npos = S.r + S.c
+    sCk = _sim("rep", "C", S.k)
+    for tau_name, tau in (("tau=1", sp.Integer(1)), ("general tau", None)):
+        tt = t if tau is None else tau
+        d_anchor = derive("rep", "clamp", "anchor", tau)
+        d_C = derive("rep", "clamp", "C", tau)
+        d_N = derive("rep", "clamp", "N", tau)
+        p_anchor = paper_gradient("rep", "clamp", "anchor", tau)
+        p_C = paper_gradient("rep", "clamp", "C", tau)
+        p_N = paper_gradient("rep", "clamp", "N", tau)
+        cases = [
+            ("A.6 with its sign flipped", d_C, -p_C),
+            ("A.7 with its sign flipped", d_N, -p_N),
+            ("A.6 with the sign of the -1/|P| term flipped",
+             d_C, p_C + 2 * S.a[S.e] / (npos * tt)),
+            ("Eq. 18 with the sign of the -(1/|P|) sum f_C term flipped", d_anchor,
+             p_anchor + 2 * _first_term(sp.expand(p_anchor), lambda x: x.has(S.fC) and not x.has(sp.exp))),
+            ("A.6 with 1/|P| dropped", d_C, p_C.xreplace({npos: sp.Integer(1)})),
+            ("Eq. 18 with 1/|P| dropped", d_anchor, p_anchor.xreplace({npos: sp.Integer(1)})),
+            ("A.6 with e^{(s+m)/tau} -> e^{s/tau} in the numerator", d_C,
+             (-S.a[S.e] / npos + sp.exp(sCk / tt) * S.a[S.e] / _paper_Z("rep", tt)) / tt),
+            ("A.6 with the margin dropped everywhere (m -> 0)", d_C, p_C.xreplace({S.m: 0})),
+            ("A.6 with the margin outside the temperature, e^{s/tau + m}", d_C,
+             p_C.replace(sp.exp, lambda a: sp.exp(a.xreplace({S.m: 0}) + (S.m if a.has(S.m) else 0)))),
+            ("A.7 with the overall 1/tau dropped", d_N, p_N * tt),
+            ("A.6 with tau on the -1/|P| term only", d_C,
+             (-S.a[S.e] / (npos * tt) + sp.exp((sCk + S.m) / tt) * S.a[S.e] / _paper_Z("rep", tt))),
+        ]
+        for name, derived, wrong in cases:
+            if tau is not None and name.startswith(_TAU_MUTATIONS):
+                continue        # at tau = 1 a misplaced tau is no mutation at all
+            out.append((f"clamp: {name}, {tau_name}", _zero(derived - wrong)))
+    # neutrality: the margin moved inside the softmax (a real margin, not a constant shift)
+    L_none = per_anchor_loss_sim("none")
+    j, l = S.j, S.l
+    Zin = (Sum(sp.exp((S.sR[l] - S.m) / t), (l, 1, S.r)) + Sum(sp.exp((S.sC[l] - S.m) / t), (l, 1, S.c))
+           + Sum(sp.exp(S.sN[l] / t), (l, 1, S.n)))
+    L_in = -sum(Sum((b[j] - S.m) / t - sp.log(Zin), (j, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c))) / npos
+    for wrt in ("C", "N"):
+        out.append((f"subtract mutated (margin inside the softmax): dL_sub - dL_none ({wrt})",
+                    _zero(gradient_of(L_in, "sim", wrt) - derive("sim", "none", wrt))))
+    L_tau = per_anchor_loss_sim("subtract").xreplace({S.m: S.m / t})
+    out.append(("subtract mutated (m/tau subtracted): L_sub - L_none - m",
+                _zero(_settle(L_tau - L_none) - S.m)))
+    out.append(("subtract mutated (margin inside the softmax): L_sub - L_none - m",
+                _zero(_settle(L_in - L_none) - S.m)))
+    return tuple(out)
+
+
+def _paper_Z(kind: str, t: sp.Expr) -> sp.Expr:
+    """The clamp-mode softmax denominator as written in the paper (R: e^{1/τ}, C: e^{(s+m)/τ})."""
+    S = SYMS
+    l = S.l
+    sim = {b: _sim(kind, b, l) for b in ("C", "N")}
+    return (Sum(sp.exp(1 / t), (l, 1, S.r)) + Sum(sp.exp((sim["C"] + S.m) / t), (l, 1, S.c))
+            + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
 
 
 # --------------------------------------------------------------------------- presentation
