@@ -41,7 +41,7 @@ def run_bench(n_cases: int = 10_000, seed: int = 0, loop_cases: int = 600) -> di
 
     sec = auto["seconds"]
     print(f"theory bench: {len(ids)} identities, {n_cases} autograd cases (seed {seed})")
-    print(f"  identities (sympy derivation + simplify) {t_id:8.2f} s")
+    print(f"  identities (derivation + normal form)    {t_id:8.2f} s")
     print(f"  lambdify (3 modes)                       {t_lam:8.2f} s")
     print(f"  generate cases                           {sec['generate']:8.2f} s")
     print(f"  derived formulas, vectorised             {sec['symbolic_numeric']:8.2f} s")

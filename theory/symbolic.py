@@ -50,6 +50,7 @@ from typing import Callable
 
 import sympy as sp
 from sympy import Heaviside, Indexed, IndexedBase, Min, Piecewise, Sum
+from sympy.printing.latex import LatexPrinter
 
 from vit.losses import LOSS_MODES
 
@@ -58,7 +59,12 @@ __all__ = [
     "Syms",
     "SYMS",
     "derive",
+    "display_form",
+    "latex",
+    "layout",
+    "Z_DISPLAY",
     "gradient_cases",
+    "GRADIENT_CASE_NAMES",
     "gradient_cases_latex",
     "gradient_of",
     "identities",
@@ -547,7 +553,120 @@ def _paper_Z(kind: str, t: sp.Expr) -> sp.Expr:
             + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
 
 
+# --------------------------------------------------------------------------- notation (display)
+#: the softmax denominator as one symbol in displayed formulas (defined in theory.show.LEGEND)
+Z_DISPLAY = sp.Symbol("Z_i", positive=True)
+_Z = Z_DISPLAY
+
+
+class _NotationPrinter(LatexPrinter):
+    """sympy's LaTeX with the legend's notation: ``s_C[j] -> s_{C,j}``, ``f_C[j, e] -> f_{C,j,e}``."""
+
+    def __init__(self) -> None:
+        super().__init__({"fold_short_frac": False, "mul_symbol": None})
+
+    def _print_Indexed(self, expr: Indexed) -> str:
+        letter, _, sub = str(expr.base.label).partition("_")
+        idx = ",".join(self._print(i) for i in expr.indices)
+        return f"{letter}_{{{sub},{idx}}}" if sub else f"{letter}_{{{idx}}}"
+
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        return "Z_i" if expr == _Z else super()._print_Symbol(expr)
+
+    def _print_exp(self, expr: sp.Expr, exp: str | None = None) -> str:
+        # e^{(m + s)/tau} instead of a stacked fraction in the exponent
+        arg = expr.args[0]
+        num, den = sp.fraction(sp.together(arg))
+        if den == 1:
+            body = self._print(arg)
+        elif num.is_Add:
+            body = f"({self._print(num)})/{self._print(den)}"
+        else:
+            body = f"{self._print(num)}/{self._print(den)}"
+        return f"e^{{{body}}}"
+
+
+def latex(expr: sp.Expr) -> str:
+    """An expression in the legend's notation."""
+    return _NotationPrinter().doprint(expr)
+
+
+def _display_denominator(mode: str, tau: sp.Expr) -> sp.Expr:
+    S = SYMS
+    l = S.l
+    if mode == "clamp":
+        return (Sum(sp.exp(1 / tau), (l, 1, S.r)) + Sum(sp.exp((S.sC[l] + S.m) / tau), (l, 1, S.c))
+                + Sum(sp.exp(S.sN[l] / tau), (l, 1, S.n)))
+    return sum(Sum(sp.exp(b[l] / tau), (l, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c), (S.sN, S.n)))
+
+
+def display_form(expr: sp.Expr, mode: str, tau: sp.Expr) -> sp.Expr:
+    """Similarities collapsed, constant sums evaluated, empty R for no clamp, Z_i substituted."""
+    S = SYMS
+
+    def tidy(e: sp.Expr) -> sp.Expr:
+        e = _collapse_sims(e)
+        if mode != "clamp":
+            e = e.xreplace({S.r: 0})
+        e = e.replace(lambda x: isinstance(x, Sum) and x.limits[0][2] == 0 and x.limits[0][1] == 1,
+                      lambda x: sp.Integer(0))
+        return e.replace(lambda x: isinstance(x, Sum) and not x.function.has(x.limits[0][0]), _sum_rule)
+
+    e = tidy(expr)
+    Zd = tidy(_display_denominator(mode, tau))
+    for cand, rep in ((Zd, _Z), (sp.expand(tau * Zd), tau * _Z)):   # sympy may distribute τ into Z
+        e = e.xreplace({cand: rep})
+        e = e.subs(cand, rep)
+    return e
+
+
+def _split_sums(e: sp.Expr) -> sp.Expr:
+    """``Σ_j (a_j + b_j) -> Σ_j a_j + Σ_j b_j`` and factors free of ``j`` pulled out (display)."""
+    def split(sm: Sum) -> sp.Expr:
+        (v, lo, hi), = sm.limits
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand_mul(sm.function)):
+            ind, dep = term.as_independent(v, as_Add=False)
+            out += ind * (hi - lo + 1) if dep == 1 else ind * Sum(dep, (v, lo, hi))
+        return out
+    return e.replace(lambda x: isinstance(x, Sum) and len(x.limits) == 1, split)
+
+
+def layout(e: sp.Expr, tau: sp.Expr) -> str:
+    """One display layout for both columns: ``(1/τ) (… + (…)/Z_i)``, sums split, terms expanded."""
+    e = sp.expand(_split_sums(e), power_exp=False)
+    e = sp.Add(*[sp.factor_terms(t) for t in sp.Add.make_args(e)])   # 1/(cτ + rτ) -> 1/(τ(c + r))
+    if e == 0 or tau == 1:
+        return latex(_collect_Z(e))
+    inner = sp.Add(*[sp.factor_terms(t * tau) for t in sp.Add.make_args(e)])
+    outside = inner.replace(lambda x: isinstance(x, sp.exp), lambda x: sp.Integer(1))
+    if outside.has(tau):            # τ does not factor out as an overall 1/τ: print as it is
+        return latex(_collect_Z(e))
+    body = latex(_collect_Z(inner))
+    return rf"\frac{{1}}{{\tau}}\left({body}\right)" if inner.is_Add else rf"\frac{{1}}{{\tau}}\,{body}"
+
+
+def _collect_Z(e: sp.Expr) -> sp.Expr:
+    """Terms over ``Z_i`` gathered into one fraction, after the others."""
+    if not e.is_Add:
+        return e
+    over = [t for t in e.args if t.has(_Z)]
+    rest = [t for t in e.args if not t.has(_Z)]
+    if len(over) < 2:
+        return e
+    num = sp.Add(*[t * _Z for t in over])
+    return sp.Add(*rest) + sp.Mul(num, sp.Pow(_Z, -1, evaluate=False), evaluate=False)
+
+
+
 # --------------------------------------------------------------------------- presentation
+#: plain-text names of the four cases of CFF A.1 (no TeX: they become paragraph titles)
+GRADIENT_CASE_NAMES = {"anchor": "k is the anchor (Eq. 18)",
+                       "R": "k is a saturated positive, clamp active (Eq. A.5)",
+                       "C": "k is an unsaturated positive, clamp inactive (Eq. A.6)",
+                       "N": "k is a negative (Eq. A.7)"}
+
+
 @lru_cache(maxsize=4)
 def gradient_cases(tau: sp.Expr | None = None) -> dict[str, sp.Expr]:
     """The derived clamp-mode gradients (component ``e``) for the four cases of CFF A.1.
@@ -555,9 +674,7 @@ def gradient_cases(tau: sp.Expr | None = None) -> dict[str, sp.Expr]:
     Similarities inside are shown as ``s_X[j]`` (the indexed sums over ``d`` are collapsed).
     """
     out: dict[str, sp.Expr] = {}
-    names = {"anchor": "k anchor (Eq. 18)", "R": "k in R(i), clamp active (Eq. A.5)",
-             "C": "k in R^c(i), clamp inactive (Eq. A.6)", "N": "k in N(i) (Eq. A.7)"}
-    for wrt, name in names.items():
+    for wrt, name in GRADIENT_CASE_NAMES.items():
         out[name] = _collapse_sims(derive("rep", "clamp", wrt, tau))
     return out
 
@@ -576,8 +693,11 @@ def _collapse_sims(expr: sp.Expr) -> sp.Expr:
 
 
 def gradient_cases_latex(tau: sp.Expr | None = None) -> dict[str, str]:
-    """LaTeX of :func:`gradient_cases` (for the paper)."""
-    return {name: sp.latex(expr) for name, expr in gradient_cases(tau).items()}
+    """LaTeX of :func:`gradient_cases` (for the paper), in the notation of ``theory show``:
+    ``s_{C,j}``, ``f_{C,j,e}``, ``f_{a,e}`` (the anchor), ``Z_i`` (the softmax denominator),
+    ``r, c, n`` (the sizes of R(i), R^c(i), N(i)); the manuscript's text defines them."""
+    t = SYMS.tau if tau is None else tau
+    return {name: layout(display_form(expr, "clamp", t), t) for name, expr in gradient_cases(tau).items()}
 
 
 def to_piecewise(expr: sp.Expr) -> sp.Expr:
