@@ -157,7 +157,7 @@ def _missing(name: str, looked: list[Path], how: str) -> MissingDataError:
 def _read_fashion_mnist(root: Path | None) -> tuple[np.ndarray, ...]:
     env = os.environ.get("CFFDYN_FMNIST")
     base = root if root is not None else Path(env or DEFAULT_FMNIST_ROOT)
-    via = "" if root is not None else (" (from CFFDYN_FMNIST)" if env else "")
+    via = "" if root is not None else (f" (CFFDYN_FMNIST={env})" if env else "")
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
     files = [_find(base, s) for s in stems]
@@ -167,8 +167,12 @@ def _read_fashion_mnist(root: Path | None) -> tuple[np.ndarray, ...]:
                        f"{missing}[.gz] missing{via}: install the Debian/Ubuntu package with "
                        f"'{FMNIST_APT}', or put the four IDX files (.gz or raw) in a directory DIR and "
                        f"set CFFDYN_FMNIST=DIR or give DIR as the data root {_ROOT_HINT}")
-    fix = (f"the file is cut short or damaged{via}: reinstall with 'apt-get install --reinstall -y "
-           f"dataset-fashion-mnist' or replace it with a complete copy")
+    if root is None and not env:
+        fix = "the file is cut short or damaged: reinstall it with 'apt-get install --reinstall -y dataset-fashion-mnist'"
+    else:
+        given = "CFFDYN_FMNIST" if root is None else "the data root"
+        fix = (f"the file is cut short or damaged: replace it with a complete copy (its directory comes from "
+               f"{given}), or use the packaged copy ('{FMNIST_APT}', then leave {given} unset)")
     xtr, ytr, xte, yte = (read_idx(f, fix) for f in files)
     for f, x, nd in ((files[0], xtr, 3), (files[2], xte, 3), (files[1], ytr, 1), (files[3], yte, 1)):
         if x.ndim != nd or (nd == 3 and x.shape[1:] != (28, 28)):
