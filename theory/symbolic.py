@@ -420,8 +420,8 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
     """Every symbolic identity as ``(name, simplified residual)``; each must be exactly 0."""
     S = SYMS
     out: list[tuple[str, sp.Expr]] = []
-    labels = {"anchor": "Eq. 18 (k anchor)", "R": "Eq. A.5 (k in R, clamp active)",
-              "C": "Eq. A.6 (k in R^c, clamp inactive)", "N": "Eq. A.7 (k negative)"}
+    labels = {"anchor": "Eq. 18 (k the anchor)", "R": "Eq. A.5 (k a saturated positive, clamp active)",
+              "C": "Eq. A.6 (k an unsaturated positive, clamp inactive)", "N": "Eq. A.7 (k a negative)"}
     for tau_name, tau in (("tau=1", sp.Integer(1)), ("general tau", None)):
         for wrt in ("anchor", "R", "C", "N"):
             for kind in ("rep", "sim"):

@@ -65,7 +65,7 @@ DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "cifar10", "cifar100", "
 DEFAULT_FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FMNIST_APT = "apt-get install -y dataset-fashion-mnist"
 VAL_FRACTION = 0.1
-_ROOT_HINT = "(the data root: 'vit train --data-root DIR', or data_root=DIR in a study config)"
+_ROOT_HINT = "('vit train --data-root DIR', or data_root=DIR in a study config)"
 
 
 class MissingDataError(UserError, FileNotFoundError):
