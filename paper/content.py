@@ -114,8 +114,12 @@ def _verify_specs(data: dict) -> list[NumberSpec]:
                        desc="|derived float64 - mpmath| in gradient terms, worst cases"),
             NumberSpec("MpErrAutograd", v, mp + "autograd_float64_max_abs_err_over_term", "sci",
                        desc="|autograd float64 - mpmath| in gradient terms, worst cases"),
-            NumberSpec("MpBoundaryGap", v, mp + "max_over_cases_of_closest_positive_pair_to_boundary", "sci",
-                       desc="every worst case has a positive pair this close to the clamp boundary"),
+            NumberSpec("MpGradOverTerm", v, mp + "max_grad_over_term", "sci",
+                       desc="largest max|gradient| of the worst cases, in gradient terms (their cancellation)"),
+            NumberSpec("MpNearBoundary", v, mp + "cases_with_a_positive_pair_within_1e-7_of_boundary", "d",
+                       desc="worst cases with a positive pair within 1e-7 of the clamp boundary"),
+            NumberSpec("MpWorstGap", v, mp + "worst_case.closest_positive_pair_to_boundary", "sci",
+                       desc="distance |s + m - 1| of the closest positive pair in the single worst case"),
             NumberSpec("VerifySeconds", v, "seconds", ".1f")]
 
 

@@ -30,7 +30,8 @@ def _verify(rng) -> dict:
     muts = [{"name": f"mutation {k}", "residual": "x - y", "flagged": True} for k in range(3)]
     mp = {"cases": 20, "dps": 100, "symbolic_float64_max_abs_err_over_term": 4.0e-17,
           "autograd_float64_max_abs_err_over_term": 1.3e-16,
-          "max_over_cases_of_closest_positive_pair_to_boundary": 1.1e-4}
+          "max_grad_over_term": 3.0e-8, "cases_with_a_positive_pair_within_1e-7_of_boundary": 15,
+          "worst_case": {"closest_positive_pair_to_boundary": 2.0e-8}}
     return {"config": {"cases": 321, "seed": 0, "tol_rel": 1e-10}, "passed": True, "identities": ids,
             "mutations": muts,
             "autograd": {"cases": 321, "max_rel_err": 3.7e-15, "tol_rel": 1e-10, "passed": True, "floor": 1e-4,

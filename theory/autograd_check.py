@@ -254,17 +254,17 @@ def _mp_worst(worst: list[tuple[float, Case, np.ndarray]], dps: int = MP_DPS) ->
     If the un-floored discrepancy is the conditioning of the case (cancellation far below one
     gradient term) and not a formula error, BOTH float64 results are about equally close to the
     ``dps``-digit value, in absolute terms ~1e-16 of a term.  Reported: the largest absolute
-    error of each (in gradient units and in units of one term ``G_term``), each relative to
-    ``max|g_ref|``, and the smallest distance ``|s + m - 1|`` of a positive pair to the clamp
-    boundary in these cases.
+    error of each (in gradient units and in units of one term ``G_term``) and relative to
+    ``max|g_ref|``; how far the gradient cancels (``max|g_ref| / G_term``, largest over the
+    cases); and per case its mode, margin, τ and the distance ``|s + m - 1|`` of its closest
+    positive pair to the clamp boundary.
     """
     import mpmath
 
     if not worst:
         return {"cases": 0, "dps": dps}
-    res = {"sym_abs": 0.0, "auto_abs": 0.0, "sym_term": 0.0, "auto_term": 0.0, "sym_rel": 0.0,
-           "auto_rel": 0.0, "gap": 0.0, "modes": set()}
-    for _, case, g64 in worst:
+    rows = []
+    for plain, case, g64 in worst:
         ref = mp_reference_gradient(case, dps)
         ga, _ = autograd_gradients(case)
         with mpmath.workdps(dps):
@@ -274,25 +274,35 @@ def _mp_worst(worst: list[tuple[float, Case, np.ndarray]], dps: int = MP_DPS) ->
             e_auto = max(abs(mpmath.mpf(float(ga[k, d])) - ref[k][d]) for k in range(len(ref))
                          for d in range(len(ref[0])))
         g_term = float(np.max(1.0 / (case.tau * np.linalg.norm(case.x, axis=1))))
-        res["sym_abs"] = max(res["sym_abs"], float(e_sym))
-        res["auto_abs"] = max(res["auto_abs"], float(e_auto))
-        res["sym_term"] = max(res["sym_term"], float(e_sym) / g_term)
-        res["auto_term"] = max(res["auto_term"], float(e_auto) / g_term)
-        if scale != 0:
-            res["sym_rel"] = max(res["sym_rel"], float(e_sym / scale))
-            res["auto_rel"] = max(res["auto_rel"], float(e_auto / scale))
         pos = _positive_mask(case.labels, case.n_views)
+        gap = None
         if pos.any():
             zz = case.x / np.linalg.norm(case.x, axis=1, keepdims=True)
-            res["gap"] = max(res["gap"], float(np.min(np.abs((zz @ zz.T)[pos] + case.margin - 1.0))))
-        res["modes"].add(case.mode)
-    return {"cases": len(worst), "dps": dps, "modes": sorted(res["modes"]),
-            "max_unfloored_rel_err_vs_each_other": worst[0][0],
-            "symbolic_float64_max_abs_err": res["sym_abs"], "autograd_float64_max_abs_err": res["auto_abs"],
-            "symbolic_float64_max_abs_err_over_term": res["sym_term"],
-            "autograd_float64_max_abs_err_over_term": res["auto_term"],
-            "symbolic_float64_rel_err": res["sym_rel"], "autograd_float64_rel_err": res["auto_rel"],
-            "max_over_cases_of_closest_positive_pair_to_boundary": res["gap"],
+            gap = float(np.min(np.abs((zz @ zz.T)[pos] + case.margin - 1.0)))
+        rows.append({"mode": case.mode, "margin": case.margin, "tau": case.tau,
+                     "unfloored_rel_err_vs_each_other": plain,
+                     "max_abs_grad_over_term": float(scale) / g_term,
+                     "closest_positive_pair_to_boundary": gap,
+                     "symbolic_abs_err": float(e_sym), "autograd_abs_err": float(e_auto),
+                     "symbolic_abs_err_over_term": float(e_sym) / g_term,
+                     "autograd_abs_err_over_term": float(e_auto) / g_term,
+                     "symbolic_rel_err": float(e_sym / scale) if scale else 0.0,
+                     "autograd_rel_err": float(e_auto / scale) if scale else 0.0})
+    top = rows[0]
+    return {"cases": len(rows), "dps": dps, "modes": sorted({r["mode"] for r in rows}),
+            "max_unfloored_rel_err_vs_each_other": top["unfloored_rel_err_vs_each_other"],
+            "symbolic_float64_max_abs_err": max(r["symbolic_abs_err"] for r in rows),
+            "autograd_float64_max_abs_err": max(r["autograd_abs_err"] for r in rows),
+            "symbolic_float64_max_abs_err_over_term": max(r["symbolic_abs_err_over_term"] for r in rows),
+            "autograd_float64_max_abs_err_over_term": max(r["autograd_abs_err_over_term"] for r in rows),
+            "symbolic_float64_rel_err": max(r["symbolic_rel_err"] for r in rows),
+            "autograd_float64_rel_err": max(r["autograd_rel_err"] for r in rows),
+            "max_grad_over_term": max(r["max_abs_grad_over_term"] for r in rows),
+            "cases_with_a_positive_pair_within_1e-7_of_boundary": sum(
+                r["closest_positive_pair_to_boundary"] is not None and r["closest_positive_pair_to_boundary"] < 1e-7
+                for r in rows),
+            "worst_case": top,
+            "per_case": rows,
             "reference": f"mpmath, {dps} significant digits, independent implementation of the "
                          "paper's gradient formulas at the exact float64 inputs"}
 

@@ -24,20 +24,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cffdyn.errors import HelpFormatter, UserError, make_parser, positive_float, positive_int
+from cffdyn.errors import HelpFormatter, UserError, make_parser, nonneg_int, positive_float, positive_int
 
 __all__ = ["main"]
-
-
-def _seed(text: str) -> int:
-    """A seed for numpy's generator: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
-    return v
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:
@@ -57,7 +46,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
                                    "package's indexed-sum normal form, not sympy simplify.")
     v.add_argument("--cases", type=positive_int, default=QUICK.cases,
                    help="number of random autograd cases, >= 1 (batch size, views, labels, dim, mode, m, tau)")
-    v.add_argument("--seed", type=_seed, default=QUICK.seed, help="seed of the random cases")
+    v.add_argument("--seed", type=nonneg_int, default=QUICK.seed,
+                   help="seed of the random cases, >= 0 (default: %(default)s)")
     v.add_argument("--tol", type=positive_float, default=QUICK.tol_rel,
                    help="pass threshold on the maximum (floored) relative gradient error, float64")
     v.add_argument("--json", metavar="PATH", default=None,
@@ -83,7 +73,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
                                    "and compare the vectorised evaluation of the derived formulas "
                                    "with a per-case evaluation, side by side in one run.")
     b.add_argument("--cases", type=positive_int, default=QUICK.cases, help="number of random autograd cases")
-    b.add_argument("--seed", type=_seed, default=QUICK.seed, help="seed of the random cases")
+    b.add_argument("--seed", type=nonneg_int, default=QUICK.seed,
+                   help="seed of the random cases, >= 0 (default: %(default)s)")
     b.add_argument("--loop-cases", type=positive_int, default=600,
                    help="cases evaluated one at a time for the vectorised-vs-loop ratio")
     return p

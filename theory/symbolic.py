@@ -315,8 +315,7 @@ def paper_gradient(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -
     F = {"R": S.fR, "C": S.fC, "N": S.fN}
     sim = {b: _sim(kind, b, l) for b in ("R", "C", "N")}
     if clamp:   # R: Q = 1, C: Q = s + m
-        Z = (Sum(sp.exp(1 / t), (l, 1, S.r)) + Sum(sp.exp((sim["C"] + m) / t), (l, 1, S.c))
-             + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
+        Z = _paper_Z(kind, t)
     else:
         Z = sum(Sum(sp.exp(sim[b] / t), (l, 1, size[b])) for b in ("R", "C", "N"))
     npos = S.r + S.c
@@ -593,11 +592,9 @@ def latex(expr: sp.Expr) -> str:
 
 def _display_denominator(mode: str, tau: sp.Expr) -> sp.Expr:
     S = SYMS
-    l = S.l
     if mode == "clamp":
-        return (Sum(sp.exp(1 / tau), (l, 1, S.r)) + Sum(sp.exp((S.sC[l] + S.m) / tau), (l, 1, S.c))
-                + Sum(sp.exp(S.sN[l] / tau), (l, 1, S.n)))
-    return sum(Sum(sp.exp(b[l] / tau), (l, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c), (S.sN, S.n)))
+        return _paper_Z("sim", tau)
+    return sum(Sum(sp.exp(b[S.l] / tau), (S.l, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c), (S.sN, S.n)))
 
 
 def display_form(expr: sp.Expr, mode: str, tau: sp.Expr) -> sp.Expr:

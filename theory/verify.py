@@ -130,7 +130,8 @@ def format_report(result: dict) -> str:
             f"derived formulas {ext['symbolic_float64_max_abs_err']:.2e} "
             f"({ext['symbolic_float64_max_abs_err_over_term']:.1e} of a term), autograd "
             f"{ext['autograd_float64_max_abs_err']:.2e} ({ext['autograd_float64_max_abs_err_over_term']:.1e} "
-            f"of a term): cancellation in the case, not a formula error")
+            f"of a term); their gradients cancel to <= {ext['max_grad_over_term']:.1e} of a term: "
+            f"cancellation in the case, not a formula error")
     n_ok = sum(i["passed"] for i in result["identities"])
     muts = result.get("mutations", [])
     n_flag = sum(m["flagged"] for m in muts)
