@@ -304,10 +304,18 @@ def test_run_verify_writes_and_reuses(tmp_path, monkeypatch):
     assert again["autograd"]["max_rel_err"] == res["autograd"]["max_rel_err"]
     with pytest.raises(ValueError):
         VerifyConfig(cases=-1)
+    # a result recorded by an older version (other schema) is recomputed, not reused
+    old = json.loads((tmp_path / "verify.json").read_text())
+    old["schema"] = 1
+    (tmp_path / "verify.json").write_text(json.dumps(old))
+    calls = []
+    monkeypatch.setattr(tv, "verify", lambda *a, **k: calls.append(1) or {**res, "autograd": {
+        **res["autograd"], "per_case_rel_err": {"none": [1e-15]}}})
+    run_verify(cfg, tmp_path)
+    assert calls == [1] and json.loads((tmp_path / "verify.json").read_text())["schema"] == tv.SCHEMA
     # an out_dir that is a file is refused before any work
-    import theory.verify as tv2
     (tmp_path / "file").write_text("x")
-    monkeypatch.setattr(tv2, "verify", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(tv, "verify", lambda *a, **k: pytest.fail("work started"))
     from cffdyn.errors import UserError
     with pytest.raises(UserError, match="out_dir"):
         run_verify(VerifyConfig(cases=61, seed=4), tmp_path / "file")

@@ -11,7 +11,7 @@ histogram of the per-case relative errors (``verify.png``).
 
 Result schema::
 
-    {"config": {...}, "passed": bool, "residual_method": str,
+    {"schema": 2, "config": {...}, "passed": bool, "residual_method": str,
      "identities": [{"name": str, "residual": str, "passed": bool}, ...],
      "mutations": [{"name": str, "residual": str, "flagged": bool}, ...],
      "autograd": {"cases": int, "max_rel_err": float, "floor": float, "tol_rel": float,
@@ -39,6 +39,9 @@ from pathlib import Path
 from cffdyn.io import atomic_write_json, ensure_writable_dir, read_json
 
 __all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report", "RESIDUAL_METHOD"]
+
+#: version of the result layout; a recorded verify.json of another version is recomputed
+SCHEMA = 2
 
 RESIDUAL_METHOD = ("derived - reference in the package's own indexed-sum normal form "
                    "(theory.symbolic._zero: canonical Dummy indices, one Sum per term, constant "
@@ -88,6 +91,7 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     auto["passed"] = bool(auto["max_rel_err"] <= cfg.tol_rel)
     seconds = time.perf_counter() - t0
     return {
+        "schema": SCHEMA,
         "config": asdict(cfg),
         "passed": bool(all(i["passed"] for i in ids) and all(m["flagged"] for m in muts) and auto["passed"]),
         "residual_method": RESIDUAL_METHOD,
@@ -180,9 +184,9 @@ def run_verify(cfg: VerifyConfig = QUICK, out_dir: str | Path = "results/theory"
             old = read_json(jpath)
         except (OSError, ValueError):
             old = None
-        if (isinstance(old, dict) and old.get("config") == asdict(cfg) and "passed" in old
-                and "mutations" in old and "worst_unfloored_vs_mpmath" in old.get("autograd", {})):
-            return old   # same config and the current schema (older files are recomputed)
+        if isinstance(old, dict) and old.get("config") == asdict(cfg) and old.get("schema") == SCHEMA \
+                and "passed" in old:
+            return old   # same config and the current schema (files of older versions are recomputed)
     ensure_writable_dir(out, "out_dir")       # before the work, not after it
     result = verify(cfg, per_case=True)
     per_case = result["autograd"].pop("per_case_rel_err")
