@@ -120,7 +120,9 @@ def _verify_specs(data: dict) -> list[NumberSpec]:
                        desc="worst cases with a positive pair within 1e-7 of the clamp boundary"),
             NumberSpec("MpWorstGap", v, mp + "worst_case.closest_positive_pair_to_boundary", "sci",
                        desc="distance |s + m - 1| of the closest positive pair in the single worst case"),
-            NumberSpec("VerifySeconds", v, "seconds", ".1f")]
+            NumberSpec("VerifySeconds", v, "seconds", ".1f"),
+            NumberSpec("VerifyLoad", v, "machine.load_avg[0]", ".1f", desc="1-minute load average at the start"),
+            NumberSpec("VerifyCpus", v, "machine.cpus", "d", desc="CPUs of the machine that ran verify")]
 
 
 SPREAD_ORDER = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")

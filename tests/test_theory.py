@@ -135,6 +135,7 @@ def test_cli_verify_json_schema(tmp_path, capsys):
     assert mp["dps"] == 100 and mp["cases"] == 20
     assert mp["symbolic_float64_max_abs_err_over_term"] < 1e-14 and mp["autograd_float64_max_abs_err_over_term"] < 1e-14
     assert isinstance(data["seconds"], float) and data["passed"] is True
+    assert data["machine"]["device"] == "cpu" and data["machine"]["cpus"] >= 1 and "load_avg_after" in data["machine"]
     n_pass = len(data["identities"]) + len(data["mutations"]) + 2
     assert text.count("PASS") == n_pass and "FAIL" not in text
     assert "floored at 0.0001 of one gradient term" in text and "without the floor" in text

@@ -11,13 +11,14 @@ histogram of the per-case relative errors (``verify.png``).
 
 Result schema::
 
-    {"schema": 2, "config": {...}, "passed": bool, "residual_method": str,
+    {"schema": 3, "config": {...}, "passed": bool, "residual_method": str,
      "identities": [{"name": str, "residual": str, "passed": bool}, ...],
      "mutations": [{"name": str, "residual": str, "flagged": bool}, ...],
      "autograd": {"cases": int, "max_rel_err": float, "floor": float, "tol_rel": float,
                   "passed": bool, "max_rel_err_unfloored": float, "max_abs_err_over_term": float,
                   "worst_unfloored_vs_mpmath": {...}, ...},
-     "seconds": float, "seconds_by_phase": {...}, "versions": {...}}
+     "seconds": float, "seconds_by_phase": {...}, "versions": {...},
+     "machine": {...cffdyn.machine.machine_info("cpu"), "load_avg_after": [...]}}
 
 ``residual`` is ``derived - reference`` brought to the package's own indexed-sum normal form
 (:func:`theory.symbolic._zero`: canonical ``Dummy`` summation indices, one ``Sum`` per term,
@@ -41,7 +42,7 @@ from cffdyn.io import atomic_write_json, ensure_writable_dir, read_json
 __all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report", "RESIDUAL_METHOD"]
 
 #: version of the result layout; a recorded verify.json of another version is recomputed
-SCHEMA = 2
+SCHEMA = 3
 
 RESIDUAL_METHOD = ("derived - reference in the package's own indexed-sum normal form "
                    "(theory.symbolic._zero: canonical Dummy indices, one Sum per term, constant "
@@ -76,6 +77,9 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     from theory.autograd_check import check_autograd
     from theory.symbolic import identities, mutations, numeric_coefficients
 
+    from cffdyn.machine import load_average, machine_info
+
+    machine = machine_info("cpu")      # timings mean little without the load they ran under
     t0 = time.perf_counter()
     ids = [{"name": name, "residual": str(res), "passed": bool(res == 0)} for name, res in identities()]
     t_sym = time.perf_counter() - t0
@@ -101,6 +105,7 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
         "seconds": seconds,
         "seconds_by_phase": {"identities": t_sym, "mutations": t_mut, "lambdify": t_lam, **auto["seconds"]},
         "versions": {"sympy": sympy.__version__, "torch": torch.__version__, "mpmath": mpmath.__version__},
+        "machine": {**machine, "load_avg_after": load_average()},
     }
 
 
@@ -142,7 +147,9 @@ def format_report(result: dict) -> str:
     lines.append(f"{'PASS' if result['passed'] else 'FAIL'}  {n_ok}/{len(result['identities'])} identities "
                  f"exactly 0, {n_flag}/{len(muts)} mutations flagged non-zero (residuals from the "
                  f"package's indexed-sum normal form, not sympy simplify), autograd "
-                 f"{'ok' if a['passed'] else 'FAILED'}; {result['seconds']:.1f} s")
+                 f"{'ok' if a['passed'] else 'FAILED'}; {result['seconds']:.1f} s"
+                 + (f" (load average {result['machine']['load_avg'][0]:.2f} on {result['machine']['cpus']} CPUs)"
+                    if result.get("machine", {}).get("load_avg") else ""))
     return "\n".join(lines)
 
 
