@@ -27,9 +27,17 @@ SCALE = "quick"
 # --------------------------------------------------------------------------- synthetic results
 def _verify(rng) -> dict:
     ids = [{"name": f"identity {k} (d/ds min(s+m,1))", "residual": "0", "passed": True} for k in range(5)]
+    muts = [{"name": f"mutation {k}", "residual": "x - y", "flagged": True} for k in range(3)]
+    mp = {"cases": 20, "dps": 100, "symbolic_float64_max_abs_err_over_term": 4.0e-17,
+          "autograd_float64_max_abs_err_over_term": 1.3e-16,
+          "max_grad_over_term": 3.0e-8, "cases_with_a_positive_pair_within_1e-7_of_boundary": 15,
+          "worst_case": {"closest_positive_pair_to_boundary": 2.0e-8}}
     return {"config": {"cases": 321, "seed": 0, "tol_rel": 1e-10}, "passed": True, "identities": ids,
-            "autograd": {"cases": 321, "max_rel_err": 3.7e-15, "tol_rel": 1e-10, "passed": True},
-            "seconds": 12.34}
+            "mutations": muts,
+            "autograd": {"cases": 321, "max_rel_err": 3.7e-15, "tol_rel": 1e-10, "passed": True, "floor": 1e-4,
+                         "max_rel_err_unfloored": 2.5e-8, "max_abs_err_over_term": 3.8e-16,
+                         "cases_below_floor": 17, "worst_unfloored_vs_mpmath": mp},
+            "seconds": 12.34, "machine": {"load_avg": [1.5, 1.2, 1.0], "cpus": 2, "device": "cpu"}}
 
 
 def _vit(rng, root: Path) -> dict:
@@ -240,6 +248,7 @@ def test_headline_numbers_independent(built):
     m = np.mean(cells[("clamp", "cff2")])
     assert f"{100 * m:.2f}" in text
     assert "321 random batches" in text and "5 of 5 identities" in text
+    assert "3 of 3 deliberately wrong references" in text and "not sympy" in text
     assert "spread 1.5 (BYOL-L2) vs 3.8 (IsoLoss)" in text
     assert "fitted exponent is -0.512 ± 0.021" in text
     assert "the ratio is 1.60 (p = 0.035), against 1.50 predicted" in text

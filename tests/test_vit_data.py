@@ -179,3 +179,159 @@ def test_crop_flip_deterministic_and_flip_only():
     assert all(s or fl for s, fl in zip(same, flipped)) and any(flipped) and any(same)
     r = augment(x, torch.Generator().manual_seed(0), "randaug")
     assert r.shape == x.shape and torch.isfinite(r).all() and 0 <= r.min() and r.max() <= 1
+
+
+# --------------------------------------------------------------------------- one-line errors
+from cffdyn.errors import CorruptFileError, UserError, guarded  # noqa: E402
+from vit.data import MissingDataError, RestrictedUnpickler, load_pickle_restricted  # noqa: E402
+
+
+def _one_line(fn, capsys) -> str:
+    """Run ``fn`` as a command would (under ``guarded``): exit 2 and exactly one stderr line."""
+    rc = guarded(lambda argv: fn(), None, "cffdyn vit train")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_fashion_mnist_truncated_gz_is_one_line(tmp_path, monkeypatch, capsys):
+    _fmnist_dir(tmp_path)
+    f = tmp_path / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])          # a download cut short
+    with pytest.raises(CorruptFileError, match="not a complete gzip file"):
+        load_dataset("fashion_mnist", tmp_path)
+    err = _one_line(lambda: load_dataset("fashion_mnist", tmp_path), capsys)
+    assert str(f) in err and "apt-get install -y dataset-fashion-mnist" in err and "the data root" in err
+    monkeypatch.setenv("CFFDYN_FMNIST", str(tmp_path))              # the same through the environment
+    err = _one_line(lambda: load_dataset("fashion_mnist"), capsys)
+    assert str(f) in err and "CFFDYN_FMNIST" in err
+
+
+def test_fashion_mnist_damaged_files_are_one_line(tmp_path, capsys):
+    _fmnist_dir(tmp_path)
+    f = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(f.read_bytes())
+    raw[12:20] = b"\xff" * 8                                          # gzip magic intact, stream damaged
+    f.write_bytes(bytes(raw))
+    assert str(f) in _one_line(lambda: load_dataset("fashion_mnist", tmp_path), capsys)
+    # a raw (uncompressed) IDX file cut short is a size mismatch naming the file
+    _fmnist_dir(tmp_path)
+    g = tmp_path / "t10k-images-idx3-ubyte.gz"
+    g.unlink()
+    arr = np.zeros((4, 28, 28), np.uint8)
+    raw_path = tmp_path / "t10k-images-idx3-ubyte"
+    _write_idx(raw_path, arr, gz=False)
+    raw_path.write_bytes(raw_path.read_bytes()[:-10])
+    err = _one_line(lambda: load_dataset("fashion_mnist", tmp_path), capsys)
+    assert str(raw_path) in err and "size mismatch" in err
+
+
+def test_missing_fashion_mnist_names_the_debian_package(tmp_path, capsys):
+    with pytest.raises(MissingDataError) as exc:
+        load_dataset("fashion_mnist", tmp_path)
+    msg = str(exc.value)
+    assert "apt-get install -y dataset-fashion-mnist" in msg and "install fashion-mnist" not in msg
+    assert isinstance(exc.value, FileNotFoundError) and isinstance(exc.value, UserError)
+    assert "dataset-fashion-mnist" in _one_line(lambda: load_dataset("fashion_mnist", tmp_path), capsys)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not_a_dict", "bad_shape"])
+def test_cifar_bad_batch_is_one_line(tmp_path, capsys, damage):
+    _write_cifar(tmp_path, fine=False)
+    f = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    if damage == "truncated":
+        f.write_bytes(f.read_bytes()[:100])
+    elif damage == "garbage":
+        f.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif damage == "empty":
+        f.write_bytes(b"")
+    elif damage == "not_a_dict":
+        f.write_bytes(pickle.dumps([1, 2, 3]))
+    else:
+        f.write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}))
+    with pytest.raises(CorruptFileError):
+        load_dataset("cifar10", tmp_path)
+    assert str(f) in _one_line(lambda: load_dataset("cifar10", tmp_path), capsys)
+
+
+class _Evil:
+    """Unpickling this would run a shell command (``os.system``) that writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+class _EvilEval:
+    def __reduce__(self):
+        return eval, ("__import__('os').system('touch /tmp/cffdyn-evil-eval-marker')",)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path, capsys, protocol):
+    _write_cifar(tmp_path, fine=False)
+    marker = tmp_path / "PWNED"
+    f = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    payload = {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6, b"x": _Evil(marker)}
+    f.write_bytes(pickle.dumps(payload, protocol=protocol))
+    with pytest.raises(CorruptFileError, match=r"refused global (posix|os|nt)\.system"):
+        load_dataset("cifar10", tmp_path)
+    err = _one_line(lambda: load_dataset("cifar10", tmp_path), capsys)
+    assert str(f) in err and "system" in err
+    assert not marker.exists()
+    # the plain pickle module WOULD run it: the control shows the payload is live
+    pickle.loads(f.read_bytes())
+    assert marker.exists()
+
+
+def test_restricted_unpickler_refuses_builtins(tmp_path):
+    f = tmp_path / "b"
+    f.write_bytes(pickle.dumps(_EvilEval()))
+    with pytest.raises(CorruptFileError, match="refused global builtins.eval"):
+        load_pickle_restricted(f, "fix")
+    assert not __import__("pathlib").Path("/tmp/cffdyn-evil-eval-marker").exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_restricted_unpickler_reads_what_the_format_holds(tmp_path, protocol):
+    """Dicts, lists, tuples, bytes/str, ints/floats, numpy arrays and scalars, any protocol;
+    and the globals of the original Python-2 CIFAR files (numpy.core.multiarray._reconstruct)."""
+    a = np.arange(24, dtype=np.uint8).reshape(2, 12)
+    obj = {b"data": a, b"labels": [1, 2], "name": "x", b"t": (1.5, None, True), b"s": np.int64(7),
+           b"f": np.float32(0.25)}
+    raw = pickle.dumps(obj, protocol=protocol)
+    if protocol <= 2:   # what numpy 1.x / Python 2 wrote: numpy.core instead of numpy._core
+        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    import io
+    got = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    np.testing.assert_array_equal(got[b"data"], a)
+    assert got[b"labels"] == [1, 2] and got["name"] == "x" and got[b"t"] == (1.5, None, True)
+    assert got[b"s"] == 7 and got[b"f"] == np.float32(0.25)
+
+
+def test_svhn_bad_mat_is_one_line(tmp_path, capsys):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 10), ("test", 4)):
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8),
+                                                  "y": np.ones((n, 1), np.uint8)})
+    f = tmp_path / "test_32x32.mat"
+    good = f.read_bytes()
+    for bad in (good[: len(good) // 2], b"garbage" * 100):
+        f.write_bytes(bad)
+        with pytest.raises(CorruptFileError):
+            load_dataset("svhn", tmp_path)
+        assert str(f) in _one_line(lambda: load_dataset("svhn", tmp_path), capsys)
+    savemat(f, {"X": np.zeros((32, 32, 3, 2), np.uint8)})             # y missing
+    err = _one_line(lambda: load_dataset("svhn", tmp_path), capsys)
+    assert str(f) in err and "X and y" in err
+
+
+def test_bad_arguments_are_one_line(capsys):
+    assert "unknown dataset" in _one_line(lambda: load_dataset("mnist"), capsys)
+    assert "subset" in _one_line(lambda: load_dataset("digits", subset=10 ** 6), capsys)
+    assert "data root" in _one_line(lambda: load_dataset("cifar10"), capsys)

@@ -5,4 +5,4 @@ from cffdyn.errors import guarded
 from theory.cli import main
 
 if __name__ == "__main__":
-    sys.exit(guarded(lambda a: main(a, prog="python -m theory"), None, "python -m theory", resumable=True))
+    sys.exit(guarded(lambda a: main(a, prog="python -m theory"), None, "python -m theory"))

@@ -28,7 +28,11 @@ and ``m = 0`` give a gradient ~10⁻⁸ of a term - *both* implementations have 
 of ~1e-16·G_term, so a plain relative error would measure the conditioning of the case, not
 the formulas.  ``FLOOR = 1e-4``: such cases are compared relative to 10⁻⁴ of a term.  The
 un-floored figure (``max|Δ| / max(max|g_auto|, 1e-300)``) and the absolute error in units of
-``G_term`` are reported alongside.  A case whose autograd gradient is exactly zero (no anchor
+``G_term`` are reported alongside, and the ``N_WORST`` cases with the largest un-floored error
+are recomputed by an independent ``mpmath`` implementation at 100 significant digits
+(:func:`mp_reference_gradient`): both float64 results (derived formulas and autograd) are
+compared with it, which shows whether a large un-floored figure is a formula error (one side
+far off) or the conditioning of the case (both within ~1e-16 of a term).  A case whose autograd gradient is exactly zero (no anchor
 with a positive) must give an exactly zero symbolic gradient (the floor is then still > 0,
 so any non-zero symbolic value shows up).  The loss value is compared the same way with the
 term scale ``1/τ``.
@@ -50,11 +54,12 @@ from theory.symbolic import numeric_coefficients
 from vit.losses import LOSS_MODES, supcon_loss
 
 __all__ = ["Case", "make_cases", "symbolic_gradients", "autograd_gradients", "check_autograd",
-           "BOUNDARY_GAP"]
+           "mp_reference_gradient", "BOUNDARY_GAP", "FLOOR", "MP_DPS"]
 
 BOUNDARY_GAP = 1e-9      # every positive pair keeps |s + m - 1| >= this
 FLOOR = 1e-4             # cancelled gradients are compared relative to FLOOR * (one term)
-N_WORST = 20             # worst un-floored cases re-evaluated in extended precision
+N_WORST = 20             # worst un-floored cases re-evaluated against the mpmath reference
+MP_DPS = 100             # significant digits of the mpmath reference
 _TINY = 1e-300
 
 
@@ -128,8 +133,7 @@ def symbolic_gradients(cases: list[Case], dtype: type = np.float64
     """Gradients w.r.t. the raw features and loss values from the lambdified derivation.
 
     All cases must share one mode; they are padded to a common (rows, dim) and evaluated at once.
-    ``dtype=np.longdouble`` evaluates the same formulas in extended precision (the reference
-    for the worst-conditioned cases).  Returns (per-case gradients, loss values, counters).
+    ``dtype=np.longdouble`` evaluates the same formulas in extended precision.  Returns (per-case gradients, loss values, counters).
     """
     if not cases:
         return [], np.zeros(0), {"R": 0, "C": 0, "N": 0, "no_positive_anchors": 0}
@@ -197,27 +201,110 @@ def autograd_gradients(case: Case) -> tuple[np.ndarray, float]:
     return x.grad.numpy(), float(loss.detach())
 
 
-def _extended_precision_worst(worst: list[tuple[float, Case, np.ndarray]]) -> dict:
-    """Re-evaluate the worst (un-floored) cases with the derived formulas in ``np.longdouble``.
+def mp_reference_gradient(case: Case, dps: int = MP_DPS) -> list[list]:
+    """The exact gradient at the case's (exactly representable) float64 inputs, to ``dps`` digits.
 
-    If the un-floored discrepancy is the conditioning of the case (cancellation) and not a
-    formula error, the float64 symbolic result and torch autograd are then about equally far
-    from the extended-precision value.  Errors relative to ``max|g_ext|``.
+    An independent implementation with ``mpmath``: the loss of CFF Eq. 14-15 (and its ``none``
+    and ``subtract`` variants, whose gradients coincide) differentiated by hand through the
+    paper's formulas, per anchor ``i`` and pair ``j``::
+
+        dL_i/ds_ij = (e^{q_ij/τ} / Z_i - [j ∈ P(i)] / |P(i)|) / τ   (0 for a saturated positive)
+
+    accumulated into ``∂L/∂z`` (``s_ij = z_i·z_j``), averaged over the anchors with a positive,
+    and taken through the L2 normalisation.  No lambdified sympy and no float64 enter it.
+    Returns the gradient as nested lists of ``mpmath.mpf`` (rows x dims).
     """
+    import mpmath
+
+    with mpmath.workdps(dps):
+        X = [[mpmath.mpf(float(v)) for v in row] for row in case.x]
+        n, D = len(X), len(X[0])
+        norms = [mpmath.sqrt(mpmath.fsum(v * v for v in row)) for row in X]
+        z = [[v / nr for v in row] for row, nr in zip(X, norms)]
+        lab = np.tile(case.labels, case.n_views)
+        sim = [[mpmath.fsum(a * b for a, b in zip(z[i], z[j])) for j in range(n)] for i in range(n)]
+        m, tau = mpmath.mpf(case.margin), mpmath.mpf(case.tau)
+        clamp = case.mode == "clamp"
+        G = [[mpmath.mpf(0)] * D for _ in range(n)]
+        anchors = [i for i in range(n) if any(lab[j] == lab[i] for j in range(n) if j != i)]
+        for i in anchors:
+            P = [j for j in range(n) if j != i and lab[j] == lab[i]]
+            N = [j for j in range(n) if lab[j] != lab[i]]
+            q = {j: (min(sim[i][j] + m, mpmath.mpf(1)) if clamp else sim[i][j]) for j in P}
+            q.update({j: sim[i][j] for j in N})
+            Z = mpmath.fsum(mpmath.exp(q[j] / tau) for j in P + N)
+            for j in P + N:
+                if clamp and j in P and sim[i][j] + m > 1:
+                    continue                      # saturated positive: dQ/ds = 0
+                g = (mpmath.exp(q[j] / tau) / Z - (mpmath.mpf(1) / len(P) if j in P else 0)) / tau
+                g /= len(anchors)
+                for d in range(D):
+                    G[i][d] += g * z[j][d]
+                    G[j][d] += g * z[i][d]
+        out = []
+        for k in range(n):
+            dot = mpmath.fsum(a * b for a, b in zip(z[k], G[k]))
+            out.append([(G[k][d] - z[k][d] * dot) / norms[k] for d in range(D)])
+        return out
+
+
+def _mp_worst(worst: list[tuple[float, Case, np.ndarray]], dps: int = MP_DPS) -> dict:
+    """Compare the float64 results of the worst (un-floored) cases with the mpmath reference.
+
+    If the un-floored discrepancy is the conditioning of the case (cancellation far below one
+    gradient term) and not a formula error, BOTH float64 results are about equally close to the
+    ``dps``-digit value, in absolute terms ~1e-16 of a term.  Reported: the largest absolute
+    error of each (in gradient units and in units of one term ``G_term``) and relative to
+    ``max|g_ref|``; how far the gradient cancels (``max|g_ref| / G_term``, largest over the
+    cases); and per case its mode, margin, τ and the distance ``|s + m - 1|`` of its closest
+    positive pair to the clamp boundary.
+    """
+    import mpmath
+
     if not worst:
-        return {"cases": 0}
-    err_sym = err_auto = 0.0
-    for _, case, g64 in worst:
-        (g_ext,), _, _ = symbolic_gradients([case], dtype=np.longdouble)
+        return {"cases": 0, "dps": dps}
+    rows = []
+    for plain, case, g64 in worst:
+        ref = mp_reference_gradient(case, dps)
         ga, _ = autograd_gradients(case)
-        scale = float(np.max(np.abs(g_ext)))
-        if scale == 0.0:
-            continue
-        err_sym = max(err_sym, float(np.max(np.abs(g64 - g_ext))) / scale)
-        err_auto = max(err_auto, float(np.max(np.abs(ga - g_ext))) / scale)
-    return {"cases": len(worst), "max_unfloored_rel_err_vs_each_other": worst[0][0],
-            "symbolic_float64_vs_extended": err_sym, "autograd_float64_vs_extended": err_auto,
-            "extended_eps": float(np.finfo(np.longdouble).eps)}
+        with mpmath.workdps(dps):
+            scale = max(abs(v) for row in ref for v in row)
+            e_sym = max(abs(mpmath.mpf(float(g64[k, d])) - ref[k][d]) for k in range(len(ref))
+                        for d in range(len(ref[0])))
+            e_auto = max(abs(mpmath.mpf(float(ga[k, d])) - ref[k][d]) for k in range(len(ref))
+                         for d in range(len(ref[0])))
+        g_term = float(np.max(1.0 / (case.tau * np.linalg.norm(case.x, axis=1))))
+        pos = _positive_mask(case.labels, case.n_views)
+        gap = None
+        if pos.any():
+            zz = case.x / np.linalg.norm(case.x, axis=1, keepdims=True)
+            gap = float(np.min(np.abs((zz @ zz.T)[pos] + case.margin - 1.0)))
+        rows.append({"mode": case.mode, "margin": case.margin, "tau": case.tau,
+                     "unfloored_rel_err_vs_each_other": plain,
+                     "max_abs_grad_over_term": float(scale) / g_term,
+                     "closest_positive_pair_to_boundary": gap,
+                     "symbolic_abs_err": float(e_sym), "autograd_abs_err": float(e_auto),
+                     "symbolic_abs_err_over_term": float(e_sym) / g_term,
+                     "autograd_abs_err_over_term": float(e_auto) / g_term,
+                     "symbolic_rel_err": float(e_sym / scale) if scale else 0.0,
+                     "autograd_rel_err": float(e_auto / scale) if scale else 0.0})
+    top = rows[0]
+    return {"cases": len(rows), "dps": dps, "modes": sorted({r["mode"] for r in rows}),
+            "max_unfloored_rel_err_vs_each_other": top["unfloored_rel_err_vs_each_other"],
+            "symbolic_float64_max_abs_err": max(r["symbolic_abs_err"] for r in rows),
+            "autograd_float64_max_abs_err": max(r["autograd_abs_err"] for r in rows),
+            "symbolic_float64_max_abs_err_over_term": max(r["symbolic_abs_err_over_term"] for r in rows),
+            "autograd_float64_max_abs_err_over_term": max(r["autograd_abs_err_over_term"] for r in rows),
+            "symbolic_float64_rel_err": max(r["symbolic_rel_err"] for r in rows),
+            "autograd_float64_rel_err": max(r["autograd_rel_err"] for r in rows),
+            "max_grad_over_term": max(r["max_abs_grad_over_term"] for r in rows),
+            "cases_with_a_positive_pair_within_1e-7_of_boundary": sum(
+                r["closest_positive_pair_to_boundary"] is not None and r["closest_positive_pair_to_boundary"] < 1e-7
+                for r in rows),
+            "worst_case": top,
+            "per_case": rows,
+            "reference": f"mpmath, {dps} significant digits, independent implementation of the "
+                         "paper's gradient formulas at the exact float64 inputs"}
 
 
 def check_autograd(n_cases: int, seed: int, *, per_case: bool = False) -> dict:
@@ -269,7 +356,7 @@ def check_autograd(n_cases: int, seed: int, *, per_case: bool = False) -> dict:
                           "max_rel_err_unfloored": err["plain"],
                           "max_abs_err_over_term": err["term"], "max_rel_err_loss": err["loss"]}
     tx = time.perf_counter()
-    ext = _extended_precision_worst(sorted(worst_cases, key=lambda t: -t[0])[:N_WORST])
+    ext = _mp_worst(sorted(worst_cases, key=lambda t: -t[0])[:N_WORST])
     t_ext = time.perf_counter() - tx
     worst = {key: max(v[key] for v in per_mode.values()) for key in
              ("max_rel_err", "max_rel_err_unfloored", "max_abs_err_over_term", "max_rel_err_loss")}
@@ -283,13 +370,13 @@ def check_autograd(n_cases: int, seed: int, *, per_case: bool = False) -> dict:
                   "positive_within_1e-2_of_boundary": near},
         "anchors_without_positive": counts_all["no_positive_anchors"],
         "cases_below_floor": int(floored),
-        "worst_unfloored_vs_extended_precision": ext,
+        "worst_unfloored_vs_mpmath": ext,
         "boundary_gap": BOUNDARY_GAP,
         "floor": FLOOR,
         "rel_err_definition": "max|g_sym - g_autograd| / max(max|g_autograd|, FLOOR * max_k 1/(tau |x_k|)) "
                               "per case, max over cases; gradients w.r.t. raw (un-normalised) features",
         "seconds": {"generate": t_gen, "symbolic_numeric": t_sym, "autograd": t_auto,
-                    "extended_precision": t_ext},
+                    "mpmath_reference": t_ext},
     }
     if per_case:
         out["per_case_rel_err"] = per_case_err

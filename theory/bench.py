@@ -15,9 +15,11 @@ GOAL_SECONDS = 30.0
 
 def run_bench(n_cases: int = 10_000, seed: int = 0, loop_cases: int = 600) -> dict:
     """Run the benchmark, print it, return the figures."""
+    from cffdyn.machine import load_average, machine_info
     from theory.autograd_check import check_autograd, make_cases, symbolic_gradients
     from theory.symbolic import identities, numeric_coefficients
 
+    before = machine_info("cpu")
     t0 = time.perf_counter()
     ids = identities()
     t_id = time.perf_counter() - t0
@@ -41,7 +43,7 @@ def run_bench(n_cases: int = 10_000, seed: int = 0, loop_cases: int = 600) -> di
 
     sec = auto["seconds"]
     print(f"theory bench: {len(ids)} identities, {n_cases} autograd cases (seed {seed})")
-    print(f"  identities (sympy derivation + simplify) {t_id:8.2f} s")
+    print(f"  identities (derivation + normal form)    {t_id:8.2f} s")
     print(f"  lambdify (3 modes)                       {t_lam:8.2f} s")
     print(f"  generate cases                           {sec['generate']:8.2f} s")
     print(f"  derived formulas, vectorised             {sec['symbolic_numeric']:8.2f} s")
@@ -52,7 +54,10 @@ def run_bench(n_cases: int = 10_000, seed: int = 0, loop_cases: int = 600) -> di
     print(f"  derived formulas on {loop_cases} cases: vectorised {t_vec:.3f} s, one case at a time "
           f"{t_loop:.3f} s, ratio {t_loop / max(t_vec, 1e-12):.1f}x")
     print(f"  max_rel_err {auto['max_rel_err']:.3e}")
-    return {"identities_s": t_id, "lambdify_s": t_lam, **{f"{k}_s": v for k, v in sec.items()},
+    after = load_average()
+    print(f"  machine: {before.get('cpu', '?')}, {before.get('cpus', '?')} CPUs, device cpu; load average "
+          f"before {before.get('load_avg')}, after {after} (a shared machine slows every phase)")
+    return {"machine": before, "load_average_after": after,"identities_s": t_id, "lambdify_s": t_lam, **{f"{k}_s": v for k, v in sec.items()},
             "total_s": total, "vectorised_s": t_vec, "loop_s": t_loop,
             "ratio_loop_over_vectorised": t_loop / max(t_vec, 1e-12),
             "max_rel_err": auto["max_rel_err"]}

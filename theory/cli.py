@@ -4,17 +4,27 @@ Sub-commands
 ------------
 verify  every symbolic identity (CFF Eq. 18, A.5-A.7 at τ = 1 and general τ; Steier's
         Prop. 4.1; saturated-pair zero; shifted-logit equivalence) with its residual and
-        PASS/FAIL, then the autograd cross-check of ``vit.losses.supcon_loss``; exits 1 on any
-        failure; ``--json`` writes the same as JSON (atomically).
-show    the derived gradient expressions of the four cases of CFF Appendix A.1 (``--latex``).
+        PASS/FAIL, the mutation controls (deliberately wrong references that must give a
+        non-zero residual), then the autograd cross-check of ``vit.losses.supcon_loss`` (with
+        and without the 1e-4 floor, worst cases against a 100-digit mpmath reference); exits 1
+        on any failure.  ``--json PATH`` writes the result as JSON, ``--out DIR`` writes
+        ``DIR/verify.json`` and ``DIR/verify.png`` (what ``cffdyn paper build`` reads).
+show    the side-by-side table of the paper's gradient formulas, the derived ones and the
+        residual for every case, loss form and τ, with a notation legend
+        (``--format md|latex``, ``--out FILE``).
 bench   times every phase of ``verify`` and compares the vectorised evaluation of the derived
         formulas with a per-case evaluation (ratio printed).
+
+Every output path is checked before any work starts; bad options end in one line (exit 2).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
+
+from cffdyn.errors import HelpFormatter, UserError, make_parser, nonneg_int, positive_float, positive_int
 
 __all__ = ["main"]
 
@@ -22,79 +32,107 @@ __all__ = ["main"]
 def _parser(prog: str | None) -> argparse.ArgumentParser:
     from theory.verify import QUICK
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(
-        prog=prog, formatter_class=fmt,
+    p = make_parser(
+        prog=prog,
         description="Symbolic derivation of the CFF margin-loss gradients (sympy) and their "
                     "cross-check against torch autograd of vit.losses.supcon_loss.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{verify,show,bench}")
-    v = sub.add_parser("verify", formatter_class=fmt,
+    v = sub.add_parser("verify", formatter_class=HelpFormatter,
                        help="check every identity and the autograd agreement; non-zero exit on failure",
-                       description="Print one line per symbolic identity (name, residual, PASS/FAIL) "
-                                   "and the autograd summary (cases, max relative error).")
-    v.add_argument("--cases", type=int, default=QUICK.cases,
-                   help="number of random autograd cases (batch size, views, labels, dim, mode, m, tau)")
-    v.add_argument("--seed", type=int, default=QUICK.seed, help="seed of the random cases")
-    v.add_argument("--tol", type=float, default=QUICK.tol_rel,
-                   help="pass threshold on the maximum relative gradient error (float64)")
+                       description="Print one line per symbolic identity (name, residual, PASS/FAIL), one "
+                                   "per mutation control (must be flagged non-zero) and the autograd "
+                                   "summary (cases, max relative error with and without its floor, "
+                                   "mpmath reference of the worst cases). Residuals come from the "
+                                   "package's indexed-sum normal form, not sympy simplify.")
+    v.add_argument("--cases", type=positive_int, default=QUICK.cases,
+                   help="number of random autograd cases, >= 1 (batch size, views, labels, dim, mode, m, tau)")
+    v.add_argument("--seed", type=nonneg_int, default=QUICK.seed,
+                   help="seed of the random cases, >= 0 (default: %(default)s)")
+    v.add_argument("--tol", type=positive_float, default=QUICK.tol_rel,
+                   help="pass threshold on the maximum (floored) relative gradient error, float64")
     v.add_argument("--json", metavar="PATH", default=None,
                    help="also write the result as JSON to PATH (atomic write); none if omitted")
     v.add_argument("--plot", metavar="PATH", default=None,
                    help="also write a histogram of the per-case errors (PNG) to PATH; none if omitted")
-    s = sub.add_parser("show", formatter_class=fmt, help="print the derived gradient expressions",
-                       description="Print the derived clamp-mode gradients of the four cases of CFF "
-                                   "Appendix A.1 and the lambdified per-pair coefficients.")
-    s.add_argument("--latex", action="store_true", help="print LaTeX instead of sympy's plain text")
-    s.add_argument("--tau-one", action="store_true",
-                   help="set tau = 1 (the paper's Eq. 18, A.5-A.7) instead of a general tau")
-    b = sub.add_parser("bench", formatter_class=fmt, help="time the verification phases",
+    v.add_argument("--out", metavar="DIR", default=None,
+                   help="also write DIR/verify.json and DIR/verify.png, the files 'cffdyn paper build' "
+                        "reads from RESULTS/theory/SCALE (quick: the default cases; full: --cases 100000); "
+                        "none if omitted")
+    s = sub.add_parser("show", formatter_class=HelpFormatter,
+                       help="write the side-by-side table: paper formula, derived formula, residual",
+                       description="For each gradient case of CFF Appendix A.1 (Eq. 18, A.5-A.7), each loss "
+                                   "form (clamp, subtract, none) and tau = 1 / general tau: the paper's formula, "
+                                   "the one derived by sympy from the loss, and the residual (the package's "
+                                   "indexed-sum normal form), with a legend of every symbol.")
+    s.add_argument("--format", choices=("md", "latex"), default="md",
+                   help="Markdown (GitHub/pandoc math) or a LaTeX fragment (needs amsmath)")
+    s.add_argument("--out", metavar="FILE", default=None,
+                   help="write the table to FILE (atomic write) instead of standard output")
+    b = sub.add_parser("bench", formatter_class=HelpFormatter, help="time the verification phases",
                        description="Time every phase of 'verify' (goal: < 30 s in total on 2 cores) "
                                    "and compare the vectorised evaluation of the derived formulas "
                                    "with a per-case evaluation, side by side in one run.")
-    b.add_argument("--cases", type=int, default=QUICK.cases, help="number of random autograd cases")
-    b.add_argument("--seed", type=int, default=QUICK.seed, help="seed of the random cases")
-    b.add_argument("--loop-cases", type=int, default=600,
+    b.add_argument("--cases", type=positive_int, default=QUICK.cases, help="number of random autograd cases")
+    b.add_argument("--seed", type=nonneg_int, default=QUICK.seed,
+                   help="seed of the random cases, >= 0 (default: %(default)s)")
+    b.add_argument("--loop-cases", type=positive_int, default=600,
                    help="cases evaluated one at a time for the vectorised-vs-loop ratio")
     return p
 
 
+def _check_plot_path(path: str) -> None:
+    from cffdyn.io import ensure_writable_file
+
+    ensure_writable_file(path, "--plot")
+    if Path(path).suffix.lower() != ".png":
+        raise UserError(f"--plot {path} does not end in .png", "give --plot a .png file path")
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from cffdyn.io import atomic_write_json
+    from cffdyn.io import atomic_write_json, ensure_writable_dir, ensure_writable_file
     from theory.verify import VerifyConfig, format_report, plot_errors, verify
 
+    # every output is checked before the (tens of seconds of) work
+    if args.json is not None:
+        ensure_writable_file(args.json, "--json")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
+    if args.out is not None:
+        ensure_writable_dir(args.out, "--out")
     cfg = VerifyConfig(cases=args.cases, seed=args.seed, tol_rel=args.tol)
-    result = verify(cfg, per_case=args.plot is not None)
+    want_cases = args.plot is not None or args.out is not None
+    result = verify(cfg, per_case=want_cases)
     per_case = result["autograd"].pop("per_case_rel_err", None)
     print(format_report(result))
     if args.plot is not None and per_case is not None:
         plot_errors(per_case, cfg, args.plot)
     if args.json is not None:
         atomic_write_json(args.json, result)
+    if args.out is not None and per_case is not None:
+        out = Path(args.out)
+        plot_errors(per_case, cfg, out / "verify.png")
+        atomic_write_json(out / "verify.json", result)
+        print(f"wrote {out / 'verify.json'} and {out / 'verify.png'}")
     return 0 if result["passed"] else 1
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    import sympy as sp
+    from cffdyn.io import atomic_write_text, ensure_writable_file
+    from theory.show import render
 
-    from theory.symbolic import gradient_cases, numeric_coefficients
-
-    tau = sp.Integer(1) if args.tau_one else None
-    for name, expr in gradient_cases(tau).items():
-        print(f"# dL_i/df_k[e], {name}")
-        print(sp.latex(expr) if args.latex else sp.sstr(expr))
-        print()
-    print("# per-pair coefficients dL_i/ds_ik (s: the pair's similarity, P = |P(i)|, Z: denominator)")
-    for mode in ("none", "clamp", "subtract"):
-        for key, expr in numeric_coefficients(mode).exprs.items():
-            print(f"{mode:<8} {key:<9} {sp.latex(expr) if args.latex else sp.sstr(expr)}")
+    if args.out is not None:
+        ensure_writable_file(args.out, "--out")
+    text = render(args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = _parser(prog).parse_args(argv)
-    if getattr(args, "cases", 0) < 0:
-        print("error: --cases must be >= 0", file=sys.stderr)
-        return 2
     if args.cmd == "verify":
         return _cmd_verify(args)
     if args.cmd == "show":
@@ -105,4 +143,5 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from cffdyn.errors import guarded
+    sys.exit(guarded(lambda a: main(a), None, "cffdyn theory"))

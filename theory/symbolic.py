@@ -50,6 +50,7 @@ from typing import Callable
 
 import sympy as sp
 from sympy import Heaviside, Indexed, IndexedBase, Min, Piecewise, Sum
+from sympy.printing.latex import LatexPrinter
 
 from vit.losses import LOSS_MODES
 
@@ -58,9 +59,17 @@ __all__ = [
     "Syms",
     "SYMS",
     "derive",
+    "display_form",
+    "latex",
+    "layout",
+    "Z_DISPLAY",
     "gradient_cases",
+    "GRADIENT_CASE_NAMES",
     "gradient_cases_latex",
+    "gradient_of",
     "identities",
+    "mutations",
+    "NormalFormError",
     "numeric_coefficients",
     "paper_gradient",
     "per_anchor_loss_sim",
@@ -215,15 +224,23 @@ def _sum_rule(sm: Sum) -> sp.Expr:
     ``Sum(g * KroneckerDelta(v, x), (v, lo, hi)) -> g(x)`` (``x`` is the differentiated index,
     in range by construction) and ``Sum(g, (v, lo, hi)) -> (hi - lo + 1) * g`` when ``g`` does
     not depend on ``v``.  sympy's own ``Sum.doit`` is avoided: it is slow here (Gosper) and
-    returns wrong closed forms for sums of ``Indexed`` terms.
+    returns wrong closed forms for sums of ``Indexed`` terms.  A multiple sum
+    ``Sum(f, inner, ..., outer)`` is evaluated limit by limit from the innermost one out; a
+    summand that stays a ``Sum`` is kept as it is (never rebuilt and re-entered: sympy flattens
+    ``Sum(Sum(f, a), b)`` back into ``Sum(f, a, b)``, which would recurse forever).
     """
-    if len(sm.limits) > 1:   # Sum(f, inner, outer): evaluate from the innermost limit out
-        inner = _sum_rule(Sum(sm.function, sm.limits[0]))
-        return _sum_rule(Sum(inner, *sm.limits[1:]))
-    (v, lo, hi), = sm.limits
+    f = sm.function
+    for lim in sm.limits:
+        f = _sum_rule_one(f, lim)
+    return f
+
+
+def _sum_rule_one(function: sp.Expr, limit: tuple) -> sp.Expr:
+    """One limit of :func:`_sum_rule` (``limit = (v, lo, hi)``)."""
+    v, lo, hi = limit
     out: list[sp.Expr] = []
     rest = sp.Integer(0)
-    for term in sp.Add.make_args(sp.expand_mul(sm.function)):
+    for term in sp.Add.make_args(sp.expand_mul(function)):
         ind, dep = term.as_independent(v, as_Add=False)
         if dep == 1:
             out.append(ind * (hi - lo + 1))
@@ -261,8 +278,15 @@ def derive(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -> sp.Exp
     kind: ``"sim"`` (w.r.t. ``s_X[k]``) or ``"rep"`` (w.r.t. component ``e`` of a row).
     wrt: ``"anchor"`` (rep only), ``"R"``, ``"C"`` or ``"N"`` (member ``k`` of that set).
     """
+    return gradient_of(_loss(kind, mode, SYMS.tau if tau is None else tau), kind, wrt)
+
+
+def gradient_of(L: sp.Expr, kind: str, wrt: str) -> sp.Expr:
+    """Gradient of a per-anchor loss expression ``L`` (built like :func:`per_anchor_loss_sim` /
+    :func:`per_anchor_loss_rep`) w.r.t. member ``k`` of set ``wrt`` (or the anchor), settled on
+    the open clamp regions.  :func:`derive` is this applied to the package's losses; the
+    mutation controls apply it to deliberately wrong losses."""
     S = SYMS
-    L = _loss(kind, mode, S.tau if tau is None else tau)
     if kind == "sim":
         if wrt == "anchor":
             raise ValueError("the anchor has no similarity of its own; use kind='rep'")
@@ -291,8 +315,7 @@ def paper_gradient(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -
     F = {"R": S.fR, "C": S.fC, "N": S.fN}
     sim = {b: _sim(kind, b, l) for b in ("R", "C", "N")}
     if clamp:   # R: Q = 1, C: Q = s + m
-        Z = (Sum(sp.exp(1 / t), (l, 1, S.r)) + Sum(sp.exp((sim["C"] + m) / t), (l, 1, S.c))
-             + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
+        Z = _paper_Z(kind, t)
     else:
         Z = sum(Sum(sp.exp(sim[b] / t), (l, 1, size[b])) for b in ("R", "C", "N"))
     npos = S.r + S.c
@@ -316,29 +339,58 @@ def paper_gradient(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -
 
 
 # --------------------------------------------------------------------------- identities
-_CANON = tuple(sp.Symbol(f"i{t}", integer=True) for t in range(8))
+#: canonical summation indices by nesting depth.  ``Dummy``, not ``Symbol("i0")``: a Dummy
+#: equals no user symbol, so a free symbol that happens to be called ``i0`` can never be
+#: captured by a renamed sum (which could cancel a false identity to 0).
+CANON_DEPTH = 8
+_CANON = tuple(sp.Dummy(f"i{t}", integer=True) for t in range(CANON_DEPTH))
+
+
+class NormalFormError(ValueError):
+    """An expression the indexed-sum normal form does not handle (e.g. sums nested too deep)."""
 
 
 def _canon(expr: sp.Expr, depth: int = 0) -> sp.Expr:
     """Canonical form of indexed sums: dummies renamed by nesting depth, summands expanded
-    into one ``Sum`` per term, factors free of the dummy pulled out (``Sum(1) -> count``)."""
+    into one ``Sum`` per term, factors free of the dummy pulled out (``Sum(1) -> count``).
+
+    A multiple sum ``Sum(f, (i, ...), (j, ...))`` (also what sympy makes of a nested
+    ``Sum(Sum(f, i), j)``) is handled limit by limit: the outermost index gets the canonical
+    dummy of ``depth``, the next one ``depth + 1``, ...; bounds of inner limits may depend on
+    outer indices.
+    """
     if isinstance(expr, Sum):
-        if len(expr.limits) > 1:
-            return _canon(Sum(Sum(expr.function, expr.limits[0]), *expr.limits[1:]), depth)
-        (v, lo, hi), = expr.limits
-        nv = _CANON[depth]
-        out = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand_mul(expr.function)):
-            ind, dep = term.as_independent(v, as_Add=False)
-            ind = _canon(ind, depth)
-            if dep == 1:
-                out += ind * (hi - lo + 1)
-            else:
-                out += ind * Sum(_canon(dep.xreplace({v: nv}), depth + 1), (nv, lo, hi))
-        return out
+        return _canon_sum(expr.function, list(expr.limits), depth)
     if not expr.args or isinstance(expr, (Indexed, IndexedBase)):
         return expr
     return expr.func(*[_canon(a, depth) for a in expr.args])
+
+
+def _canon_sum(function: sp.Expr, limits: list[tuple], depth: int) -> sp.Expr:
+    """``Sum(function, *limits)`` in canonical form (``limits[-1]`` is the outermost index)."""
+    if not limits:
+        return _canon(function, depth)
+    if depth >= CANON_DEPTH:
+        raise NormalFormError(f"sums nested deeper than {CANON_DEPTH} levels are not supported "
+                              "by the indexed-sum normal form")
+    (v, lo, hi) = limits[-1]
+    nv = _CANON[depth]
+    lo, hi = _canon(lo, depth), _canon(hi, depth)
+    # the outer index first becomes a fresh Dummy (no capture), the summand (with any inner
+    # limits) is brought to normal form one level deeper, then split into the factors free
+    # of the index (pulled out, re-canonicalised at this depth) and the rest (summed over nv)
+    w = sp.Dummy("w", integer=True)
+    inner_limits = [tuple(x.xreplace({v: w}) for x in lim) for lim in limits[:-1]]
+    body = _canon_sum(function.xreplace({v: w}), inner_limits, depth + 1)
+    out = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand_mul(body)):
+        ind, dep = term.as_independent(w, as_Add=False)
+        ind = _canon(ind, depth)
+        if dep == 1:
+            out += ind * (hi - lo + 1)
+        else:
+            out += ind * Sum(_canon(dep.xreplace({w: nv}), depth + 1), (nv, lo, hi))
+    return out
 
 
 def _zero(expr: sp.Expr) -> sp.Expr:
@@ -367,8 +419,8 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
     """Every symbolic identity as ``(name, simplified residual)``; each must be exactly 0."""
     S = SYMS
     out: list[tuple[str, sp.Expr]] = []
-    labels = {"anchor": "Eq. 18 (k anchor)", "R": "Eq. A.5 (k in R, clamp active)",
-              "C": "Eq. A.6 (k in R^c, clamp inactive)", "N": "Eq. A.7 (k negative)"}
+    labels = {"anchor": "Eq. 18 (k the anchor)", "R": "Eq. A.5 (k a saturated positive, clamp active)",
+              "C": "Eq. A.6 (k an unsaturated positive, clamp inactive)", "N": "Eq. A.7 (k a negative)"}
     for tau_name, tau in (("tau=1", sp.Integer(1)), ("general tau", None)):
         for wrt in ("anchor", "R", "C", "N"):
             for kind in ("rep", "sim"):
@@ -418,7 +470,200 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
     return tuple(out)
 
 
+# --------------------------------------------------------------------------- mutation controls
+def _first_term(expr: sp.Expr, pred) -> sp.Expr:
+    terms = [t for t in sp.Add.make_args(expr) if pred(t)]
+    if not terms:
+        raise RuntimeError(f"mutation: no matching term in {expr}")
+    return terms[0]
+
+
+_TAU_MUTATIONS = ("A.6 with the margin outside", "A.7 with the overall 1/tau", "A.6 with tau on")
+
+
+@lru_cache(maxsize=1)
+def mutations() -> tuple[tuple[str, sp.Expr], ...]:
+    """Negative controls: deliberately wrong references, each as ``(name, residual)``.
+
+    Every residual must be NON-zero; a zero would mean the normal form cancels a false
+    identity.  Mutated here: the paper's formulas (sign flips, a dropped ``1/|P|``,
+    ``e^{(s+m)/τ} -> e^{s/τ}``, ``τ`` misplaced) and the subtraction loss (the margin put
+    inside the softmax instead of after the log-probability, and ``m/τ`` for ``m``), which
+    must break the neutrality identities.
+    """
+    S = SYMS
+    out: list[tuple[str, sp.Expr]] = []
+    t = S.tau
+    npos = S.r + S.c
+    sCk = _sim("rep", "C", S.k)
+    for tau_name, tau in (("tau=1", sp.Integer(1)), ("general tau", None)):
+        tt = t if tau is None else tau
+        d_anchor = derive("rep", "clamp", "anchor", tau)
+        d_C = derive("rep", "clamp", "C", tau)
+        d_N = derive("rep", "clamp", "N", tau)
+        p_anchor = paper_gradient("rep", "clamp", "anchor", tau)
+        p_C = paper_gradient("rep", "clamp", "C", tau)
+        p_N = paper_gradient("rep", "clamp", "N", tau)
+        cases = [
+            ("A.6 with its sign flipped", d_C, -p_C),
+            ("A.7 with its sign flipped", d_N, -p_N),
+            ("A.6 with the sign of the -1/|P| term flipped",
+             d_C, p_C + 2 * S.a[S.e] / (npos * tt)),
+            ("Eq. 18 with the sign of the -(1/|P|) sum f_C term flipped", d_anchor,
+             p_anchor + 2 * _first_term(sp.expand(p_anchor), lambda x: x.has(S.fC) and not x.has(sp.exp))),
+            ("A.6 with 1/|P| dropped", d_C, p_C.xreplace({npos: sp.Integer(1)})),
+            ("Eq. 18 with 1/|P| dropped", d_anchor, p_anchor.xreplace({npos: sp.Integer(1)})),
+            ("A.6 with e^{(s+m)/tau} -> e^{s/tau} in the numerator", d_C,
+             (-S.a[S.e] / npos + sp.exp(sCk / tt) * S.a[S.e] / _paper_Z("rep", tt)) / tt),
+            ("A.6 with the margin dropped everywhere (m -> 0)", d_C, p_C.xreplace({S.m: 0})),
+            ("A.6 with the margin outside the temperature, e^{s/tau + m}", d_C,
+             p_C.replace(sp.exp, lambda a: sp.exp(a.xreplace({S.m: 0}) + (S.m if a.has(S.m) else 0)))),
+            ("A.7 with the overall 1/tau dropped", d_N, p_N * tt),
+            ("A.6 with tau on the -1/|P| term only", d_C,
+             (-S.a[S.e] / (npos * tt) + sp.exp((sCk + S.m) / tt) * S.a[S.e] / _paper_Z("rep", tt))),
+        ]
+        for name, derived, wrong in cases:
+            if tau is not None and name.startswith(_TAU_MUTATIONS):
+                continue        # at tau = 1 a misplaced tau is no mutation at all
+            out.append((f"clamp: {name}, {tau_name}", _zero(derived - wrong)))
+    # neutrality: the margin moved inside the softmax (a real margin, not a constant shift)
+    L_none = per_anchor_loss_sim("none")
+    j, l = S.j, S.l
+    Zin = (Sum(sp.exp((S.sR[l] - S.m) / t), (l, 1, S.r)) + Sum(sp.exp((S.sC[l] - S.m) / t), (l, 1, S.c))
+           + Sum(sp.exp(S.sN[l] / t), (l, 1, S.n)))
+    L_in = -sum(Sum((b[j] - S.m) / t - sp.log(Zin), (j, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c))) / npos
+    for wrt in ("C", "N"):
+        out.append((f"subtract mutated (margin inside the softmax): dL_sub - dL_none ({wrt})",
+                    _zero(gradient_of(L_in, "sim", wrt) - derive("sim", "none", wrt))))
+    L_tau = per_anchor_loss_sim("subtract").xreplace({S.m: S.m / t})
+    out.append(("subtract mutated (m/tau subtracted): L_sub - L_none - m",
+                _zero(_settle(L_tau - L_none) - S.m)))
+    out.append(("subtract mutated (margin inside the softmax): L_sub - L_none - m",
+                _zero(_settle(L_in - L_none) - S.m)))
+    return tuple(out)
+
+
+def _paper_Z(kind: str, t: sp.Expr) -> sp.Expr:
+    """The clamp-mode softmax denominator as written in the paper (R: e^{1/τ}, C: e^{(s+m)/τ})."""
+    S = SYMS
+    l = S.l
+    sim = {b: _sim(kind, b, l) for b in ("C", "N")}
+    return (Sum(sp.exp(1 / t), (l, 1, S.r)) + Sum(sp.exp((sim["C"] + S.m) / t), (l, 1, S.c))
+            + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
+
+
+# --------------------------------------------------------------------------- notation (display)
+#: the softmax denominator as one symbol in displayed formulas (defined in theory.show.LEGEND)
+Z_DISPLAY = sp.Symbol("Z_i", positive=True)
+_Z = Z_DISPLAY
+
+
+class _NotationPrinter(LatexPrinter):
+    """sympy's LaTeX with the legend's notation: ``s_C[j] -> s_{C,j}``, ``f_C[j, e] -> f_{C,j,e}``."""
+
+    def __init__(self) -> None:
+        super().__init__({"fold_short_frac": False, "mul_symbol": None})
+
+    def _print_Indexed(self, expr: Indexed) -> str:
+        letter, _, sub = str(expr.base.label).partition("_")
+        idx = ",".join(self._print(i) for i in expr.indices)
+        return f"{letter}_{{{sub},{idx}}}" if sub else f"{letter}_{{{idx}}}"
+
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        return "Z_i" if expr == _Z else super()._print_Symbol(expr)
+
+    def _print_exp(self, expr: sp.Expr, exp: str | None = None) -> str:
+        # e^{(m + s)/tau} instead of a stacked fraction in the exponent
+        arg = expr.args[0]
+        num, den = sp.fraction(sp.together(arg))
+        if den == 1:
+            body = self._print(arg)
+        elif num.is_Add:
+            body = f"({self._print(num)})/{self._print(den)}"
+        else:
+            body = f"{self._print(num)}/{self._print(den)}"
+        return f"e^{{{body}}}"
+
+
+def latex(expr: sp.Expr) -> str:
+    """An expression in the legend's notation."""
+    return _NotationPrinter().doprint(expr)
+
+
+def _display_denominator(mode: str, tau: sp.Expr) -> sp.Expr:
+    S = SYMS
+    if mode == "clamp":
+        return _paper_Z("sim", tau)
+    return sum(Sum(sp.exp(b[S.l] / tau), (S.l, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c), (S.sN, S.n)))
+
+
+def display_form(expr: sp.Expr, mode: str, tau: sp.Expr) -> sp.Expr:
+    """Similarities collapsed, constant sums evaluated, empty R for no clamp, Z_i substituted."""
+    S = SYMS
+
+    def tidy(e: sp.Expr) -> sp.Expr:
+        e = _collapse_sims(e)
+        if mode != "clamp":
+            e = e.xreplace({S.r: 0})
+        e = e.replace(lambda x: isinstance(x, Sum) and x.limits[0][2] == 0 and x.limits[0][1] == 1,
+                      lambda x: sp.Integer(0))
+        return e.replace(lambda x: isinstance(x, Sum) and not x.function.has(x.limits[0][0]), _sum_rule)
+
+    e = tidy(expr)
+    Zd = tidy(_display_denominator(mode, tau))
+    for cand, rep in ((Zd, _Z), (sp.expand(tau * Zd), tau * _Z)):   # sympy may distribute τ into Z
+        e = e.xreplace({cand: rep})
+        e = e.subs(cand, rep)
+    return e
+
+
+def _split_sums(e: sp.Expr) -> sp.Expr:
+    """``Σ_j (a_j + b_j) -> Σ_j a_j + Σ_j b_j`` and factors free of ``j`` pulled out (display)."""
+    def split(sm: Sum) -> sp.Expr:
+        (v, lo, hi), = sm.limits
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand_mul(sm.function)):
+            ind, dep = term.as_independent(v, as_Add=False)
+            out += ind * (hi - lo + 1) if dep == 1 else ind * Sum(dep, (v, lo, hi))
+        return out
+    return e.replace(lambda x: isinstance(x, Sum) and len(x.limits) == 1, split)
+
+
+def layout(e: sp.Expr, tau: sp.Expr) -> str:
+    """One display layout for both columns: ``(1/τ) (… + (…)/Z_i)``, sums split, terms expanded."""
+    e = sp.expand(_split_sums(e), power_exp=False)
+    e = sp.Add(*[sp.factor_terms(t) for t in sp.Add.make_args(e)])   # 1/(cτ + rτ) -> 1/(τ(c + r))
+    if e == 0 or tau == 1:
+        return latex(_collect_Z(e))
+    inner = sp.Add(*[sp.factor_terms(t * tau) for t in sp.Add.make_args(e)])
+    outside = inner.replace(lambda x: isinstance(x, sp.exp), lambda x: sp.Integer(1))
+    if outside.has(tau):            # τ does not factor out as an overall 1/τ: print as it is
+        return latex(_collect_Z(e))
+    body = latex(_collect_Z(inner))
+    return rf"\frac{{1}}{{\tau}}\left({body}\right)" if inner.is_Add else rf"\frac{{1}}{{\tau}}\,{body}"
+
+
+def _collect_Z(e: sp.Expr) -> sp.Expr:
+    """Terms over ``Z_i`` gathered into one fraction, after the others."""
+    if not e.is_Add:
+        return e
+    over = [t for t in e.args if t.has(_Z)]
+    rest = [t for t in e.args if not t.has(_Z)]
+    if len(over) < 2:
+        return e
+    num = sp.Add(*[t * _Z for t in over])
+    return sp.Add(*rest) + sp.Mul(num, sp.Pow(_Z, -1, evaluate=False), evaluate=False)
+
+
+
 # --------------------------------------------------------------------------- presentation
+#: plain-text names of the four cases of CFF A.1 (no TeX: they become paragraph titles)
+GRADIENT_CASE_NAMES = {"anchor": "k is the anchor (Eq. 18)",
+                       "R": "k is a saturated positive, clamp active (Eq. A.5)",
+                       "C": "k is an unsaturated positive, clamp inactive (Eq. A.6)",
+                       "N": "k is a negative (Eq. A.7)"}
+
+
 @lru_cache(maxsize=4)
 def gradient_cases(tau: sp.Expr | None = None) -> dict[str, sp.Expr]:
     """The derived clamp-mode gradients (component ``e``) for the four cases of CFF A.1.
@@ -426,9 +671,7 @@ def gradient_cases(tau: sp.Expr | None = None) -> dict[str, sp.Expr]:
     Similarities inside are shown as ``s_X[j]`` (the indexed sums over ``d`` are collapsed).
     """
     out: dict[str, sp.Expr] = {}
-    names = {"anchor": "k anchor (Eq. 18)", "R": "k in R(i), clamp active (Eq. A.5)",
-             "C": "k in R^c(i), clamp inactive (Eq. A.6)", "N": "k in N(i) (Eq. A.7)"}
-    for wrt, name in names.items():
+    for wrt, name in GRADIENT_CASE_NAMES.items():
         out[name] = _collapse_sims(derive("rep", "clamp", wrt, tau))
     return out
 
@@ -447,8 +690,11 @@ def _collapse_sims(expr: sp.Expr) -> sp.Expr:
 
 
 def gradient_cases_latex(tau: sp.Expr | None = None) -> dict[str, str]:
-    """LaTeX of :func:`gradient_cases` (for the paper)."""
-    return {name: sp.latex(expr) for name, expr in gradient_cases(tau).items()}
+    """LaTeX of :func:`gradient_cases` (for the paper), in the notation of ``theory show``:
+    ``s_{C,j}``, ``f_{C,j,e}``, ``f_{a,e}`` (the anchor), ``Z_i`` (the softmax denominator),
+    ``r, c, n`` (the sizes of R(i), R^c(i), N(i)); the manuscript's text defines them."""
+    t = SYMS.tau if tau is None else tau
+    return {name: layout(display_form(expr, "clamp", t), t) for name, expr in gradient_cases(tau).items()}
 
 
 def to_piecewise(expr: sp.Expr) -> sp.Expr:

@@ -11,23 +11,42 @@ histogram of the per-case relative errors (``verify.png``).
 
 Result schema::
 
-    {"config": {...}, "passed": bool,
+    {"schema": 3, "config": {...}, "passed": bool, "residual_method": str,
      "identities": [{"name": str, "residual": str, "passed": bool}, ...],
-     "autograd": {"cases": int, "max_rel_err": float, "tol_rel": float, "passed": bool, ...},
-     "seconds": float, "seconds_by_phase": {...}, "versions": {...}}
+     "mutations": [{"name": str, "residual": str, "flagged": bool}, ...],
+     "autograd": {"cases": int, "max_rel_err": float, "floor": float, "tol_rel": float,
+                  "passed": bool, "max_rel_err_unfloored": float, "max_abs_err_over_term": float,
+                  "worst_unfloored_vs_mpmath": {...}, ...},
+     "seconds": float, "seconds_by_phase": {...}, "versions": {...},
+     "machine": {...cffdyn.machine.machine_info("cpu"), "load_avg_after": [...]}}
 
-``residual`` is ``str(simplify(derived - reference))``; an identity passes when it is exactly 0.
-``max_rel_err`` is defined in :mod:`theory.autograd_check`.
+``residual`` is ``derived - reference`` brought to the package's own indexed-sum normal form
+(:func:`theory.symbolic._zero`: canonical ``Dummy`` summation indices, one ``Sum`` per term,
+constant factors pulled out, common denominator, expanded numerator), NOT sympy's
+``simplify``; an identity passes when that normal form is exactly 0.  The normal form is
+conservative: it may fail to cancel a true identity, never cancels a false one, and the
+``mutations`` (deliberately wrong references) must all stay non-zero (``flagged``), which
+shows it.  ``max_rel_err`` uses a floor of ``FLOOR`` (1e-4) of one gradient term, defined in
+:mod:`theory.autograd_check`; ``max_rel_err_unfloored`` is the same without the floor, and the
+worst un-floored cases are compared with a 100-digit mpmath reference.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cffdyn.io import atomic_write_json, read_json
+from cffdyn.io import atomic_write_json, ensure_writable_dir, read_json
 
-__all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report"]
+__all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report", "RESIDUAL_METHOD"]
+
+#: version of the result layout; a recorded verify.json of another version is recomputed
+SCHEMA = 3
+
+RESIDUAL_METHOD = ("derived - reference in the package's own indexed-sum normal form "
+                   "(theory.symbolic._zero: canonical Dummy indices, one Sum per term, constant "
+                   "factors pulled out, common denominator, expanded numerator), not sympy simplify")
 
 
 @dataclass(frozen=True)
@@ -39,10 +58,10 @@ class VerifyConfig:
     tol_rel: float = 1e-10
 
     def __post_init__(self) -> None:
-        if self.cases < 0:
-            raise ValueError(f"cases={self.cases} must be >= 0")
-        if not self.tol_rel > 0:
-            raise ValueError(f"tol_rel={self.tol_rel} must be > 0")
+        if self.cases < 1:
+            raise ValueError(f"cases={self.cases} must be >= 1 (a check of nothing cannot pass)")
+        if not (math.isfinite(self.tol_rel) and self.tol_rel > 0):
+            raise ValueError(f"tol_rel={self.tol_rel} must be a finite number > 0")
 
 
 QUICK = VerifyConfig()
@@ -51,15 +70,22 @@ FULL = VerifyConfig(cases=100_000)
 
 def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     """Run every identity and the autograd cross-check; returns the result dict (no files)."""
+    import mpmath
     import sympy
     import torch
 
     from theory.autograd_check import check_autograd
-    from theory.symbolic import identities, numeric_coefficients
+    from theory.symbolic import identities, mutations, numeric_coefficients
 
+    from cffdyn.machine import load_average, machine_info
+
+    machine = machine_info("cpu")      # timings mean little without the load they ran under
     t0 = time.perf_counter()
     ids = [{"name": name, "residual": str(res), "passed": bool(res == 0)} for name, res in identities()]
     t_sym = time.perf_counter() - t0
+    tm = time.perf_counter()
+    muts = [{"name": name, "residual": _short(res), "flagged": bool(res != 0)} for name, res in mutations()]
+    t_mut = time.perf_counter() - tm
     t1 = time.perf_counter()
     for mode in ("none", "clamp", "subtract"):
         numeric_coefficients(mode)
@@ -69,35 +95,61 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     auto["passed"] = bool(auto["max_rel_err"] <= cfg.tol_rel)
     seconds = time.perf_counter() - t0
     return {
+        "schema": SCHEMA,
         "config": asdict(cfg),
-        "passed": bool(all(i["passed"] for i in ids) and auto["passed"]),
+        "passed": bool(all(i["passed"] for i in ids) and all(m["flagged"] for m in muts) and auto["passed"]),
+        "residual_method": RESIDUAL_METHOD,
         "identities": ids,
+        "mutations": muts,
         "autograd": auto,
         "seconds": seconds,
-        "seconds_by_phase": {"identities": t_sym, "lambdify": t_lam, **auto["seconds"]},
-        "versions": {"sympy": sympy.__version__, "torch": torch.__version__},
+        "seconds_by_phase": {"identities": t_sym, "mutations": t_mut, "lambdify": t_lam, **auto["seconds"]},
+        "versions": {"sympy": sympy.__version__, "torch": torch.__version__, "mpmath": mpmath.__version__},
+        "machine": {**machine, "load_avg_after": load_average()},
     }
 
 
+def _short(expr, limit: int = 200) -> str:
+    """A residual as text, cut to ``limit`` characters (the mutated ones are long and non-zero)."""
+    text = str(expr)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def format_report(result: dict) -> str:
-    """One line per identity, then the autograd summary (what ``theory verify`` prints)."""
+    """One line per identity and mutation control, then the autograd summary (``theory verify``)."""
     lines = []
     for i in result["identities"]:
         lines.append(f"{'PASS' if i['passed'] else 'FAIL'}  residual={i['residual']:<6} {i['name']}")
+    for m in result.get("mutations", []):
+        lines.append(f"{'PASS' if m['flagged'] else 'FAIL'}  mutation flagged (residual "
+                     f"{'non-zero' if m['flagged'] else '0 - NOT caught'}): {m['name']}")
     a = result["autograd"]
+    floor = a.get("floor")
     lines.append(
-        f"{'PASS' if a['passed'] else 'FAIL'}  autograd: cases={a['cases']} "
-        f"max_rel_err={a['max_rel_err']:.3e} (tol {a['tol_rel']:.0e}; unfloored "
-        f"{a['max_rel_err_unfloored']:.3e}, abs/term {a['max_abs_err_over_term']:.3e}, "
-        f"loss {a['max_rel_err_loss']:.3e})")
-    ext = a.get("worst_unfloored_vs_extended_precision", {})
+        f"{'PASS' if a['passed'] else 'FAIL'}  autograd: cases={a['cases']} max_rel_err={a['max_rel_err']:.3e} "
+        f"(relative to max|g|, floored at {floor:g} of one gradient term 1/(tau|x|); tol {a['tol_rel']:.0e})")
+    lines.append(
+        f"      without the floor: max_rel_err_unfloored={a['max_rel_err_unfloored']:.3e}; "
+        f"abs error/term {a['max_abs_err_over_term']:.3e}; loss {a['max_rel_err_loss']:.3e}; "
+        f"{a.get('cases_below_floor', 0)} cases have max|g| below the floor")
+    ext = a.get("worst_unfloored_vs_mpmath", {})
     if ext.get("cases"):
-        lines.append(f"      worst {ext['cases']} un-floored cases vs extended precision: symbolic float64 "
-                     f"{ext['symbolic_float64_vs_extended']:.2e}, autograd float64 "
-                     f"{ext['autograd_float64_vs_extended']:.2e} (ill-conditioned cancellation)")
+        lines.append(
+            f"      worst {ext['cases']} un-floored cases vs mpmath ({ext['dps']} digits): |float64 - ref| "
+            f"derived formulas {ext['symbolic_float64_max_abs_err']:.2e} "
+            f"({ext['symbolic_float64_max_abs_err_over_term']:.1e} of a term), autograd "
+            f"{ext['autograd_float64_max_abs_err']:.2e} ({ext['autograd_float64_max_abs_err_over_term']:.1e} "
+            f"of a term); their gradients cancel to <= {ext['max_grad_over_term']:.1e} of a term: "
+            f"cancellation in the case, not a formula error")
     n_ok = sum(i["passed"] for i in result["identities"])
-    lines.append(f"{'PASS' if result['passed'] else 'FAIL'}  {n_ok}/{len(result['identities'])} identities, "
-                 f"autograd {'ok' if a['passed'] else 'FAILED'}; {result['seconds']:.1f} s")
+    muts = result.get("mutations", [])
+    n_flag = sum(m["flagged"] for m in muts)
+    lines.append(f"{'PASS' if result['passed'] else 'FAIL'}  {n_ok}/{len(result['identities'])} identities "
+                 f"exactly 0, {n_flag}/{len(muts)} mutations flagged non-zero (residuals from the "
+                 f"package's indexed-sum normal form, not sympy simplify), autograd "
+                 f"{'ok' if a['passed'] else 'FAILED'}; {result['seconds']:.1f} s"
+                 + (f" (load average {result['machine']['load_avg'][0]:.2f} on {result['machine']['cpus']} CPUs)"
+                    if result.get("machine", {}).get("load_avg") else ""))
     return "\n".join(lines)
 
 
@@ -139,8 +191,10 @@ def run_verify(cfg: VerifyConfig = QUICK, out_dir: str | Path = "results/theory"
             old = read_json(jpath)
         except (OSError, ValueError):
             old = None
-        if isinstance(old, dict) and old.get("config") == asdict(cfg) and "passed" in old:
-            return old
+        if isinstance(old, dict) and old.get("config") == asdict(cfg) and old.get("schema") == SCHEMA \
+                and "passed" in old:
+            return old   # same config and the current schema (files of older versions are recomputed)
+    ensure_writable_dir(out, "out_dir")       # before the work, not after it
     result = verify(cfg, per_case=True)
     per_case = result["autograd"].pop("per_case_rel_err")
     plot_errors(per_case, cfg, ppath)

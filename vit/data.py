@@ -9,7 +9,8 @@ Datasets (``DATASETS``)
 -----------------------
 ``fashion_mnist``  IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``; directory
                    from ``root``, else env ``CFFDYN_FMNIST``, else
-                   ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package ``fashion-mnist``).
+                   ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package
+                   ``dataset-fashion-mnist``: ``apt-get install -y dataset-fashion-mnist``).
                    1x28x28, 60000 train, 10000 test.
 ``digits``         scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16,
                    rescaled to 0..255 by ``round(v*255/16)``); 1x8x8 unless ``image_size`` asks
@@ -22,6 +23,20 @@ Datasets (``DATASETS``)
 ``svhn``           ``train_32x32.mat`` and ``test_32x32.mat`` (scipy.io.loadmat; X (32,32,3,N),
                    y (N,1) in 1..10 where 10 means digit 0), in ``root``.
 
+Errors: every problem with the files ends in one line naming the file and the fix (raised as
+:class:`cffdyn.errors.UserError` subclasses, which also keep the old built-in bases so callers
+that catch ``ValueError`` / ``FileNotFoundError`` still do): :class:`MissingDataError` (files
+not there), :class:`cffdyn.errors.CorruptFileError` (truncated ``.gz``, a truncated or garbage
+pickle, an unreadable ``.mat``, wrong shapes) and :class:`DataArgumentError` (bad arguments).
+
+Security: CIFAR batches are python pickles.  They are read with :class:`RestrictedUnpickler`,
+which admits only what the format holds - dicts, lists, tuples, bytes/str, ints/floats and numpy
+arrays and scalars (the globals ``_reconstruct`` and ``scalar`` of ``numpy.core.multiarray`` /
+``numpy._core.multiarray``, ``numpy._core.numeric._frombuffer``, ``numpy.ndarray``, ``numpy.dtype`` and,
+for pickles written by Python 3 at protocol < 3, a latin-1-only ``_codecs.encode``) - and refuses
+any other global, so a file crafted to run code (``__reduce__`` -> ``os.system``) is rejected
+before anything runs.
+
 Split protocol: the training pool (optionally a ``subset`` of it, drawn with ``seed``) is split
 90/10 into train/validation with the same ``seed`` (the CFF protocol: 10% held out for model
 selection).  ``subset=3000`` therefore gives 2700 train + 300 validation images; the test set
@@ -30,20 +45,35 @@ is always the full official test set.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cffdyn.errors import CorruptFileError, UserError
+
 __all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx", "read_cifar", "read_svhn",
-           "normalize", "split_indices", "DEFAULT_FMNIST_ROOT"]
+           "normalize", "split_indices", "DEFAULT_FMNIST_ROOT", "MissingDataError",
+           "DataArgumentError", "RestrictedUnpickler", "load_pickle_restricted", "FMNIST_APT"]
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "cifar10", "cifar100", "svhn")
 DEFAULT_FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FMNIST_APT = "apt-get install -y dataset-fashion-mnist"
 VAL_FRACTION = 0.1
+_ROOT_HINT = "('vit train --data-root DIR', or data_root=DIR in a study config)"
+
+
+class MissingDataError(UserError, FileNotFoundError):
+    """The dataset's files are not where the loader looked (one line: where, and how to get them)."""
+
+
+class DataArgumentError(UserError, ValueError):
+    """A bad argument to :func:`load_dataset` (unknown name, subset out of range, ...)."""
 
 
 @dataclass(frozen=True)
@@ -77,24 +107,38 @@ class Dataset:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed; detected by magic bytes)."""
+def read_idx(path: str | os.PathLike, fix: str | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed; detected by magic bytes).
+
+    A truncated or damaged file raises :class:`CorruptFileError` naming it; ``fix`` overrides
+    the advice (e.g. how to reinstall the dataset).
+    """
     path = Path(path)
-    raw = path.read_bytes()
+    fix = fix or "replace it with a complete copy of the file"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check its permissions") from None
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:      # truncated (EOFError) or damaged .gz
+            raise CorruptFileError(f"{path} is not a complete gzip file ({exc.__class__.__name__}: {exc})",
+                                   fix) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4]!r})")
+        raise CorruptFileError(f"{path}: not an IDX file (bad magic {raw[:4]!r})", fix)
     code, ndim = raw[2], raw[3]
     if code not in _IDX_DTYPES:
-        raise ValueError(f"{path}: unknown IDX element type 0x{code:02x}")
+        raise CorruptFileError(f"{path}: unknown IDX element type 0x{code:02x}", fix)
+    if len(raw) < 4 + 4 * ndim:
+        raise CorruptFileError(f"{path}: IDX header cut short ({len(raw)} bytes)", fix)
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     dtype = np.dtype(_IDX_DTYPES[code])
     n = int(np.prod(dims)) if ndim else 1
     offset = 4 + 4 * ndim
     if len(raw) - offset != n * dtype.itemsize:
-        raise ValueError(f"{path}: size mismatch: header {tuple(dims)} needs {n * dtype.itemsize} "
-                         f"bytes, file has {len(raw) - offset}")
+        raise CorruptFileError(f"{path}: size mismatch: header {tuple(dims)} needs {n * dtype.itemsize} "
+                               f"bytes, file has {len(raw) - offset} (truncated?)", fix)
     return np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(tuple(dims)).copy()
 
 
@@ -105,24 +149,104 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _missing(name: str, looked: list[Path], how: str) -> FileNotFoundError:
+def _missing(name: str, looked: list[Path], how: str) -> MissingDataError:
     where = ", ".join(str(p) for p in looked)
-    return FileNotFoundError(f"dataset {name!r}: files not found (looked in {where}). {how}")
+    return MissingDataError(f"dataset {name!r}: files not found (looked in {where})", how)
 
 
 def _read_fashion_mnist(root: Path | None) -> tuple[np.ndarray, ...]:
-    roots = [root] if root is not None else [Path(os.environ.get("CFFDYN_FMNIST", DEFAULT_FMNIST_ROOT))]
-    base = roots[0]
+    env = os.environ.get("CFFDYN_FMNIST")
+    base = root if root is not None else Path(env or DEFAULT_FMNIST_ROOT)
+    via = "" if root is not None else (f" (CFFDYN_FMNIST={env})" if env else "")
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
     files = [_find(base, s) for s in stems]
     if any(f is None for f in files):
-        raise _missing("fashion_mnist", roots,
-                       "Install the Debian/Ubuntu package 'fashion-mnist' (apt-get install fashion-mnist), "
-                       "or put the four IDX files (.gz or raw) in a directory and pass --data-root DIR "
-                       "or set CFFDYN_FMNIST=DIR.")
-    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+        missing = ", ".join(s for s, f in zip(stems, files) if f is None)
+        raise _missing("fashion_mnist", [base],
+                       f"{missing}[.gz] missing{via}: install the Debian/Ubuntu package with "
+                       f"'{FMNIST_APT}', or put the four IDX files (.gz or raw) in a directory DIR and "
+                       f"set CFFDYN_FMNIST=DIR or give DIR as the data root {_ROOT_HINT}")
+    if root is None and not env:
+        fix = "the file is cut short or damaged: reinstall it with 'apt-get install --reinstall -y dataset-fashion-mnist'"
+    else:
+        given = "CFFDYN_FMNIST" if root is None else "the data root"
+        fix = (f"the file is cut short or damaged: replace it with a complete copy (its directory comes from "
+               f"{given}), or use the packaged copy ('{FMNIST_APT}', then leave {given} unset)")
+    xtr, ytr, xte, yte = (read_idx(f, fix) for f in files)
+    for f, x, nd in ((files[0], xtr, 3), (files[2], xte, 3), (files[1], ytr, 1), (files[3], yte, 1)):
+        if x.ndim != nd or (nd == 3 and x.shape[1:] != (28, 28)):
+            raise CorruptFileError(f"{f}: expected {'(N, 28, 28) images' if nd == 3 else '(N,) labels'}, "
+                                   f"got shape {x.shape}", fix)
     return xtr[:, None], ytr, xte[:, None], yte
+
+
+# ----------------------------------------------------------------------------- restricted pickles
+
+def _numpy_global(module: str, name: str):
+    """The numpy function a CIFAR/numpy pickle names, from whichever numpy is installed."""
+    import importlib
+
+    for mod in (module.replace("numpy.core.", "numpy._core."), module):
+        try:
+            return getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol < 3, latin-1 only."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1", errors)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain containers, strings, numbers and numpy arrays/scalars.
+
+    ``find_class`` admits exactly the globals a numpy-array pickle needs (see the module doc);
+    any other global - ``os.system``, ``builtins.eval``, ``subprocess.Popen``, ... - raises
+    :class:`pickle.UnpicklingError` before it is looked up, so nothing in the file can run.
+    """
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        key = (module, name)
+        if key in (("numpy", "ndarray"), ("numpy", "dtype")):
+            return getattr(np, name)
+        if key in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                   ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")):
+            return _numpy_global(module, name)
+        if key == ("_codecs", "encode"):
+            return _latin1_encode
+        raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays, dicts, lists, "
+                                     f"bytes/str and numbers are allowed)")
+
+    def persistent_load(self, pid):  # pragma: no cover - pickle already refuses by default
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
+def load_pickle_restricted(path: str | os.PathLike, fix: str) -> object:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler` (``encoding="bytes"``, as the CIFAR
+    batches are Python-2 pickles); any failure is one :class:`CorruptFileError` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check its permissions") from None
+    try:
+        return RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        if "refused" in str(exc):
+            raise CorruptFileError(f"{path}: not loaded, it is not a plain data pickle ({exc})",
+                                   "use the original dataset file; a pickle that names other objects "
+                                   "could run code when loaded") from None
+        raise CorruptFileError(f"{path} is not a readable pickle (UnpicklingError: {exc})", fix) from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            OverflowError, UnicodeDecodeError, ImportError) as exc:
+        raise CorruptFileError(f"{path} is not a readable pickle ({exc.__class__.__name__}: {exc})",
+                               fix) from None
 
 
 def read_cifar(root: str | os.PathLike, fine: bool = False) -> tuple[np.ndarray, ...]:
@@ -137,22 +261,31 @@ def read_cifar(root: str | os.PathLike, fine: bool = False) -> tuple[np.ndarray,
     if base is None:
         url = ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" if fine
                else "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
-        raise _missing(name, bases, f"Download and unpack {url} and pass --data-root to the directory "
-                                    f"holding {sub}/ (or its contents).")
+        raise _missing(name, bases, f"download and unpack {url} and give the directory holding {sub}/ "
+                                    f"(or its contents) as the data root {_ROOT_HINT}")
     key = b"fine_labels" if fine else b"labels"
 
     def load(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for n in names:
-            with open(base / n, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
-            if b"data" not in d or key not in d:
-                raise ValueError(f"{base / n}: expected keys b'data' and {key!r}, found {sorted(d)}")
-            x = np.asarray(d[b"data"], dtype=np.uint8)
+            f = base / n
+            fix = f"the file is cut short or damaged: download and unpack {sub} again ({f.name} must be complete)"
+            d = load_pickle_restricted(f, fix)
+            if not isinstance(d, dict) or b"data" not in d or key not in d:
+                found = sorted(d) if isinstance(d, dict) else type(d).__name__
+                raise CorruptFileError(f"{f}: expected a dict with keys b'data' and {key!r}, found {found}", fix)
+            try:
+                x = np.asarray(d[b"data"], dtype=np.uint8)
+                y = np.asarray(d[key], dtype=np.int64)
+            except (TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{f}: b'data'/{key!r} are not numeric arrays ({exc})", fix) from None
             if x.ndim != 2 or x.shape[1] != 3072:
-                raise ValueError(f"{base / n}: b'data' must be (N, 3072) uint8, got {x.shape}")
+                raise CorruptFileError(f"{f}: b'data' must be (N, 3072) uint8, got {x.shape}", fix)
+            if y.shape != (x.shape[0],):
+                raise CorruptFileError(f"{f}: {key!r} must hold one label per image, got {y.shape} for "
+                                       f"{x.shape[0]} images", fix)
             xs.append(x.reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[key], dtype=np.int64))
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
     xtr, ytr = load(train_names)
@@ -167,14 +300,28 @@ def read_svhn(root: str | os.PathLike) -> tuple[np.ndarray, ...]:
     root = Path(root)
     files = [root / "train_32x32.mat", root / "test_32x32.mat"]
     if not all(f.is_file() for f in files):
-        raise _missing("svhn", [root], "Download train_32x32.mat and test_32x32.mat from "
-                                       "http://ufldl.stanford.edu/housenumbers/ and pass --data-root DIR.")
+        raise _missing("svhn", [root], "download train_32x32.mat and test_32x32.mat from "
+                                       f"http://ufldl.stanford.edu/housenumbers/ into DIR and give DIR as the "
+                                       f"data root {_ROOT_HINT}")
     out = []
     for f in files:
-        d = loadmat(f)
+        fix = f"the file is cut short or damaged: download {f.name} again from http://ufldl.stanford.edu/housenumbers/"
+        try:
+            with open(f, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise UserError(f"cannot read {f} ({exc.strerror or exc})", "check its permissions") from None
+        try:
+            d = loadmat(f)
+        except Exception as exc:  # scipy: OSError (truncated), ValueError, MatReadError, TypeError, ...
+            raise CorruptFileError(f"{f} is not a readable MATLAB file ({exc.__class__.__name__}: {exc})",
+                                   fix) from None
+        if "X" not in d or "y" not in d:
+            raise CorruptFileError(f"{f}: expected variables X and y, found "
+                                   f"{sorted(k for k in d if not k.startswith('__'))}", fix)
         x, y = np.asarray(d["X"]), np.asarray(d["y"]).reshape(-1).astype(np.int64)
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.shape[0]:
-            raise ValueError(f"{f}: X must be (32, 32, 3, N) matching y (N,), got {x.shape}, {y.shape}")
+            raise CorruptFileError(f"{f}: X must be (32, 32, 3, N) matching y (N,), got {x.shape}, {y.shape}", fix)
         y = np.where(y == 10, 0, y)
         out += [np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8), y]
     return tuple(out)
@@ -183,13 +330,14 @@ def read_svhn(root: str | os.PathLike) -> tuple[np.ndarray, ...]:
 def _read_digits(image_size: int | None) -> tuple[np.ndarray, ...]:
     try:
         from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - sklearn is a declared dependency
-        raise FileNotFoundError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from exc
+    except ImportError:  # pragma: no cover - sklearn is a declared dependency
+        raise MissingDataError("dataset 'digits' needs scikit-learn, which is not installed",
+                               "pip install scikit-learn (it ships the digits)") from None
     d = load_digits()
     x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N,1,8,8)
     y = d.target.astype(np.int64)
     if image_size not in (None, 8, 16):
-        raise ValueError(f"digits: image_size must be 8 or 16, got {image_size}")
+        raise DataArgumentError(f"digits: image_size must be 8 or 16, got {image_size}", "use 8 or 16")
     if image_size == 16:
         x = x.repeat(2, axis=2).repeat(2, axis=3)
     perm = np.random.default_rng(0).permutation(len(y))
@@ -205,9 +353,10 @@ def split_indices(n: int, seed: int, val_fraction: float = VAL_FRACTION,
     """Seeded (subset, then) train/val index split of a pool of ``n`` samples."""
     if subset is not None:
         if not 2 <= int(subset) <= n:
-            raise ValueError(f"subset={subset} must be in [2, {n}] (size of the training pool)")
+            raise DataArgumentError(f"subset={subset} must be in [2, {n}] (size of the training pool)",
+                                    f"give a subset between 2 and {n}, or none for the whole pool")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+        raise DataArgumentError(f"val_fraction={val_fraction} must be in (0, 1)", "give a fraction such as 0.1")
     perm = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED])).permutation(n)
     if subset is not None:
         perm = perm[: int(subset)]
@@ -230,9 +379,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         image_size: only for ``digits``: 8 (native) or 16 (2x nearest upsampling).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise DataArgumentError(f"unknown dataset {name!r}", f"choose from {', '.join(DATASETS)}")
     if image_size is not None and name != "digits":
-        raise ValueError(f"image_size is only supported for 'digits', not {name!r}")
+        raise DataArgumentError(f"image_size is only supported for 'digits', not {name!r}",
+                                "leave image_size unset for this dataset")
     rootp = Path(root) if root is not None else None
     if name == "fashion_mnist":
         xtr, ytr, xte, yte = _read_fashion_mnist(rootp)
@@ -242,21 +392,24 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         nc = 10
     elif name in ("cifar10", "cifar100"):
         if rootp is None:
-            raise FileNotFoundError(f"dataset {name!r}: pass --data-root DIR (the directory with the "
-                                    f"python pickle batches); nothing is downloaded")
+            raise MissingDataError(f"dataset {name!r} needs a data root (nothing is downloaded)",
+                                   f"give the directory with the python pickle batches as the data root {_ROOT_HINT}")
         xtr, ytr, xte, yte = read_cifar(rootp, fine=name == "cifar100")
         nc = 100 if name == "cifar100" else 10
     else:
         if rootp is None:
-            raise FileNotFoundError("dataset 'svhn': pass --data-root DIR (the directory with "
-                                    "train_32x32.mat and test_32x32.mat); nothing is downloaded")
+            raise MissingDataError("dataset 'svhn' needs a data root (nothing is downloaded)",
+                                   f"give the directory with train_32x32.mat and test_32x32.mat as the data root {_ROOT_HINT}")
         xtr, ytr, xte, yte = read_svhn(rootp)
         nc = 10
+    where = f" in {rootp}" if rootp is not None else ""
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
-        raise ValueError(f"{name}: image/label count mismatch")
+        raise CorruptFileError(f"{name}{where}: image/label count mismatch ({xtr.shape[0]}/{ytr.shape[0]} train, "
+                               f"{xte.shape[0]}/{yte.shape[0]} test)", "replace the files with a complete, matching set")
     for lab in (ytr, yte):
         if lab.size and (lab.min() < 0 or lab.max() >= nc):
-            raise ValueError(f"{name}: labels outside [0, {nc})")
+            raise CorruptFileError(f"{name}{where}: labels outside [0, {nc})",
+                                   "replace the files with the original dataset files")
     tr, va = split_indices(len(ytr), seed, val_fraction, subset)
     x_train = torch.from_numpy(np.ascontiguousarray(xtr[tr]))
     xf = x_train.double() / 255.0
