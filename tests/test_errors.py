@@ -42,7 +42,7 @@ def test_help_shows_default_once():
     p = make_parser("t")
     p.add_argument("--a", type=int, default=3, help="an option")
     p.add_argument("--b", default=None, help="no default")
-    p.add_argument("--seed", type=int, default=0, help="a zero default is still shown")
+    p.add_argument("--seed", type=int, default=0, help="the seed")
     h = p.format_help()
     assert h.count("(default: 3)") == 1 and "default: None" not in h
     assert "(default: 0)" in h
