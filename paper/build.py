@@ -228,7 +228,7 @@ def _gradients(out: Path) -> Path:
     for name, expr in cases.items():
         lines += [f"\\paragraph{{{_case_title(name)}}}", "\\[", f"\\frac{{\\partial L_i}}{{\\partial f_{{k,e}}}} = {expr}",
                   "\\]"]
-    lines.append(GRADIENT_LEGEND)
+    lines += [GRADIENT_LEGEND, ""]  # its own paragraph: the section's text continues after the input
     return atomic_write_text(out / "generated" / "gradients.tex", "\n".join(lines) + "\n")
 
 

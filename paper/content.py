@@ -423,7 +423,7 @@ def verdict_direction(source_sign: int, estimate: float | None, p: float | None,
     if not (_finite(estimate) and _finite(p)):
         return Verdict("cannot compare", "no estimate or no test")
     if p >= alpha:
-        return Verdict("cannot compare", f"inconclusive: p >= {alpha:g}")
+        return Verdict("cannot compare", f"inconclusive: not significant at the {alpha:g} level")
     same = (estimate > 0) == (source_sign > 0)
     return (Verdict("agree", f"same direction, p < {alpha:g}") if same
             else Verdict("disagree", f"opposite direction, p < {alpha:g}"))
