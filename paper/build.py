@@ -54,6 +54,7 @@ __all__ = ["BuildConfig", "build", "preflight", "RenderError", "PAPER_DIR", "REF
 
 PAPER_DIR = Path(__file__).parent
 REFERENCES = PAPER_DIR / "references.bib"
+CSS = PAPER_DIR / "manuscript.css"
 PDF_MODES = ("auto", "never", "require")
 HTML_MODES = ("auto", "never", "require")
 #: Debian packages that provide the tools (named in the one-line errors)
@@ -175,7 +176,9 @@ def flatten(tex: str, paper_dir: Path, out_dir: Path, available: set[str], unava
             path = out_dir / name
             if not path.is_file():
                 raise ValueError(f"manuscript inputs {name}, which this build did not generate")
-            return path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
+            # a phrase file ends in "%\n" (no space in TeX); pandoc would read a space there
+            return text[:-2] if text.endswith("%\n") else text
         raise ValueError(f"\\input{{{name}}}: only sections/ and generated/ may be input")
     return re.sub(r"\\input\{([^}]*)\}", repl, tex)
 
@@ -281,13 +284,14 @@ def pandoc_args(version: tuple[int, ...], bib: Path) -> list[str]:
     """
     embed = ["--embed-resources", "--standalone"] if version >= (2, 19) else ["--self-contained"]
     return ["--from=latex", "--to=html5", *embed, "--mathml", "--number-sections", "--wrap=none", "--citeproc",
-            f"--bibliography={bib}", "--metadata=link-citations:true",
+            f"--bibliography={bib}", f"--css={CSS}", "--metadata=link-citations:true",
             "--metadata=reference-section-title:References", "--metadata=lang:en"]
 
 
 def html_source(full_tex: str, out: Path) -> str:
     """The flattened manuscript for pandoc: each figure's PDF replaced by its PNG (browsers show PNG),
-    the bibliography commands dropped (citeproc writes the list) and ``>{\\raggedright\\arraybackslash}``
+    ``\\paragraph`` unnumbered as in LaTeX, the bibliography commands dropped (citeproc writes the
+    list) and ``>{\\raggedright\\arraybackslash}``
     column prefixes dropped (pandoc 2.17 prepends them to each cell and loses the cell's first macro)."""
     def png(m: re.Match) -> str:
         path = m.group(3)
@@ -295,6 +299,7 @@ def html_source(full_tex: str, out: Path) -> str:
         return f"{m.group(1)}{{{path[:-4] + '.png'}}}" if cand is not None and cand.is_file() else m.group(0)
     tex = re.sub(r"(\\includegraphics(\[[^\]]*\])?)\{([^}]*)\}", png, full_tex)
     tex = tex.replace(">{\\raggedright\\arraybackslash}", "")
+    tex = re.sub(r"\\paragraph\{", r"\\paragraph*{", tex)  # unnumbered, as in LaTeX (pandoc would number it 2.0.0.1)
     return re.sub(r"\\bibliography(style)?\{[^}]*\}", "", tex)
 
 
@@ -376,6 +381,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     def tables() -> list[Path]:
         made = content.write_tables(results, gen)
         made.append(atomic_write_text(gen / "limitations.tex", content.limitations_tex(results, info)))
+        made.append(atomic_write_text(gen / "scale.tex", content.scale_phrase(info) + "%\n"))
         return made
     tabs = st.run("tables", tables)
 

@@ -664,6 +664,14 @@ def build_specs(info: dict) -> list[NumberSpec]:
             NumberSpec("BuildGpuRuns", b, "gpu_runs", "d", desc="ViT runs on a CUDA device")]
 
 
+def scale_phrase(info: dict) -> str:
+    """How the ViT study was run, for the abstract: "at CPU scale" unless runs used a GPU."""
+    devs = info["vit_devices"]
+    if info["gpu_runs"]:
+        return "on a GPU (" + tex_escape(", ".join(sorted(d for d in devs if d.startswith("cuda")))) + ")"
+    return f"at CPU scale (\\texttt{{-{{}}-{info['scale']}}} presets)"
+
+
 def limitations_tex(results: dict, info: dict) -> str:
     """The Limitations section's items, generated from what this build ran (not typed)."""
     items = []

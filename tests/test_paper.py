@@ -275,6 +275,7 @@ def test_headline_numbers_independent(built):
     assert "feature 1 wins from 55.5% and feature 2 from 44.4% of 1234 initial conditions" in text
     assert "with 4 seeds per cell" in text           # generated Limitations: the study's own seed count
     assert "No run of this build used a GPU (ViT runs: cpu)" in text
+    assert "study of Steier (2026) at CPU scale (--quick presets)." in text
 
 
 def test_html_is_self_contained_with_math_and_references(built):
@@ -437,6 +438,7 @@ def test_html_source_and_pandoc_args(tmp_path):
     got = html_source(tex, tmp_path)
     assert r"\includegraphics[width=\linewidth]{figures/a.png}" in got and "{figures/b.pdf}" in got
     assert r"\begin{tabular}{p{2cm}}" in got and "bibliography" not in got
+    assert html_source(r"\paragraph{T} x", tmp_path) == r"\paragraph*{T} x"
     old, new = pandoc_args((2, 17, 1, 1), Path("r.bib")), pandoc_args((3, 1), Path("r.bib"))
     assert "--self-contained" in old and "--embed-resources" not in old
     assert "--embed-resources" in new and "--standalone" in new and "--self-contained" not in new
