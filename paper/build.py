@@ -45,7 +45,7 @@ from typing import Any
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from cffdyn.machine import load_average, machine_info
-from paper import content
+from paper import content, record
 from paper.numbers import Number, evaluate, load_source_numbers, write_numbers, SOURCE_NUMBERS
 from paper.sources import SCALES, STUDIES, MissingResultError, StudyUnavailable, obtain  # noqa: F401 (re-exported)
 
@@ -348,7 +348,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                                    "seconds": r.seconds, "load_avg_start": rec["machine"]["load_avg"],
                                    "load_avg_end": rec["load_avg_end"]}
     gen = out / "generated"
-    info = content.build_info(cfg.scale, cfg.reuse_only, build_start, studies_log, unavailable, results)
+    info = record.build_info(cfg.scale, cfg.reuse_only, build_start, studies_log, unavailable, results)
     info_path = atomic_write_json(out / "build_info.json", info)
     if "verify" in results:
         st.run("gradients (sympy)", _gradients, out)
@@ -356,7 +356,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     def numbers() -> list[Number]:
         src = load_source_numbers()
         nums = []
-        for spec in content.number_specs(results, src) + content.build_specs(info):
+        for spec in content.number_specs(results, src) + record.build_specs(info):
             if spec.source == "source":
                 nums.append(evaluate(spec, src, str(SOURCE_NUMBERS)))
             elif spec.source == "build":
@@ -380,8 +380,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 
     def tables() -> list[Path]:
         made = content.write_tables(results, gen)
-        made.append(atomic_write_text(gen / "limitations.tex", content.limitations_tex(results, info)))
-        made.append(atomic_write_text(gen / "scale.tex", content.scale_phrase(info) + "%\n"))
+        made.append(atomic_write_text(gen / "limitations.tex", record.limitations_tex(results, info)))
+        made.append(atomic_write_text(gen / "scale.tex", record.scale_phrase(info) + "%\n"))
         return made
     tabs = st.run("tables", tables)
 

@@ -10,7 +10,6 @@ macros (so every table entry is in ``numbers.json`` too); figures are written as
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,9 +17,11 @@ import numpy as np
 
 from cffdyn.io import atomic_write_text, read_json
 from paper.numbers import NumberSpec, load_source_numbers, macro_name
+from paper.verdicts import (Verdict, finite as _finite, verdict_direction, verdict_null, verdict_ordering,
+                             verdict_value, VERDICT_RULE)
 
 __all__ = ["NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
-           "tex_escape", "vit_cells", "vit_run_results"]
+           "tex_escape", "vit_cells", "vit_run_results", "RepRow", "tab_replication", "vit_data_phrase", "loss_mode_comparison"]
 
 
 def tex_escape(s: str) -> str:
@@ -382,90 +383,11 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
 
 # --------------------------------------------------------------------------- replication
 #: significance level of every verdict that rests on a test
-ALPHA = 0.05
-VERDICTS = ("agree", "disagree", "cannot compare")
-VERDICT_RULE = (
-    r"Verdicts follow one rule, computed from the numbers by \texttt{paper/content.py}: "
-    r"a claim tied to a dataset, model or schedule is compared only when ours match it (else \emph{cannot compare}); "
-    r"a directional claim (a ratio above or below 1) \emph{agrees} when our test rejects equality at the 5\% level "
-    r"in the source's direction, \emph{disagrees} when it rejects in the opposite direction, and is "
-    r"\emph{cannot compare} (inconclusive) when it does not reject; a claim of no difference \emph{disagrees} "
-    r"when our test rejects equality at the 5\% level and \emph{agrees} otherwise; a reported value \emph{agrees} "
-    r"when it lies within two seed-to-seed SDs of our mean; a qualitative claim about a deterministic model "
-    r"\emph{agrees} when our computed quantities show the stated ordering.")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One row's verdict: ``word`` in :data:`VERDICTS` and the reason (plain text)."""
-
-    word: str
-    why: str
-
-    def __post_init__(self) -> None:
-        if self.word not in VERDICTS:
-            raise ValueError(f"verdict {self.word!r} not in {VERDICTS}")
-
-    def tex(self) -> str:
-        return f"\\textbf{{{self.word}}}: {tex_escape(self.why)}"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def verdict_direction(source_sign: int, estimate: float | None, p: float | None, *, comparable: bool = True,
-                      why_not: str = "", alpha: float = ALPHA) -> Verdict:
-    """Directional claim (``source_sign`` +1: ours should exceed the null, -1: fall below it);
-    ``estimate`` is signed relative to the null (e.g. log of a ratio), ``p`` the two-sided p-value."""
-    if not comparable:
-        return Verdict("cannot compare", why_not)
-    if not (_finite(estimate) and _finite(p)):
-        return Verdict("cannot compare", "no estimate or no test")
-    if p >= alpha:
-        return Verdict("cannot compare", f"inconclusive: not significant at the {alpha:g} level")
-    same = (estimate > 0) == (source_sign > 0)
-    return (Verdict("agree", f"same direction, p < {alpha:g}") if same
-            else Verdict("disagree", f"opposite direction, p < {alpha:g}"))
-
-
-def verdict_null(p: float | None, *, comparable: bool = True, why_not: str = "", alpha: float = ALPHA) -> Verdict:
-    """A claim of no difference: rejected (disagree) when ``p < alpha``."""
-    if not comparable:
-        return Verdict("cannot compare", why_not)
-    if not _finite(p):
-        return Verdict("cannot compare", "no test")
-    return (Verdict("disagree", f"difference significant, p < {alpha:g}") if p < alpha
-            else Verdict("agree", f"no difference at the {alpha:g} level"))
-
-
-def verdict_value(source: float, values: list[float], *, comparable: bool = True, why_not: str = "") -> Verdict:
-    """A reported value against our per-seed values: within two SDs of our mean agrees."""
-    if not comparable:
-        return Verdict("cannot compare", why_not)
-    v = [float(x) for x in values if _finite(x)]
-    if len(v) < 2:
-        return Verdict("cannot compare", "fewer than 2 seeds")
-    mean, sd = float(np.mean(v)), float(np.std(v, ddof=1))
-    return (Verdict("agree", "within 2 SD of our seeds") if abs(source - mean) <= 2 * sd
-            else Verdict("disagree", f"{abs(source - mean) / sd:.1f} SD from our mean" if sd > 0
-                         else "outside our (constant) seeds"))
-
-
-def verdict_ordering(holds: bool | None, *, comparable: bool = True, why_not: str = "") -> Verdict:
-    """A qualitative ordering claim about a deterministic computation."""
-    if not comparable:
-        return Verdict("cannot compare", why_not)
-    if holds is None:
-        return Verdict("cannot compare", "quantity not computed")
-    return Verdict("agree", "ordering as stated") if holds else Verdict("disagree", "ordering reversed")
-
-
 #: one replication row: claim, source paper's value, ours, protocol and departures, verdict
 RepRow = tuple[str, str, str, str, Verdict]
 
 
-def _loss_mode_comparison(d: dict) -> dict | None:
+def loss_mode_comparison(d: dict) -> dict | None:
     for c in d["analysis"]["comparisons"]:
         if c["factor"] == "loss_mode":
             return c
@@ -499,7 +421,7 @@ def _rep_vit(results: dict) -> list[RepRow]:
     b = d["config"]["base"]
     src = load_source_numbers()
     ds = b["dataset"]
-    lmc = _loss_mode_comparison(d)
+    lmc = loss_mode_comparison(d)
     pool = r" (\VitSubset-image pool)" if b.get("subset") else ""
     proto = (f"{tex_escape(_DATASET_NAMES.get(ds, ds))}{pool}, ViT[\\VitEmbedDim{{}} \\VitHeads{{}} "
              f"\\VitLayers{{}}], patch \\VitPatch, \\VitEpochs{{}}+\\VitHeadEpochs{{}} epochs, \\VitSeeds{{}} seeds/cell")
@@ -582,7 +504,7 @@ def tab_replication(results: dict) -> str:
     for r in rows:
         if len(r) != 5 or not isinstance(r[4], Verdict):
             raise ValueError(f"replication row {r[0]!r} has no verdict (5th element, a content.Verdict)")
-    body = ([f"{a} & {b} & {c} & {d} & {v.tex()} \\\\" for a, b, c, d, v in rows]
+    body = ([f"{a} & {b} & {c} & {d} & \\textbf{{{v.word}}}: {tex_escape(v.why)} \\\\" for a, b, c, d, v in rows]
             or [r"\multicolumn{5}{c}{(no study available)} \\"])
     return "\n".join([
         r"\begin{table}[t]", r"\centering\footnotesize", r"\setlength{\tabcolsep}{3pt}",
@@ -619,122 +541,6 @@ def write_tables(results: dict, gen_dir: Path) -> list[Path]:
     out.append(atomic_write_text(gen_dir / "tab_replication.tex", tab_replication(results) + "\n"))
     out.append(atomic_write_text(gen_dir / "verdict_rule.tex", VERDICT_RULE + "%\n"))
     return out
-
-
-# --------------------------------------------------------------------------- build record and limitations
-MEANFIELD_STUDIES = ("convergence", "hfunc", "phase", "noise", "clamp")
-
-
-def _devices(results: dict) -> dict[str, int]:
-    """Device -> number of runs, over the studies that record one (the ViT runs); the symbolic and
-    mean-field studies are CPU code (numpy, numba, sympy)."""
-    devs: dict[str, int] = {}
-    for r in results.get("vit_study", {}).get("runs", []):
-        dev = str(r.get("device") or "unknown")
-        devs[dev] = devs.get(dev, 0) + 1
-    return devs
-
-
-def build_info(scale: str, reuse_only: bool, machine: dict, studies: dict, unavailable: dict,
-               results: dict) -> dict[str, Any]:
-    """What this build ran, where and under which load (``build_info.json``; the ``Build*`` macros)."""
-    timed = [v for v in studies.values() if v.get("status") in ("run", "reused")]
-    ran = [k for k, v in studies.items() if v.get("status") == "run"]
-    loads_end = [v["load_avg_end"][0] for v in timed if v.get("load_avg_end")]
-    loads_start = [v["load_avg_start"][0] for v in timed if v.get("load_avg_start")]
-    devs = _devices(results)
-    return {"scale": scale, "reuse_only": reuse_only, "machine": machine, "cpus": machine.get("cpus"),
-            "studies": studies, "studies_run": ran, "n_studies": len(timed), "n_studies_run": len(ran),
-            "studies_seconds": sum(v.get("seconds", 0.0) for v in timed),
-            "load_avg_studies": {"min": min(loads_start + loads_end) if loads_start + loads_end else None,
-                                 "max": max(loads_start + loads_end) if loads_start + loads_end else None},
-            "vit_devices": devs, "gpu_runs": sum(n for d, n in devs.items() if d.startswith("cuda")),
-            "unavailable": unavailable}
-
-
-def build_specs(info: dict) -> list[NumberSpec]:
-    """Macros of this build's own record (``build_info.json``)."""
-    b = "build"
-    return [NumberSpec("BuildCpus", b, "cpus", "d", desc="CPU cores of the build machine"),
-            NumberSpec("BuildStudies", b, "n_studies", "d"),
-            NumberSpec("BuildStudiesRun", b, "n_studies_run", "d", desc="studies run (not reused) in this build"),
-            NumberSpec("BuildStudiesSeconds", b, "studies_seconds", ".0f", desc="wall time of the study stages"),
-            NumberSpec("BuildLoadMin", b, "load_avg_studies.min", ".2f", desc="lowest 1-min load at a study's start/end"),
-            NumberSpec("BuildLoadMax", b, "load_avg_studies.max", ".2f", desc="highest 1-min load at a study's start/end"),
-            NumberSpec("BuildGpuRuns", b, "gpu_runs", "d", desc="ViT runs on a CUDA device")]
-
-
-def scale_phrase(info: dict) -> str:
-    """How the ViT study was run, for the abstract: "at CPU scale" unless runs used a GPU."""
-    devs = info["vit_devices"]
-    if info["gpu_runs"]:
-        return "on a GPU (" + tex_escape(", ".join(sorted(d for d in devs if d.startswith("cuda")))) + ")"
-    return f"at CPU scale (\\texttt{{-{{}}-{info['scale']}}} presets)"
-
-
-def limitations_tex(results: dict, info: dict) -> str:
-    """The Limitations section's items, generated from what this build ran (not typed)."""
-    items = []
-    if any(k in results for k in MEANFIELD_STUDIES):
-        items.append(
-            r"The one-layer mean-field model is a reconstruction: the equations of \citet{meng2024} could not be "
-            r"retrieved, so the data model, the normalised online SGD, the augmentation-noise law and the ODE were "
-            r"rebuilt in the standard scaling-limit template and checked against simulated SGD. Every parameter the "
-            r"source does not give is a documented choice (listed in Section~\ref{sec:meanfield}); the clamp "
-            r"extension is ours.")
-    m = info["machine"]
-    scale = info["scale"]
-    cpu = tex_escape(m.get("cpu") or "unknown CPU")
-    reused = info["n_studies"] - info["n_studies_run"]
-    where = (f"This build used the \\texttt{{-{{}}-{scale}}} presets. "
-             f"Of its \\BuildStudies{{}} studies, \\BuildStudiesRun{{}} ran in this build"
-             + (f" and {reused} were reused from results recorded earlier (their timings are not this machine's)"
-                if reused else "")
-             + f"; the study stages took \\BuildStudiesSeconds{{}} s on \\BuildCpus{{}} CPU cores ({cpu}), "
-             r"with a 1-minute load average between \BuildLoadMin{} and \BuildLoadMax{} at the start and end of the "
-             r"study stages (other processes may share the machine; every timing in this document is subject to it).")
-    devs = info["vit_devices"]
-    if info["gpu_runs"]:
-        gpu = tex_escape(", ".join(f"{d} ({n} runs)" for d, n in sorted(devs.items())))
-        where += f" The ViT runs used {gpu}: \\BuildGpuRuns{{}} runs on a GPU."
-    else:
-        where += (" No run of this build used a GPU"
-                  + (f" (ViT runs: {tex_escape(', '.join(sorted(devs)))})" if devs else "")
-                  + ", so every GPU-scale figure is unmeasured here"
-                  + (r"; the GPU-scale configurations (\texttt{-{}-full}) are defined but were not run." if scale == "quick"
-                     else "; the \\texttt{-{}-full} presets ran on a CPU."))
-    items.append(where)
-    if "vit_study" in results:
-        d = results["vit_study"]
-        b = d["config"]["base"]
-        lmc = _loss_mode_comparison(d)
-        text = (f"The ViT study uses {vit_data_phrase(results)}, ViT[\\VitEmbedDim{{}} \\VitHeads{{}} \\VitLayers] "
-                r"and \VitEpochs{} epochs (CFF: \SrcCffEpochs{} on CIFAR-10 with ViT[128 4 5]) with \VitSeeds{} "
-                r"seeds per cell")
-        pw = (lmc or {}).get("power", {}) or {}
-        if _finite(pw.get("power_assumed")):
-            if pw["power_assumed"] < 0.8:
-                text += (r"; its F-test has power \PowerAssumedLossMode{} to detect a variance ratio of "
-                         r"\AssumedRatioLossMode$\times$, so it can neither confirm nor refute an effect of Steier's "
-                         r"size (\SeedsForPowerLossMode{} seeds per cell would give 80\%).")
-            else:
-                text += (r"; its F-test has power \PowerAssumedLossMode{} (at least 80\%) to detect a ratio of "
-                         r"\AssumedRatioLossMode$\times$.")
-        else:
-            text += "; no power calculation was recorded."
-        if b.get("dataset") != "cifar10":
-            text += " Steier's headline effect is on CIFAR-10, which this build did not train on."
-        items.append(text)
-    if "eigen_spread" in results or "eigen_settings" in results:
-        items.append(r"The eigenmode toy is linear and uses the notebook's sizes \citep{halvagal2023}; the "
-                     r"across-seed variance there is of the eigenvalues of a toy network, not of a test accuracy.")
-    items.append(r"Source numbers come from the papers' abstracts or summaries where the full text was not available "
-                 r"\citep{steier2026,meng2024}; only \citet{aghagolzadeh2025} was read in full.")
-    if info["unavailable"]:
-        items.append("Left out of this build: " + "; ".join(
-            f"\\texttt{{{tex_escape(k)}}} ({tex_escape(v)})" for k, v in sorted(info["unavailable"].items())) + ".")
-    return "% generated by paper/content.py:limitations_tex from build_info.json: do not edit\n" + "\n".join(
-        [r"\begin{itemize}", *(f"\\item {t}" for t in items), r"\end{itemize}"]) + "\n"
 
 
 # --------------------------------------------------------------------------- mean-field (sim.studies)

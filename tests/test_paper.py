@@ -377,7 +377,7 @@ def test_replication_verdicts_follow_the_numbers(built):
 
 
 def test_verdict_rules():
-    from paper.content import Verdict, verdict_direction, verdict_null, verdict_ordering, verdict_value
+    from paper.verdicts import Verdict, verdict_direction, verdict_null, verdict_ordering, verdict_value
     assert verdict_direction(+1, 0.7, 0.01).word == "agree"
     assert verdict_direction(-1, 0.7, 0.01).word == "disagree"
     assert verdict_direction(+1, 0.7, 0.2).word == "cannot compare"
@@ -393,7 +393,7 @@ def test_verdict_rules():
 
 
 def test_limitations_are_generated_from_the_build():
-    from paper.content import build_info, limitations_tex
+    from paper.record import build_info, limitations_tex
     d = _vit(np.random.default_rng(3), Path("/nonexistent-root"))
     for k, r in enumerate(d["runs"]):
         r["device"] = "cuda:0" if k % 2 else "cpu"
