@@ -15,8 +15,8 @@ Stages (each printed with its wall time and the machine's load average; ``build.
 1. **studies** — for every study in :data:`paper.sources.STUDIES`, run it with the preset of the
    scale (the study reuses a recorded JSON whose config matches) or, with ``reuse_only``, read
    the recorded JSON (a missing one is a :class:`paper.sources.MissingResultError`);
-2. **gradients** — the derived gradient cases as LaTeX (``theory.symbolic.gradient_cases_latex``)
-   with a legend of their symbols;
+2. **gradients** — the derived gradient cases as LaTeX (``theory.symbolic.gradient_cases_latex``;
+   section 02 defines their symbols);
 3. **numbers** — every number of the text through :mod:`paper.numbers`
    (``generated/numbers.tex`` + ``numbers.json``): the studies' JSONs, the literature values of
    ``source_numbers.json`` and ``build_info.json`` (scale, machine, load, study times);
@@ -215,15 +215,6 @@ def _case_title(name: str) -> str:
     return re.sub(r"^k anchor", r"$k = i$, the anchor", "".join(out))
 
 
-#: the symbols of the generated gradient expressions (theory.symbolic's naming)
-GRADIENT_LEGEND = (
-    r"Notation of the generated expressions: $f_a$ is the anchor's normalised representation $f_i$; "
-    r"${f_C}_{l}$ and ${s_C}_{l} = f_a^\top {f_C}_l$ are the representation and the similarity of the $l$-th "
-    r"positive in $R^c(i)$ (clamp inactive), ${f_N}_{l}$ and ${s_N}_{l}$ those of the $l$-th negative in $N(i)$; "
-    r"a second index $e$ is the vector component; $r = |R(i)|$, $c = |R^c(i)|$, $n = |N(i)|$, so $|P(i)| = r + c$; "
-    r"the clamp-active positives enter only through $r e^{1/\tau}$, since $Q(s) = 1$ there.")
-
-
 def _gradients(out: Path) -> Path:
     from theory.symbolic import gradient_cases_latex
     cases = gradient_cases_latex()
@@ -231,7 +222,6 @@ def _gradients(out: Path) -> Path:
     for name, expr in cases.items():
         lines += [f"\\paragraph{{{_case_title(name)}}}", "\\[", f"\\frac{{\\partial L_i}}{{\\partial f_{{k,e}}}} = {expr}",
                   "\\]"]
-    lines += [GRADIENT_LEGEND, ""]  # its own paragraph: the section's text continues after the input
     return atomic_write_text(out / "generated" / "gradients.tex", "\n".join(lines) + "\n")
 
 

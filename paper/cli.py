@@ -27,7 +27,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     g.add_argument("--quick", dest="scale", action="store_const", const="quick",
                    help="CPU quick presets of every study (the default; minutes on 2 cores)")
     g.add_argument("--full", dest="scale", action="store_const", const="full",
-                   help="GPU-scale (FULL) presets; reuses results recorded on a GPU under --results")
+                   help="GPU-scale (FULL) presets instead of the default --quick; reuses results recorded on a "
+                        "GPU under --results")
     b.set_defaults(scale="quick")
     b.add_argument("--results", type=Path, default=Path("results"),
                    help="results root; study S writes to RESULTS/<part>/<S>/<scale>/")
