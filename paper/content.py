@@ -406,13 +406,19 @@ def _epoch_time_ratios(d: dict) -> list[float]:
 
 
 def _vit_timing_context(d: dict) -> str:
-    """Device and load next to the epoch times: from the runs' own records where they carry them."""
+    """Device and load next to the epoch times, from the study's own record: the runs' ``machine``
+    or the study's ``timing.load_avg_start`` / ``timing.machine`` (load at its end), else a pointer
+    to the build's record in the Limitations."""
     devs = sorted({str(r.get("device") or "unknown") for r in d["runs"]})
     loads = [r["machine"]["load_avg"][0] for r in d["runs"]
              if isinstance(r.get("machine"), dict) and r["machine"].get("load_avg")]
+    t = d.get("timing") or {}
+    for la in (t.get("load_avg_start"), (t.get("machine") or {}).get("load_avg")):
+        if isinstance(la, list) and la and _finite(la[0]):
+            loads.append(la[0])
     where = ", ".join(tex_escape(x) for x in devs)
     if loads:
-        return f"{where}; 1-min load {min(loads):.1f}--{max(loads):.1f} during the runs"
+        return f"{where}; 1-min load {min(loads):.1f}--{max(loads):.1f} during the study"
     return where + r"; load during the study: Section~\ref{sec:limitations}"
 
 

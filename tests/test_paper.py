@@ -594,3 +594,14 @@ def test_quick_build_end_to_end(tmp_path):
         assert (tmp_path / "paper" / "manuscript.html").stat().st_size > 100_000
     if HAS_TEX:
         assert (tmp_path / "paper" / "manuscript.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_epoch_times_carry_device_and_load():
+    """The epoch-time row of the replication table states the device and the load of the study."""
+    from paper.content import _epoch_time_ratios, _vit_timing_context
+    runs = [{"device": "cpu", "seed": s, "cell": {"loss_mode": "clamp", "method": m}, "epoch_time_s": t}
+            for s, (t1, t2) in enumerate([(1.0, 2.2), (1.5, 3.0)]) for m, t in (("cff1", t1), ("cff2", t2))]
+    assert sorted(_epoch_time_ratios({"runs": runs})) == pytest.approx([2.0, 2.2])
+    d = {"runs": runs, "timing": {"load_avg_start": [3.25, 1.0, 1.0], "machine": {"load_avg": [5.14, 2.0, 1.0]}}}
+    assert _vit_timing_context(d) == "cpu; 1-min load 3.2--5.1 during the study"
+    assert "sec:limitations" in _vit_timing_context({"runs": runs})
