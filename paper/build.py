@@ -126,8 +126,8 @@ class _Stages:
         self.records: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
 
-    def run(self, name: str, fn, *args, device: str | None = None, **kw):
-        info = machine_info(device)
+    def run(self, name: str, fn, *args, **kw):
+        info = machine_info()  # this process's device (CPU); GPU runs record their own device
         if not self.quiet:
             print(f"[paper] {name} ...", file=sys.stderr, flush=True)
         t = time.perf_counter()
