@@ -81,7 +81,8 @@ def limitations_tex(results: dict, info: dict) -> str:
     reused = info["n_studies"] - info["n_studies_run"]
     where = (f"This build used the \\texttt{{-{{}}-{scale}}} presets. "
              f"Of its \\BuildStudies{{}} studies, \\BuildStudiesRun{{}} ran in this build"
-             + (f" and {reused} were reused from results recorded earlier (their timings are not this machine's)"
+             + (f" and {reused} were reused from results recorded earlier (their timings are those of "
+                "the earlier run, under the load of that time)"
                 if reused else "")
              + f"; the study stages took \\BuildStudiesSeconds{{}} s on \\BuildCpus{{}} CPU cores ({cpu}), "
              r"with a 1-minute load average between \BuildLoadMin{} and \BuildLoadMax{} at the start and end of the "
