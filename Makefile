@@ -1,16 +1,19 @@
 # One entry point.  'make run' installs everything and runs the main job on its small
-# default; 'make test' installs (if needed) and runs the test suite.  CI calls 'make test'.
+# default; 'make test' installs (if needed) and runs the test suite.  CI calls 'make test',
+# which needs neither TeX nor pandoc (the tests that render skip without them).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.cffdyn-installed
 FMNIST  := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+# what 'cffdyn paper build' renders with: PDF (pdflatex + bibtex via latexmk, natbib, lmodern) and HTML (pandoc)
+PAPER_DEBS := texlive-latex-base texlive-latex-recommended latexmk lmodern pandoc
 
-.PHONY: install data run test test-slow bench clean help
+.PHONY: install data paper-tools run test test-slow bench clean help
 
 help:
-	@echo "make run        install (venv, torch CPU, package, Fashion-MNIST) and build the quick paper"
+	@echo "make run        install (venv, torch CPU, package, Fashion-MNIST, TeX + pandoc) and build the quick paper"
 	@echo "make test       install if needed and run the fast test suite"
 	@echo "make test-slow  the slow tests too"
 	@echo "make bench      print the speed benchmarks (ratios measured side by side)"
@@ -34,7 +37,19 @@ data:
 	  echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST runs will fall back or skip"; \
 	else echo "note: Fashion-MNIST not at $(FMNIST) (apt-get install dataset-fashion-mnist, or set CFFDYN_FMNIST)"; fi
 
-run: install
+# TeX and pandoc from Debian's packages, only for the paper (make test does not need them).
+paper-tools:
+	@if command -v pdflatex >/dev/null 2>&1 && command -v bibtex >/dev/null 2>&1 && command -v latexmk >/dev/null 2>&1 \
+	   && command -v pandoc >/dev/null 2>&1 && kpsewhich lmodern.sty natbib.sty booktabs.sty >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(PAPER_DEBS) (apt-get; a few minutes the first time)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  (apt-get install -y -qq --no-install-recommends $(PAPER_DEBS) >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $(PAPER_DEBS) >/dev/null 2>&1)) || \
+	  echo "warning: could not install $(PAPER_DEBS); the paper build writes what the installed tools allow"; \
+	else echo "note: no PDF/HTML tools and no root apt-get: install $(PAPER_DEBS) to get manuscript.pdf and .html"; fi
+
+run: install paper-tools
 	$(BIN)/cffdyn paper build --quick
 
 test: install

@@ -16,16 +16,21 @@ from typing import Any, Callable
 import numpy as np
 
 from cffdyn.io import atomic_write_text, read_json
-from paper.numbers import NumberSpec, macro_name
+from paper.numbers import NumberSpec, load_source_numbers, macro_name
+from paper.verdicts import (Verdict, finite as _finite, verdict_direction, verdict_null, verdict_ordering,
+                             verdict_value, VERDICT_RULE)
 
 __all__ = ["NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
-           "tex_escape", "vit_cells", "vit_run_results"]
+           "tex_escape", "vit_cells", "vit_run_results", "RepRow", "tab_replication", "vit_data_phrase", "loss_mode_comparison"]
 
 
 def tex_escape(s: str) -> str:
+    """Plain text -> LaTeX text: specials escaped, and ``--`` kept as two hyphens (LaTeX and pandoc
+    would print an en dash: ``(--only)`` must not read ``(–only)``)."""
     rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-           "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}"}
-    return "".join(rep.get(c, c) for c in str(s))
+           "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+    text = str(s)
+    return "".join("-{}" if c == "-" and text[k + 1:k + 2] == "-" else rep.get(c, c) for k, c in enumerate(text))
 
 
 # --------------------------------------------------------------------------- ViT helpers
@@ -409,75 +414,147 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
 
 
 # --------------------------------------------------------------------------- replication
-def _rep_vit(results: dict) -> list[tuple[str, str, str, str]]:
+#: significance level of every verdict that rests on a test
+#: one replication row: claim, source paper's value, ours, protocol and departures, verdict
+RepRow = tuple[str, str, str, str, Verdict]
+
+
+def loss_mode_comparison(d: dict) -> dict | None:
+    for c in d["analysis"]["comparisons"]:
+        if c["factor"] == "loss_mode":
+            return c
+    return None
+
+
+def _epoch_time_ratios(d: dict) -> list[float]:
+    """cff2/cff1 epoch time of runs paired by seed and loss mode (same machine, same study)."""
+    by: dict[tuple, dict[str, float]] = {}
+    for r in d["runs"]:
+        cell = r["cell"]
+        if "method" in cell and _finite(r.get("epoch_time_s")):
+            key = (r["seed"],) + tuple(sorted((k, str(v)) for k, v in cell.items() if k != "method"))
+            by.setdefault(key, {})[cell["method"]] = r["epoch_time_s"]
+    return [v["cff2"] / v["cff1"] for v in by.values() if "cff1" in v and "cff2" in v and v["cff1"] > 0]
+
+
+def _vit_timing_context(d: dict) -> str:
+    """Device and load next to the epoch times, from the study's own record: the runs' ``machine``
+    or the study's ``timing.load_avg_start`` / ``timing.machine`` (load at its end), else a pointer
+    to the build's record in the Limitations."""
+    devs = sorted({str(r.get("device") or "unknown") for r in d["runs"]})
+    loads = [r["machine"]["load_avg"][0] for r in d["runs"]
+             if isinstance(r.get("machine"), dict) and r["machine"].get("load_avg")]
+    t = d.get("timing") or {}
+    for la in (t.get("load_avg_start"), (t.get("machine") or {}).get("load_avg")):
+        if isinstance(la, list) and la and _finite(la[0]):
+            loads.append(la[0])
+    where = ", ".join(tex_escape(x) for x in devs)
+    if loads:
+        return f"{where}; 1-min load {min(loads):.1f}--{max(loads):.1f} during the study"
+    return where + r"; load during the study: Section~\ref{sec:limitations}"
+
+
+def _rep_vit(results: dict) -> list[RepRow]:
     d = results["vit_study"]
     b = d["config"]["base"]
-    lm = "LossMode" if any(c["factor"] == "loss_mode" for c in d["analysis"]["comparisons"]) else None
+    src = load_source_numbers()
+    ds = b["dataset"]
+    lmc = loss_mode_comparison(d)
     pool = r" (\VitSubset-image pool)" if b.get("subset") else ""
-    proto = (f"{tex_escape(_DATASET_NAMES.get(b['dataset'], b['dataset']))}{pool}, ViT[\\VitEmbedDim{{}} \\VitHeads{{}} "
+    proto = (f"{tex_escape(_DATASET_NAMES.get(ds, ds))}{pool}, ViT[\\VitEmbedDim{{}} \\VitHeads{{}} "
              f"\\VitLayers{{}}], patch \\VitPatch, \\VitEpochs{{}}+\\VitHeadEpochs{{}} epochs, \\VitSeeds{{}} seeds/cell")
-    rows = []
-    if lm:
+    cff_model = (b.get("embed_dim"), b.get("heads"), b.get("layers")) == (128, 4, 5)
+    cff_schedule = b.get("epochs") == src["cff_epochs"]["value"] and not b.get("subset")
+    rows: list[RepRow] = []
+    if lmc is not None:
+        log_vr = math.log(lmc["ratio"]) if _finite(lmc.get("ratio")) and lmc["ratio"] > 0 else None
+        not_cifar = f"our data are {_DATASET_NAMES.get(ds, ds)}, not CIFAR-10"
+        clamp_car = [100 * r["car_layer0"] for r in d["runs"]
+                     if r["cell"].get("loss_mode") == "clamp" and _finite(r.get("car_layer0"))]
         rows += [
             ("Steier: variance ratio clamp/subtract, CIFAR-10",
              r"\SrcSteierVrCifarTen$\times$ (p = \SrcSteierPCifarTen, CI [\SrcSteierCiLoCifarTen, \SrcSteierCiHiCifarTen], "
              r"n = \SrcSteierNPerCell/cell)",
              r"\VRLossMode$\times$ (F p = \PFTestLossMode, CI [\VRloLossMode, \VRhiLossMode])",
-             proto + "; dataset, model size, epochs and seed count all differ"),
+             proto + ("; model size, epochs and seed count differ" if ds == "cifar10"
+                      else "; dataset, model size, epochs and seed count all differ"),
+             verdict_direction(+1, log_vr, lmc.get("f_p"), comparable=ds == "cifar10", why_not=not_cifar)),
             ("Steier: variance ratio, Fashion-MNIST", r"\SrcSteierVrFmnist$\times$ (p = \SrcSteierPFmnist)",
              r"\VRLossMode$\times$ (F p = \PFTestLossMode)",
-             ("same dataset; " if b["dataset"] == "fashion_mnist" else "different dataset; ") + proto
-             + "; Steier's model and epochs not reported in the abstract"),
-            ("Steier: no difference in mean accuracy", "no difference (CIFAR-10)",
-             r"$\Delta$ = \MeanDiffLossMode{} points (Welch p = \PWelchLossMode)", proto),
+             ("same dataset; " if ds == "fashion_mnist" else "different dataset; ") + proto
+             + "; Steier's model and epochs not reported in the abstract",
+             verdict_direction(-1, log_vr, lmc.get("f_p"), comparable=ds == "fashion_mnist",
+                               why_not=f"our data are {_DATASET_NAMES.get(ds, ds)}, not Fashion-MNIST")),
+            ("Steier: the gradient-neutral margin leaves mean accuracy unchanged",
+             "no difference (CIFAR-10; stated as general)",
+             r"$\Delta$ = \MeanDiffLossMode{} points (Welch p = \PWelchLossMode)", proto,
+             verdict_null(lmc.get("welch_p"))),
             ("Steier: layer-0 clamp activation rate", r"\SrcSteierCarZeroCifarTen\% (CIFAR-10)",
-             r"\VitCarClamp\% (clamp runs)", proto + "; rate on training batches at the selected epoch"),
+             r"\VitCarClamp\% (clamp runs)", proto + "; rate on training batches at the selected epoch",
+             verdict_value(src["steier_car0_cifar10"]["value"], clamp_car, comparable=ds == "cifar10",
+                           why_not=not_cifar)),
         ]
     meths = [lv for f, lvs in d["config"]["factors"] if f == "method" for lv in lvs]
     if {"cff1", "cff2"} <= set(meths):
-        rows.append(("CFF: time per epoch, one- vs two-forward",
+        ratio_src = src["cff_epoch_s_two_forward"]["value"] / src["cff_epoch_s_one_forward"]["value"]
+        rows.append(("CFF: time per epoch, one- vs two-forward (their ratio two/one)",
                      r"\SrcCffEpochSOneForward{} s vs \SrcCffEpochSTwoForward{} s (their GPU)",
-                     r"\VitEpochTimeCffOne{} s vs \VitEpochTimeCffTwo{} s (" + ("GPU" if
-                                                                             d["runs"][0].get("device") == "cuda" else "CPU, 2 cores") + ")",
-                     proto + "; absolute times are not comparable across hardware, the ratio is"))
+                     r"\VitEpochTimeCffOne{} s vs \VitEpochTimeCffTwo{} s (" + _vit_timing_context(d) + ")",
+                     proto + "; absolute times are not comparable across hardware, the ratio is",
+                     verdict_value(ratio_src, _epoch_time_ratios(d))))
     if "clamp" in str(d["config"]["factors"]) and "cff2" in meths:
+        cell = [100 * r["test_acc"] for r in d["runs"]
+                if r["cell"].get("loss_mode") == "clamp" and r["cell"].get("method") == "cff2"]
         rows.append(("CFF: CIFAR-10 ViT[128 4 5] accuracy, CFF+M", r"\SrcCffVitCifarTenCffm\%",
                      r"\VitMeanClampCffTwo\% (clamp, cff2)",
                      proto + "; different dataset and a short schedule (\\SrcCffEpochs{} epochs in CFF): not comparable "
-                             "in level, only the pipeline is exercised"))
+                             "in level, only the pipeline is exercised",
+                     verdict_value(src["cff_vit_cifar10_cffm"]["value"], cell,
+                                   comparable=ds == "cifar10" and cff_model and cff_schedule,
+                                   why_not="different dataset, model or schedule")))
     return rows
 
 
-def _rep_eigen(results: dict) -> list[tuple[str, str, str, str]]:
+def _rep_eigen(results: dict) -> list[RepRow]:
     d = results["eigen_spread"]
     if not {"euc_simsiam", "euc_isoloss"} <= set(d["losses"]):
         return []
+    spread = {k: d["losses"][k]["ratio_slowest_fastest_median"] for k in ("euc_simsiam", "euc_isoloss")}
     return [("IsoLoss: equalised convergence rates across eigenmodes",
              "qualitative (abstract; Fig. 2 eigenvalue panels)",
              r"spread \EigSpreadEucSimsiam{} (BYOL-L2) vs \EigSpreadEucIsoloss{} (IsoLoss)",
              r"linear toy with the notebook's sizes (M = \EigModes, N = \EigInDim, $\sigma$ = \EigSigma); "
-             r"\EigSeeds{} seeds of W$_0$ drawn with numpy, not the notebook's torch draw")]
+             r"\EigSeeds{} seeds of W$_0$ drawn with numpy, not the notebook's torch draw",
+             verdict_ordering(spread["euc_isoloss"] < spread["euc_simsiam"]
+                              if all(_finite(v) for v in spread.values()) else None))]
 
 
-REPLICATION_ROWS: dict[str, Callable[[dict], list[tuple[str, str, str, str]]]] = {
+REPLICATION_ROWS: dict[str, Callable[[dict], list[RepRow]]] = {
     "vit_study": _rep_vit, "eigen_spread": _rep_eigen,
 }
 
 
 def tab_replication(results: dict) -> str:
-    rows = []
+    rows: list[RepRow] = []
     for name, fn in REPLICATION_ROWS.items():
         if name in results or (fn is _rep_mf and "noise" in results):
             rows += fn(results)
-    body = [f"{a} & {b} & {c} & {d} \\\\" for a, b, c, d in rows] or [r"\multicolumn{4}{c}{(no study available)} \\"]
+    for r in rows:
+        if len(r) != 5 or not isinstance(r[4], Verdict):
+            raise ValueError(f"replication row {r[0]!r} has no verdict (5th element, a content.Verdict)")
+    body = ([f"{a} & {b} & {c} & {d} & \\textbf{{{v.word}}}: {tex_escape(v.why)} \\\\" for a, b, c, d, v in rows]
+            or [r"\multicolumn{5}{c}{(no study available)} \\"])
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\begin{table}[t]", r"\centering\footnotesize", r"\setlength{\tabcolsep}{3pt}",
         r"\caption{Replication: each headline number of the source papers (literature values, "
-        r"\texttt{paper/source\_numbers.json}) beside ours under the protocol stated in the last column, "
-        r"with every departure from the source protocol; n is the number of seeds per cell"
-        + (r" (ours: \VitSeeds)" if "vit_study" in results else "") + r" and each p-value names its test.}", r"\label{tab:replication}",
-        r"\begin{tabular}{p{3.3cm}p{3.3cm}p{3.3cm}p{4.6cm}}", r"\toprule",
-        r"claim & source paper & this build & protocol and departures \\", r"\midrule",
+        r"\texttt{paper/source\_numbers.json}) beside ours under the protocol stated in the fourth column, "
+        r"with every departure from the source protocol, and the verdict (rule in Section~\ref{sec:replication}); "
+        r"n is the number of seeds per cell"
+        + (r" (ours: \VitSeeds)" if "vit_study" in results else "") + r" and each p-value names its test.}",
+        r"\label{tab:replication}",
+        r"\begin{tabular}{" + "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}cm}}" for w in (2.6, 2.7, 2.9, 3.9, 2.6))
+        + "}", r"\toprule",
+        r"claim & source paper & this build & protocol and departures & verdict \\", r"\midrule",
         *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
@@ -500,6 +577,7 @@ def write_tables(results: dict, gen_dir: Path) -> list[Path]:
         if all(n in results for n in needs):
             out.append(atomic_write_text(gen_dir / f"tab_{name}.tex", fn(results) + "\n"))
     out.append(atomic_write_text(gen_dir / "tab_replication.tex", tab_replication(results) + "\n"))
+    out.append(atomic_write_text(gen_dir / "verdict_rule.tex", VERDICT_RULE + "%\n"))
     return out
 
 
@@ -700,7 +778,7 @@ FIGURES.update({"mf_convergence": (("convergence",), fig_mf_convergence), "mf_hf
                 "mf_clamp": (("clamp",), fig_mf_clamp)})
 
 
-def _rep_mf(results: dict) -> list[tuple[str, str, str, str]]:
+def _rep_mf(results: dict) -> list[RepRow]:
     rows = []
     if "phase" in results:
         rows.append(("Meng--Wang (ii): attraction regions depend on higher moments",
@@ -708,13 +786,35 @@ def _rep_mf(results: dict) -> list[tuple[str, str, str, str]]:
                      r"share won by feature 1: \PhaseShareKurtLo\% ($m_4/m_2^2$ = \PhaseKurtLo) vs "
                      r"\PhaseShareKurtHi\% (\PhaseKurtHi)",
                      r"reconstructed model; $\tau$ = \PhaseTau, grid of \PhaseNics{} initial conditions "
-                     r"(deterministic ODE)"))
+                     r"(deterministic ODE)",
+                     _verdict_phase(results["phase"])))
     if "noise" in results:
         rows.append(("Meng--Wang (iii): anticorrelated noise raises the stationary overlap",
                      "qualitative (abstract; Fig.~4)",
                      r"$Q^*$ = \NoiseQAnti{} ($\rho=-1$) vs \NoiseQIndep{} ($\rho=0$) at $\sigma_n^2 = 1$, $\tau = 1$",
-                     r"reconstructed model, tanh, $m_2 = 3$, Rademacher $c$; SGD check with \NoiseSgdTrials{} trials"))
+                     r"reconstructed model, tanh, $m_2 = 3$, Rademacher $c$; SGD check with \NoiseSgdTrials{} trials",
+                     _verdict_noise(results["noise"])))
     return rows
+
+
+def _verdict_phase(d: dict) -> Verdict:
+    """Higher moments move the attraction regions: the share won by feature 1 changes by more than
+    one percentage point across the kurtosis sweep (deterministic ODE on a grid)."""
+    sw = d.get("m4_sweep") or []
+    if len(sw) < 2:
+        return verdict_ordering(None)
+    return verdict_ordering(abs(sw[-1]["share_feature1"] - sw[0]["share_feature1"]) > 0.01)
+
+
+def _verdict_noise(d: dict) -> Verdict:
+    """Anticorrelated views raise Q*: Q*(rho = -1) > Q*(rho = 0) at sigma_n^2 = 1, tau = 1 (ODE)."""
+    from paper.jsonpath import resolve_one
+    try:
+        anti = resolve_one(d, "curves[tau=1.0,rho=-1.0].vs_notes[sn2=1.0].ode")
+        ind = resolve_one(d, "curves[tau=1.0,rho=0.0].vs_notes[sn2=1.0].ode")
+    except ValueError:
+        return verdict_ordering(None)
+    return verdict_ordering(anti > ind if _finite(anti) and _finite(ind) else None)
 
 
 REPLICATION_ROWS.update({"phase": _rep_mf})

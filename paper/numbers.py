@@ -10,7 +10,9 @@ multi-valued path, a scale and a format.  :func:`evaluate_all` turns the specs i
   every number in the rendered text can be traced back to (and checked against) its JSON.
 
 Formats: a Python format spec applied to ``raw * scale`` (``".2f"``, ``"d"``, ``".1e"``), or
-``"p"`` for p-values (``<0.001`` below 0.001, else 3 decimals), or ``"sci"`` (``1.2\\times10^{-16}``).
+``"p"`` for p-values (``< 0.001`` below 0.001, else 3 decimals; the build turns ``p = \\P..`` in the
+text into ``p < 0.001`` for such a bound, see :func:`paper.build.p_relations`), or ``"sci"``
+(``1.2\\times10^{-16}``).
 """
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ def format_value(raw: Any, fmt: str, scale: float = 1.0) -> str:
         raise ValueError(f"format_value: {raw!r} is not a number")
     x = raw * scale
     if fmt == "p":
-        return "<0.001" if x < 0.001 else f"{x:.3f}"
+        return "< 0.001" if x < 0.001 else f"{x:.3f}"
     if fmt == "sci":
         if x == 0:
             return "0"

@@ -109,7 +109,7 @@ class StudyResult:
     json_path: Path
     png_path: Path | None
     seconds: float
-    ran: bool            # True: run_* was called in this build (it may still have reused its JSON)
+    ran: bool            # True: computed in this build; False: the recorded JSON was reused
 
 
 def _import(study: Study) -> Callable[..., dict]:
@@ -157,8 +157,10 @@ def obtain(study: Study, results: Path, scale: str, *, reuse_only: bool = False)
         cfg = getattr(mod, study.preset_name(scale), None)
         if cfg is None:
             raise StudyUnavailable(f"study {study.name!r}: {mod.__name__} has no preset {study.preset_name(scale)}")
+        before = jpath.stat().st_mtime_ns if jpath.is_file() else None
         fn(cfg, out)
         data = _load(study, jpath)
-        ran = True
+        # run_* reuses a recorded JSON whose config matches: then the file is untouched
+        ran = before is None or jpath.stat().st_mtime_ns != before
     png = jpath.with_suffix(".png")
     return StudyResult(study, data, jpath, png if png.is_file() else None, time.perf_counter() - t0, ran)
