@@ -299,6 +299,33 @@ def test_reference_protocol_has_no_departures(digits):
     assert TINY.replace(method="bp", protocol="reference").method_lr() == 5e-4
 
 
+@pytest.mark.parametrize("method", ["bp", "ff", "cff1"])
+def test_reference_protocol_baselines_run(digits, method):
+    res = train_run(TINY.replace(protocol="reference", method=method, epochs=1, head_epochs=1), progress=False,
+                    dataset=digits)
+    assert 0 <= res["test_acc"] <= 1 and res["protocol"] == "reference"
+    assert res["departures"] == (["ff:label_token_gaussian_embedding"] if method == "ff" else [])
+    if method == "bp":
+        assert res["per_layer"] == []                     # the reference computes no SupCon probes
+    with pytest.raises(ValueError, match="threshold 2"):
+        TINY.replace(protocol="reference", method="ff", ff_threshold=1.0)
+
+
+def test_cff1_reference_averages_over_all_anchors():
+    """With a one-view batch where some anchors have no positive, 'reference' divides by all
+    anchors, ours by those with a positive: closed-form ratio n_with_pos / n."""
+    z = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 2, 3])                  # anchors 4 and 5 have no positive
+    ours = supcon_loss(z, y, margin=0.3, mode="clamp", average="positive")
+    ref = supcon_loss(z, y, margin=0.3, mode="clamp", average="all")
+    torch.testing.assert_close(ref, ours * 4 / 6)
+    # with a seed axis each seed is reduced on its own
+    zz, yy = torch.stack([z, z.flip(0)]), torch.stack([y, y.flip(0)])
+    both = supcon_loss(zz, yy, margin=0.3, mode="clamp", average="all")
+    torch.testing.assert_close(both[0], ref)
+    torch.testing.assert_close(both[1], supcon_loss(z.flip(0), y.flip(0), margin=0.3, mode="clamp", average="all"))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])

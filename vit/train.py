@@ -55,7 +55,14 @@ Protocols (``TrainConfig.protocol``)
           trained on augmented view 0 through the frozen encoder keeping the best validation
           cross-entropy (validation also on augmented view 0, as the reference's loader does);
           BP+CE at lr 5e-4 with its selection on the validation cross-entropy of one augmented
-          view.  ``result.json["departures"]`` is empty.
+          view and no per-step SupCon probes; FF with threshold 2, goodness over the image tokens
+          (label token excluded), one mean over the 2B softplus terms, per-sample normalisation
+          between layers, prediction from the last layer's goodness and selection on the summed
+          validation loss of layers 1..L-1 (one augmented view).  ``result.json["departures"]``
+          is empty, except FF's label token: the reference sets one element of a patch (classes
+          can collide); ours is a Gaussian embedding per class, named
+          ``ff:label_token_gaussian_embedding``.  Augmentation (crop padding, RandAugment)
+          belongs to :mod:`vit.augment`.
 ``cffdyn`` our earlier choices; ``result.json["departures"]`` names each (:func:`departures`).
 
 Per-epoch diagnostics, read once per epoch: per-layer training loss, CAR, gradient norm, mean
@@ -142,7 +149,7 @@ class TrainConfig:
     lr: float = 0.004                   # CFF/FF layer lr; BP uses 5e-4 under protocol 'reference'
     wd: float = 0.01
     head_lr: float = 5e-4              # reference value; QUICK uses 5e-3
-    ff_threshold: float = 1.0           # FF goodness threshold θ
+    ff_threshold: float = 2.0           # FF goodness threshold θ (the reference's)
     seed: int = 0
     seed_init: int | None = None        # None: derived from seed
     seed_split: int | None = None       # None: = seed
@@ -201,6 +208,9 @@ class TrainConfig:
             bad(f"wd={self.wd} must be finite and >= 0")
         if not math.isfinite(self.ff_threshold):
             bad(f"ff_threshold={self.ff_threshold} must be finite")
+        if self.reference and self.method == "ff" and self.ff_threshold != 2.0:
+            bad(f"ff_threshold={self.ff_threshold}: protocol=reference uses the reference's threshold 2; "
+                f"use --ff-threshold 2 or --protocol cffdyn")
         if self.subset is not None and self.subset < 20:
             bad(f"subset={self.subset} is too small (>= 20 images)")
         if self.image_size is not None and self.dataset != "digits":
@@ -249,7 +259,9 @@ def departures(cfg: TrainConfig) -> list[str]:
     """Names of this config's departures from the reference protocol (empty under 'reference'
     for everything this module controls; augmentation details belong to ``vit.augment``)."""
     if cfg.reference:
-        return []
+        # the reference's FF label token sets one element of a patch, so classes can collide;
+        # ours is a Gaussian embedding per class (a known defect not copied, named here)
+        return ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
     out = ["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
     if cfg.method in ("cff2", "cff1"):
         out += ["selection:clean_plus_fixed_augmented_view", "head:clean_precomputed_features_best_val_acc"]
@@ -258,7 +270,9 @@ def departures(cfg: TrainConfig) -> list[str]:
     if cfg.method == "bp":
         out += [f"bp:lr_{cfg.lr:g}_not_5e-4", "bp:per_step_supcon_probes", "selection:bp_clean_val_ce"]
     if cfg.method == "ff":
-        out.append("ff:label_token_goodness_per_token_normalisation")
+        out += ["ff:label_token_gaussian_embedding", "ff:goodness_includes_label_token",
+                "ff:loss_sum_of_two_means", "ff:per_token_normalisation", "ff:score_sum_over_layers",
+                "selection:ff_last_layer_clean_val_loss"]
         if cfg.ff_threshold != 2.0:
             out.append(f"ff:threshold_{cfg.ff_threshold:g}_not_2")
     if cfg.precision != "fp32":
@@ -273,7 +287,7 @@ QUICK = TrainConfig(epochs=8, head_lr=5e-3)
 QUICK_DIGITS = QUICK.replace(dataset="digits", subset=None, patch=2)
 #: CFF protocol on CIFAR-10 (needs --data-root and a GPU): ViT[128 4 5], patch 4, 600 + 50 epochs.
 FULL_CIFAR10 = TrainConfig(dataset="cifar10", subset=None, embed_dim=128, heads=4, layers=5, patch=4,
-                           epochs=600, head_epochs=50, protocol="reference", ff_threshold=2.0)
+                           epochs=600, head_epochs=50, protocol="reference")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -932,14 +946,27 @@ class _FF(_Method):
             return self.encoder.layers[0](h.unsqueeze(0), self.label_emb[lab][None, :, None, :])[0]
         return self.encoder.layers[l](h.unsqueeze(0))[0]
 
-    @staticmethod
-    def goodness(out: torch.Tensor) -> torch.Tensor:
-        return out.mean(1).float().pow(2).mean(dim=1)       # out (N, T, E): token mean, then mean square
+    def goodness(self, out: torch.Tensor) -> torch.Tensor:
+        """Mean square of the token mean; out (N, T, E).  'reference': image tokens only (the
+        label token excluded, as the reference's ``x[:, 1:]``); 'cffdyn': every token."""
+        if self.cfg.reference and out.shape[1] > 1:
+            out = out[:, :-1]                                  # our label token is the last token
+        return out.mean(1).float().pow(2).mean(dim=1)
 
     def _ff_loss(self, out: torch.Tensor, b: int) -> torch.Tensor:
         g = self.goodness(out)
         th = self.cfg.ff_threshold
+        if self.cfg.reference:   # the reference: one mean over the 2B softplus terms
+            return F.softplus(torch.cat([th - g[:b], g[b:] - th])).mean()
         return F.softplus(th - g[:b]).mean() + F.softplus(g[b:] - th).mean()
+
+    def _normalize(self, out: torch.Tensor) -> torch.Tensor:
+        """Input of the next layer: 'reference' L2-normalises each sample over all its tokens and
+        dims (``F.normalize(flatten(x, 1))``); 'cffdyn' each token."""
+        out = out.float()
+        if self.cfg.reference:
+            return F.normalize(out.flatten(1), dim=1).view(out.shape)
+        return F.normalize(out, dim=-1)
 
     def _wrong(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         off = torch.randint(1, self.num_classes, y.shape, generator=gen, device=y.device)
@@ -971,13 +998,14 @@ class _FF(_Method):
                     _, st = _probe(out[:b].mean(1).detach(), y, self.margins[l], self.cfg)
                     acc[0, l] += torch.stack([loss.detach(), st.clamp_rate, gn, st.mean_pos_sim, st.mean_neg_sim]).float()
                 _mark_bad(bad, l, loss.reshape(1), step)
-                h = F.normalize(out.detach().float(), dim=-1)
+                h = self._normalize(out.detach())
         self._check_bad(bad, epoch)
         return {"layers": self._layer_records(acc, len(batches))[0]}
 
     @torch.no_grad()
     def _scores(self, split: str) -> torch.Tensor:
-        """Goodness summed over layers for every candidate label: (N, C)."""
+        """Per candidate label: goodness summed over layers ('cffdyn'), or the last layer's
+        goodness ('reference': its score is overwritten layer by layer for l >= 1): (N, C)."""
         self.encoder.eval()
         out = []
         for xb, _ in self.data.batches(split, self.cfg.batch_size):
@@ -989,30 +1017,41 @@ class _FF(_Method):
                 for l in range(len(self.encoder.layers)):
                     with _autocast(self.cfg, self.device):
                         o = self._layer(l, h, lab)
-                    tot = tot + self.goodness(o)
-                    h = F.normalize(o.float(), dim=-1)
+                    if self.cfg.reference:
+                        tot = self.goodness(o)
+                    else:
+                        tot = tot + self.goodness(o)
+                    h = self._normalize(o)
                 cols.append(tot)
             out.append(torch.stack(cols, dim=1))
         return torch.cat(out)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
+        """'cffdyn': last-layer FF loss on clean validation images with fixed wrong labels.
+        'reference': the sample-weighted FF loss of every layer but the first, summed, on one
+        augmented view with wrong labels drawn afresh each epoch (the reference's selection)."""
         self.encoder.eval()
-        g = _gen(self.device, derive_seed(self.seeds[0]["aug"], "val"))
-        tot, n = torch.zeros((), device=self.device), 0
+        ref = self.cfg.reference
+        g = _gen(self.device, derive_seed(self.seeds[0]["aug"], f"val{epoch}" if ref else "val"))
+        L = len(self.encoder.layers)
+        tot, n = torch.zeros(L, device=self.device), 0
         for xb, yb in self.data.batches("val", self.cfg.batch_size):
-            x = self.data.clean(xb)
+            x = self.data.views(xb, g, 1) if ref else self.data.clean(xb)
             h = torch.cat([x, x])
             lab = torch.cat([yb, self._wrong(yb, g)])
-            for l in range(len(self.encoder.layers)):
+            w = xb.shape[0] if ref else 1
+            for l in range(L):
                 with _autocast(self.cfg, self.device):
                     o = self._layer(l, h, lab)
-                h = F.normalize(o.float(), dim=-1)
-            tot += self._ff_loss(o, xb.shape[0])
-            n += 1
+                tot[l] += self._ff_loss(o, xb.shape[0]) * w
+                h = self._normalize(o)
+            n += w
+        per_layer = tot / max(n, 1)
+        metric = float(per_layer[1:].sum()) if (ref and L > 1) else float(per_layer[-1])
         sv = self._scores("val")
-        return {"val_ff_loss": float(tot / max(n, 1)), "val_acc": float(topk_accuracy(sv, self.data.y["val"])),
-                "metric": float(tot / max(n, 1))}
+        return {"val_ff_loss": float(per_layer[-1]), "val_acc": float(topk_accuracy(sv, self.data.y["val"])),
+                "metric": metric}
 
     def finish(self) -> dict[str, Any]:
         sv, st = self._scores("val"), self._scores("test")
