@@ -55,11 +55,18 @@ def _compare(method, cfgs, cls, dtype, rtol, atol, epochs=2):
                     assert lb[key] == pytest.approx(ls[key], rel=rtol, abs=atol), (s, key)
             torch.testing.assert_close(batched.class_means[s], sep[s].class_means[0], rtol=rtol, atol=atol)
     big = batched.encoder.state_dict()
+    e = cfgs[0].embed_dim
     for s, m in enumerate(sep):
         got, ref = seed_slice(big, s), m.encoder.state_dict()
         assert set(got) == set(ref)
         for k in ref:
-            torch.testing.assert_close(got[k], ref[k], rtol=rtol, atol=atol, msg=lambda t: f"{s} {k}: {t}")
+            a, b = got[k], ref[k]
+            if dtype == torch.float32 and k.endswith("qkv.bias"):
+                # the key bias has gradient exactly 0 in exact arithmetic (softmax is invariant to
+                # q·b_k, constant across keys); in fp32 its gradient is rounding noise, which
+                # AdamW's normalisation turns into lr-sized steps -- compare q and v biases only
+                a, b = torch.cat([a[:, :e], a[:, 2 * e:]], 1), torch.cat([b[:, :e], b[:, 2 * e:]], 1)
+            torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda t: f"{s} {k}: {t}")
     # the seeds really differ (otherwise the comparison above would be vacuous)
     assert not torch.allclose(big["layers.0.embed.weight"][0], big["layers.0.embed.weight"][1])
     ev_b, ev_s = batched.evaluate(1), [m.evaluate(1)[0] for m in sep]

@@ -135,6 +135,8 @@ def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
     state = {"n": 0}
 
     def killing(rcs, dirs, **kw):
+        if "__batched__" not in str(kw.get("ckpt")):   # train_run (S = 1) goes through train_runs too
+            return real(rcs, dirs, **kw)
         state["n"] += 1
         if state["n"] == 2:
             orig = vb._CFF.train_epoch
@@ -161,5 +163,6 @@ def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
         rj = read_json(Path(rb["run_dir"]) / "result.json")
         assert rj["seed_batch"]["n_seeds"] == 2
         # same algorithm; float32 rounding differs between batched and separate matmuls
-        assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.02)
+        # (30 validation images: one image flipped by fp32 rounding is 0.033)
+        assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.035)
         assert rb["best_epoch"] == rs["best_epoch"]

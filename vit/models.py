@@ -13,7 +13,8 @@ ViT[E H L] (CFF Sec. 3.4)
     Block: ``x = x + MSA(LN(x)); x = x + MLP(LN(x))``, MLP ratio 2 with GELU, no dropout, no
     class token.  Linear maps are batched matmuls over the seed axis (``baddbmm``); attention is
     ONE ``F.scaled_dot_product_attention`` call over all S·B sequences (no ``vmap``: vmap through
-    SDPA's backward fails on CUDA).  The CFF loss and the head see the token mean (:func:`pool`);
+    SDPA's backward fails on CUDA).  At S = 1 Linear and LayerNorm take the plain ``F.linear`` /
+    fused ``F.layer_norm`` kernels (same maps, fewer and faster kernels on CPU).  The CFF loss and the head see the token mean (:func:`pool`);
     the next layer gets the full token sequence.  Layer 0 optionally takes extra tokens
     (already embedded, (S, B, k, E)) appended after the position embedding: the FF label token.
 MLP[E L]
@@ -100,6 +101,8 @@ class SLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.shape[0]
+        if s == 1:   # one seed: the same map as one addmm (faster on CPU than a batch-1 baddbmm)
+            return F.linear(x, self.weight.squeeze(0), self.bias.squeeze(0))   # views: cheap backward
         y = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(s, -1, self.d_in), self.weight.transpose(1, 2))
         return y.view(*x.shape[:-1], self.d_out)
 
@@ -119,6 +122,8 @@ class SLayerNorm(nn.Module):
         self.bias[s].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:   # one seed: the fused affine LayerNorm kernel
+            return F.layer_norm(x, x.shape[-1:], self.weight.squeeze(0), self.bias.squeeze(0), self.eps)
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
         return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps),
                              self.weight.view(shape))

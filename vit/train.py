@@ -576,6 +576,8 @@ class _CFF(_Method):
             idx = orders[s][step]
             ys.append(d.y["train"][idx])
             hs.append(d.views(d.x["train"][idx], gens[s][1], self.n_views))
+        if self.S == 1:
+            return hs[0].unsqueeze(0).to(self._param_dtype()), ys[0].unsqueeze(0)
         return torch.stack(hs).to(self._param_dtype()), torch.stack(ys)
 
     def _param_dtype(self) -> torch.dtype:
