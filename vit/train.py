@@ -59,7 +59,7 @@ Protocols (``TrainConfig.protocol``)
           (label token excluded), one mean over the 2B softplus terms, per-sample normalisation
           between layers, prediction from the last layer's goodness and selection on the summed
           validation loss of layers 1..L-1 (one augmented view).  ``result.json["departures"]``
-          is empty, except FF's label token: the reference sets one element of a patch (classes
+          is empty (a precision other than fp32 is listed), except FF's label token: the reference sets one element of a patch (classes
           can collide); ours is a Gaussian embedding per class, named
           ``ff:label_token_gaussian_embedding``.  Augmentation (crop padding, RandAugment)
           belongs to :mod:`vit.augment`.
@@ -261,7 +261,8 @@ def departures(cfg: TrainConfig) -> list[str]:
     if cfg.reference:
         # the reference's FF label token sets one element of a patch, so classes can collide;
         # ours is a Gaussian embedding per class (a known defect not copied, named here)
-        return ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
+        out = ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
+        return out + ([f"precision:{cfg.precision}"] if cfg.precision != "fp32" else [])
     out = ["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
     if cfg.method in ("cff2", "cff1"):
         out += ["selection:clean_plus_fixed_augmented_view", "head:clean_precomputed_features_best_val_acc"]
