@@ -58,3 +58,19 @@ def test_bad_input(tmp_path):
         shard_runs(CFG, 2, 2)
     with pytest.raises(ValueError, match="batched"):
         run_shard(CFG.replace(batched=True), tmp_path, 0, 1)
+
+
+def test_torchrun_rank_selects_its_local_gpu(monkeypatch):
+    """Under torchrun each rank makes cuda:LOCAL_RANK current (not every rank on cuda:0)."""
+    from vit.shard import set_local_device
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(i))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert set_local_device() == 1 and calls == [1]
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(ValueError, match="LOCAL_RANK=3"):
+        set_local_device()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert set_local_device() is None

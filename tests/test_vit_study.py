@@ -95,7 +95,7 @@ def test_config_validation_and_parsing():
     assert parse_field_value("epochs", "3") == 3
     assert parse_field_value("m0", "0.25") == 0.25
     assert parse_field_value("seed_init", "none") is None
-    assert parse_field_value("amp", "false") is False
+    assert parse_field_value("cuda_graph", "false") is False
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         parse_field_value("nope", "1")
     with pytest.raises(ValueError, match="int"):
@@ -125,32 +125,34 @@ def test_cli_runs_a_study_with_factors_and_overrides(tmp_path, capsys):
 
 
 def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
-    import vit.batched as vb
+    import vit.train as vb
 
     cfg = CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2)
     seq = run_study(cfg, tmp_path / "seq", progress=False)
     bcfg = cfg.replace(batched=True)
     # kill the second cell's batched pass after its first epoch is checkpointed
-    real = vb.train_batched
+    real = vb.train_runs
     state = {"n": 0}
 
     def killing(rcs, dirs, **kw):
+        if "__batched__" not in str(kw.get("ckpt")):   # train_run (S = 1) goes through train_runs too
+            return real(rcs, dirs, **kw)
         state["n"] += 1
         if state["n"] == 2:
-            orig = vb.BatchedCFF.train_epoch
+            orig = vb._CFF.train_epoch
 
             def once(self, epoch):
                 if epoch == 1:
                     raise RunInterrupted("killed")
                 return orig(self, epoch)
-            monkeypatch.setattr(vb.BatchedCFF, "train_epoch", once)
+            monkeypatch.setattr(vb._CFF, "train_epoch", once)
             try:
                 return real(rcs, dirs, **kw)
             finally:
-                monkeypatch.setattr(vb.BatchedCFF, "train_epoch", orig)
+                monkeypatch.setattr(vb._CFF, "train_epoch", orig)
         return real(rcs, dirs, **kw)
 
-    monkeypatch.setattr(vb, "train_batched", killing)
+    monkeypatch.setattr(vb, "train_runs", killing)
     with pytest.raises(RunInterrupted):
         run_study(bcfg, tmp_path / "bat", progress=False)
     assert len(list((tmp_path / "bat" / "runs").glob("*__batched__*.pt"))) == 1
@@ -159,7 +161,8 @@ def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
     for rs, rb in zip(seq["runs"], res["runs"]):
         assert rs["cell"] == rb["cell"] and rs["seed"] == rb["seed"]
         rj = read_json(Path(rb["run_dir"]) / "result.json")
-        assert rj["batched"]["n_seeds"] == 2
+        assert rj["seed_batch"]["n_seeds"] == 2
         # same algorithm; float32 rounding differs between batched and separate matmuls
-        assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.02)
+        # (30 validation images: one image flipped by fp32 rounding is 0.033)
+        assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.035)
         assert rb["best_epoch"] == rs["best_epoch"]

@@ -66,11 +66,11 @@ def test_concatenated_forward_equals_two_forwards(digits):
     m = build_method(cfg, DeviceData(digits, torch.device("cpu"), "crop_flip"))
     layer = m.encoder.layers[0].double()
     g = torch.Generator().manual_seed(0)
-    x = m.data.views(m.data.x["train"][:32], g, 2).double()
+    x = m.data.views(m.data.x["train"][:32], g, 2).double().unsqueeze(0)     # stacked, S = 1
     y = m.data.y["train"][:32]
-    loss_cat = supcon_loss(layer(x).mean(1), y, margin=0.4, mode="clamp")
+    loss_cat = supcon_loss(layer(x)[0].mean(1), y, margin=0.4, mode="clamp")
     gcat = torch.autograd.grad(loss_cat, list(layer.parameters()))
-    f1, f2 = layer(x[:32]).mean(1), layer(x[32:]).mean(1)
+    f1, f2 = layer(x[:, :32])[0].mean(1), layer(x[:, 32:])[0].mean(1)
     loss_two = supcon_loss([f1, f2], y, margin=0.4, mode="clamp")
     gtwo = torch.autograd.grad(loss_two, list(layer.parameters()))
     torch.testing.assert_close(loss_cat, loss_two)
@@ -82,8 +82,8 @@ def test_detached_inputs(digits):
     """Layer 1's loss gradient does not reach layer 0's parameters."""
     m = build_method(TINY, DeviceData(digits, torch.device("cpu"), "crop_flip"))
     g = torch.Generator().manual_seed(0)
-    x = m.data.views(m.data.x["train"][:64], g, 2)
-    y = m.data.y["train"][:64]
+    x = m.data.views(m.data.x["train"][:64], g, 2).unsqueeze(0)
+    y = m.data.y["train"][:64].unsqueeze(0)
     h, _, _ = m.layer_step(0, x, y)
     assert not h.requires_grad
     before = [p.grad.clone() for p in m.encoder.layers[0].parameters()]
@@ -132,7 +132,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, digits, monkeypatch
     monkeypatch.setattr(vt, "supcon_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"layer 1, epoch 1, step 0"):
         train_run(TINY, tmp_path, progress=False, dataset=digits)
-    ck = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert ck["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in ck["state"]["modules"]["encoder"].values())
 
@@ -192,21 +192,143 @@ def test_cli_train_and_plot(tmp_path, capsys):
     assert len(res["fisher_val"]) == 2 and all(v > 0 for v in res["fisher_val"])
     assert cli_main(["plot", str(out)]) == 0
     assert (out / "diagnostics.png").stat().st_size > 1000
-    assert cli_main(["train", "--m0", "3"]) == 2
+    assert res["precision"] == "fp32" and res["protocol"] == "cffdyn" and res["departures"]
     assert cli_main([]) == 2
 
 
-def test_bench_runs_side_by_side(capsys):
-    from vit.bench import run_bench
+def _cli(argv):
+    """``cffdyn vit ...`` as the user runs it: guarded (one line, exit code)."""
+    from cffdyn.errors import guarded
+    try:
+        return guarded(lambda a: cli_main(a), argv, "cffdyn vit")
+    except SystemExit as exc:              # argparse's own one-line parse errors
+        return int(exc.code)
 
-    res = run_bench(device="cpu", epochs=1, subset=64, dataset="synthetic")
-    assert [r["impl"].split()[0] for r in res["rows"]] == ["reference", "ours", "ours"]
-    assert res["rows"][0]["speedup"] == 1.0 and all(r["epoch_s"] > 0 for r in res["rows"])
-    assert "speed-up vs reference" in capsys.readouterr().out
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--m0", "3"], "m0"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--epochs", "-1"], "--epochs"),
+    (["train", "--epoch", "1"], "--epoch"),                      # abbreviations are rejected
+    (["train", "--precision", "tf32", "--device", "cpu"], "precision=tf32"),
+    (["train", "--protocol", "paper"], "protocol"),
+])
+def test_cli_train_bad_input_one_line(tmp_path, capsys, argv, needle):
+    rc = _cli(argv + ["--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_cli_epochs_wording(capsys):
+    _cli(["train", "--epochs", "0"])
+    a = capsys.readouterr().err
+    _cli(["train", "--head-epochs", "-1"])
+    b = capsys.readouterr().err
+    assert "integer >= 1" in a and "integer >= 0" in b
+    with pytest.raises(ValueError, match="epochs=0 must be >= 1"):
+        TINY.replace(epochs=0)
+    with pytest.raises(ValueError, match="head_epochs=-1 must be >= 0"):
+        TINY.replace(head_epochs=-1)
+
+
+def test_topk_larger_than_classes_is_an_error(tmp_path, capsys):
+    rc = _cli(["train", "--dataset", "digits", "--topk", "20", "--epochs", "1", "--device", "cpu",
+               "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "topk=20" in err and "10 classes" in err
+    assert not (tmp_path / "r" / "ckpt.pt").exists()        # refused before any training
+
+
+def test_cli_digits_with_default_subset(tmp_path):
+    """``--dataset digits`` alone takes the digits preset (whole pool, patch 2)."""
+    from vit.config_args import add_train_config_args, train_config_from_args
+    from cffdyn.errors import make_parser
+    p = make_parser("t")
+    add_train_config_args(p)
+    argv = ["--dataset", "digits"]
+    cfg = train_config_from_args(p.parse_args(argv), argv)
+    assert cfg.subset is None and cfg.patch == 2
+    argv = ["--dataset", "digits", "--subset", "300"]
+    assert train_config_from_args(p.parse_args(argv), argv).subset == 300
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_with_code_is_refused(tmp_path, digits, capsys):
+    import pickle
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(pickle.dumps({"configs": [TINY.to_dict()], "epoch": 0, "x": _Evil()}))
+    with pytest.raises(vt.CorruptFileError, match="weights_only") as ei:
+        train_run(TINY, out, progress=False, dataset=digits)
+    assert "pwned" not in capsys.readouterr().out
+    assert str(out / "ckpt.pt") in str(ei.value) and "delete it" in str(ei.value)
+    assert len(str(ei.value).splitlines()) == 1
+
+
+def test_corrupt_checkpoint_names_path_and_fix(tmp_path, digits):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"PK\x03\x04 garbage, a torn write")
+    with pytest.raises(vt.CorruptFileError) as ei:
+        train_run(TINY, out, progress=False, dataset=digits)
+    msg = str(ei.value)
+    assert str(out / "ckpt.pt") in msg and "delete it" in msg and len(msg.splitlines()) == 1
+
+
+def test_precision_recorded_and_in_config_hash():
+    from vit.cli import _run_name
+    assert _run_name(TINY) != _run_name(TINY.replace(precision="bf16"))
+    with pytest.raises(ValueError, match="precision=tf32"):
+        vt.check_precision("tf32", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown precision"):
+        TINY.replace(precision="fp16")
+
+
+def test_reference_protocol_has_no_departures(digits):
+    res = train_run(TINY.replace(protocol="reference", epochs=1, head_epochs=2), progress=False, dataset=digits)
+    assert res["departures"] == [] and res["protocol"] == "reference"
+    assert res["head"]["selection"] == "val_ce_aug_view0"
+    ours = vt.departures(TINY.replace(method="cff1"))
+    assert "cff1:mean_over_anchors_with_positive" in ours and "init:pos_embedding_std_0.02" in ours
+    assert TINY.replace(method="bp", protocol="reference").method_lr() == 5e-4
+
+
+@pytest.mark.parametrize("method", ["bp", "ff", "cff1"])
+def test_reference_protocol_baselines_run(digits, method):
+    res = train_run(TINY.replace(protocol="reference", method=method, epochs=1, head_epochs=1), progress=False,
+                    dataset=digits)
+    assert 0 <= res["test_acc"] <= 1 and res["protocol"] == "reference"
+    assert res["departures"] == (["ff:label_token_gaussian_embedding"] if method == "ff" else [])
+    if method == "bp":
+        assert res["per_layer"] == []                     # the reference computes no SupCon probes
+    with pytest.raises(ValueError, match="threshold 2"):
+        TINY.replace(protocol="reference", method="ff", ff_threshold=1.0)
+
+
+def test_cff1_reference_averages_over_all_anchors():
+    """With a one-view batch where some anchors have no positive, 'reference' divides by all
+    anchors, ours by those with a positive: closed-form ratio n_with_pos / n."""
+    z = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 2, 3])                  # anchors 4 and 5 have no positive
+    ours = supcon_loss(z, y, margin=0.3, mode="clamp", average="positive")
+    ref = supcon_loss(z, y, margin=0.3, mode="clamp", average="all")
+    torch.testing.assert_close(ref, ours * 4 / 6)
+    # with a seed axis each seed is reduced on its own
+    zz, yy = torch.stack([z, z.flip(0)]), torch.stack([y, y.flip(0)])
+    both = supcon_loss(zz, yy, margin=0.3, mode="clamp", average="all")
+    torch.testing.assert_close(both[0], ref)
+    torch.testing.assert_close(both[1], supcon_loss(z.flip(0), y.flip(0), margin=0.3, mode="clamp", average="all"))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_gpu_amp_compile_run(digits):
-    res = train_run(TINY.replace(device="cuda", amp=True, compile=True, epochs=2), progress=False, dataset=digits)
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_gpu_run_each_precision(digits, precision):
+    res = train_run(TINY.replace(device="cuda", precision=precision, epochs=2), progress=False, dataset=digits)
     assert np.isfinite([r["loss"] for r in res["per_layer"]]).all() and "cuda" in res["device"]

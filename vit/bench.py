@@ -1,38 +1,53 @@
-"""``cffdyn vit bench``: the reference CFF training step vs ours, timed side by side.
+"""``cffdyn vit bench``: the reference CFF training step as the reference runs it, vs ours.
 
-``reference`` re-implements the public reference's stage-1 step faithfully in its performance
-traits: per-sample augmentation on the CPU (a Python loop over samples: random crop with zero
-padding, horizontal flip, standardisation; two views), the batch copied to the device, then for
-every layer two separate forwards (one per view), the loss on the concatenated token means in
-fp32, backward, AdamW step, and ``loss.item()`` (one host sync per layer per step).
+Rows (one CFF two-forward training step over all layers, ``cff2``, clamp margins):
 
-``ours`` is :class:`vit.train` 's CFF epoch: whole dataset on the device, batched on-device
-augmentation, both views in one forward per layer, diagnostics accumulated as tensors with one
-sync per epoch, bf16 autocast and ``torch.compile`` on GPU.  ``ours (one-forward)`` is ``cff1``.
+``reference``  the public ContrastiveFF loop as it runs: a ViT of ``nn.MultiheadAttention``
+               blocks with PyTorch's default initialisation (:class:`RefViT`, written here to the
+               reference's structure), per-sample CPU augmentation (random crop with zero padding,
+               horizontal flip, normalisation; two views) in a ``torch.utils.data.DataLoader``
+               with 4 workers (capped at the CPU count) and pinned memory (on CUDA), the batch
+               copied to the device, then per layer two separate forwards (one per view), the loss
+               in fp32, backward, AdamW, and ``loss.item()`` (one host sync per layer).
+``ours S=1``   :class:`vit.train._CFF` 's training step (``train_step``: on-device batched
+               augmentation, both views in one forward, diagnostics on the device, fused/foreach
+               AdamW, CUDA-graph replay on CUDA) for one seed, at every precision the device
+               supports (CPU: fp32, and bf16 where the CPU has it; CUDA: fp32, tf32, bf16).
+``ours S=k``   the same step for k seeds in one pass (default 7), each precision.
 
-All run the same model and loss (:func:`vit.losses.supcon_loss`) on the same images.  One
-untimed warm-up epoch each (compilation), then the median of ``epochs`` timed epochs.  CPU
-default: ViT[64 4 4], patch 7, Fashion-MNIST, 2048 images; GPU default: ViT[128 4 5], patch 4,
-32x32 (CIFAR-10 with ``--data-root``, else synthetic uint8 images), batch 512, 10240 images.
+Timing: one untimed warm-up round, then ``rounds`` rounds; each round runs ``steps`` steps of
+every row in turn (A B C A B C ...), so a load change on a shared machine hits every row.  Per
+row: median and spread (min, max) of the per-round ms per step.  ``ops_per_step``: kernel
+launches per step from ``torch.profiler`` on CUDA (runtime launch calls, a graph replay counting
+once), dispatched ``aten::`` ops per step (nested ones included) on CPU.  Projections:
+``epoch_s_50k`` = one 50,000-image epoch of one seed (ms per seed-step × 50,000 / batch),
+``protocol_hours`` = 2×2 cells × 7 seeds × 600 epochs of that.  Every result carries
+:func:`cffdyn.machine.machine_info` (load average before and after).
 """
 from __future__ import annotations
 
-import random
+import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from cffdyn.io import atomic_write_json
+from cffdyn.machine import machine_info
 from vit.augment import default_pad
 from vit.data import Dataset, load_dataset
 from vit.losses import supcon_loss
-from vit.models import pool
-from vit.train import DeviceData, TrainConfig, _sync, build_method, resolve_device
+from vit.models import patchify
+from vit.train import PRECISIONS, DeviceData, TrainConfig, _sync, build_method, check_precision, resolve_device
 
-__all__ = ["run_bench", "reference_epoch", "synthetic_dataset"]
+__all__ = ["RefViT", "run_bench", "format_bench", "synthetic_dataset", "bench_configs", "PROTOCOL_RUNS"]
+
+#: the Steier protocol the projection is for: 2×2 cells × 7 seeds × 600 epochs on 50,000 images
+PROTOCOL_RUNS = {"cells": 4, "seeds": 7, "epochs": 600, "images": 50_000}
 
 
 def synthetic_dataset(n: int, shape: tuple[int, int, int], num_classes: int = 10, seed: int = 0) -> Dataset:
@@ -44,112 +59,264 @@ def synthetic_dataset(n: int, shape: tuple[int, int, int], num_classes: int = 10
                    y_test=y[:64], num_classes=num_classes, mean=(0.5,) * shape[0], std=(0.29,) * shape[0])
 
 
-def _ref_augment(img: np.ndarray, rng: random.Random, pad: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """One sample, as a torchvision transform pipeline would do it on the CPU."""
-    c, h, w = img.shape
-    padded = np.zeros((c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
-    padded[:, pad:pad + h, pad:pad + w] = img.astype(np.float32) / 255.0
-    dy, dx = rng.randint(0, 2 * pad), rng.randint(0, 2 * pad)
-    out = padded[:, dy:dy + h, dx:dx + w]
-    if rng.random() < 0.5:
-        out = out[:, :, ::-1]
-    return (out - mean) / std
+# ============================================================================ the reference loop
+class _RefBlock(nn.Module):
+    """Pre-LN encoder block built like the reference's: nn.MultiheadAttention, GELU MLP (ratio 2)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.norm1(x)
+        x = x + self.attn(a, a, a, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
 
 
-def reference_epoch(method, ds: Dataset, device: torch.device, batch_size: int, seed: int) -> float:
-    """One reference-style stage-1 epoch over ``ds.x_train``; returns the mean last-layer loss."""
-    cfg = method.cfg
-    rng = random.Random(seed)
-    x_np = ds.x_train.numpy()
-    y_all = ds.y_train
-    mean = np.asarray(ds.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(ds.std, dtype=np.float32)[:, None, None]
-    pad = default_pad(ds.image_shape[-1])
-    order = list(range(len(x_np)))
-    rng.shuffle(order)
-    layers, opts, margins = method.encoder.layers, method.optimizers, method.margins
-    method.encoder.train()
-    last = []
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        if len(idx) < 2:
-            continue
-        v1 = np.stack([_ref_augment(x_np[i], rng, pad, mean, std) for i in idx])
-        v2 = np.stack([_ref_augment(x_np[i], rng, pad, mean, std) for i in idx])
-        x1, x2 = torch.from_numpy(v1).to(device), torch.from_numpy(v2).to(device)
-        y = y_all[idx].to(device)
-        for l, layer in enumerate(layers):
-            f1 = layer(x1)
-            f2 = layer(x2)
-            loss = supcon_loss(torch.cat([pool(f1), pool(f2)]), y, margin=margins[l], temperature=cfg.tau,
-                               mode=cfg.loss_mode, check_finite=False)
-            opts[l].zero_grad()
+class _RefPos(nn.Module):
+    def __init__(self, tokens: int, dim: int) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pos
+
+
+class RefViT(nn.Module):
+    """The reference's ViT structure with PyTorch default init: layer 0 = Linear(patch) -> ReLU ->
+    + position embedding -> block; later layers one block each.  Input: patch tokens."""
+
+    def __init__(self, patch_dim: int, tokens: int, dim: int, heads: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(patch_dim, dim), nn.ReLU(), _RefPos(tokens, dim),
+                                                   _RefBlock(dim, heads))]
+                                    + [_RefBlock(dim, heads) for _ in range(layers - 1)])
+
+
+class _TwoViews(torch.utils.data.Dataset):
+    """Per-sample CPU augmentation, as torchvision transforms in DataLoader workers would do it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, pad: int, seed: int) -> None:
+        self.x, self.y = x.numpy(), y
+        self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(std, dtype=np.float32)[:, None, None]
+        self.pad, self.seed = pad, seed
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def _view(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        c, h, w = img.shape
+        p = self.pad
+        padded = np.zeros((c, h + 2 * p, w + 2 * p), dtype=np.float32)
+        padded[:, p:p + h, p:p + w] = img.astype(np.float32) / 255.0
+        dy, dx = rng.integers(0, 2 * p + 1, size=2)
+        out = padded[:, dy:dy + h, dx:dx + w]
+        if rng.random() < 0.5:
+            out = out[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray((out - self.mean) / self.std))
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng()
+        img = self.x[i]
+        return (self._view(img, rng), self._view(img, rng)), self.y[i]
+
+
+class _ReferenceLoop:
+    """One reference training step per call (next batch from the loader included)."""
+
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, workers: int) -> None:
+        c, h, w = ds.image_shape
+        torch.manual_seed(0)
+        self.model = RefViT(c * cfg.patch ** 2, (h // cfg.patch) * (w // cfg.patch), cfg.embed_dim, cfg.heads,
+                            cfg.layers).to(device)
+        self.opts = [torch.optim.AdamW(l.parameters(), lr=cfg.lr) for l in self.model.layers]
+        self.margins, self.cfg, self.device = cfg.margins(), cfg, device
+        self.loader = torch.utils.data.DataLoader(
+            _TwoViews(ds.x_train, ds.y_train, ds.mean, ds.std, default_pad(w), 0), batch_size=cfg.batch_size,
+            shuffle=True, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0)
+        self.it = iter(self.loader)
+
+    def _next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def step(self) -> float:
+        (v1, v2), y = self._next()
+        p = self.cfg.patch
+        x1, x2 = patchify(v1.to(self.device), p), patchify(v2.to(self.device), p)
+        y = y.to(self.device)
+        value = 0.0
+        for l, layer in enumerate(self.model.layers):
+            x1 = layer(x1.detach())
+            x2 = layer(x2.detach())
+            loss = supcon_loss([x1.mean(1), x2.mean(1)], y, margin=self.margins[l], temperature=self.cfg.tau,
+                               mode="clamp", check_finite=False)
+            self.opts[l].zero_grad()
             loss.backward()
-            opts[l].step()
-            value = loss.item()                  # the reference's per-layer host sync
-            x1, x2 = f1.detach(), f2.detach()
-        last.append(value)
-    return float(np.mean(last))
+            self.opts[l].step()
+            value = loss.item()                       # the reference's per-layer host sync
+        return value
 
 
-def run_bench(*, device: str = "auto", epochs: int = 2, subset: int | None = None, data_root: str | None = None,
-              dataset: str | None = None, out: Path | None = None, stream=None) -> dict:
-    """Time reference vs ours (two-forward) vs ours (one-forward); print and return the numbers."""
-    import sys
+# ============================================================================ ours
+class _OursLoop:
+    """Our engine's training step for S seeds at one precision."""
 
-    stream = stream or sys.stdout
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, n_seeds: int) -> None:
+        cfgs = [cfg.replace(seed=s) for s in range(n_seeds)]
+        self.m = build_method(cfgs, [DeviceData(ds, device, cfg.augment) for _ in cfgs])
+        self.epoch = 0
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.gens = self.m._epoch_gens(self.epoch)
+        self.orders = self.m._batch_orders(self.gens)
+        self.orders = [[b for b in o if b.shape[0] == self.m.cfg.batch_size] for o in self.orders]
+        self.k = 0
+        self.buf = self.m._new_buf()
+        self.epoch += 1
+
+    def step(self) -> None:
+        if self.k >= len(self.orders[0]):
+            self._new_epoch()
+        self.m.train_step(self.orders, self.gens, self.k, self.buf)
+        self.k += 1
+
+
+def bench_configs(device: torch.device) -> TrainConfig:
+    """GPU: ViT[128 4 5], patch 4, 32×32, batch 512 (the issue's configuration); CPU (2 cores):
+    ViT[64 4 4], patch 7, Fashion-MNIST 28×28, batch 128."""
+    if device.type == "cuda":
+        return TrainConfig(dataset="cifar10", subset=None, embed_dim=128, heads=4, layers=5, patch=4,
+                           batch_size=512, device="cuda", epochs=1)
+    return TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=64, heads=4, layers=4, patch=7,
+                       batch_size=128, device="cpu", epochs=1)
+
+
+def _count_ops(fn: Callable[[], Any], device: torch.device) -> int:
+    """Kernel launches (CUDA) or dispatched aten ops (CPU) of one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        _sync(device)
+    names = [e.name for e in prof.events()]
+    if device.type == "cuda":
+        return sum(1 for n in names if n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                             "cudaGraphLaunch", "cuLaunchKernelEx"))
+    return sum(1 for n in names if n.startswith("aten::"))
+
+
+def _precisions(device: torch.device) -> list[str]:
+    ok = []
+    for p in PRECISIONS:
+        try:
+            check_precision(p, device)
+            ok.append(p)
+        except ValueError:
+            pass
+    return ok
+
+
+def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: int = 7, workers: int | None = None,
+              data_root: str | None = None, json_path: Path | None = None,
+              cfg: TrainConfig | None = None, n_images: int | None = None) -> dict[str, Any]:
+    """Time the rows (module doc) interleaved; return (and with ``json_path`` write) the result."""
+    if seeds < 1:
+        raise ValueError(f"--seeds={seeds} must be >= 1")
+    if rounds < 1 or steps < 1:
+        raise ValueError("--rounds and --steps must be >= 1")
     dev = resolve_device(device)
-    gpu = dev.type == "cuda"
-    if gpu:
-        base = TrainConfig(dataset="cifar10", subset=None, embed_dim=128, heads=4, layers=5, patch=4,
-                           batch_size=512, device="cuda", amp=True, compile=True)
-        n = subset or 10240
+    cfg = cfg or bench_configs(dev)
+    cores = os.cpu_count() or 1
+    workers = min(4, cores) if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"--workers={workers} must be >= 0")
+    n = n_images or max(4 * cfg.batch_size, 2048)
+    if dev.type == "cuda" and data_root is None:
+        ds = synthetic_dataset(n, (3, 32, 32))
+        data_name = "synthetic uint8 32x32 (random labels)"
     else:
-        base = TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=64, heads=4, layers=4, patch=7,
-                           batch_size=512, device="cpu", amp=False, compile=False)
-        n = subset or 2048
-    name = dataset or ("cifar10" if (gpu and data_root) else ("synthetic" if gpu else "fashion_mnist"))
-    if name == "synthetic":
-        ds = synthetic_dataset(n, (3, 32, 32) if gpu else (1, 28, 28))
-    else:
+        name = "cifar10" if dev.type == "cuda" else cfg.dataset
         full = load_dataset(name, data_root, seed=0)
-        ds = Dataset(name=full.name, x_train=full.x_train[:n], y_train=full.y_train[:n], x_val=full.x_val,
-                     y_val=full.y_val, x_test=full.x_test, y_test=full.y_test, num_classes=full.num_classes,
-                     mean=full.mean, std=full.std)
-        base = base.replace(dataset=name)
-    data = DeviceData(ds, dev, "crop_flip")
-    rows = []
-
-    def timed(label: str, fn) -> None:
-        fn(-1)  # warm-up (compilation, allocator)
-        ts = []
-        for e in range(epochs):
+        ds = Dataset(name=full.name, x_train=full.x_train[:n], y_train=full.y_train[:n], x_val=full.x_val[:64],
+                     y_val=full.y_val[:64], x_test=full.x_test[:64], y_test=full.y_test[:64],
+                     num_classes=full.num_classes, mean=full.mean, std=full.std)
+        data_name = f"{full.name} ({n} training images)"
+    cfg = cfg.replace(dataset=ds.name if ds.name != "synthetic" else cfg.dataset)
+    info_before = machine_info(str(dev))
+    rows: list[dict[str, Any]] = []
+    loops: list[tuple[dict[str, Any], Callable[[], Any]]] = []
+    ref = _ReferenceLoop(cfg, ds, dev, workers)
+    loops.append(({"impl": "reference", "precision": "fp32", "seeds": 1}, ref.step))
+    for p in _precisions(dev):
+        for s in ((1, seeds) if seeds > 1 else (1,)):
+            o = _OursLoop(cfg.replace(precision=p), ds, dev, s)
+            loops.append(({"impl": "ours", "precision": p, "seeds": s}, o.step))
+    times: list[list[float]] = [[] for _ in loops]
+    for r in range(rounds + 1):                       # round 0: warm-up (capture, allocator, workers)
+        for k, (_, fn) in enumerate(loops):
             _sync(dev)
             t0 = time.perf_counter()
-            fn(e)
+            for _ in range(steps):
+                fn()
             _sync(dev)
-            ts.append(time.perf_counter() - t0)
-        rows.append({"impl": label, "epoch_s": statistics.median(ts), "all_s": ts})
+            if r > 0:
+                times[k].append((time.perf_counter() - t0) / steps * 1e3)
+    ops = [_count_ops(fn, dev) for _, fn in loops]
+    ref_seed_ms = statistics.median(times[0])
+    steps_50k = PROTOCOL_RUNS["images"] / cfg.batch_size
+    for (meta, _), ts, op in zip(loops, times, ops):
+        med = statistics.median(ts)
+        per_seed = med / meta["seeds"]
+        epoch_s = per_seed * steps_50k / 1e3
+        rows.append({**meta, "ms_per_step": med, "ms_per_step_min": min(ts), "ms_per_step_max": max(ts),
+                     "ms_per_seed_step": per_seed, "ops_per_step": op, "epoch_s_50k": epoch_s,
+                     "protocol_hours": epoch_s * PROTOCOL_RUNS["cells"] * PROTOCOL_RUNS["seeds"]
+                     * PROTOCOL_RUNS["epochs"] / 3600.0,
+                     "speedup_vs_reference": ref_seed_ms / per_seed, "round_ms": ts})
+    del ref
+    res = {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+           "model": f"ViT[{cfg.embed_dim} {cfg.heads} {cfg.layers}] patch {cfg.patch}", "method": "cff2 clamp",
+           "batch_size": cfg.batch_size, "data": data_name, "rounds": rounds, "steps_per_round": steps,
+           "reference_loop": (f"two forwards per layer, .item() per layer, nn.MultiheadAttention blocks with default "
+                              f"init, per-sample CPU augmentation in a DataLoader with {workers} workers"
+                              + (f" (fewer than the reference's 4: {cores} CPUs)" if workers < 4 else "")
+                              + (", pinned memory" if dev.type == "cuda" else ", no pinned memory (CPU)")
+                              + ", fp32"),
+           "ops_per_step_means": "kernel launches (torch.profiler)" if dev.type == "cuda"
+           else "dispatched aten ops, nested included (torch.profiler)",
+           "protocol": PROTOCOL_RUNS, "rows": rows, "machine_before": info_before,
+           "machine": machine_info(str(dev))}
+    if json_path is not None:
+        atomic_write_json(json_path, res)
+    return res
 
-    ref = build_method(base.replace(amp=False, compile=False), data)
-    timed("reference (2 fwd/layer, .item(), fp32, CPU aug)",
-          lambda e: reference_epoch(ref, ds, dev, base.batch_size, seed=e + 1))
-    ours = build_method(base, data)
-    timed("ours cff2 (1 concat fwd, device aug, 1 sync/epoch" + (", bf16, compile)" if gpu else ")"),
-          lambda e: ours.train_epoch(e + 1))
-    ours1 = build_method(base.replace(method="cff1"), data)
-    timed("ours cff1 (one-forward)", lambda e: ours1.train_epoch(e + 1))
-    t_ref = rows[0]["epoch_s"]
-    print(f"device: {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if gpu else ''}; model "
-          f"ViT[{base.embed_dim} {base.heads} {base.layers}] patch {base.patch}; data {name} "
-          f"{tuple(ds.image_shape)} x {ds.x_train.shape[0]} images; batch {base.batch_size}; "
-          f"median of {epochs} epochs after 1 warm-up; torch threads {torch.get_num_threads()}", file=stream)
-    print(f"{'implementation':<62} {'epoch [s]':>10} {'speed-up vs reference':>22}", file=stream)
-    for r in rows:
-        r["speedup"] = t_ref / r["epoch_s"]
-        print(f"{r['impl']:<62} {r['epoch_s']:>10.3f} {r['speedup']:>21.2f}x", file=stream)
-    result = {"device": str(dev), "dataset": name, "n_images": int(ds.x_train.shape[0]), "epochs": epochs,
-              "config": base.to_dict(), "rows": rows}
-    if out is not None:
-        atomic_write_json(out, result)
-    return result
+
+def format_bench(res: dict[str, Any]) -> str:
+    mb, ma = res["machine_before"], res["machine"]
+    lines = [f"vit bench on {res['device']}: {res['model']}, {res['method']}, batch {res['batch_size']}, "
+             f"data {res['data']}; {res['rounds']} interleaved rounds x {res['steps_per_round']} steps after one "
+             f"warm-up round; median [min, max] per row",
+             f"baseline = the reference loop as the reference runs it: {res['reference_loop']}",
+             f"machine: {ma.get('cpus')} CPUs {ma.get('cpu')}, torch {ma.get('torch')} ({ma.get('torch_threads')} "
+             f"threads); load average before {mb.get('load_avg')}, after {ma.get('load_avg')}",
+             f"ops/step = {res['ops_per_step_means']}; projections: one 50k-image epoch per seed, and the "
+             f"protocol (2x2 cells x 7 seeds x 600 epochs x 50k images)",
+             f"{'impl':<10}{'prec':<6}{'S':>3} {'ms/step':>10} {'[min, max]':>20} {'ms/seed-step':>13} "
+             f"{'ops/step':>9} {'epoch_s_50k':>12} {'protocol_h':>11} {'speed-up':>9}"]
+    for r in res["rows"]:
+        lines.append(f"{r['impl']:<10}{r['precision']:<6}{r['seeds']:>3} {r['ms_per_step']:10.1f} "
+                     f"{'[' + format(r['ms_per_step_min'], '.1f') + ', ' + format(r['ms_per_step_max'], '.1f') + ']':>20} "
+                     f"{r['ms_per_seed_step']:13.1f} {r['ops_per_step']:9d} {r['epoch_s_50k']:12.1f} "
+                     f"{r['protocol_hours']:11.1f} {r['speedup_vs_reference']:8.2f}x")
+    return "\n".join(lines)

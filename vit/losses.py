@@ -23,10 +23,17 @@ Modes
               the log-probability, ``L_i = -1/|P(i)| Σ_p (log_prob_ip - m)``.  Under the mean
               over positives this is ``L_i^none + m``, so the gradient equals ``none``.
 
-Reduction: the mean over anchors that have at least one positive.  Anchors without a
-positive (a label that occurs once in a one-view batch) contribute nothing and are
-counted in the diagnostics; a batch with no positive pair at all returns an exact zero
-that is still connected to the graph (its gradient is zero, never NaN).
+Reduction (``average``): ``"positive"`` (ours) is the mean over anchors that have at least
+one positive; anchors without a positive (a label that occurs once in a one-view batch)
+contribute nothing and are counted in the diagnostics; a batch with no positive pair at all
+returns an exact zero that is still connected to the graph (its gradient is zero, never NaN).
+``"all"`` is the reference's: the mean over all V·B anchors, an anchor without a positive
+counting as 0 (the two differ only when some anchor has no positive, i.e. in one-view
+batches).
+
+Seed axis: features may carry a leading seed dimension, (S, V·B, D) with labels (S, B); then
+every seed's loss is computed independently in the same kernels and the loss and every
+diagnostic have shape (S,).  This is how the seed-batched CFF engine calls it.
 
 Precision: float64 inputs are computed in float64; float32, float16 and bfloat16 inputs in
 float32 (bf16 resolves a cosine similarity near 1 only to about 0.004, far coarser than the
@@ -42,8 +49,10 @@ import torch
 
 LossMode = Literal["none", "clamp", "subtract"]
 LOSS_MODES: tuple[str, ...] = ("none", "clamp", "subtract")
+AVERAGES: tuple[str, ...] = ("positive", "all")
 
 __all__ = [
+    "AVERAGES",
     "LOSS_MODES",
     "LossMode",
     "SupConStats",
@@ -150,6 +159,7 @@ def supcon_loss(
     normalize: bool = True,
     check_finite: bool = True,
     diagnostics: bool = False,
+    average: str = "positive",
 ) -> torch.Tensor | tuple[torch.Tensor, SupConStats]:
     """Supervised contrastive loss with an optional positive-pair margin (see module doc).
 
@@ -164,17 +174,33 @@ def supcon_loss(
         check_finite: raise on non-finite features (one host sync; trainers that check the
             loss once per epoch pass ``False``).
         diagnostics: also return a :class:`SupConStats` computed in the same pass.
+        average: ``"positive"`` (mean over anchors with a positive) or ``"all"`` (the
+            reference: mean over all anchors).
+
+    With features (S, V·B, D) and labels (S, B) the S losses are computed independently and
+    the loss and the statistics have shape (S,).
 
     Returns:
         the scalar loss, or ``(loss, stats)`` with ``diagnostics=True``.
     """
     if mode not in LOSS_MODES:
         raise ValueError(f"mode={mode!r} is not one of {LOSS_MODES}")
+    if average not in AVERAGES:
+        raise ValueError(f"average={average!r} is not one of {AVERAGES}")
     m = check_margin(margin)
     tau = _check_temperature(temperature)
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
-        raise ValueError(f"labels must be a 1-D tensor (B,); got {getattr(labels, 'shape', type(labels))}")
-    z, n_views = stack_views(features, labels.shape[0])
+    if isinstance(features, torch.Tensor) and features.dim() == 3:   # seed axis
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 2 or labels.shape[0] != features.shape[0]:
+            raise ValueError(f"seed-stacked features of shape {tuple(features.shape)} need labels (S, B); "
+                             f"got {getattr(labels, 'shape', type(labels))}")
+        if features.shape[1] % max(labels.shape[1], 1) or labels.shape[1] == 0 or features.shape[2] == 0:
+            raise ValueError(f"label count mismatch: {features.shape[1]} feature rows per seed is not a "
+                             f"multiple of {labels.shape[1]} labels")
+        z, n_views = features, features.shape[1] // labels.shape[1]
+    else:
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+            raise ValueError(f"labels must be a 1-D tensor (B,); got {getattr(labels, 'shape', type(labels))}")
+        z, n_views = stack_views(features, labels.shape[0])
     if labels.device != z.device:
         raise ValueError(f"labels on {labels.device} but features on {z.device}")
     if check_finite and not bool(torch.isfinite(z).all()):
@@ -183,43 +209,43 @@ def supcon_loss(
     work = torch.float64 if z.dtype == torch.float64 else torch.float32
     z = z.to(work)
     if normalize:
-        z = torch.nn.functional.normalize(z, dim=1, eps=1e-12)
-    n = z.shape[0]
-    lab = labels.repeat(n_views)
+        z = torch.nn.functional.normalize(z, dim=-1, eps=1e-12)
+    n = z.shape[-2]
+    lab = labels.repeat(n_views) if labels.dim() == 1 else labels.repeat(1, n_views)
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    same = lab[:, None] == lab[None, :]
+    same = lab.unsqueeze(-1) == lab.unsqueeze(-2)
     pos = same & ~eye
     neg = ~same
 
-    sim = z @ z.T
+    sim = z @ z.transpose(-1, -2)
     if mode == "clamp":
         logits = torch.where(pos, torch.clamp(sim + m, max=1.0), sim) / tau
     else:
         logits = sim / tau
     logits = logits.masked_fill(eye, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    log_prob = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
 
     posf = pos.to(work)
-    n_pos = posf.sum(1)
+    n_pos = posf.sum(-1)
     has_pos = n_pos > 0
     # masked_fill, not multiplication: the diagonal holds -inf and 0 * -inf would be NaN
-    mean_log_prob_pos = log_prob.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp(min=1)
+    mean_log_prob_pos = log_prob.masked_fill(~pos, 0.0).sum(-1) / n_pos.clamp(min=1)
     per_anchor = -mean_log_prob_pos
     if mode == "subtract":
         per_anchor = per_anchor + m
-    n_anchor = has_pos.to(work).sum()
-    loss = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor)).sum() / n_anchor.clamp(min=1)
+    n_anchor = has_pos.to(work).sum(-1) if average == "positive" else torch.full_like(n_pos[..., 0], float(n))
+    loss = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor)).sum(-1) / n_anchor.clamp(min=1)
     if not diagnostics:
         return loss
 
     with torch.no_grad():
-        n_pairs = posf.sum()
+        n_pairs = posf.sum((-2, -1))
         negf = neg.to(work)
         stats = SupConStats(
-            clamp_rate=((sim > 1.0 - m) & pos).to(work).sum() / n_pairs.clamp(min=1),
-            mean_pos_sim=(sim * posf).sum() / n_pairs.clamp(min=1),
-            mean_neg_sim=(sim * negf).sum() / negf.sum().clamp(min=1),
-            n_no_positive=(~has_pos).sum(),
-            n_pos_pairs=pos.sum(),
+            clamp_rate=((sim > 1.0 - m) & pos).to(work).sum((-2, -1)) / n_pairs.clamp(min=1),
+            mean_pos_sim=(sim * posf).sum((-2, -1)) / n_pairs.clamp(min=1),
+            mean_neg_sim=(sim * negf).sum((-2, -1)) / negf.sum((-2, -1)).clamp(min=1),
+            n_no_positive=(~has_pos).sum(-1),
+            n_pos_pairs=pos.sum((-2, -1)),
         )
     return loss, stats

@@ -64,8 +64,9 @@ import torch.distributed as dist
 from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
 from vit.data import Dataset, load_dataset
 from vit.models import pool
+from vit.config_args import add_train_config_args, train_config_from_args
 from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _mark_bad,
-                       _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch,
+                       _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch, load_checkpoint,
                        resolve_device, train_run)
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
@@ -103,12 +104,12 @@ def _output_specs(method) -> list[_Spec]:
     """Row shape and dtype of every layer's output (one dummy image through the encoder, under
     the run's autocast), so a stage can post ``irecv`` before the data arrives."""
     c, h, w = method.data.ds.image_shape
-    x = torch.zeros(1, c, h, w, device=method.device)
+    x = torch.zeros(1, 1, c, h, w, device=method.device)       # stacked: one seed, one image
     specs = []
     with _autocast(method.cfg, method.device):
         for layer in method.encoder.layers:
             x = layer(x)
-            specs.append(_Spec(tuple(x.shape[1:]), x.dtype))
+            specs.append(_Spec(tuple(x.shape[2:]), x.dtype))
     return specs
 
 
@@ -116,6 +117,8 @@ def _check_method(method) -> None:
     if method.cfg.method not in PIPELINE_METHODS:
         raise ValueError(f"pipeline: method {method.cfg.method!r} is not layer-local; choose from "
                          f"{', '.join(PIPELINE_METHODS)}")
+    if method.S != 1:
+        raise ValueError(f"pipeline: one seed per pipeline (S=1), got S={method.S}")
 
 
 # ============================================================================ one epoch, one stage
@@ -140,9 +143,9 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     mine = stages[rank]
     L = len(method.encoder.layers)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)
-    acc = torch.zeros(L, N_STATS, device=dev)
-    bad = torch.full((L,), -1, dtype=torch.long, device=dev)
+    g_order, g_aug = method._epoch_gens(epoch)[0]
+    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
+    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
     csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
     ccnt = torch.zeros(method.num_classes, device=dev)
     method.encoder.train()
@@ -154,8 +157,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
 
     def post_recv(step: int) -> None:
         b = int(batches[step].shape[0])
-        h = torch.empty((nv * b, *spec.shape), dtype=spec.dtype, device=dev)
-        y = torch.empty((b,), dtype=torch.long, device=dev)
+        h = torch.empty((1, nv * b, *spec.shape), dtype=spec.dtype, device=dev)
+        y = torch.empty((1, b), dtype=torch.long, device=dev)
         recv_q.append((h, y, [dist.irecv(h, src=rank - 1, tag=2 * step),
                               dist.irecv(y, src=rank - 1, tag=2 * step + 1)]))
 
@@ -167,8 +170,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     for step, idx in enumerate(batches):
         t = clock()
         if rank == 0:
-            y = data.y["train"][idx]
-            h = data.views(data.x["train"][idx], g_aug, nv)
+            y = data.y["train"][idx].unsqueeze(0)
+            h = data.views(data.x["train"][idx], g_aug, nv).unsqueeze(0)
             tm["input"] += clock() - t
         else:
             h, y, works = recv_q.popleft()
@@ -180,7 +183,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
         t = clock()
         for l in mine:
             h, row, loss = method.layer_step(l, h, y)
-            acc[l] += row
+            acc[:, l] += row.to(acc.dtype)
             _mark_bad(bad, l, loss, step)
         tm["compute"] += clock() - t
         t = clock()
@@ -192,8 +195,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
                     wk.wait()
             tm["send_wait"] += clock() - t
         else:
-            yy = y.repeat(nv)
-            csum.index_add_(0, yy, pool(h).float())
+            yy = y[0].repeat(nv)
+            csum.index_add_(0, yy, pool(h)[0].float())
             ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
             tm["compute"] += clock() - t
     t = clock()
@@ -206,14 +209,14 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     means = csum / ccnt.clamp(min=1)[:, None]
     dist.broadcast(means, src=world - 1)
-    method.class_means = means
+    method.class_means = means.unsqueeze(0)
     _broadcast_layers(method, stages)
     tm["sync"] += clock() - t
     if timing is not None:
         for k, v in tm.items():
             timing[k] = timing.get(k, 0.0) + v
     method._check_bad(bad, epoch)
-    return {"layers": method._layer_records(acc, n)}
+    return {"layers": method._layer_records(acc, n)[0]}
 
 
 def _layer_tensors(method, layers: range) -> list[torch.Tensor]:
@@ -264,9 +267,9 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
     L = len(method.encoder.layers)
     stages = stage_layers(L, n_stages)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)
-    acc = torch.zeros(L, N_STATS, device=dev)
-    bad = torch.full((L,), -1, dtype=torch.long, device=dev)
+    g_order, g_aug = method._epoch_gens(epoch)[0]
+    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
+    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
     csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
     ccnt = torch.zeros(method.num_classes, device=dev)
     method.encoder.train()
@@ -281,7 +284,7 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
         if t < n:   # batch t's views, drawn in batch order on the default stream (the sequential stream)
             idx = batches[t]
             e0 = torch.cuda.Event()
-            x, y0 = data.views(data.x["train"][idx], g_aug, nv), data.y["train"][idx]
+            x, y0 = data.views(data.x["train"][idx], g_aug, nv).unsqueeze(0), data.y["train"][idx].unsqueeze(0)
             e0.record(main)
             handoff[0][t] = (x, y0, e0)
         for s, layers in enumerate(stages):
@@ -296,21 +299,21 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
                 y.record_stream(streams[s])
                 for l in layers:
                     h, row, loss = method.layer_step(l, h, y)
-                    acc[l] += row
+                    acc[:, l] += row.to(acc.dtype)
                     _mark_bad(bad, l, loss, step)
                 if s + 1 < len(stages):
                     e = torch.cuda.Event()
                     e.record(streams[s])
                     handoff[s + 1][step] = (h, y, e)
                 else:
-                    yy = y.repeat(nv)
-                    csum.index_add_(0, yy, pool(h).float())
+                    yy = y[0].repeat(nv)
+                    csum.index_add_(0, yy, pool(h)[0].float())
                     ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
     for st in streams:
         main.wait_stream(st)
     method._check_bad(bad, epoch)
-    method.class_means = csum / ccnt.clamp(min=1)[:, None]
-    return {"layers": method._layer_records(acc, n)}
+    method.class_means = (csum / ccnt.clamp(min=1)[:, None]).unsqueeze(0)
+    return {"layers": method._layer_records(acc, n)[0]}
 
 
 # ============================================================================ process groups
@@ -393,8 +396,8 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
                 ("error", f"{res_path} holds a run with a different config; use another out_dir")
         else:
             if ckpt_path.is_file():
-                ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-                if ck.get("config") != cfg_dict:
+                ck = load_checkpoint(ckpt_path, "cpu")
+                if ck["configs"] != [cfg_dict]:
                     msg[0] = ("error", f"{ckpt_path} belongs to a different config; use another out_dir")
             if msg[0] is None:
                 msg[0] = ("run", ck)
@@ -411,17 +414,18 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
         dataset = load_dataset(cfg.dataset, cfg.data_root, subset=cfg.subset, seed=seeds["split"],
                                image_size=cfg.image_size)
     data = DeviceData(dataset, device, cfg.augment)
-    method = build_method(cfg, data, seeds)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "metric": None, "state": method.model_state()}
-    start = 0
+    method = build_method(cfg, data)
+    histories: list[list[dict[str, Any]]] = [[]]
+    bests: list[dict[str, Any]] = [{"epoch": -1, "metric": None, "state": method.model_state(0)}]
+    start, t_all = 0, []
     if payload is not None:
         method.load_state(payload["state"])
-        history, best, start = payload["history"], payload["best"], int(payload["epoch"]) + 1
+        histories, bests, start = payload["histories"], payload["bests"], int(payload["epoch"]) + 1
+        t_all = list(payload["t_all"])
         if "class_means" in payload:
             method.class_means = payload["class_means"].to(device)
     if rank == 0:  # the log mirrors the checkpointed history (a killed run may have torn it)
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in histories[0]))
     prog = Progress(cfg.epochs, f"pipeline x{world} {cfg.method}/{cfg.loss_mode} {cfg.dataset} seed {cfg.seed}",
                     enabled=progress and rank == 0)
     prog.update(start)
@@ -432,9 +436,10 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
         rec = pipelined_train_epoch(method, epoch, stages, rank, depth)
         _sync(device)
         t_train = time.perf_counter() - t0
+        t_all.append(t_train)
         if rank == 0:
-            rec, best = finish_epoch(method, epoch, rec, t0, t_train, history, best)
-            _save_ckpt(ckpt_path, ckpt_payload(method, cfg_dict, epoch, history, best))
+            rec = finish_epoch(method, epoch, [rec], t_train, t0 + t_train, histories, bests)[0]
+            _save_ckpt(ckpt_path, ckpt_payload(method, [cfg_dict], epoch, histories, bests, t_all))
             append_jsonl(out / "log.jsonl", [rec])
             prog.update(epoch + 1, f"val {rec['metric']:.4f} acc {rec.get('val_acc', float('nan')):.3f} "
                                    f"epoch {t_train:.2f} s")
@@ -630,8 +635,6 @@ def format_bench(res: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``python -m vit.pipeline {bench,train}``."""
-    from vit.cli import add_train_config_args, train_config_from_args
-
     fmt = argparse.ArgumentDefaultsHelpFormatter
     ap = argparse.ArgumentParser(prog=prog or "python -m vit.pipeline", formatter_class=fmt,
                                  description=__doc__.split("\n\n")[0])

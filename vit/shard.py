@@ -16,9 +16,12 @@ directories together and call :func:`merge_study` (``--merge-only``).
 
 Entry points::
 
-    torchrun --nproc-per-node 2 -m vit.shard --quick --out results/vit/study   # any `cffdyn vit study` options
-    python -m vit.shard --rank 1 --world 4 ...        # no torch.distributed: this shard only, no merge
-    python -m vit.shard --merge-only ...              # build the table once every shard is done
+    torchrun --nproc-per-node 2 -m vit.shard_cli --quick --out results/vit/study   # any `cffdyn vit study` options
+    python -m vit.shard_cli --rank 1 --world 4 ...    # no torch.distributed: this shard only, no merge
+    python -m vit.shard_cli --merge-only ...          # build the table once every shard is done
+
+Devices: under torchrun each rank selects ``cuda:LOCAL_RANK`` (:func:`set_local_device`) before
+its first run, so the ranks of one node spread over its GPUs instead of all landing on cuda:0.
 
 Python API: :func:`shard_runs`, :func:`run_shard`, :func:`merge_study`, :func:`run_study_sharded`,
 :func:`run_study_torchrun` (the ``cffdyn vit study`` hook under torchrun).
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,7 +38,7 @@ from vit.study import StudyConfig, cell_runs, run_dir, run_study
 from vit.train import train_run
 
 __all__ = ["shard_runs", "run_shard", "missing_runs", "merge_study", "run_study_sharded", "run_study_torchrun",
-           "under_torchrun", "main"]
+           "under_torchrun", "set_local_device"]
 
 
 def shard_runs(cfg: StudyConfig, rank: int, world: int) -> list[tuple[int, tuple[Any, ...], int]]:
@@ -95,6 +97,22 @@ def merge_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = False
     return run_study(cfg, out_dir, progress=progress)
 
 
+def set_local_device() -> int | None:
+    """Under torchrun with CUDA: make ``cuda:LOCAL_RANK`` this process's current device (runs
+    with device 'auto'/'cuda' then use it).  Returns the device index, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    n = torch.cuda.device_count()
+    if not 0 <= local < n:
+        raise ValueError(f"LOCAL_RANK={local} but {n} CUDA device(s) are visible; launch at most {n} "
+                         f"processes per node (torchrun --nproc-per-node {n})")
+    torch.cuda.set_device(local)
+    return local
+
+
 def run_study_sharded(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True,
                       run_progress: bool = False) -> dict[str, Any] | None:
     """Collective over the default process group: every rank trains its shard, all wait at a
@@ -127,49 +145,7 @@ def run_study_torchrun(cfg: StudyConfig, out_dir: str | Path, *, progress: bool 
     ``cffdyn vit study`` under torchrun: the study on rank 0, ``None`` elsewhere."""
     import torch.distributed as dist
 
+    set_local_device()
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=barrier_timeout_h))
     return run_study_sharded(cfg, out_dir, progress=progress, run_progress=run_progress)
-
-
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``torchrun ... -m vit.shard`` with the options of ``cffdyn vit study`` plus shard options."""
-    from vit.study_cli import build_parser, config_from_args
-
-    p = build_parser(prog or "python -m vit.shard")
-    g = p.add_argument_group("sharding (torchrun: RANK/WORLD_SIZE from the environment)")
-    g.add_argument("--rank", type=int, default=None,
-                   help="this shard's rank without torch.distributed (needs --world; trains the shard, no merge)")
-    g.add_argument("--world", type=int, default=None, help="number of shards without torch.distributed")
-    g.add_argument("--merge-only", action="store_true",
-                   help="train nothing: build study.json/table from finished runs (error if any is missing)")
-    g.add_argument("--barrier-timeout-h", type=float, default=72.0,
-                   help="hours rank 0 waits at the barrier for the slowest shard under torchrun")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        cfg = config_from_args(args)
-        out = Path(args.out)
-        progress = not args.quiet
-        if args.merge_only:
-            res = merge_study(cfg, out, progress=progress)
-        elif args.rank is not None or args.world is not None:
-            if args.rank is None or args.world is None:
-                raise ValueError("--rank and --world go together")
-            run_shard(cfg, out, args.rank, args.world, progress=progress, run_progress=args.run_progress)
-            return 0
-        elif under_torchrun():
-            res = run_study_torchrun(cfg, out, progress=progress, run_progress=args.run_progress,
-                                     barrier_timeout_h=args.barrier_timeout_h)
-            if res is None:
-                return 0
-        else:
-            res = run_study(cfg, out, progress=progress, run_progress=args.run_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        p.error(str(exc))
-    print(res["table"])
-    print(f"\n{len(res['runs'])} runs; results: {out / 'study.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -41,7 +41,7 @@ Files under ``out_dir``
 
 Batched mode (``batched=True``, methods cff2/cff1): the seeds of a cell that have no
 ``result.json`` yet are trained in one pass with a leading seed dimension
-(:func:`vit.batched.train_batched`; same algorithm, float rounding aside), writing the same
+(:func:`vit.train.train_runs`; same algorithm, float rounding aside), writing the same
 per-run ``result.json`` files (tagged ``"batched"``), so the analysis is unchanged and either
 mode reuses the other's runs.
 
@@ -118,7 +118,8 @@ class StudyConfig:
     n_seeds: seeds per cell; seeds are ``seed0 .. seed0 + n_seeds - 1`` in every cell.
     metric: the per-run result entry analysed (``test_acc`` ...).
     alpha, n_boot, n_perm, stats_seed, assumed_ratio, target_power: see :mod:`vit.stats`.
-    batched, batched_impl: train each cell's seeds in one batched pass (:mod:`vit.batched`).
+    batched, batched_impl: train each cell's seeds in one pass of the seed-batched engine
+        (:func:`vit.train.train_runs`, weights stacked (S, ...)); ``"stacked"`` is the one engine.
     """
 
     base: TrainConfig = field(default_factory=lambda: _train.QUICK)
@@ -134,7 +135,7 @@ class StudyConfig:
     assumed_ratio: float = stats.STEIER_RATIO
     target_power: float = 0.8
     batched: bool = False
-    batched_impl: str = "vmap"
+    batched_impl: str = "stacked"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -170,8 +171,8 @@ class StudyConfig:
             rc = self.run_config(cell, self.seed0)
             if self.batched and rc.method not in ("cff2", "cff1"):
                 bad(f"batched=True needs method cff2/cff1 in every cell, cell {cell} has {rc.method!r}")
-        if self.batched_impl not in ("vmap", "explicit"):
-            bad(f"batched_impl {self.batched_impl!r} is not 'vmap' or 'explicit'")
+        if self.batched_impl != "stacked":
+            bad(f"batched_impl {self.batched_impl!r}: the one seed-batched engine is 'stacked'")
 
     def replace(self, **changes: Any) -> "StudyConfig":
         return dataclasses.replace(self, **changes)
@@ -306,9 +307,9 @@ def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
 
 def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
     """Batched mode: per cell, train the seeds without a ``result.json`` in one batched pass
-    (:func:`vit.batched.train_batched`), which writes each seed's ``result.json`` into its
+    (:func:`vit.train.train_runs`), which writes each seed's ``result.json`` into its
     run directory; a killed cell resumes from its batched checkpoint."""
-    from vit.batched import train_batched
+    from vit.train import train_runs
 
     cells = cfg.cells()
     prog = Progress(len(cells), "study batched cells", enabled=progress, min_interval=0.0)
@@ -319,7 +320,7 @@ def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
             tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
             ck = out / "runs" / f"{_cell_name(cfg.factor_names, cell)}__batched__{tag}.pt"
             dirs = [run_dir(out, cfg, cell, s) for s in seeds]
-            train_batched(rcs, dirs, impl=cfg.batched_impl, ckpt=ck, progress=False)
+            train_runs(rcs, dirs, ckpt=ck, progress=False)
             ck.unlink(missing_ok=True)
         prog.update(k + 1, f"{dict(zip(cfg.factor_names, cell))}: {len(seeds)} seeds trained batched")
 

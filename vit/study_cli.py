@@ -63,18 +63,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--stats-seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
     p.add_argument("--batched", action="store_true",
                    help="train the seeds of each cell together, weights with a leading seed dimension "
-                        "(vit.batched; methods cff2/cff1 only)")
-    p.add_argument("--batched-impl", default="vmap", choices=("vmap", "explicit"),
-                   help="batched forward: torch.func vmap over the vit.models layers, or the explicit "
-                        "bmm/einsum ViT layers (see --bench-batched)")
+                        "(vit.train.train_runs; methods cff2/cff1 only)")
+    p.add_argument("--batched-impl", default="stacked", choices=("stacked",),
+                   help="seed-batched engine: stacked weights, batched matmuls, one SDPA call (the only one)")
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory (study.json, study.png, runs/)")
     p.add_argument("--run-progress", action="store_true", help="also print each run's per-epoch progress")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--dry-run", action="store_true", help="print the design (cells, seeds, run directories) and exit")
     bench = p.add_argument_group("batched-seed benchmark (instead of a study)")
     bench.add_argument("--bench-batched", action="store_true",
-                       help="time CFF training steps (all layers, cff2) of S seeds: batched (explicit bmm and torch.func vmap) "
-                            "vs 1 seed vs S sequential runs, and print the ratios")
+                       help="time the reference loop vs ours at S=1 and S seeds in one pass "
+                            "(the same as 'cffdyn vit bench --seeds S')")
     bench.add_argument("--bench-seeds", type=int, default=7, help="S, seeds in the benchmark")
     bench.add_argument("--bench-steps", type=int, default=3, help="timed training steps per variant")
     bench.add_argument("--bench-batch", type=int, default=128, help="batch size in the benchmark")
@@ -126,10 +125,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.bench_batched:
-        from vit.batched import bench_batched, format_bench
+        from vit.bench import bench_configs, format_bench, run_bench
+        from vit.train import resolve_device
         try:
-            res = bench_batched(n_seeds=args.bench_seeds, steps=args.bench_steps, batch_size=args.bench_batch,
-                                device=args.bench_device, repeats=args.bench_repeats)
+            bcfg = bench_configs(resolve_device(args.bench_device)).replace(batch_size=args.bench_batch)
+            res = run_bench(device=args.bench_device, rounds=args.bench_repeats, steps=args.bench_steps,
+                            seeds=args.bench_seeds, cfg=bcfg)
         except ValueError as exc:
             parser.error(str(exc))
         print(format_bench(res))

@@ -1,0 +1,114 @@
+"""Command-line options for every :class:`vit.train.TrainConfig` field (shared by ``cffdyn vit
+train`` and ``python -m vit.pipeline train``; a library module below both CLIs).
+
+Each field gets one ``--field-name`` option with a typed converter, so bad values fail at parse
+time naming the option (``--seed -1``: "argument --seed: '-1' is not an integer >= 0").
+Options the user does not give take the preset of the chosen dataset: ``QUICK`` (Fashion-MNIST)
+or ``QUICK_DIGITS`` (digits: whole 1,438-image pool, patch 2) -- so ``--dataset digits`` works
+without also changing ``--subset`` and ``--patch``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Sequence
+
+from cffdyn.errors import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
+
+__all__ = ["FIELD_HELP", "add_train_config_args", "train_config_from_args"]
+
+FIELD_HELP: dict[str, str] = {
+    "dataset": "dataset: fashion_mnist | digits | cifar10 | cifar100 | svhn",
+    "data_root": "directory with the dataset files (Fashion-MNIST default: $CFFDYN_FMNIST or "
+                 "/usr/share/datasets/fashion-mnist; CIFAR/SVHN need it)",
+    "subset": "size of the training pool before the 90/10 train/val split ('none' = all; digits default: all)",
+    "image_size": "digits only: 8 (native) or 16 (2x upsampled); 'none' = native",
+    "model": "encoder: vit (ViT[E H L]) or mlp (MLP[E L]); ffcl always uses its 64-64 MLPs",
+    "embed_dim": "embedding width E",
+    "heads": "attention heads H (ViT)",
+    "layers": "number of layers L (trained layer by layer)",
+    "patch": "patch side p (image side must be divisible by it; digits default 2)",
+    "method": "cff2 (two views, two-forward CFF) | cff1 (one view) | bp (BP+CE) | ff (Forward-Forward, "
+              "label token) | ffcl (Improved FFCL, two MLPs)",
+    "loss_mode": "margin handling: clamp (CFF min(s+m,1)) | subtract (gradient-neutral) | none (SupCon)",
+    "m0": "margin of the first layer, in [0, 2]",
+    "m_last": "margin of the last layer, in [0, 2] (linear schedule in between)",
+    "tau": "SupCon temperature",
+    "epochs": "stage-1 epochs (all epochs for bp/ff/ffcl)",
+    "head_epochs": "stage-2 epochs of the LayerNorm+Linear head (CFF)",
+    "batch_size": "batch size (samples; CFF two-forward sees 2x as many rows)",
+    "lr": "AdamW learning rate of every layer (constant); BP under --protocol reference uses 5e-4",
+    "wd": "AdamW weight decay",
+    "head_lr": "AdamW learning rate of the stage-2 head",
+    "ff_threshold": "FF goodness threshold theta (the reference: 2)",
+    "seed": "run seed (derives the init/order/augmentation seeds; is the split seed)",
+    "seed_init": "fix the weight-init seed ('none' = derived from --seed)",
+    "seed_split": "fix the subset/train/val split seed ('none' = --seed)",
+    "seed_order": "fix the batch-order seed ('none' = derived from --seed)",
+    "seed_aug": "fix the augmentation seed ('none' = derived from --seed)",
+    "augment": "augmentation: crop_flip | none | randaug (batched, on the device)",
+    "device": "auto | cpu | cuda",
+    "precision": "fp32 (the reference) | tf32 (CUDA TF32 matmuls) | bf16 (bf16 autocast); recorded in result.json",
+    "protocol": "reference (the ContrastiveFF code's init, selection, head, cff1 averaging, BP lr) | cffdyn "
+                "(ours; result.json lists the departures)",
+    "cuda_graph": "capture the training step as a CUDA graph (CUDA only; full batches, the last partial batch eager)",
+    "fisher": "Fisher criterion Tr(S_W^-1 S_B) per layer each epoch (validation features)",
+    "topk": "also report top-k accuracy for this k (at most the number of classes)",
+}
+
+_INT_KIND = {"seed": nonneg_int, "seed_init": nonneg_int, "seed_split": nonneg_int, "seed_order": nonneg_int,
+             "seed_aug": nonneg_int, "head_epochs": nonneg_int}
+_FLOAT_KIND = {"m0": nonneg_float, "m_last": nonneg_float, "tau": positive_float, "lr": positive_float,
+               "wd": nonneg_float, "head_lr": positive_float}
+
+
+def _optional(kind):
+    def parse(s: str):
+        return None if s.lower() in ("none", "null", "") else kind(s)
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def _bool(s: str) -> bool:
+    v = s.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def add_train_config_args(p: argparse.ArgumentParser, defaults=None) -> None:
+    """One ``--field`` option per :class:`TrainConfig` field (help from ``FIELD_HELP``)."""
+    from vit.train import QUICK, TrainConfig
+
+    base = defaults or QUICK
+    for f in dataclasses.fields(TrainConfig):
+        d = getattr(base, f.name)
+        t = f.type if isinstance(f.type, str) else str(f.type)
+        if "bool" in t:
+            kind = _bool
+        elif "int" in t:
+            kind = _INT_KIND.get(f.name, positive_int)
+        elif "float" in t:
+            kind = _FLOAT_KIND.get(f.name, finite_float)
+        else:
+            kind = str
+        if "None" in t:
+            kind = _optional(kind)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=d,
+                       metavar=f.name.upper(), help=FIELD_HELP.get(f.name, f.name))
+
+
+def train_config_from_args(ns: argparse.Namespace, argv: Sequence[str] | None = None):
+    """The :class:`TrainConfig` of parsed options.  With ``argv``, options not given on the
+    command line take the dataset's preset (``QUICK_DIGITS`` for digits)."""
+    from vit.train import QUICK, QUICK_DIGITS, TrainConfig
+
+    vals = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
+    if argv is not None and vals["dataset"] == "digits":
+        given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+        for name, v in dataclasses.asdict(QUICK_DIGITS).items():
+            if name not in given and vals[name] == getattr(QUICK, name):
+                vals[name] = v
+    return TrainConfig(**vals)
