@@ -5,6 +5,7 @@ Sub-commands
   plot   per-layer diagnostics of a run directory -> PNG
   bench  reference-style training step vs ours, epoch times side by side with the ratio
   study  multi-seed factorial studies (:mod:`vit.study_cli`)
+  analyze  Steier's analyses from recorded runs (:mod:`vit.analyze_cli`)
 """
 from __future__ import annotations
 
@@ -159,10 +160,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             print(f"{prog} study: vit/study_cli.py is not installed in this tree", file=sys.stderr)
             return 2
         return int(study_cli.main(args[1:], prog=prog + " study") or 0)
+    if args and args[0] == "analyze":   # Steier's analyses from recorded runs (vit/analyze_cli.py)
+        from vit import analyze_cli
+        return int(analyze_cli.main(args[1:], prog=prog + " analyze") or 0)
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     ap = argparse.ArgumentParser(prog=prog, formatter_class=fmt, description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", metavar="{train,plot,bench,study}")
+    sub = ap.add_subparsers(dest="cmd", metavar="{train,plot,bench,study,analyze}")
     tp = sub.add_parser("train", formatter_class=fmt, help="train one run (CFF or a baseline)",
                         description="Train one run; writes log.jsonl, ckpt.pt (resume) and result.json. "
                                     "Defaults are the CPU quick preset vit.train.QUICK.")
@@ -193,6 +197,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     bp.add_argument("--data-root", default=None, help="dataset directory")
     bp.add_argument("--out", default=None, help="also write the numbers as JSON here")
     sub.add_parser("study", help="multi-seed factorial studies (see 'study --help')", add_help=False)
+    sub.add_parser("analyze", help="Steier's analyses from recorded runs (see 'analyze --help')", add_help=False)
     ns = ap.parse_args(args)
     if ns.cmd is None:
         ap.print_help()
