@@ -126,3 +126,28 @@ def test_cli_writes_json_and_png_and_bad_input_is_one_line(tmp_path, capsys):
         analyze_main(["factorial", str(tmp_path), "--second", "nonsense"])
     with pytest.raises(UserError, match="no recorded runs"):
         analyze_main(["car", str(tmp_path / "pd")])
+
+
+def test_vit_plot_epoch_axes_have_integer_ticks(tmp_path, monkeypatch):
+    from cffdyn.io import atomic_write_text
+    import json
+    from vit import plot as P
+    hist = [{"epoch": e, "val_acc": 0.5, "layers": [{"layer": l, "margin": 0.4, "loss": 1.0, "car": 0.5,
+                                                      "grad_norm": 1.0, "pos_sim": 0.5, "neg_sim": 0.1}
+                                                     for l in range(2)]} for e in range(2)]
+    atomic_write_text(tmp_path / "log.jsonl", "".join(json.dumps(h) + "\n" for h in hist))
+    figs = []
+    real_close = P.plt.close
+    monkeypatch.setattr(P.plt, "close", lambda fig=None: figs.append(fig))
+    P.plot_run(tmp_path)
+    fig = figs[0]
+    fig.canvas.draw()
+    n = 0
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks)
+            n += 1
+    assert n >= 5
+    real_close(fig)
