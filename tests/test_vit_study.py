@@ -134,6 +134,8 @@ def test_cli_runs_a_study_with_factors_and_overrides(tmp_path, capsys):
     (["--seeds", "1"], "at least 2 seeds"),
     (["--set", "loss_mode=bogus"], "loss_mode"),
     (["--set", "protocol=bogus"], "protocol"),
+    pytest.param(["--preset", "fmnist-full"], "GPU", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="only without a GPU")),
 ])
 def test_bad_study_input_is_one_line_without_usage(argv, match, tmp_path, capsys):
     from cffdyn.errors import guarded

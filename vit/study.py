@@ -315,6 +315,8 @@ def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:
 # ----------------------------------------------------------------------------- wall-time estimate
 _IMAGE_SIDE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "svhn": 32}
 _POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "digits": 1438}
+
+
 def _cost_per_image(cfg: TrainConfig, device: str) -> float:
     """Forward multiply-adds per training image (all layers and views; MLP ratio 2) — the
     scaling of the wall-time model between configurations.  On CUDA a step is launch-bound

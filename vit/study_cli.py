@@ -191,6 +191,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             print(f"  {dict(zip(cfg.factor_names, cell))} seed {seed}: {run_dir(Path(args.out), cfg, cell, seed)}")
         return 0
     ensure_writable_dir(args.out, "--out")
+    if cfg.base.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("this study runs on a GPU (device cuda) but none is available",
+                            "run it on a machine with one, or add --set device=cpu (far slower)")
     run_progress = not (args.quiet or args.no_run_progress)
     from vit.shard import run_study_torchrun, under_torchrun
     if under_torchrun():  # launched by torchrun: this rank trains its share, rank 0 merges
