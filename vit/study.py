@@ -264,7 +264,7 @@ def _reference(cfg: TrainConfig) -> TrainConfig:
 #: CPU quick preset: chosen so that the study finishes in about 10 minutes on 2 idle cores and
 #: its encoders beat the raw-pixel probe (measured figures: README and paper section 05).
 #: ``seed_split=0`` keeps the image subset and its split fixed across seeds.
-QUICK = StudyConfig(base=_train.QUICK.replace(subset=6000, layers=3, batch_size=128, epochs=8, seed_split=0),
+QUICK = StudyConfig(base=_train.QUICK.replace(subset=6000, layers=3, batch_size=64, epochs=8, seed_split=0),
                     n_seeds=3)
 #: Fashion-MNIST, all 60,000 training images, ViT[128 4 5] patch 4, 2x2 x 7 seeds, GPU, batched
 #: seeds; epochs from the wall-time estimate (about 10 minutes on one H100, see WALL_MODEL).
@@ -344,7 +344,7 @@ def _device_of(cfg: StudyConfig) -> str:
 
 #: the configuration each device's figure in WALL_MODEL was measured on
 _WALL_REF = {"cuda": TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4, layers=5, patch=4),
-             "cpu": _train.QUICK.replace(subset=6000, layers=3, batch_size=128, epochs=8)}
+             "cpu": _train.QUICK.replace(subset=6000, layers=3, batch_size=64, epochs=8)}
 
 #: evaluation (validation and per-epoch test features), the head and the probe on top of
 #: the training epochs, as a share of the training time (the quick study's measurement)
@@ -602,6 +602,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True,
     prog = Progress(len(todo), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
                     enabled=progress, min_interval=0.0)
     t_start = time.perf_counter()
+    cpu_start = time.process_time()     # CPU seconds of this process: with one thread, the compute
     from cffdyn.machine import load_average
     load_start = load_average()
     if cfg.batched:
@@ -628,7 +629,9 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True,
     analysis, table = _analysis(cfg, records, probe)
     trained = [r for r in records if r["trained_now"]]
     from cffdyn.machine import machine_info
-    timing = {"wall_s": time.perf_counter() - t_start, "n_trained_now": len(trained),
+    import torch
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
+              "torch_threads": torch.get_num_threads(), "n_trained_now": len(trained),
               "n_reused": len(records) - len(trained), "probe_s": t_probe,
               "mean_run_wall_s": (sum(r["wall_s"] for r in trained) / len(trained)) if trained else None,
               "mean_epoch_time_s": sum(r["epoch_time_s"] or 0.0 for r in records) / len(records),

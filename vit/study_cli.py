@@ -29,7 +29,7 @@ DEFAULT_OUT = "results/vit/study"
 
 PRESET_HELP = {
     "quick": "CPU: loss_mode {clamp,subtract} x method {cff2,cff1} x 3 seeds on a fixed 6,000-image "
-             "Fashion-MNIST subset, ViT[64 4 3] patch 7, 8 epochs (about 10 minutes on 2 idle cores)",
+             "Fashion-MNIST subset, ViT[64 4 3] patch 7, batch 64, 8 epochs (about 10 minutes on 2 idle cores)",
     "fmnist-full": "GPU: all 60,000 Fashion-MNIST images, ViT[128 4 5] patch 4, the 2x2 x 7 seeds, reference "
                    "hyper-parameters, seed-batched; epochs for about 10 minutes on one H100 (estimate)",
     "cifar10-steier": "GPU: Steier's design, CIFAR-10 (--data-root), ViT[128 4 5], 600 + 50 epochs, 2x2 x 7 seeds",
@@ -207,8 +207,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     print(res["table"])
     t = res["timing"]
     if t:
-        load = (t.get("machine") or {}).get("load_avg") or (t.get("machine") or {}).get("load")
+        load_end = (t.get("machine") or {}).get("load_avg")
+        load = f"1/5/15-min load average {t.get('load_avg_start')} at the start, {load_end} at the end"
+        cpu = f", {t['cpu_s']:.0f} CPU-s on {t.get('torch_threads')} torch threads" if t.get("cpu_s") else ""
         print(f"\n{len(res['runs'])} runs ({t['n_trained_now']} trained now, {t['n_reused']} read back) "
-              f"in {t['wall_s']:.1f} s" + (f" (load average {load})" if load else "")
-              + f"; results: {Path(args.out) / 'study.json'}")
+              f"in {t['wall_s']:.1f} s{cpu}; {load}; results: {Path(args.out) / 'study.json'}")
     return 0
