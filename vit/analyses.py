@@ -43,14 +43,11 @@ __all__ = ["load_runs", "factorial", "car_per_epoch", "grad_norms", "dose_respon
 #: training-pool class counts used by :func:`pair_density` (balanced datasets)
 CLASS_COUNTS = {"fashion_mnist": [6000] * 10, "cifar10": [5000] * 10, "cifar100": [500] * 100,
                 "digits": [144] * 10}
-_TITLES = {"loss_mode": "margin form", "method": "views per step", "m0": "layer-0 margin m0",
-           "cff2": "two views (cff2)", "cff1": "one view (cff1)", "clamp": "clamp", "subtract": "subtraction",
-           "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN",
-           "digits": "sklearn digits"}
 
 
 def _t(x: Any) -> str:
-    return _TITLES.get(str(x), str(x))
+    from vit.plot import title
+    return title(x)
 
 
 # ----------------------------------------------------------------------------- reading runs

@@ -470,12 +470,13 @@ def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from cffdyn.io import atomic_write_bytes
+    from vit.plot import title
 
     cells = cfg.cells()
     names = ["\n".join(f"{n} {v}" for n, v in zip(cfg.factor_names, c)) for c in cells]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.8 * len(cells), 4.4))
     probe = result.get("probe") or {}
-    for ax, key, ylabel in ((axes[0], "metric", f"{_METRIC_TITLES.get(cfg.metric, cfg.metric)} (%)"),
+    for ax, key, ylabel in ((axes[0], "metric", f"{title(cfg.metric)} (%)"),
                             (axes[1], "car_layer0", "layer-0 clamp activation rate (%)")):
         for i, c in enumerate(cells):
             cd = dict(zip(cfg.factor_names, c))
@@ -498,19 +499,13 @@ def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
         ax.legend(fontsize=6)
     b = cfg.base
     design = "independent seeds per cell" if cfg.independent_seeds else "the same seeds in every cell"
-    fig.suptitle(f"{_DATASET_TITLES.get(b.dataset, b.dataset)}, ViT[{b.embed_dim} {b.heads} {b.layers}], "
+    fig.suptitle(f"{title(b.dataset)}, ViT[{b.embed_dim} {b.heads} {b.layers}], "
                  f"{b.epochs} epochs, {cfg.n_seeds} seeds per cell ({design})", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-_METRIC_TITLES = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
-                  "test_topk_acc": "top-k test accuracy", "val_topk_acc": "top-k validation accuracy"}
-_DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-                   "svhn": "SVHN", "digits": "sklearn digits"}
 
 
 def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
