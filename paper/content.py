@@ -47,9 +47,13 @@ def vit_cells(data: dict) -> list[dict[str, Any]]:
 
 def _comparisons(data: dict) -> list[dict[str, Any]]:
     return [{"factor": c["factor"], "a": c["level_a"], "b": c["level_b"],
-             "tag": macro_name(c["factor"]),
+             "tag": macro_name(c["factor"]), "raw": c,
              "sel": f"factor={c['factor']},level_a={c['level_a']},level_b={c['level_b']}"}
             for c in data["analysis"]["comparisons"]]
+
+
+def _cell(data: dict, levels: dict) -> dict[str, Any]:
+    return next(c for c in data["analysis"]["cells"] if c["levels"] == levels)
 
 
 def _vit_specs(data: dict) -> list[NumberSpec]:
@@ -70,21 +74,57 @@ def _vit_specs(data: dict) -> list[NumberSpec]:
         add(f"VitSd{c['tag']}", p + ".sd", ".2f", 100.0, d=f"SD of test accuracy (points), {c['label']}")
         add(f"VitN{c['tag']}", p + ".n", "d", d=f"seeds, {c['label']}")
         add(f"VitCar{c['tag']}", p + ".car_layer0_mean", ".1f", 100.0, d=f"layer-0 CAR (%), {c['label']}")
+    for c in vit_cells(data):
+        if data.get("probe") and "minus_probe_mean" in _cell(data, c["levels"]):
+            add(f"VitMinusProbe{c['tag']}", f"analysis.cells[{c['sel']}].minus_probe_mean", "+.2f", 100.0,
+                d=f"CFF minus raw-pixel probe (points), {c['label']}")
+    if data.get("probe"):
+        add("VitProbeAcc", "probe.test_acc_mean", ".2f", 100.0, d="raw-pixel linear probe test accuracy (%)")
+        add("VitProbeN", "probe.runs[*].seed", "d", red="count", d="probe seeds")
+        if data["probe"].get("test_acc_sd") is not None:
+            add("VitProbeSd", "probe.test_acc_sd", ".2f", 100.0, d="SD of the probe (points)")
+    t = data.get("timing") or {}
+    if t.get("wall_s") is not None:
+        add("VitWallMin", "timing.wall_s", ".1f", 1 / 60, d="study wall time (min)")
+    if t.get("load_avg_start"):
+        add("VitLoadStart", "timing.load_avg_start[0]", ".1f", d="1-min load average at the start")
+    if (t.get("machine") or {}).get("load_avg"):
+        add("VitLoadEnd", "timing.machine.load_avg[0]", ".1f", d="1-min load average at the end")
     for c in _comparisons(data):
         p = f"analysis.comparisons[{c['sel']}]"
         t = c["tag"]
-        add(f"VR{t}", p + ".ratio", ".2f", d=f"variance ratio {c['a']}/{c['b']}")
-        add(f"VRlo{t}", p + ".boot_ci[0]", ".2f", d="bootstrap 95% CI low")
-        add(f"VRhi{t}", p + ".boot_ci[1]", ".2f", d="bootstrap 95% CI high")
+        add(f"VR{t}", p + ".ratio", ".2f", d=f"within-cell variance ratio {c['a']}/{c['b']}")
+        ci = c["raw"]["boot_ci"]      # None (not computed: too few seeds) is written n/a
+        add(f"VRlo{t}", p + (".boot_ci[0]" if ci else ".boot_ci"), ".2f", d="bootstrap 95% CI low")
+        add(f"VRhi{t}", p + (".boot_ci[1]" if ci else ".boot_ci"), ".2f", d="bootstrap 95% CI high")
         for k, m in (("f_p", "PFTest"), ("levene_p", "PLevene"), ("bf_p", "PBf"), ("perm_p", "PPerm"),
                      ("welch_p", "PWelch")):
             add(m + t, p + "." + k, "p", d=f"{k}, {c['factor']}")
+        add(f"VRSteier{t}", p + ".steier.ratio", ".2f", d="Steier's pooled variance ratio (all runs of a level)")
+        add(f"PSteier{t}", p + ".steier.p", "p", d="Steier's pooled F-test p")
+        add(f"DfSteier{t}", p + ".steier.df_a", "d", d="df of Steier's pooled F")
+        add(f"DfWithin{t}", p + ".df_a", "d", d="df of the within-cell F")
         add(f"MeanDiff{t}", p + ".mean_diff", "+.2f", 100.0, d="difference of means (points)")
         add(f"NA{t}", p + ".n_a", "d")
         add(f"NB{t}", p + ".n_b", "d")
-        add(f"PowerAssumed{t}", p + ".power.power_assumed", ".2f", d="F-test power at the assumed ratio")
+        add(f"PowerAssumed{t}", p + ".power.power_assumed", ".2f", d="within-cell F-test power at the assumed ratio")
         add(f"SeedsForPower{t}", p + ".power.seeds_for_target_assumed", "d", d="seeds/cell for the target power")
         add(f"AssumedRatio{t}", p + ".power.assumed_ratio", ".2f")
+        if c["raw"].get("paired") is not None:
+            q = p + ".paired"
+            add(f"PPM{t}", q + ".pm_p", "p", d="Pitman-Morgan p (matched seeds)")
+            add(f"PPermPaired{t}", q + ".perm_p", "p", d="paired permutation p")
+            add(f"PPairedT{t}", q + ".paired_t_p", "p", d="paired t-test p of the means")
+            add(f"PairCorr{t}", q + ".pair_corr", "+.2f", d="correlation of the two runs of a seed pair")
+            if c["raw"]["paired"].get("boot_ci"):
+                add(f"VRloPaired{t}", q + ".boot_ci[0]", ".2f", d="seed-bootstrap CI low")
+                add(f"VRhiPaired{t}", q + ".boot_ci[1]", ".2f", d="seed-bootstrap CI high")
+            pp = p + ".power.paired"
+            add(f"PowerPaired{t}", pp + ".power_assumed_ratio_assumed_corr", ".2f",
+                d="Pitman-Morgan power at the assumed ratio and correlation")
+            add(f"SeedsForPowerPaired{t}", pp + ".seeds_for_target_assumed_corr", "d",
+                d="seeds/cell for 80% paired power")
+            add(f"AssumedCorr{t}", pp + ".assumed_corr", ".2f", d="assumed correlation of paired runs")
     for meth in [lv for f, lvs in data["config"]["factors"] if f == "method" for lv in lvs]:
         add(macro_name("vit", "epoch", "time", meth), f"runs[cell.method={meth}].epoch_time_s", ".2f",
             red="mean", d=f"mean stage-1 epoch time (s), {meth}")
@@ -240,6 +280,9 @@ def fig_vit_cells(results: dict, paths: dict, out: Path) -> Path:
             sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
             ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=4,
                         label="mean ± SD" if i == 0 else None)
+    if d.get("probe"):
+        axes[0].axhline(100 * d["probe"]["test_acc_mean"], color="0.4", ls="--", lw=1,
+                        label="raw-pixel linear probe (same head)")
     for ax, yl in ((axes[0], "test accuracy (%)"), (axes[1], "layer-0 clamp activation rate (%)")):
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
@@ -247,8 +290,8 @@ def fig_vit_cells(results: dict, paths: dict, out: Path) -> Path:
         ax.set_ylabel(yl)
         ax.legend(fontsize=7)
     b = d["config"]["base"]
-    fig.suptitle(f"{b['dataset']}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], {b['epochs']} epochs; "
-                 f"{d['config']['n_seeds']} seeds per cell", fontsize=9)
+    fig.suptitle(f"{_DATASET_NAMES.get(b['dataset'], b['dataset'])}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], "
+                 f"{b['epochs']} epochs; {d['config']['n_seeds']} seeds per cell", fontsize=9)
     return _save(fig, out, "vit_cells")
 
 
@@ -272,11 +315,13 @@ def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
                         label=f"{c['label']} (n={len(per)} seeds)")
     axes[0].set_ylabel("clamp activation rate (%)")
     axes[1].set_ylabel("gradient norm of the layer's parameters (a.u.)")
+    from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.set_xlabel("layer (0 = patch embedding + first block)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # layers are integers: no 0.5 ticks
         ax.legend(fontsize=7)
-    fig.suptitle("per-layer diagnostics at the selected epoch (training batches); mean ± SD over seeds; "
-                 "CAR is 0 by construction for subtract (no clamp) but is recorded as the would-be rate",
+    fig.suptitle("Per-layer diagnostics at the selected epoch (training batches), mean ± SD over seeds; "
+                 "for subtraction runs the rate is the would-be clamp rate (no effect on the gradient)",
                  fontsize=8)
     return _save(fig, out, "vit_layers")
 
@@ -360,32 +405,74 @@ def tab_identities(results: dict) -> str:
         *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
+def _why(cmp: dict, key: str) -> str:
+    """The sentence of a test that was not computed, shortened for a table cell."""
+    note = (cmp.get("notes") or {}).get(key, "not computed")
+    return tex_escape(note.split(" (")[0].replace("not computed: ", ""))
+
+
 def tab_vit(results: dict) -> str:
     d = results["vit_study"]
     cells = vit_cells(d)
-    rows = [f"{tex_escape(c['label'])} & \\VitN{c['tag']} & \\VitMean{c['tag']} & \\VitSd{c['tag']} & "
-            f"\\VitCar{c['tag']} \\\\" for c in cells]
-    comp_rows = []
+    probe = bool(d.get("probe"))
+    rows = []
+    for c in cells:
+        raw = _cell(d, c["levels"])
+        sd = f"\\VitSd{c['tag']}" if raw.get("sd") is not None else "(1 run)"
+        row = f"{tex_escape(c['label'])} & \\VitN{c['tag']} & \\VitMean{c['tag']} & {sd} & \\VitCar{c['tag']}"
+        if probe:
+            row += f" & \\VitMinusProbe{c['tag']}" if "minus_probe_mean" in raw else " & n/a"
+        rows.append(row + r" \\")
+    test_rows = []
     for c in _comparisons(d):
-        t = c["tag"]
-        comp_rows.append(
-            f"{tex_escape(c['factor'])}: {tex_escape(c['a'])}/{tex_escape(c['b'])} & \\NA{t}/\\NB{t} & \\VR{t} & "
-            f"[\\VRlo{t}, \\VRhi{t}] & \\PFTest{t} & \\PLevene{t} & \\PBf{t} & \\PPerm{t} & \\MeanDiff{t} & \\PWelch{t} \\\\")
+        t, raw = c["tag"], c["raw"]
+        st = raw["steier"]
+        test_rows.append(r"\multicolumn{3}{l}{\textit{" + tex_escape(c["factor"]) + ": " + tex_escape(c["a"]) + " vs "
+                         + tex_escape(c["b"]) + f" (ratio {tex_escape(c['a'])}/{tex_escape(c['b'])}; "
+                         + ("matched seeds" if raw.get("paired") is not None else "independent seeds") + r")}} \\")
+
+        def line(name: str, stat: str, p: str) -> None:
+            test_rows.append(f"{name} & {stat} & {p} \\\\")
+        line("Steier's pooled F (all runs of a level)",
+             f"\\VRSteier{t}$\\times$, df \\DfSteier{t}" if st["p"] is not None else _why(raw, "steier_f"),
+             f"\\PSteier{t}" if st["p"] is not None else "")
+        line("within-cell pooled F", f"\\VR{t}$\\times$, df \\DfWithin{t}" if raw["f_p"] is not None
+             else _why(raw, "within_f"), f"\\PFTest{t}" if raw["f_p"] is not None else "")
+        pr = raw.get("paired")
+        if pr is not None:
+            line("paired: Pitman--Morgan", f"r(paired runs) \\PairCorr{t}" if pr["pm_p"] is not None
+                 else _why(raw, "pitman_morgan"), f"\\PPM{t}" if pr["pm_p"] is not None else "")
+            line("paired: permutation within seeds", "" if pr["perm_p"] is not None else _why(raw, "perm_paired"),
+                 f"\\PPermPaired{t}" if pr["perm_p"] is not None else "")
+            line("paired: bootstrap over seeds, 95\\% CI",
+                 f"[\\VRloPaired{t}, \\VRhiPaired{t}]" if pr.get("boot_ci") else _why(raw, "boot_paired"), "")
+        line("Levene / Brown--Forsythe (independent)", "" if raw["levene_p"] is not None else _why(raw, "levene"),
+             f"\\PLevene{t} / \\PBf{t}" if raw["levene_p"] is not None else "")
+        line("permutation between levels (independent)", "" if raw["perm_p"] is not None
+             else _why(raw, "perm_independent"), f"\\PPerm{t}" if raw["perm_p"] is not None else "")
+        line("bootstrap within cells, 95\\% CI (independent)", f"[\\VRlo{t}, \\VRhi{t}]" if raw["boot_ci"]
+             else _why(raw, "boot_independent"), "")
+        line("means: Welch t" + (" / paired t" if pr is not None else ""), f"$\\Delta$ \\MeanDiff{t} points",
+             f"\\PWelch{t}" + (f" / \\PPairedT{t}" if pr is not None and pr.get("paired_t_p") is not None else ""))
+    head_cols = "lcccc" + ("c" if probe else "")
+    head = r"cell & n & mean (\%) & SD (points) & layer-0 CAR (\%)" + (r" & CFF $-$ probe (points)" if probe else "")
+    probe_txt = (r" The raw-pixel linear probe (the same LayerNorm+Linear head and protocol on the flattened pixels of "
+                 r"the same images) reaches \VitProbeAcc\% on the test set; the last column is each cell's accuracy "
+                 r"minus the probe's, averaged over matched seeds.") if probe else ""
     return "\n".join([
         r"\begin{table}[t]", r"\centering\footnotesize",
-        r"\caption{ViT factorial study: test accuracy per cell (n seeds per cell, mean and SD in percentage "
-        r"points, layer-0 clamp activation rate averaged over the cell) and, per factor, the pooled variance ratio "
-        r"(level a / level b, each level pooling the cells of the other factor) with its stratified bootstrap "
-        r"95\% CI (\VitBoot{} resamples) and p-values of the F-test, Levene (mean-centred), Brown--Forsythe "
-        r"(median-centred) and a permutation test on the log ratio (\VitPerm{} permutations); "
-        r"the last two columns compare means (difference a--b in points, Welch t-test).}",
+        r"\caption{ViT factorial study. Top: test accuracy per cell (n seeds, mean and SD in percentage points, "
+        r"layer-0 clamp activation rate averaged over the cell)." + probe_txt + r" Bottom: per factor, every test "
+        r"of the variance ratio side by side. With matched seeds (the same seeds in every cell) the paired tests "
+        r"are the ones that fit the design; the tests marked independent treat the levels as independent samples "
+        r"and are conservative when a seed's variance is shared. Steier's statistic pools all runs of a level "
+        r"(df $kn-1$); the within-cell F removes each cell's mean (df $k(n-1)$). A test that needs more seeds says "
+        r"so.}",
         r"\label{tab:vit}",
-        r"\begin{tabular}{lcccc}", r"\toprule",
-        r"cell (loss mode, method) & n & mean (\%) & SD (points) & layer-0 CAR (\%) \\", r"\midrule",
+        r"\begin{tabular}{" + head_cols + "}", r"\toprule", head + r" \\", r"\midrule",
         *rows, r"\bottomrule", r"\end{tabular}", r"\par\medskip",
-        r"\begin{tabular}{lccccccccc}", r"\toprule",
-        r"factor: a/b & n (a/b) & VR & 95\% CI & p (F) & p (Levene) & p (BF) & p (perm.) & $\Delta$ mean & p (Welch) \\",
-        r"\midrule", *comp_rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+        r"\begin{tabular}{p{5.2cm}p{5.2cm}l}", r"\toprule", r"test & statistic & p \\", r"\midrule",
+        *test_rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
 def tab_eigen(results: dict) -> str:

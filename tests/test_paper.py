@@ -41,35 +41,35 @@ def _verify(rng) -> dict:
 
 
 def _vit(rng, root: Path) -> dict:
-    from vit.stats import factorial_analysis
-    levels = {"loss_mode": ["clamp", "subtract"], "method": ["cff2", "cff1"]}
-    seeds = [0, 1, 2, 3]
+    """A synthetic study.json in the schema of vit.study (same analysis code, no training)."""
+    from vit.study import StudyConfig, _analysis
+    from vit.train import TrainConfig
+    cfg = StudyConfig(base=TrainConfig(dataset="fashion_mnist", subset=500, embed_dim=32, heads=2, layers=3, patch=7,
+                                       epochs=2, head_epochs=5, batch_size=128, seed_split=0),
+                      n_seeds=4, n_boot=200, n_perm=200)
     sd = {"clamp": 0.03, "subtract": 0.01}
-    runs, data = [], {}
+    runs = []
     out = result_dir(get_study("vit_study"), root, SCALE)
-    for s in seeds:
-        for lm in levels["loss_mode"]:
-            for me in levels["method"]:
-                acc = float(0.7 + sd[lm] * rng.standard_normal())
-                car = float(rng.uniform(0.5, 0.7))
-                rd = out / "runs" / f"loss_mode-{lm}__method-{me}__seed{s}__abc"
-                per_layer = [{"layer": l, "car": car / (l + 1), "grad_norm": 1.0 / (l + 1)} for l in range(3)]
-                atomic_write_json(rd / "result.json", {"test_acc": acc, "per_layer": per_layer})
-                runs.append({"cell": {"loss_mode": lm, "method": me}, "seed": s, "metric": acc, "test_acc": acc,
-                             "val_acc": acc, "best_epoch": 1, "car_layer0": car, "grad_norm_layer0": 1.0,
-                             "epoch_time_s": (2.0 if me == "cff2" else 1.0) + 0.1 * s, "device": "cpu",
-                             "run_dir": str(rd), "trained_now": True, "wall_s": 1.0})
-                data.setdefault((lm, me), []).append(acc)
-    an = factorial_analysis(["loss_mode", "method"], data, n_boot=200, n_perm=200)
-    for c in an["cells"]:
-        v = [r["car_layer0"] for r in runs if r["cell"] == c["levels"]]
-        c["car_layer0_mean"] = sum(v) / len(v)
-    base = {"dataset": "fashion_mnist", "subset": 500, "embed_dim": 32, "heads": 2, "layers": 3, "patch": 7,
-            "epochs": 2, "head_epochs": 5, "batch_size": 128, "m0": 0.4, "m_last": 0.1, "tau": 0.15, "lr": 0.004}
-    return {"config": {"base": base, "factors": [[k, v] for k, v in levels.items()], "n_seeds": len(seeds),
-                       "n_boot": 200, "n_perm": 200, "metric": "test_acc"},
-            "design": {"factors": list(levels)}, "status": "complete", "runs": runs, "analysis": an, "table": "",
-            "timing": {"wall_s": 1.0}}
+    for s in cfg.seeds():
+        for lm, me in cfg.cells():
+            acc = float(0.7 + sd[lm] * rng.standard_normal())
+            car = float(rng.uniform(0.5, 0.7))
+            rd = out / "runs" / f"loss_mode-{lm}__method-{me}__seed{s}__abc"
+            per_layer = [{"layer": l, "car": car / (l + 1), "grad_norm": 1.0 / (l + 1)} for l in range(3)]
+            atomic_write_json(rd / "result.json", {"test_acc": acc, "per_layer": per_layer})
+            runs.append({"cell": {"loss_mode": lm, "method": me}, "seed": s, "metric": acc, "test_acc": acc,
+                         "val_acc": acc, "best_epoch": 1, "car_layer0": car, "grad_norm_layer0": 1.0,
+                         "epoch_time_s": (2.0 if me == "cff2" else 1.0) + 0.1 * s, "device": "cpu",
+                         "run_dir": str(rd), "trained_now": True, "wall_s": 1.0})
+    probe = {"runs": [{"seed": s, "test_acc": float(0.65 + 0.005 * rng.standard_normal()), "val_acc": 0.65,
+                       "protocol": "test"} for s in cfg.seeds()], "protocol": "test"}
+    acc = [r["test_acc"] for r in probe["runs"]]
+    probe["test_acc_mean"], probe["test_acc_sd"] = float(np.mean(acc)), float(np.std(acc, ddof=1))
+    an, table = _analysis(cfg, runs, probe)
+    return {"config": cfg.to_dict(), "design": {"factors": cfg.factor_names}, "status": "complete", "runs": runs,
+            "probe": probe, "analysis": an, "table": table,
+            "timing": {"wall_s": 61.0, "load_avg_start": [1.5, 1.2, 1.0],
+                       "machine": {"load_avg": [2.0, 1.5, 1.1], "device": "cpu"}}}
 
 
 LOSSES = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")
@@ -269,7 +269,13 @@ def test_headline_numbers_independent(built):
         df = sum(len(v) - 1 for k, v in cells.items() if k[0] == level)
         return ss / df
     vr = pooled("clamp") / pooled("subtract")
-    assert f"pooled variance ratio clamp/subtract is {vr:.2f}×" in text
+    assert f"removes each cell's mean first (ratio {vr:.2f}×" in text
+    # Steier's statistic: the sample variance of all 8 runs of a level, df 7
+    allv = {lv: np.concatenate([v for k, v in cells.items() if k[0] == lv]) for lv in ("clamp", "subtract")}
+    vrs = np.var(allv["clamp"], ddof=1) / np.var(allv["subtract"], ddof=1)
+    assert f"ratio {vrs:.2f}×, two-sided F with 7 and 7 degrees of freedom" in text
+    probe = np.mean([r["test_acc"] for r in d["probe"]["runs"]])
+    assert f"it reaches {100 * probe:.2f}% test accuracy" in text
     car = np.mean([r["car_layer0"] for r in d["runs"] if r["cell"]["loss_mode"] == "clamp"])
     assert f"layer-0 CAR of the clamp runs is {100 * car:.1f}%" in text
     assert "Steier reports 60.7% for CIFAR-10" in text   # literature value from source_numbers.json

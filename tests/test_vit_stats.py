@@ -151,8 +151,136 @@ def test_factorial_analysis_pools_over_other_factor_and_formats():
     assert lm["ratio"] == pytest.approx(direct, rel=1e-12)
     assert lm["df_a"] == lm["df_b"] == 8
     assert lm["power"]["power_assumed"] == pytest.approx(S.f_test_power(S.STEIER_RATIO, 8, 8))
+    # Steier's statistic: all 10 runs of a level as one sample, df 9
+    va = np.var(np.concatenate([data[("clamp", "cff2")], data[("clamp", "cff1")]]), ddof=1)
+    vb = np.var(np.concatenate([data[("subtract", "cff2")], data[("subtract", "cff1")]]), ddof=1)
+    assert lm["steier"]["ratio"] == pytest.approx(va / vb, rel=1e-12)
+    assert (lm["steier"]["df_a"], lm["steier"]["df_b"]) == (9, 9)
+    assert lm["paired"]["pm_df"] == 2 * 4 - 1
     txt = S.format_table(a)
-    assert "variance ratio" in txt and "loss_mode=clamp method=cff2" in txt
+    assert "Pitman-Morgan" in txt and "Steier's pooled F" in txt and "loss_mode clamp, method cff2" in txt
+    assert "nan" not in txt.lower()
+
+
+def test_steier_p_value_is_the_two_sided_f_with_df_13_13():
+    # Steier (2026): VR 5.90, p = 0.003 for 2 cells x 7 seeds per level
+    assert S.f_test_p(5.90, 13, 13) == pytest.approx(0.003, abs=5e-4)
+    assert S.f_test_p(5.90, 12, 12) > 0.004      # the within-cell df give a different p
+
+
+def test_pitman_morgan_equals_test_of_zero_correlation_of_sums_and_differences():
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 2, 9)
+    y = 0.5 * x + rng.normal(0, 1, 9)
+    pm = S.pitman_morgan([x], [y])
+    r, p = sps.pearsonr(x + y, x - y)
+    assert pm["pm_r"] == pytest.approx(r, rel=1e-12)
+    assert pm["pm_p"] == pytest.approx(p, rel=1e-10)
+    assert pm["pm_df"] == 7
+    # the classical closed form of the statistic in variances and covariance
+    sx2, sy2, sxy = np.var(x, ddof=1), np.var(y, ddof=1), np.cov(x, y)[0, 1]
+    t = (sx2 - sy2) * math.sqrt(7) / (2 * math.sqrt(sx2 * sy2 - sxy ** 2))
+    assert pm["pm_t"] == pytest.approx(t, rel=1e-10)
+    # two cells: centring per cell = removing the cell means before the correlation
+    x2, y2 = rng.normal(5, 1, 9), rng.normal(-3, 1, 9)
+    pm2 = S.pitman_morgan([x, x2], [y, y2])
+    ra = np.concatenate([x - x.mean(), x2 - x2.mean()])
+    rb = np.concatenate([y - y.mean(), y2 - y2.mean()])
+    s, d = ra + rb, ra - rb
+    assert pm2["pm_r"] == pytest.approx(np.sum(s * d) / math.sqrt(np.sum(s * s) * np.sum(d * d)), rel=1e-12)
+    assert pm2["pm_df"] == 2 * 8 - 1
+
+
+def _null_sims(rng, reps, k, n, shared):
+    """Matched design under H0: a seed effect shared by all cells (share ``shared`` of the
+    variance) plus independent noise; level a and b have equal variance."""
+    u = rng.normal(size=(reps, 1, n)) * math.sqrt(shared)
+    xa = u + rng.normal(size=(reps, k, n)) * math.sqrt(1 - shared) + rng.normal(size=(1, k, 1))
+    xb = u + rng.normal(size=(reps, k, n)) * math.sqrt(1 - shared)
+    return xa, xb
+
+
+def test_paired_null_rejection_rate_is_alpha_while_independent_f_is_conservative():
+    rng = np.random.default_rng(12)
+    reps, k, n, alpha = 6000, 2, 7, 0.05
+    xa, xb = _null_sims(rng, reps, k, n, shared=0.5)
+    r, t, df = S.pitman_morgan_arrays(xa, xb)
+    p = 2 * sps.t.sf(np.abs(t), df)
+    rate = np.mean(p < alpha)
+    se = math.sqrt(alpha * (1 - alpha) / reps)
+    assert abs(rate - alpha) < 4 * se
+    # the within-cell F-test treats the levels as independent: it rejects too rarely here
+    va = np.var(xa, axis=2, ddof=1).mean(axis=1)
+    vb = np.var(xb, axis=2, ddof=1).mean(axis=1)
+    pf = np.array([S.f_test_p(v, k * (n - 1), k * (n - 1)) for v in va / vb])
+    assert np.mean(pf < alpha) < alpha - 4 * se
+
+
+def test_paired_permutation_is_exact_by_enumeration_of_swaps():
+    from itertools import product
+    rng = np.random.default_rng(13)
+    ca = [rng.normal(0, 2, 4), rng.normal(1, 2, 4)]
+    cb = [rng.normal(0, 1, 4), rng.normal(1, 1, 4)]
+    stat, p = S.paired_permutation_p(ca, cb, n_resamples=100000)
+    xa, xb = np.stack(ca), np.stack(cb)
+
+    def lr(a, b):
+        return math.log(np.sum((a - a.mean(1, keepdims=True)) ** 2) / np.sum((b - b.mean(1, keepdims=True)) ** 2))
+    obs = lr(xa, xb)
+    assert stat == pytest.approx(obs, rel=1e-12)
+    vals = []
+    for sw in product((False, True), repeat=8):
+        m = np.array(sw).reshape(2, 4)
+        vals.append(lr(np.where(m, xb, xa), np.where(m, xa, xb)))
+    vals = np.array(vals)
+    eps = 1e-12 * max(1.0, abs(obs))
+    p_direct = min(1.0, 2 * min(np.mean(vals <= obs + eps), np.mean(vals >= obs - eps)))
+    assert p == pytest.approx(p_direct, rel=1e-12)
+
+
+def test_paired_bootstrap_resamples_seeds_jointly():
+    # a seed effect shared across cells, large against the noise: a joint seed resample keeps
+    # the two levels' variances tied, so the CI of a true ratio of 1 stays narrow and covers 1
+    rng = np.random.default_rng(14)
+    u = rng.normal(0, 10, 12)
+    ca = [u + rng.normal(0, 1, 12), u + 3 + rng.normal(0, 1, 12)]
+    cb = [u + rng.normal(0, 1, 12), u - 2 + rng.normal(0, 1, 12)]
+    lo, hi, dropped = S.paired_bootstrap_ci(ca, cb, n_resamples=1999, seed=0)
+    assert lo < 1 < hi and hi / lo < 1.5 and dropped == 0
+    ilo, ihi = S.bootstrap_ratio_ci(ca, cb, n_resamples=1999, seed=0)
+    assert ihi / ilo > 2 * hi / lo     # resampling cells independently loses the pairing
+
+
+def test_pitman_morgan_power_matches_monte_carlo():
+    rng = np.random.default_rng(15)
+    ratio, corr, k, n, reps = 4.0, 0.5, 2, 6, 20000
+    cov = np.array([[ratio, corr * math.sqrt(ratio)], [corr * math.sqrt(ratio), 1.0]])
+    z = rng.multivariate_normal([0, 0], cov, size=(reps, k, n))
+    r, t, df = S.pitman_morgan_arrays(z[..., 0], z[..., 1])
+    rate = np.mean(2 * sps.t.sf(np.abs(t), df) < 0.05)
+    pw = S.pitman_morgan_power(ratio, corr, df)
+    assert abs(rate - pw) < 4 * math.sqrt(pw * (1 - pw) / reps)
+    assert S.pitman_morgan_power(1.0, 0.3, df) == pytest.approx(0.05, abs=1e-6)
+    n80 = S.seeds_for_power_paired(ratio, corr, k)
+    assert S.pitman_morgan_power(ratio, corr, k * (n80 - 1) - 1) >= 0.8
+    assert S.pitman_morgan_power(ratio, corr, k * (n80 - 2) - 1) < 0.8
+
+
+def test_two_seeds_per_cell_say_so_in_words_and_print_no_nan():
+    rng = np.random.default_rng(16)
+    data = {(a, b): rng.normal(0.7, 0.01, 2) for a in ("clamp", "subtract") for b in ("cff2", "cff1")}
+    an = S.factorial_analysis(["loss_mode", "method"], data, n_boot=199, n_perm=199)
+    c = an["comparisons"][0]
+    for key in ("levene", "pitman_morgan", "perm_paired", "boot_paired", "boot_independent"):
+        assert "needs at least 3 seeds per cell, has 2" in c["notes"][key]
+    assert c["levene_p"] is None and c["boot_ci"] is None and c["paired"]["pm_p"] is None
+    txt = S.format_table(an)
+    assert "nan" not in txt.lower() and "< 0.001" not in txt and "needs at least 3 seeds" in txt
+    # constant cells: degenerate, said in words
+    const = {k: [0.5, 0.5, 0.5] for k in data}
+    an = S.factorial_analysis(["loss_mode", "method"], const, n_boot=199, n_perm=199)
+    txt = S.format_table(an)
+    assert "nan" not in txt.lower() and "zero" in txt
 
 
 def test_bad_input_raises():
@@ -164,3 +292,5 @@ def test_bad_input_raises():
         S.f_test_power(2.0, 3, 3, alpha=1.5)
     with pytest.raises(ValueError, match="tuple"):
         S.factorial_analysis(["a", "b"], {("x",): [1.0, 2.0]})
+    with pytest.raises(ValueError, match="same number of seeds"):
+        S.pitman_morgan([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0, 4.0]])

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+import json
+
+from cffdyn.errors import CorruptFileError, UserError
 from cffdyn.io import read_json
 from vit import study
 from vit.study import StudyConfig, parse_field_value, run_study
@@ -120,8 +123,73 @@ def test_cli_runs_a_study_with_factors_and_overrides(tmp_path, capsys):
     assert "m0: 0.2 vs 0.4" in out and "variance ratio" in out
     saved = read_json(tmp_path / "study.json")
     assert saved["config"]["factors"] == [["m0", [0.2, 0.4]]] and saved["config"]["base"]["epochs"] == 1
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="expected FIELD=VALUE"):
         study_main(["--set", "epochs"], prog="x")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--set", "data_root=/nonexistent"], "--data-root"),
+    (["--data-root", "/nonexistent"], "--data-root"),
+    (["--factor", "loss_mode=clamp"], "1 level"),
+    (["--seeds", "1"], "at least 2 seeds"),
+    (["--set", "loss_mode=bogus"], "loss_mode"),
+    (["--set", "protocol=bogus"], "protocol"),
+    pytest.param(["--preset", "fmnist-full"], "GPU", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="only without a GPU")),
+])
+def test_bad_study_input_is_one_line_without_usage(argv, match, tmp_path, capsys):
+    from cffdyn.errors import guarded
+    rc = guarded(lambda a: study_main(a, prog="cffdyn vit study"), argv + ["--out", str(tmp_path / "o")],
+                 "cffdyn vit study")
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err and "usage" not in err
+    assert not (tmp_path / "o" / "study.json").exists()
+
+
+def test_truncated_result_json_is_one_line_naming_it_and_nothing_is_lost(tmp_path, capsys):
+    cfg = CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2)
+    cell, seed = study.cell_runs(cfg)[0]
+    rd = study.run_dir(tmp_path, cfg, cell, seed)
+    rd.mkdir(parents=True)
+    (rd / "result.json").write_text('{"config": {"dataset": "dig')
+    (tmp_path / "study.json").write_text('{"config": {}, "status": "running", "runs": []}')
+    before = (tmp_path / "study.json").read_bytes()
+    with pytest.raises(CorruptFileError, match=str(rd / "result.json")):
+        run_study(cfg, tmp_path, progress=True)
+    assert (tmp_path / "study.json").read_bytes() == before
+    assert (rd / "result.json").read_text() == '{"config": {"dataset": "dig'
+    err = capsys.readouterr().err
+    assert "[study] 4 runs planned" in err and "1 recorded, 3 to train" in err
+
+
+def test_independent_seeds_design_and_refusal_to_resume_the_other_way(tmp_path):
+    ind = CFG.replace(independent_seeds=True, n_seeds=3)
+    seeds = [ind.seeds(c) for c in ind.cells()]
+    assert sorted(sum(seeds, [])) == list(range(12))          # no seed shared between cells
+    assert [sd for _, sd in study.cell_runs(ind)][:4] == [0, 3, 6, 9]
+    matched = CFG.replace(n_seeds=3)
+    assert all(matched.seeds(c) == [0, 1, 2] for c in matched.cells())
+    (tmp_path / "study.json").write_text(json.dumps({"config": matched.to_dict(), "status": "running", "runs": []}))
+    before = (tmp_path / "study.json").read_bytes()
+    with pytest.raises(UserError, match="matched seeds.*--independent-seeds"):
+        run_study(ind, tmp_path, progress=False)
+    assert (tmp_path / "study.json").read_bytes() == before
+
+
+def test_presets_print_a_projected_wall_time():
+    for name in ("quick", "fmnist-full", "cifar10-steier"):
+        cfg = study.PRESETS[name]
+        assert cfg.n_seeds >= 3 and len(cfg.cells()) == 4
+        txt = study.describe_projection(cfg, "cuda")
+        assert "projected wall time" in txt and "estimate" in txt
+    ff = study.PRESETS["fmnist-full"]
+    assert ff.base.subset is None and ff.n_seeds == 7 and (ff.base.embed_dim, ff.base.heads, ff.base.layers,
+                                                            ff.base.patch) == (128, 4, 5, 4)
+    assert 7 * 60 < study.projected_wall_s(ff, "cuda") < 13 * 60
+    cs = study.PRESETS["cifar10-steier"]
+    assert cs.base.dataset == "cifar10" and (cs.base.epochs, cs.base.head_epochs, cs.n_seeds) == (600, 50, 7)
+    # the quick preset keeps its image subset fixed across seeds
+    assert study.QUICK.base.seed_split is not None
 
 
 def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):

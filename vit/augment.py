@@ -1,35 +1,65 @@
-"""Batched, on-device image augmentation (no per-sample CPU transforms).
+"""Batched, on-device image augmentation, per sample (no per-sample CPU transforms).
 
 All functions take a float batch ``x`` (N, C, H, W) in [0, 1] on any device and a
 ``torch.Generator`` on the same device, and draw every random number from that generator, so a
-run's augmentation stream is fixed by its seed and independent of everything else.
+run's augmentation stream is fixed by its seed and independent of everything else.  Every
+sample draws its own crop offset, flip, RandAugment operations and signs (what torchvision does
+per image in loader workers), here on the whole batch at once, on the GPU or the CPU tensor
+path.
 
-``crop_flip``  random crop with zero padding ``pad`` (torchvision RandomCrop(size, padding=pad)
-               semantics: the padded image is cropped back at a uniform offset in
-               [0, 2·pad]²) followed by a horizontal flip with probability 1/2.  The crop is
-               one advanced-indexing gather over (N, H, W) index grids.
-``randaug``    RandAugment-like: ``n_ops`` rounds; in each round every sample independently
-               picks one of ``RANDAUG_OPS`` (identity, brightness, contrast, solarize,
-               posterize, autocontrast, invert-blend, translate) at a fixed magnitude; all ops
-               are evaluated on the whole batch and selected per sample with ``torch.where``;
-               then ``crop_flip``.
+``crop_flip``  random crop with zero padding ``pad`` (torchvision ``RandomCrop(size,
+               padding=pad)``: the padded image is cropped back at a uniform offset in
+               [0, 2·pad]²) then a horizontal flip with probability 1/2.  The padding per
+               dataset is the reference's (ContrastiveFF ``utils.py`` at HEAD, see
+               :func:`crop_padding`): CIFAR-10 12, CIFAR-100 4, 64-pixel Tiny ImageNet 6;
+               datasets the reference does not train on (Fashion-MNIST, SVHN, digits) use
+               ``size // 8`` (3 for 28 pixels, 4 for 32), our choice.
+``randaug``    RandAugment(num_ops=3, magnitude=14, num_magnitude_bins=31) with the operation
+               list, magnitude scale and sign rule of torchvision ``transforms.v2.RandAugment``
+               (what the reference uses; see :data:`RANDAUG_OPS`), applied to the uint8 image
+               before the crop and flip as in the reference; then ``crop_flip``.
 ``none``       identity.
+
+torchvision cannot be installed next to this project's torch, so RandAugment is implemented
+here from torchvision's definitions (``_get_inverse_affine_matrix``, ``_gen_affine_grid``,
+``adjust_*``, ``posterize``, ``solarize``, ``autocontrast``, ``equalize``, nearest
+interpolation, fill 0) on images kept in the uint8 value domain (integers 0..255 held as float,
+with torchvision's truncating casts).  Departure: the random numbers come from the run's
+generator, not torch's global generator (same distribution, another stream); equalize follows
+torchvision's v1 tensor algorithm, which v2 re-implements to the same result.
 """
 from __future__ import annotations
 
-import torch
+import math
 
-__all__ = ["AUGMENTS", "RANDAUG_OPS", "augment", "crop_flip", "random_crop", "hflip", "randaug",
-           "default_pad"]
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AUGMENTS", "RANDAUG_OPS", "RANDAUG_NUM_OPS", "RANDAUG_MAGNITUDE", "RANDAUG_BINS", "augment",
+           "crop_flip", "random_crop", "hflip", "randaug", "apply_op", "op_magnitude", "default_pad",
+           "crop_padding", "REFERENCE_PADDING"]
 
 AUGMENTS: tuple[str, ...] = ("crop_flip", "none", "randaug")
-RANDAUG_OPS: tuple[str, ...] = ("identity", "brightness", "contrast", "solarize", "posterize",
-                                "autocontrast", "invert_blend", "translate")
+#: torchvision v2 RandAugment's augmentation space, in its order: (name, signed)
+RANDAUG_OPS: tuple[tuple[str, bool], ...] = (
+    ("Identity", False), ("ShearX", True), ("ShearY", True), ("TranslateX", True), ("TranslateY", True),
+    ("Rotate", True), ("Brightness", True), ("Color", True), ("Contrast", True), ("Sharpness", True),
+    ("Posterize", False), ("Solarize", False), ("AutoContrast", False), ("Equalize", False))
+RANDAUG_NUM_OPS = 3       # the reference: v2.RandAugment(3, 14)
+RANDAUG_MAGNITUDE = 14
+RANDAUG_BINS = 31         # torchvision's default num_magnitude_bins
+#: crop padding of the reference (ContrastiveFF utils.py, HEAD); image side in brackets
+REFERENCE_PADDING = {"cifar10": 12, "cifar100": 4, "tiny_imagenet": 6}
 
 
 def default_pad(size: int) -> int:
-    """Crop padding used for an image side ``size``: size // 8 (4 for 32, 3 for 28, 1 for 8)."""
+    """Crop padding for a dataset the reference does not define: ``size // 8`` (at least 1)."""
     return max(1, size // 8)
+
+
+def crop_padding(dataset: str | None, size: int) -> int:
+    """Crop padding of ``dataset``: the reference's where it has one, else :func:`default_pad`."""
+    return REFERENCE_PADDING.get(dataset or "", default_pad(size))
 
 
 def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -41,7 +71,7 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     if pad <= 0:
         return x
     n, c, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    xp = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]   # (N, H)
@@ -61,39 +91,187 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int | None = None) -> 
     return hflip(random_crop(x, pad, gen), gen)
 
 
-def _all_ops(x: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-    n = x.shape[0]
-    sign = torch.where(_rand(n, gen, x.device) < 0.5, -1.0, 1.0).to(x.dtype)[:, None, None, None]
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    lo = x.amin(dim=(2, 3), keepdim=True)
-    hi = x.amax(dim=(2, 3), keepdim=True)
-    shift = max(1, x.shape[-1] // 8)
-    return [
-        x,                                                        # identity
-        (x * (1.0 + 0.4 * sign)).clamp(0, 1),                     # brightness ±40%
-        ((x - mean) * (1.0 + 0.4 * sign) + mean).clamp(0, 1),     # contrast ±40%
-        torch.where(x > 0.7, 1.0 - x, x),                         # solarize above 0.7
-        torch.floor(x * 8.0) / 8.0,                               # posterize to 3 bits
-        (x - lo) / (hi - lo).clamp(min=1e-3),                     # autocontrast
-        0.7 * x + 0.3 * (1.0 - x),                                # partial inversion
-        torch.roll(x, shifts=(shift, shift), dims=(2, 3)),        # translate (cyclic)
-    ]
+# ----------------------------------------------------------------------------- RandAugment
+def op_magnitude(name: str, magnitude: int, bins: int, height: int, width: int) -> float:
+    """torchvision v2 RandAugment's magnitude of ``name`` at bin ``magnitude`` (unsigned)."""
+    frac = magnitude / (bins - 1)
+    if name in ("Identity", "AutoContrast", "Equalize"):
+        return 0.0
+    if name in ("ShearX", "ShearY"):
+        return 0.3 * frac
+    if name == "TranslateX":
+        return 150.0 / 331.0 * width * frac
+    if name == "TranslateY":
+        return 150.0 / 331.0 * height * frac
+    if name == "Rotate":
+        return 30.0 * frac
+    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
+        return 0.9 * frac
+    if name == "Posterize":       # 8 - (arange(bins) // ((bins - 1) / 4)), rounded
+        return float(round(8 - (magnitude // ((bins - 1) / 4))))
+    if name == "Solarize":        # linspace(1, 0, bins), times the dtype's maximum (255)
+        return 1.0 - frac
+    raise ValueError(f"unknown RandAugment op {name!r}")
 
 
-def randaug(x: torch.Tensor, gen: torch.Generator, n_ops: int = 2) -> torch.Tensor:
+def _inverse_affine(center, angle, translate, shear) -> list[float]:
+    """torchvision ``_get_inverse_affine_matrix`` (scale 1): output pixel -> input pixel,
+    coordinates relative to the image centre."""
+    rot = math.radians(angle)
+    sx, sy = math.radians(shear[0]), math.radians(shear[1])
+    cx, cy = center
+    tx, ty = translate
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [d, -b, 0.0, -c, a, 0.0]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty)
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty)
+    m[2] += cx
+    m[5] += cy
+    return m
+
+
+def _affine(x: torch.Tensor, mats: list[list[float]]) -> torch.Tensor:
+    """Per-sample affine warp with torchvision's grid (``_gen_affine_grid``), nearest, fill 0."""
+    n, _, h, w = x.shape
+    theta = torch.tensor(mats, dtype=x.dtype, device=x.device).view(n, 2, 3)
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, dtype=x.dtype, device=x.device)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, dtype=x.dtype, device=x.device)
+    base = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, dtype=x.dtype,
+                                                                                          device=x.device)], -1)
+    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=x.dtype, device=x.device)
+    grid = (base.view(1, h * w, 3) @ theta.transpose(1, 2)) / scale
+    return F.grid_sample(x, grid.view(n, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``rgb_to_grayscale`` of uint8 values (truncated), one channel."""
+    if x.shape[1] == 1:
+        return x
+    return torch.floor(0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """torchvision ``_blend`` for uint8: ``(r x + (1 - r) other).clamp(0, 255)`` truncated."""
+    r = ratio.view(-1, 1, 1, 1)
+    return torch.floor((r * x + (1.0 - r) * other).clamp(0, 255))
+
+
+def _sharp_degenerate(x: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    k = torch.ones(3, 3, dtype=x.dtype, device=x.device)
+    k[1, 1] = 5.0
+    k = (k / k.sum()).expand(c, 1, 3, 3)
+    deg = torch.round(F.conv2d(x, k, groups=c))
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = deg           # the border keeps the original pixels
+    return out
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``equalize`` (per image and channel histogram equalisation), vectorised."""
+    n, c, h, w = x.shape
+    v = x.long().view(n * c, h * w)
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device).scatter_add_(1, v, torch.ones_like(v))
+    idx = torch.arange(256, device=x.device).expand(n * c, 256)
+    last_bin = torch.where(hist > 0, idx, torch.full_like(idx, -1)).amax(1)
+    last = hist.gather(1, last_bin[:, None]).squeeze(1)
+    step = torch.div(hist.sum(1) - last, 255, rounding_mode="floor")
+    safe = step.clamp(min=1)
+    lut = torch.div(torch.cumsum(hist, 1) + torch.div(safe, 2, rounding_mode="floor")[:, None], safe[:, None],
+                    rounding_mode="floor")
+    lut = torch.cat([torch.zeros(n * c, 1, dtype=lut.dtype, device=x.device), lut[:, :-1]], 1).clamp(0, 255)
+    eq = lut.gather(1, v).to(x.dtype)
+    return torch.where((step == 0)[:, None], v.to(x.dtype), eq).view(n, c, h, w)
+
+
+def apply_op(x: torch.Tensor, name: str, magnitude: torch.Tensor) -> torch.Tensor:
+    """Apply RandAugment op ``name`` with per-sample signed ``magnitude`` (N,) to uint8-valued
+    float images ``x`` (N, C, H, W), as torchvision's ``_apply_image_or_video_transform``."""
+    n, _, h, w = x.shape
+    mags = [float(m) for m in magnitude.tolist()] if name in (
+        "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate") else None
+    if name == "Identity":
+        return x
+    if name == "ShearX":      # affine(shear=[deg(atan(m)), 0], center=[0, 0])
+        return _affine(x, [_inverse_affine((-w * 0.5, -h * 0.5), 0.0, (0.0, 0.0),
+                                           (math.degrees(math.atan(m)), 0.0)) for m in mags])
+    if name == "ShearY":
+        return _affine(x, [_inverse_affine((-w * 0.5, -h * 0.5), 0.0, (0.0, 0.0),
+                                           (0.0, math.degrees(math.atan(m)))) for m in mags])
+    if name == "TranslateX":  # affine(translate=[int(m), 0])
+        return _affine(x, [_inverse_affine((0.0, 0.0), 0.0, (float(int(m)), 0.0), (0.0, 0.0)) for m in mags])
+    if name == "TranslateY":
+        return _affine(x, [_inverse_affine((0.0, 0.0), 0.0, (0.0, float(int(m))), (0.0, 0.0)) for m in mags])
+    if name == "Rotate":      # rotate(angle=m): the inverse matrix of -angle
+        return _affine(x, [_inverse_affine((0.0, 0.0), -m, (0.0, 0.0), (0.0, 0.0)) for m in mags])
+    if name == "Brightness":
+        return _blend(x, torch.zeros_like(x), 1.0 + magnitude)
+    if name == "Color":       # saturation: a 1-channel image is returned unchanged
+        return x if x.shape[1] == 1 else _blend(x, _gray(x), 1.0 + magnitude)
+    if name == "Contrast":
+        mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+        return _blend(x, mean, 1.0 + magnitude)
+    if name == "Sharpness":
+        return x if h <= 2 or w <= 2 else _blend(x, _sharp_degenerate(x), 1.0 + magnitude)
+    if name == "Posterize":   # keep the top `bits` bits
+        step = torch.pow(2.0, 8.0 - magnitude).view(-1, 1, 1, 1)
+        return torch.floor(x / step) * step
+    if name == "Solarize":    # threshold = 255 * m; pixels >= threshold are inverted
+        thr = (255.0 * magnitude).view(-1, 1, 1, 1)
+        return torch.where(x >= thr, 255.0 - x, x)
+    if name == "AutoContrast":
+        lo = x.amin(dim=(2, 3), keepdim=True)
+        hi = x.amax(dim=(2, 3), keepdim=True)
+        flat = hi == lo
+        scale = 255.0 / torch.where(flat, torch.ones_like(hi), hi - lo)
+        lo = torch.where(flat, torch.zeros_like(lo), lo)
+        scale = torch.where(flat, torch.ones_like(scale), scale)
+        return torch.floor(((x - lo) * scale).clamp(0, 255))
+    if name == "Equalize":
+        return _equalize(x)
+    raise ValueError(f"unknown RandAugment op {name!r}")
+
+
+def randaug(x: torch.Tensor, gen: torch.Generator, n_ops: int = RANDAUG_NUM_OPS,
+            magnitude: int = RANDAUG_MAGNITUDE, bins: int = RANDAUG_BINS, pad: int | None = None,
+            crop: bool = True) -> torch.Tensor:
+    """RandAugment(n_ops, magnitude) per sample on a [0, 1] batch, then (``crop``) crop + flip.
+
+    Each of the ``n_ops`` rounds draws, for every sample, an op uniformly from
+    :data:`RANDAUG_OPS` and, for signed ops, a sign with probability 1/2 (torchvision: ``rand()
+    <= 0.5`` negates)."""
+    if not 0 <= magnitude < bins:
+        raise ValueError(f"RandAugment magnitude {magnitude} must be in [0, {bins - 1}]")
+    n, _, h, w = x.shape
+    u = torch.round(x * 255.0)              # the uint8 values the reference's RandAugment sees
     for _ in range(n_ops):
-        ops = torch.stack(_all_ops(x, gen))                       # (K, N, C, H, W)
-        pick = torch.randint(0, len(RANDAUG_OPS), (x.shape[0],), generator=gen, device=x.device)
-        x = ops[pick, torch.arange(x.shape[0], device=x.device)]
-    return crop_flip(x, gen)
+        pick = torch.randint(0, len(RANDAUG_OPS), (n,), generator=gen, device=x.device)
+        neg = _rand(n, gen, x.device) <= 0.5
+        out = u.clone()
+        for k, (name, signed) in enumerate(RANDAUG_OPS):
+            idx = (pick == k).nonzero().flatten()
+            if idx.numel() == 0 or name == "Identity":
+                continue
+            m = torch.full((idx.numel(),), op_magnitude(name, magnitude, bins, h, w), dtype=x.dtype, device=x.device)
+            if signed:
+                m = torch.where(neg[idx], -m, m)
+            out[idx] = apply_op(u[idx], name, m)
+        u = out
+    v = u / 255.0
+    return crop_flip(v, gen, pad) if crop else v
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
-    """Apply augmentation ``kind`` (one of ``AUGMENTS``) to a [0, 1] float batch."""
+def augment(x: torch.Tensor, gen: torch.Generator, kind: str, *, dataset: str | None = None) -> torch.Tensor:
+    """Apply augmentation ``kind`` (one of ``AUGMENTS``) to a [0, 1] float batch; ``dataset``
+    selects the reference's crop padding (:func:`crop_padding`; None: ``size // 8``)."""
+    pad = crop_padding(dataset, x.shape[-1])
     if kind == "crop_flip":
-        return crop_flip(x, gen)
+        return crop_flip(x, gen, pad)
     if kind == "none":
         return x
     if kind == "randaug":
-        return randaug(x, gen)
+        return randaug(x, gen, pad=pad)
     raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTS)}")

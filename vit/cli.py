@@ -5,6 +5,7 @@ Sub-commands
   plot   per-layer diagnostics of a run directory -> PNG
   bench  the reference training loop vs ours (S = 1 per precision, S = 7), interleaved rounds
   study  multi-seed factorial studies (:mod:`vit.study_cli`)
+  analyze  Steier's analyses from recorded runs (:mod:`vit.analyze_cli`)
 
 This module sits on top: it imports the library modules (config_args, train, pipeline, bench,
 plot, study_cli) and nothing imports it.
@@ -86,7 +87,7 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
     from vit.pipeline import add_pipeline_args
 
     ap = make_parser(prog, description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", metavar="{train,plot,bench,study}")
+    sub = ap.add_subparsers(dest="cmd", metavar="{train,plot,bench,study,analyze}")
     tp = sub.add_parser("train", help="train one run (CFF or a baseline)",
                         description="Train one run; writes log.jsonl, ckpt.pt (resume) and result.json "
                                     "(with protocol, precision and departures). Defaults are the CPU quick "
@@ -118,6 +119,7 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
                                                       "Fashion-MNIST on CPU)")
     bp.add_argument("--json", default=None, help="also write the rows and machine_info() as JSON here")
     sub.add_parser("study", help="multi-seed factorial studies (see 'study --help')", add_help=False)
+    sub.add_parser("analyze", help="Steier's analyses from recorded runs (see 'analyze --help')", add_help=False)
     return ap
 
 
@@ -127,6 +129,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args and args[0] == "study":
         study_cli = importlib.import_module("vit.study_cli")
         return int(study_cli.main(args[1:], prog=prog + " study") or 0)
+    if args and args[0] == "analyze":   # Steier's analyses from recorded runs (vit/analyze_cli.py)
+        from vit import analyze_cli
+        return int(analyze_cli.main(args[1:], prog=prog + " analyze") or 0)
     ap = build_parser(prog)
     ns = ap.parse_args(args)
     if ns.cmd is None:

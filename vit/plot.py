@@ -13,10 +13,24 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cffdyn.io import read_json, read_jsonl  # noqa: E402
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "TITLES", "title"]
+
+#: names in words for figure titles and legends (datasets, methods, margin forms, factors)
+TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN",
+          "digits": "sklearn digits", "cff2": "two views (cff2)", "cff1": "one view (cff1)", "bp": "backpropagation",
+          "ff": "Forward-Forward", "ffcl": "Improved FFCL", "clamp": "clamp", "subtract": "subtraction",
+          "none": "no margin", "loss_mode": "margin form", "method": "views per step", "m0": "layer-0 margin m0",
+          "test_acc": "test accuracy", "val_acc": "validation accuracy", "test_topk_acc": "top-k test accuracy",
+          "val_topk_acc": "top-k validation accuracy"}
+
+
+def title(x: object) -> str:
+    """``x`` in words for a figure (its own text when not in :data:`TITLES`)."""
+    return TITLES.get(str(x), str(x))
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
@@ -50,6 +64,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
             ax.plot(epochs, ys, marker="o", ms=3, color=cmap(l / max(n_layers - 1, 1)),
                     label=f"layer {l} (m={hist[0]['layers'][l]['margin']:.3f})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are integers: no 0.5 ticks
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
@@ -59,6 +74,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         if any(v is not None for v in ys):
             ax.plot(epochs, [float("nan") if v is None else 100 * v for v in ys], marker="o", ms=3, label=lab)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("per-epoch accuracy (%)\n(CFF: nearest class mean)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -66,7 +82,8 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         extra.axis("off")
     title = f"{run_dir.name}: 1 seed"
     if cfg:
-        title = (f"{cfg['method']} / {cfg['loss_mode']} on {cfg['dataset']}, {cfg['model']}[{cfg['embed_dim']} "
+        title = (f"{TITLES.get(cfg['method'], cfg['method'])}, margin {TITLES.get(cfg['loss_mode'], cfg['loss_mode'])} "
+                 f"on {TITLES.get(cfg['dataset'], cfg['dataset'])}, {cfg['model'].upper()}[{cfg['embed_dim']} "
                  f"{cfg['heads']} {cfg['layers']}], seed {cfg['seed']} (1 seed)")
     if res:
         title += f"; test acc {100 * res['test_acc']:.2f}% (best epoch {res['best_epoch'] + 1})"

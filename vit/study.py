@@ -14,18 +14,38 @@ derives the initialisation, split, data-order and augmentation seeds, and fixing
 the base config (``seed_init=0`` etc.) removes that source of variance, which is how the
 variance is attributed to its sources.
 
-Presets
--------
-``QUICK``  CPU: loss_mode {clamp, subtract} x method {cff2, cff1} x 3 seeds on the base
-           ``vit.train.QUICK`` (ViT[64 4 4], patch 7, a 3000-image Fashion-MNIST pool; a few
-           minutes on 2 idle cores, much longer on a loaded machine; ``study.json`` records
-           the wall time).  Three seeds per cell estimate a variance
-           poorly (the F-test has about 33% power even at a 5.9x ratio); the preset exists to
-           exercise the pipeline end to end and for the paper's CPU build.
-``FULL``   the same factorial with 12 seeds per cell on the CFF CIFAR-10 protocol
-           (``vit.train.FULL_CIFAR10``; needs ``data_root`` and a GPU).  12 seeds per cell give
-           80% power for a single-cell F-test at Steier's 5.9x (7 seeds: about 50%; see
-           :mod:`vit.stats`).
+Presets (:data:`PRESETS`; each prints its projected wall time before starting)
+-------------------------------------------------------------------------------
+``quick``          CPU: loss_mode {clamp, subtract} x method {cff2, cff1} x ``QUICK.n_seeds``
+                   seeds on a FIXED Fashion-MNIST subset (``seed_split=0``: the subset and its
+                   train/validation split are the same for every seed, so seed variance is init,
+                   order and augmentation only), sized to finish in about 10 minutes on 2 idle
+                   cores with encoders that beat the raw-pixel linear probe (see
+                   :data:`QUICK`).  Too few seeds to detect a variance effect: it exercises the
+                   pipeline end to end and feeds the paper's CPU build.
+``fmnist-full``    all 60,000 Fashion-MNIST training images (54,000 train + 6,000 validation),
+                   ViT[128 4 5], patch 4, the 2x2 with 7 seeds per cell, the reference
+                   hyper-parameters, on one GPU with the seed-batched engine; epochs chosen for
+                   about 10 minutes on one H100 (an ESTIMATE from issue 11's measured figure, see
+                   :data:`WALL_MODEL`).
+``cifar10-steier`` Steier's design: CIFAR-10 (``--data-root``), ViT[128 4 5], patch 4, 600 + 50
+                   epochs, 2x2 x 7 seeds per cell.
+``full``           the same on CIFAR-10 with 12 seeds per cell (80% power for the within-cell
+                   F-test at Steier's 5.9x).
+
+Seeds
+-----
+Matched (default): every cell runs seeds ``seed0 .. seed0 + n_seeds - 1``, so the runs of one
+seed share split, initialisation, data order and augmentation across cells and the paired
+analysis of :mod:`vit.stats` applies.  ``independent_seeds=True``: cell ``c`` (in
+:meth:`StudyConfig.cells` order) runs seeds ``seed0 + c n_seeds ...``, no seed is shared, and the
+independent-sample tests are the right ones.  A study recorded one way is never resumed the
+other way.
+
+Raw-pixel probe
+---------------
+For every seed the study also trains the CFF head on raw pixels (:mod:`vit.probe`: same head,
+same protocol, same images); the table reports its test accuracy beside each cell's.
 
 Files under ``out_dir``
 -----------------------
@@ -60,13 +80,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, read_json
 from vit import stats
 from vit import train as _train
 from vit.train import TrainConfig, train_run
 
-__all__ = ["StudyConfig", "QUICK", "FULL", "run_study", "cell_runs", "parse_field_value",
-           "STUDY_NAME", "SEED_FIELDS"]
+__all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "cell_runs",
+           "parse_field_value", "projected_wall_s", "describe_projection", "STUDY_NAME", "SEED_FIELDS",
+           "WALL_MODEL"]
 
 STUDY_NAME = "study"
 #: TrainConfig fields that a factor may not vary (the study owns the seed axis).
@@ -115,11 +137,15 @@ class StudyConfig:
     """A factorial multi-seed study (see module doc).
 
     factors: ((TrainConfig field, (level, level, ...)), ...); levels in the field's type.
-    n_seeds: seeds per cell; seeds are ``seed0 .. seed0 + n_seeds - 1`` in every cell.
+    n_seeds: seeds per cell (>= 2: a variance needs two runs); seeds are ``seed0 .. seed0 +
+        n_seeds - 1`` in every cell, or distinct per cell with ``independent_seeds``.
     metric: the per-run result entry analysed (``test_acc`` ...).
     alpha, n_boot, n_perm, stats_seed, assumed_ratio, target_power: see :mod:`vit.stats`.
     batched, batched_impl: train each cell's seeds in one pass of the seed-batched engine
         (:func:`vit.train.train_runs`, weights stacked (S, ...)); ``"stacked"`` is the one engine.
+    independent_seeds: every cell gets its own seeds (no pairing; see module doc).
+    assumed_corr: correlation of paired runs assumed in the paired power calculation.
+    probe: also train the raw-pixel linear probe for every seed (:mod:`vit.probe`).
     """
 
     base: TrainConfig = field(default_factory=lambda: _train.QUICK)
@@ -136,6 +162,9 @@ class StudyConfig:
     target_power: float = 0.8
     batched: bool = False
     batched_impl: str = "stacked"
+    independent_seeds: bool = False
+    assumed_corr: float = 0.5
+    probe: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -154,11 +183,15 @@ class StudyConfig:
             if name in SEED_FIELDS:
                 bad(f"factor {name!r}: the seed axis is set by n_seeds/seed0")
             if len(levels) < 2:
-                bad(f"factor {name!r} needs >= 2 levels, got {list(levels)}")
+                bad(f"factor {name!r} has {len(levels)} level ({', '.join(map(str, levels))}); a factor needs "
+                    f"at least 2 levels to compare")
             if len(set(map(repr, levels))) != len(levels):
                 bad(f"factor {name!r} has repeated levels {list(levels)}")
-        if self.n_seeds < 1:
-            bad(f"n_seeds={self.n_seeds} must be >= 1")
+        if self.n_seeds < 2:
+            bad(f"{self.n_seeds} seed per cell: a variance test needs at least 2 seeds per cell "
+                f"(3 for Levene, the permutation and bootstrap tests and the paired analysis)")
+        if not -1 < self.assumed_corr < 1:
+            bad(f"assumed_corr={self.assumed_corr} must be in (-1, 1)")
         if self.metric not in METRICS:
             bad(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
         if not 0 < self.alpha < 1 or not 0 < self.target_power < 1:
@@ -188,8 +221,21 @@ class StudyConfig:
             out = [c + (lv,) for c in out for lv in levels]
         return out
 
-    def seeds(self) -> list[int]:
-        return list(range(self.seed0, self.seed0 + self.n_seeds))
+    def seeds(self, cell: Sequence[Any] | None = None) -> list[int]:
+        """Seeds of ``cell``: the same for every cell (matched), or a block of its own
+        (``independent_seeds``; then ``cell`` is required)."""
+        if not self.independent_seeds:
+            return list(range(self.seed0, self.seed0 + self.n_seeds))
+        if cell is None:
+            raise ValueError("independent_seeds: the seeds depend on the cell")
+        c = self.cells().index(tuple(cell))
+        return list(range(self.seed0 + c * self.n_seeds, self.seed0 + (c + 1) * self.n_seeds))
+
+    def all_seeds(self) -> list[int]:
+        out: list[int] = []
+        for cell in self.cells():
+            out += [sd for sd in self.seeds(cell) if sd not in out]
+        return out
 
     def run_config(self, cell: Sequence[Any], seed: int) -> TrainConfig:
         try:
@@ -209,10 +255,45 @@ class StudyConfig:
         return cls(base=base, factors=factors, **d)
 
 
-#: CPU quick preset (2x2 x 3 seeds, ViT[64 4 4] on a Fashion-MNIST subset).
-QUICK = StudyConfig()
+def _reference(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` under the reference protocol where :class:`TrainConfig` has a ``protocol`` field
+    (issue 12 item 1); its hyper-parameter defaults are the reference's either way."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return cfg.replace(protocol="reference") if "protocol" in names else cfg
+
+
+#: CPU quick preset, sized for about 10 minutes on 2 idle cores (measured: 693 CPU-s on one thread,
+#: i.e. about 12 minutes on one idle core).  Measured 2026-11-26 (3 seeds): cells 74.8-78.3% test
+#: accuracy against 81.7% for the raw-pixel probe on the same images: at this budget the encoders do
+#: NOT yet beat the probe (validation loss still falling at epoch 8); see the README.
+#: ``seed_split=0`` keeps the image subset and its split fixed across seeds.
+QUICK = StudyConfig(base=_train.QUICK.replace(subset=6000, layers=3, batch_size=64, epochs=8, seed_split=0),
+                    n_seeds=3)
+#: Fashion-MNIST, all 60,000 training images, ViT[128 4 5] patch 4, 2x2 x 7 seeds, GPU, batched
+#: seeds; epochs from the wall-time estimate (about 10 minutes on one H100, see WALL_MODEL).
+FMNIST_FULL = StudyConfig(base=_reference(_train.TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4,
+                                                  layers=5, patch=4, epochs=6, head_epochs=50, device="cuda")),
+                          n_seeds=7, batched=True)
+#: Steier's CIFAR-10 design: 600 + 50 epochs, 2x2 x 7 seeds per cell (needs --data-root and a GPU).
+CIFAR10_STEIER = StudyConfig(base=_reference(_train.FULL_CIFAR10.replace(device="cuda")), n_seeds=7, batched=True,
+                             )
 #: full study: 2x2 x 12 seeds on the CFF CIFAR-10 protocol (GPU, data_root needed).
 FULL = StudyConfig(base=_train.FULL_CIFAR10, n_seeds=12)
+#: command-line preset name -> study config
+PRESETS: dict[str, StudyConfig] = {"quick": QUICK, "fmnist-full": FMNIST_FULL, "cifar10-steier": CIFAR10_STEIER,
+                                   "full": FULL}
+
+#: Wall-time model: seconds per (training image x epoch x seed) of ViT[128 4 5] with 49 tokens,
+#: two views, measured (issue 11): H100, batched explicit engine, 7 seeds x 10 epochs of full
+#: Fashion-MNIST (54,000 images) in 226 s for one cell -> 226 / (10 * 7 * 54000).  CPU: the
+#: quick study's own measurement (2 cores; see README), scaled the same way.  Other models scale
+#: by the forward cost per image (:func:`_cost_per_image`); an ESTIMATE, not a measurement.
+WALL_MODEL = {"cuda": {"s_per_image_epoch_seed": 226.0 / (10 * 7 * 54000),
+                       "source": "issue 11: H100, batched explicit engine, 226 s for 7 seeds x 10 epochs of "
+                                 "54,000 Fashion-MNIST images, ViT[128 4 5] patch 4"},
+              "cpu": {"s_per_image_epoch_seed": 693.0 / (1.15 * 5400 * 8 * 3 * 3),
+                      "source": "the quick study measured on 2026-11-26: 693 CPU-s on one torch thread for its 12 "
+                                "runs and 3 probes (load average 10-14 on 2 shared cores; wall 1985 s)"}}
 
 
 def _cell_name(names: Sequence[str], cell: Sequence[Any]) -> str:
@@ -230,11 +311,78 @@ def run_dir(out_dir: Path, cfg: StudyConfig, cell: Sequence[Any], seed: int) -> 
 
 
 def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:
-    """The study's runs in execution order: seed-major (all cells of a seed, then the next
-    seed), so a partial study is balanced across cells."""
-    return [(cell, s) for s in cfg.seeds() for cell in cfg.cells()]
+    """The study's runs in execution order: seed-major (the i-th seed of every cell, then the
+    next), so a partial study is balanced across cells."""
+    cells = cfg.cells()
+    return [(cell, cfg.seeds(cell)[i]) for i in range(cfg.n_seeds) for cell in cells]
 
 
+# ----------------------------------------------------------------------------- wall-time estimate
+_IMAGE_SIDE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "svhn": 32}
+_POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "digits": 1438}
+
+
+def _cost_per_image(cfg: TrainConfig, device: str) -> float:
+    """Forward multiply-adds per training image (all layers and views; MLP ratio 2) — the
+    scaling of the wall-time model between configurations.  On CUDA a step is launch-bound
+    (issue 11: one cff1 step costs as much as a cff2 step), so views do not scale there."""
+    side = cfg.image_size or _IMAGE_SIDE.get(cfg.dataset, 8)
+    t = max(1, (side // cfg.patch) ** 2)
+    e, chans = cfg.embed_dim, (3 if cfg.dataset in ("cifar10", "cifar100", "svhn") else 1)
+    views = 1 if cfg.method == "cff1" else 2
+    per_view = cfg.layers * t * (8 * e * e + 2 * t * e) + t * cfg.patch ** 2 * chans * e
+    return per_view * (2 if device == "cuda" else views)
+
+
+def _n_train(cfg: TrainConfig) -> int:
+    pool = cfg.subset if cfg.subset is not None else _POOL.get(cfg.dataset, 50000)
+    return int(round(pool * 0.9))
+
+
+def _device_of(cfg: StudyConfig) -> str:
+    d = cfg.base.device
+    if d == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return d
+
+
+#: the configuration each device's figure in WALL_MODEL was measured on
+_WALL_REF = {"cuda": TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4, layers=5, patch=4),
+             "cpu": _train.QUICK.replace(subset=6000, layers=3, batch_size=64, epochs=8)}
+
+#: evaluation (validation and per-epoch test features), the head and the probe on top of
+#: the training epochs, as a share of the training time (the quick study's measurement)
+EVAL_OVERHEAD = 0.15
+
+
+def projected_wall_s(cfg: StudyConfig, device: str | None = None) -> float | None:
+    """Projected wall time of the whole study from :data:`WALL_MODEL` (None: no figure for the
+    device).  An estimate: the per-image cost measured once, scaled by :func:`_cost_per_image`."""
+    dev = device or _device_of(cfg)
+    m = WALL_MODEL.get(dev)
+    if not m or not m["s_per_image_epoch_seed"]:
+        return None
+    ref = _cost_per_image(_WALL_REF.get(dev, _WALL_REF["cuda"]), dev)
+    tot = 0.0
+    for cell in cfg.cells():
+        rc = cfg.run_config(cell, cfg.seed0)
+        tot += _n_train(rc) * rc.epochs * cfg.n_seeds * m["s_per_image_epoch_seed"] * _cost_per_image(rc, dev) / ref
+    return tot * (1.0 + EVAL_OVERHEAD)
+
+
+def describe_projection(cfg: StudyConfig, device: str | None = None) -> str:
+    dev = device or _device_of(cfg)
+    w = projected_wall_s(cfg, dev)
+    if w is None:
+        return f"projected wall time: no measured figure for device {dev!r}"
+    txt = f"{w:.0f} s" if w < 120 else f"{w / 60:.0f} min" if w < 2 * 3600 else f"{w / 3600:.1f} h"
+    where = "one H100 (seed-batched engine)" if dev == "cuda" else "one idle CPU core (single-thread CPU time)"
+    return (f"projected wall time {txt} on {where}"
+            f" -- an estimate from {WALL_MODEL[dev]['source']}, scaled by model size; not a measurement")
+
+
+# ----------------------------------------------------------------------------- records and analysis
 def _record(cfg: StudyConfig, cell: tuple[Any, ...], seed: int, res: Mapping[str, Any], path: Path,
             trained: bool, wall: float) -> dict[str, Any]:
     layers = res.get("per_layer") or []
@@ -246,59 +394,120 @@ def _record(cfg: StudyConfig, cell: tuple[Any, ...], seed: int, res: Mapping[str
             "run_dir": str(path), "trained_now": trained, "wall_s": wall}
 
 
-def _analysis(cfg: StudyConfig, records: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+def _cell_label(levels: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in levels.items())
+
+
+def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
+              probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     data: dict[tuple, list[float]] = {}
+    seeds: dict[tuple, list[int]] = {}
     for cell in cfg.cells():
         cd = dict(zip(cfg.factor_names, cell))
-        vals = [r["metric"] for r in records if r["cell"] == cd]
-        if vals:
-            data[tuple(cell)] = vals
+        rs = [r for r in records if r["cell"] == cd]
+        if rs:
+            data[tuple(cell)] = [r["metric"] for r in rs]
+            seeds[tuple(cell)] = [int(r["seed"]) for r in rs]
     if not data:
         return None, "(no finished runs yet)"
-    an = stats.factorial_analysis(cfg.factor_names, data, metric=cfg.metric, alpha=cfg.alpha, n_boot=cfg.n_boot,
-                                  n_perm=cfg.n_perm, seed=cfg.stats_seed, assumed_ratio=cfg.assumed_ratio,
-                                  target_power=cfg.target_power)
-    car = []
+    an = stats.factorial_analysis(cfg.factor_names, data, seeds=seeds, matched=not cfg.independent_seeds,
+                                  metric=cfg.metric, alpha=cfg.alpha, n_boot=cfg.n_boot, n_perm=cfg.n_perm,
+                                  seed=cfg.stats_seed, assumed_ratio=cfg.assumed_ratio,
+                                  assumed_corr=cfg.assumed_corr, target_power=cfg.target_power)
+    car_col: dict[str, str] = {}
+    probe_col: dict[str, str] = {}
+    pmap = {int(p["seed"]): p["test_acc"] for p in (probe or {}).get("runs", [])}
     for c in an["cells"]:
         v = [r["car_layer0"] for r in records if r["cell"] == c["levels"] and r["car_layer0"] is not None]
         c["car_layer0_mean"] = sum(v) / len(v) if v else None
-        name = " ".join(f"{k}={x}" for k, x in c["levels"].items())
-        car.append(f"  {name}: {100 * c['car_layer0_mean']:.1f}%" if v else f"  {name}: n/a")
-    table = stats.format_table(an) + "\nlayer-0 clamp activation rate (train, best epoch), cell mean:\n" + "\n".join(car)
+        name = _cell_label(c["levels"])
+        car_col[name] = f"{100 * c['car_layer0_mean']:.1f}" if v else "n/a"
+        pv = [pmap[sd] for sd in c.get("seeds", []) if sd in pmap]
+        if pv:
+            diffs = [x - pmap[sd] for x, sd in zip(c["values"], c["seeds"]) if sd in pmap]
+            c["probe_test_acc_mean"] = sum(pv) / len(pv)
+            c["minus_probe_mean"] = sum(diffs) / len(diffs)
+            probe_col[name] = f"{100 * c['probe_test_acc_mean']:.2f}"
+    cols = {"layer-0 CAR %": car_col}
+    if probe_col:
+        cols["raw-pixel probe %"] = probe_col
+    table = stats.format_table(an, extra_cols=cols)
+    if probe and probe.get("runs"):
+        pr = probe
+        sd = f" +- {100 * pr['test_acc_sd']:.2f}" if pr.get("test_acc_sd") is not None else ""
+        beat = [c for c in an["cells"] if c.get("minus_probe_mean") is not None]
+        verdict = ", ".join(f"{_cell_label(c['levels'])} {100 * c['minus_probe_mean']:+.2f}" for c in beat)
+        table += (f"\n\nraw-pixel linear probe (the CFF head on raw pixels; same head, protocol and images): test "
+                  f"{100 * pr['test_acc_mean']:.2f}%{sd} over {len(pr['runs'])} seeds"
+                  f"\nCFF minus probe, mean over matched seeds (points): {verdict}")
+    table += "\nlayer-0 CAR: clamp activation rate of layer 0 on training batches at the selected epoch, cell mean"
     return an, table
 
 
+def _probe_runs(cfg: StudyConfig, out: Path, dataset_for, progress: bool) -> dict[str, Any] | None:
+    """The raw-pixel probe for every seed of the study (cached per seed in ``runs/``)."""
+    if not cfg.probe:
+        return None
+    from vit.probe import raw_pixel_probe
+
+    runs = []
+    cell0 = cfg.cells()[0]
+    for seed in cfg.all_seeds():
+        cells = [c for c in cfg.cells() if seed in cfg.seeds(c)]
+        rc = cfg.run_config(cells[0] if cells else cell0, seed)
+        path = out / "runs" / f"probe__seed{seed}__{_cfg_hash(rc)}.json"
+        if path.is_file():
+            rec = read_json(path)
+        else:
+            rec = {"seed": seed, **raw_pixel_probe(rc, dataset_for(rc))}
+            atomic_write_json(path, rec)
+        runs.append(rec)
+    acc = [r["test_acc"] for r in runs]
+    m = sum(acc) / len(acc)
+    sd = (sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else None
+    return {"runs": runs, "test_acc_mean": m, "test_acc_sd": sd, "protocol": runs[0]["protocol"] if runs else None}
+
+
 def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
+    import io
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cffdyn.io import atomic_write_bytes
+    from vit.plot import title
+
     cells = cfg.cells()
-    names = ["\n".join(f"{n}={v}" for n, v in zip(cfg.factor_names, c)) for c in cells]
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(cells), 4.2))
-    for ax, key, ylabel in ((axes[0], "metric", f"{cfg.metric} (%)"),
+    names = ["\n".join(title(v) for v in c) for c in cells]
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.8 * len(cells), 4.4))
+    probe = result.get("probe") or {}
+    for ax, key, ylabel in ((axes[0], "metric", f"{title(cfg.metric)} (%)"),
                             (axes[1], "car_layer0", "layer-0 clamp activation rate (%)")):
         for i, c in enumerate(cells):
             cd = dict(zip(cfg.factor_names, c))
             v = [100 * r[key] for r in result["runs"] if r["cell"] == cd and r[key] is not None]
             if not v:
                 continue
-            ax.plot([i] * len(v), v, "o", alpha=0.6, color=f"C{i}", label=f"n={len(v)} seeds")
+            ax.plot([i] * len(v), v, "o", alpha=0.6, color=f"C{i}",
+                    label=f"{', '.join(title(x) for x in cd.values())}: {len(v)} seeds")
             m = sum(v) / len(v)
             sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
             ax.errorbar([i + 0.15], [m], yerr=[sd], fmt="s", color="k", capsize=4,
-                        label="mean ± SD" if i == 0 else None)
+                        label="cell mean ± SD" if i == 0 else None)
+        if key == "metric" and probe.get("test_acc_mean") is not None and cfg.metric == "test_acc":
+            ax.axhline(100 * probe["test_acc_mean"], color="0.4", ls="--", lw=1,
+                       label="raw-pixel linear probe (same head)")
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels(names, fontsize=7)
         ax.set_xlabel("cell")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=6)
     b = cfg.base
-    fig.suptitle(f"{b.dataset}, {b.model}[{b.embed_dim} {b.heads} {b.layers}], {b.epochs} epochs, "
-                 f"{cfg.n_seeds} seeds/cell", fontsize=9)
+    design = "independent seeds per cell" if cfg.independent_seeds else "the same seeds in every cell"
+    fig.suptitle(f"{title(b.dataset)}, ViT[{b.embed_dim} {b.heads} {b.layers}], "
+                 f"{b.epochs} epochs, {cfg.n_seeds} seeds per cell ({design})", fontsize=9)
     fig.tight_layout()
-    from cffdyn.io import atomic_write_bytes
-    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -314,7 +523,7 @@ def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
     cells = cfg.cells()
     prog = Progress(len(cells), "study batched cells", enabled=progress, min_interval=0.0)
     for k, cell in enumerate(cells):
-        seeds = [s for s in cfg.seeds() if not (run_dir(out, cfg, cell, s) / "result.json").is_file()]
+        seeds = [s for s in cfg.seeds(cell) if not (run_dir(out, cfg, cell, s) / "result.json").is_file()]
         if seeds:
             rcs = [cfg.run_config(cell, s) for s in seeds]
             tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
@@ -325,61 +534,111 @@ def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
         prog.update(k + 1, f"{dict(zip(cfg.factor_names, cell))}: {len(seeds)} seeds trained batched")
 
 
+def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None:
+    """The recorded ``study.json`` (None if none); refuses to resume one of the other seed
+    design (matched vs independent), which would mix designs in one analysis."""
+    if not path.is_file():
+        return None
+    prev = read_json(path)      # CorruptFileError names the path
+    was = bool((prev.get("config") or {}).get("independent_seeds", False))
+    if was != cfg.independent_seeds:
+        rec = "independent seeds per cell" if was else "matched seeds (the same seeds in every cell)"
+        raise UserError(f"{path} records a study with {rec}; "
+                        f"{'--independent-seeds' if cfg.independent_seeds else 'matched seeds'} would mix two designs",
+                        "give another --out (nothing recorded was changed)")
+    return prev
+
+
+def _dataset_loader(out_progress: bool):
+    """Load datasets once per (dataset, root, subset, split seed, size); data errors become one
+    line naming the option."""
+    from vit.data import load_dataset
+    cache: dict[tuple, Any] = {}
+
+    def get(rc: TrainConfig):
+        split = rc.resolved_seeds()["split"]
+        key = (rc.dataset, rc.data_root, rc.subset, split, rc.image_size)
+        if key not in cache:
+            cache.clear()   # one dataset in memory at a time (runs are seed-major)
+            try:
+                cache[key] = load_dataset(rc.dataset, rc.data_root, subset=rc.subset, seed=split,
+                                          image_size=rc.image_size)
+            except FileNotFoundError as exc:
+                raise UserError(f"dataset {rc.dataset!r} not found ({exc})",
+                                "give the directory that holds its files with --data-root DIR "
+                                "(or --set data_root=DIR)") from None
+        return cache[key]
+    return get
+
+
 def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True,
               run_progress: bool = False) -> dict[str, Any]:
     """Run (or resume, or reuse) the study; write ``study.json`` and ``study.png``; return the
-    result dict (keys: config, design, status, runs, analysis, table, timing)."""
+    result dict (keys: config, design, status, runs, probe, analysis, table, timing)."""
     if not isinstance(cfg, StudyConfig):
         raise ValueError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
     out = Path(out_dir)
     path = out / f"{STUDY_NAME}.json"
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
-    if path.is_file():
-        prev = read_json(path)
-        if prev.get("config") == cfg_dict and prev.get("status") == "complete":
-            return prev
+    prev = _check_design_matches(cfg, path)
+    if prev is not None and prev.get("config") == cfg_dict and prev.get("status") == "complete":
+        return prev
     out.mkdir(parents=True, exist_ok=True)
     todo = cell_runs(cfg)
     design = {"factors": cfg.factor_names, "levels": {f: list(lv) for f, lv in cfg.factors},
-              "cells": [dict(zip(cfg.factor_names, c)) for c in cfg.cells()], "seeds": cfg.seeds(),
+              "cells": [dict(zip(cfg.factor_names, c)) for c in cfg.cells()],
+              "seeds": {_cell_label(dict(zip(cfg.factor_names, c))): cfg.seeds(c) for c in cfg.cells()},
+              "seed_design": "independent" if cfg.independent_seeds else "matched",
               "n_runs": len(todo)}
+    get_data = _dataset_loader(progress)
+    recorded = sum((run_dir(out, cfg, c, sd) / "result.json").is_file() for c, sd in todo)
+    if progress:
+        import sys
+        print(f"[study] {len(todo)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "
+              f"{design['seed_design']} seeds), {recorded} recorded, {len(todo) - recorded} to train; "
+              f"{describe_projection(cfg)}; results: {path}", file=sys.stderr, flush=True)
+    if recorded < len(todo):
+        get_data(cfg.run_config(*todo[0]))     # a missing dataset fails here, before any training
     records: list[dict[str, Any]] = []
     prog = Progress(len(todo), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
                     enabled=progress, min_interval=0.0)
     t_start = time.perf_counter()
-    cache: dict[tuple, Any] = {}
-    from vit.data import load_dataset
+    cpu_start = time.process_time()     # CPU seconds of this process: with one thread, the compute
+    from cffdyn.machine import load_average
+    load_start = load_average()
     if cfg.batched:
         _train_cells_batched(cfg, out, progress)
     for k, (cell, seed) in enumerate(todo):
         rc = cfg.run_config(cell, seed)
         rd = run_dir(out, cfg, cell, seed)
         done = (rd / "result.json").is_file()
-        split = rc.resolved_seeds()["split"]
-        key = (rc.dataset, rc.data_root, rc.subset, split, rc.image_size)
         t0 = time.perf_counter()
         if done:
-            res = train_run(rc, rd, progress=False)
+            res = train_run(rc, rd, progress=False)     # a corrupt result.json: one line naming it
         else:
-            if key not in cache:
-                cache.clear()   # one dataset in memory at a time (runs are seed-major)
-                cache[key] = load_dataset(rc.dataset, rc.data_root, subset=rc.subset, seed=split,
-                                          image_size=rc.image_size)
-            res = train_run(rc, rd, progress=run_progress, dataset=cache[key])
+            res = train_run(rc, rd, progress=run_progress, dataset=get_data(rc))
         rec = _record(cfg, tuple(cell), seed, res, rd, not done, time.perf_counter() - t0)
         records.append(rec)
         result = {"config": cfg_dict, "design": design, "status": "running", "runs": records}
         result["analysis"], result["table"] = None, ""
         atomic_write_json(path, result)
-        prog.update(k + 1, f"{' '.join(f'{n}={v}' for n, v in zip(cfg.factor_names, cell))} seed {seed}: "
+        prog.update(k + 1, f"{_cell_label(rec['cell'])}, seed {seed}: "
                            f"{cfg.metric} {100 * rec['metric']:.2f}%" + ("" if not done else " (recorded)"))
-    analysis, table = _analysis(cfg, records)
+    t_probe = time.perf_counter()
+    probe = _probe_runs(cfg, out, get_data, progress)
+    t_probe = time.perf_counter() - t_probe
+    analysis, table = _analysis(cfg, records, probe)
     trained = [r for r in records if r["trained_now"]]
-    timing = {"wall_s": time.perf_counter() - t_start, "n_trained_now": len(trained),
-              "n_reused": len(records) - len(trained),
+    from cffdyn.machine import machine_info
+    import torch
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
+              "torch_threads": torch.get_num_threads(), "n_trained_now": len(trained),
+              "n_reused": len(records) - len(trained), "probe_s": t_probe,
               "mean_run_wall_s": (sum(r["wall_s"] for r in trained) / len(trained)) if trained else None,
-              "mean_epoch_time_s": sum(r["epoch_time_s"] or 0.0 for r in records) / len(records)}
-    result = {"config": cfg_dict, "design": design, "status": "complete", "runs": records,
+              "mean_epoch_time_s": sum(r["epoch_time_s"] or 0.0 for r in records) / len(records),
+              "projected_wall_s": projected_wall_s(cfg), "load_avg_start": load_start,
+              "machine": machine_info(records[0].get("device"))}
+    result = {"config": cfg_dict, "design": design, "status": "complete", "runs": records, "probe": probe,
               "analysis": analysis, "table": table, "timing": timing}
     _plot(cfg, result, out / f"{STUDY_NAME}.png")
     atomic_write_json(path, result)

@@ -366,7 +366,8 @@ class DeviceData:
     def views(self, x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
         """``n`` independently augmented, normalised views, view-major (n·B, C, H, W)."""
         x01 = x.float() / 255.0
-        v = torch.cat([augment(x01, gen, self.kind) for _ in range(n)]) if n > 1 else augment(x01, gen, self.kind)
+        aug = lambda: augment(x01, gen, self.kind, dataset=self.ds.name)  # noqa: E731 (padding per dataset)
+        v = torch.cat([aug() for _ in range(n)]) if n > 1 else aug()
         return normalize(v * 255.0, self.ds.mean, self.ds.std)
 
     def batches(self, split: str, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,123 @@
+"""vit.augment: RandAugment (torchvision v2 semantics) and crop padding, by their properties."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vit import augment as A
+
+
+def _imgs(n=6, c=3, h=16, w=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, h, w), generator=g).float()
+
+
+def test_crop_padding_is_the_reference_per_dataset():
+    assert A.crop_padding("cifar10", 32) == 12       # ContrastiveFF utils.py at HEAD
+    assert A.crop_padding("cifar100", 32) == 4
+    assert A.crop_padding("fashion_mnist", 28) == 3  # ours: size // 8
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 32, 32)
+    # with padding 12 some crops reach 12 pixels into the zero border
+    y = A.augment(x, g, "crop_flip", dataset="cifar10")
+    assert (y == 0).all(dim=(1, 2)).any(dim=-1).float().sum() > 0
+    zero_rows = (y.abs().sum(dim=(1, 3)) == 0).sum(dim=1)
+    assert zero_rows.max() > 4 and zero_rows.max() <= 12
+
+
+def test_magnitudes_follow_torchvision_scale_of_31_bins():
+    h = w = 32
+    assert A.op_magnitude("ShearX", 30, 31, h, w) == pytest.approx(0.3)
+    assert A.op_magnitude("Rotate", 14, 31, h, w) == pytest.approx(14.0)
+    assert A.op_magnitude("TranslateX", 30, 31, h, w) == pytest.approx(150 / 331 * 32)
+    assert A.op_magnitude("Brightness", 14, 31, h, w) == pytest.approx(0.42)
+    assert A.op_magnitude("Posterize", 14, 31, h, w) == 7.0    # 8 - 14 // 7.5
+    assert A.op_magnitude("Posterize", 0, 31, h, w) == 8.0
+    assert A.op_magnitude("Solarize", 0, 31, h, w) == 1.0       # threshold 255: nothing inverted
+    assert [n for n, _ in A.RANDAUG_OPS][:1] == ["Identity"] and len(A.RANDAUG_OPS) == 14
+
+
+def test_identity_and_magnitude_zero_leave_images_unchanged():
+    x = _imgs()
+    zero = torch.zeros(x.shape[0])
+    assert torch.equal(A.apply_op(x, "Identity", zero), x)
+    for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+        assert torch.equal(A.apply_op(x, name, zero), x), name
+    for name in ("Brightness", "Color", "Contrast", "Sharpness"):   # factor 1 + 0 = 1
+        assert torch.equal(A.apply_op(x, name, zero), x), name
+    assert torch.equal(A.apply_op(x, "Posterize", torch.full((6,), 8.0)), x)
+    assert torch.equal(A.apply_op(x, "Solarize", torch.ones(6)), torch.where(x >= 255, 255 - x, x))
+
+
+def test_geometric_ops_match_exact_pixel_moves():
+    x = _imgs(2, 1, 8, 8)
+    t = A.apply_op(x, "TranslateX", torch.tensor([2.0, -3.0]))
+    assert torch.equal(t[0, :, :, 2:], x[0, :, :, :-2]) and (t[0, :, :, :2] == 0).all()
+    assert torch.equal(t[1, :, :, :-3], x[1, :, :, 3:]) and (t[1, :, :, -3:] == 0).all()
+    ty = A.apply_op(x, "TranslateY", torch.tensor([1.9, 0.0]))    # int(1.9) = 1
+    assert torch.equal(ty[0, :, 1:], x[0, :, :-1]) and torch.equal(ty[1], x[1])
+    # rotation by 90 degrees of a square image is an exact permutation of pixels (counter-clockwise)
+    r = A.apply_op(x, "Rotate", torch.tensor([90.0, -90.0]))
+    assert torch.equal(r[0], torch.rot90(x[0], 1, dims=(1, 2)))
+    assert torch.equal(r[1], torch.rot90(x[1], -1, dims=(1, 2)))
+
+
+def test_colour_ops_against_their_formulas():
+    x = _imgs(3, 3, 8, 8, seed=1)
+    b = A.apply_op(x, "Brightness", torch.tensor([0.42, -0.42, 0.0]))
+    assert torch.equal(b[0], torch.floor((1.42 * x[0]).clamp(0, 255)))
+    assert torch.equal(b[1], torch.floor((0.58 * x[1]).clamp(0, 255)))
+    p = A.apply_op(x, "Posterize", torch.full((3,), 7.0))
+    assert torch.equal(p, (x.long() & ~1).float())                # keep the top 7 bits
+    s = A.apply_op(x, "Solarize", torch.full((3,), 1 - 14 / 30))
+    thr = 255 * (1 - 14 / 30)
+    assert torch.equal(s, torch.where(x >= thr, 255 - x, x))
+    ac = A.apply_op(x, "AutoContrast", torch.zeros(3))
+    assert (ac.amin(dim=(2, 3)) == 0).all() and (ac.amax(dim=(2, 3)) == 255).all()
+    eq = A.apply_op(x, "Equalize", torch.zeros(3))
+    assert eq.min() >= 0 and eq.max() <= 255 and torch.equal(eq, torch.round(eq))
+    # equalisation is monotone per channel: it never reorders two pixel values
+    for i in range(3):
+        for c in range(3):
+            v, e = x[i, c].flatten(), eq[i, c].flatten()
+            o = torch.argsort(v)
+            assert (e[o].diff() >= 0).all()
+
+
+def test_randaug_is_per_sample_and_deterministic_under_a_seed():
+    x = torch.rand(1, 3, 16, 16).expand(64, 3, 16, 16).contiguous()
+    x = torch.round(x * 255) / 255
+    y1 = A.randaug(x, torch.Generator().manual_seed(5), crop=False)
+    y2 = A.randaug(x, torch.Generator().manual_seed(5), crop=False)
+    assert torch.equal(y1, y2)
+    y3 = A.randaug(x, torch.Generator().manual_seed(6), crop=False)
+    assert not torch.equal(y1, y3)
+    # the same image in every row: rows differ because each sample draws its own ops
+    distinct = {tuple(r.flatten()[:64].tolist()) for r in y1}
+    assert len(distinct) > 10
+    # a sample's result does not depend on the other samples in the batch
+    ya = A.randaug(x[:8], torch.Generator().manual_seed(5), crop=False)
+    assert ya.shape == (8, 3, 16, 16)
+    assert (y1 >= 0).all() and (y1 <= 1).all()
+    assert torch.equal(torch.round(y1 * 255), y1 * 255) or torch.allclose(torch.round(y1 * 255), y1 * 255, atol=1e-4)
+
+
+def test_randaug_magnitude_zero_changes_only_through_value_ops():
+    # at magnitude 0 every geometric and blend op is the identity; posterize keeps 8 bits;
+    # only solarize (threshold 255), autocontrast and equalize can change values
+    x = _imgs(32, 3, 16, 16, seed=3) / 255
+    y = A.randaug(x, torch.Generator().manual_seed(0), n_ops=1, magnitude=0, crop=False)
+    assert y.shape == x.shape
+    with pytest.raises(ValueError, match="magnitude"):
+        A.randaug(x, torch.Generator().manual_seed(0), magnitude=31)
+
+
+def test_augment_kinds():
+    x = torch.rand(4, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(A.augment(x, g, "none"), x)
+    assert A.augment(x, g, "randaug").shape == x.shape
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        A.augment(x, g, "mixup")
