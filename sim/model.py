@@ -64,8 +64,8 @@ from numba import njit, prange
 __all__ = ["Activation", "TANH", "RELU", "IDENTITY", "ACTIVATIONS", "get_activation", "Law",
            "MFConfig", "SGDConfig", "pack_params", "make_rhs", "rhs_numpy", "expectations",
            "integrate_ode", "integrate_ode_batch", "run_sgd", "SGDResult", "learnability",
-           "find_fixed_points", "jacobian_fd", "oja_rhs", "oja_stationary", "oja_jacobian_sympy",
-           "trial_seeds", "fluctuation_variance"]
+           "jacobian_fd", "oja_rhs", "oja_stationary", "oja_jacobian_sympy",
+           "trial_seeds"]
 
 
 # --------------------------------------------------------------------------- activations
@@ -691,87 +691,6 @@ def jacobian_fd(f: Callable, y: np.ndarray, h: float = 1e-6) -> np.ndarray:
         e[j] = h
         J[:, j] = (f(y + e) - f(y - e)) / (2 * h)
     return J
-
-
-def find_fixed_points(cfg: MFConfig, *, n_starts: int = 9, tol: float = 1e-10, **quad) -> list[dict]:
-    """Fixed points of the normalised ODE from a grid of starts (scipy.optimize.root, hybr),
-    deduplicated, with finite-difference Jacobian, eigenvalues and stability label."""
-    from scipy.optimize import root
-
-    if not cfg.normalize:
-        raise ValueError("fixed points are computed for the normalised ODE only")
-    f = rhs_numpy(cfg, **quad)
-    d = cfg.d
-    axes = [np.linspace(-0.97, 0.97, n_starts)] * d
-    starts = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
-    starts = starts[np.sum(starts ** 2, axis=1) < 0.97 ** 2]
-    axis_starts = [sgn * r * np.eye(d)[k] for k in range(d) for sgn in (-1, 1) for r in (0.5, 0.9, 0.98, 0.995)]
-    starts = np.vstack([starts, np.array(axis_starts)])
-    found: list[np.ndarray] = []
-
-    def safe(y):
-        if np.sum(y ** 2) > 1.0:
-            return np.full(d, 1e3) * np.sign(y + 1e-300)
-        return f(y)
-    for y0 in starts:
-        sol = root(safe, y0, method="hybr", tol=1e-13)
-        y = sol.x
-        if np.sum(y ** 2) > 1.0 or not np.all(np.isfinite(y)):
-            continue
-        if np.max(np.abs(f(y))) > tol:
-            continue
-        if any(np.max(np.abs(y - z)) < 1e-4 for z in found):
-            continue
-        found.append(y)
-    out = []
-    for y in sorted(found, key=lambda z: tuple(np.round(z, 8))):
-        J = jacobian_fd(f, y, 1e-6)
-        ev = np.linalg.eigvals(J)
-        re = ev.real
-        kind = "stable" if np.all(re < 0) else ("unstable" if np.all(re > 0) else "saddle")
-        out.append({"Q": y, "eigenvalues": ev, "stability": kind, "residual": float(np.max(np.abs(f(y))))})
-    return out
-
-
-def fluctuation_variance(cfg: MFConfig, Q: float, N: int, **quad) -> dict:
-    """Linear-noise (Ornstein-Uhlenbeck) prediction of the stationary seed-to-seed variance of
-    Q at the stable fixed point ``Q`` (d = 1, normalised): ``Var Q = Dif / (2 |lambda| N)``
-    with ``lambda = d(Qdot)/dQ`` and ``Dif = tau^2 Var[D - Q A] / B`` (per-step increments of
-    ``Q`` are ``(tau/N)(D - Q A) + O(N^-2)``).  The residual of ``nu`` given ``eps`` (variance
-    ``sn^2 (1 - Q^2)``, correlation rho) is included.  Monte Carlo-free: tensor GH / exact law."""
-    if cfg.d != 1 or not cfg.normalize:
-        raise ValueError("fluctuation_variance supports d = 1, normalised")
-    f = rhs_numpy(cfg, **quad)
-    lam = float(jacobian_fd(f, np.array([Q]))[0, 0])
-    P = pack_params(cfg, **quad)
-    sn, rho, margin = cfg.sn, cfg.rho, cfg.margin
-    clamp = cfg.mode == "clamp"
-    a = cfg.act
-    nc, ng = int(P[9]), int(P[10])
-    cN = P[_H:_H + nc]
-    cw = P[_H + nc:_H + 2 * nc]
-    g = P[_H + 2 * nc:_H + 2 * nc + 3 * ng].reshape(ng, 3)
-    gw = P[_H + 2 * nc + 3 * ng:]
-    s = math.sqrt(max(1 - Q * Q, 0))
-    rc = math.sqrt(max(1 - rho * rho, 0))
-    e, g1, g2 = g[:, 0][None, :], g[:, 1][None, :], g[:, 2][None, :]
-    c = cN[:, None]
-    W = cw[:, None] * gw[None, :]
-    eps1 = sn * g1
-    eps2 = sn * (rho * g1 + rc * g2)
-    h1 = Q * c + s * e + eps1
-    h2 = Q * c + s * e + eps2
-    vs, vd = np.vectorize(a.sig), np.vectorize(a.dsig)
-    S1, S2, D1, D2 = vs(h1), vs(h2), vd(h1), vd(h2)
-    keep = np.ones_like(h1) if not clamp else (S1 * S2 < 1 - margin).astype(float)
-    a1, a2 = keep * D1 * S2, keep * S1 * D2
-    mean_part = a1 * (c + Q * eps1) + a2 * (c + Q * eps2) - Q * (a1 * h1 + a2 * h2)
-    resid = sn ** 2 * (1 - Q * Q) * (a1 ** 2 + a2 ** 2 + 2 * rho * a1 * a2)
-    m1 = np.sum(W * mean_part)
-    m2_ = np.sum(W * (mean_part ** 2 + resid))
-    dif = cfg.tau ** 2 * (m2_ - m1 ** 2) / cfg.batch
-    return {"lambda": lam, "diffusion": float(dif),
-            "var": float(dif / (2 * abs(lam) * N)) if lam < 0 else float("inf")}
 
 
 # --------------------------------------------------------------------------- SGD
