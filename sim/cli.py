@@ -2,12 +2,12 @@
 
 Sub-commands
 ------------
-convergence  ODE vs online SGD for N in {1e3, 1e4, 1e5}; fitted N-exponent of the deviation.
+convergence  ODE vs online SGD for >= 5 N: fluctuation exponent (bootstrap CI) and bias (mean - ODE, SE).
 hfunc        h(Q) = Qdot/tau with fixed points and stability; learnability constants.
 phase        two-feature phase portrait, attraction regions, m4 sweep (claim ii).
 noise        stationary cosine similarity vs noise strength and correlation rho.
-clamp        clamp vs subtraction margin: CAR(t), stationary Q, seed variance ratios.
-bench        speed ratios measured side by side (numba vs NumPy, threads, phase portrait).
+clamp        N Var(Q) and the clamp/subtract ratio: linear-noise theory vs SGD with 95% CIs; ViT bridge.
+bench        engines vs a NumPy loop and vs their normals alone, 1 vs 2 threads (interleaved).
 eigen        eigenmode (IsoLoss) dynamics: handed to ``sim.eigen_cli``.
 
 Every study writes ``<out>/<name>.json`` and ``<name>.png`` (see :mod:`sim.studies`) and
@@ -29,11 +29,11 @@ from cffdyn.io import atomic_write_json, ensure_writable_dir, ensure_writable_fi
 __all__ = ["main"]
 
 _HELP = {
-    "convergence": "ODE vs SGD mean +- SD for several N; fits the exponent of the deviation (expected -1/2)",
+    "convergence": "ODE vs SGD for several N: fluctuation exponent with bootstrap CI, bias mean - ODE with SE",
     "hfunc": "h(Q) = Qdot/tau with fixed points/stability; kappa, v vs the notes' table",
     "phase": "two-feature phase portrait with attraction regions, SGD paths, m4 sweep",
     "noise": "stationary Q* vs sigma_n^2 for several rho and tau, with SGD points and the notes' table",
-    "clamp": "clamp vs subtraction margin: CAR, stationary Q, final-Q variance ratios (SGD and OU prediction)",
+    "clamp": "N Var(Q) and the clamp/subtract variance ratio: linear-noise prediction vs SGD (95% CIs), ViT bridge",
 }
 
 
@@ -182,8 +182,8 @@ def _summary_lines(name: str, r: dict) -> list[str]:
 
 def _summary(name: str, r: dict) -> dict:
     if name == "convergence":
-        return {"exponent": r["exponent"], "exponent_se": r["exponent_se"],
-                "rms_max_dev": {str(x["N"]): x["rms_max_dev"] for x in r["rows"]},
+        return {"exponent": r["exponent"], "exponent_ci95": r["exponent_ci95"], "bias_exponent": r["bias_exponent"],
+                "bias": {str(x["N"]): x["bias"] for x in r["rows"]},
                 "full_vs_reduced": r["full_vs_reduced"], "rk4_vs_solve_ivp_max": r["rk4_vs_solve_ivp_max"]}
     if name == "hfunc":
         return {"learnability": r["learnability"],
@@ -196,8 +196,10 @@ def _summary(name: str, r: dict) -> dict:
         return {f"tau={c['tau']} rho={c['rho']}": {"Q": c["Q"], "max_abs_diff_notes": c["max_abs_diff_notes"]}
                 for c in r["curves"]}
     if name == "clamp":
-        return [{"m": x["margin"], "sn": x["sn"], "B": x["batch"], "var_ratio": x["var_ratio"],
-                 "var_ratio_pred": x["var_ratio_pred"], "car_clamp": x["clamp"]["car_star"]} for x in r["rows"]]
+        return {"summary": r["summary"],
+                "rows": [{"m": x["margin"], "sn": x["sn"], "B": x["batch"], "outcome": x["outcome"],
+                          "ratio_pred": x["ratio_pred"], "ratio": x["ratio"], "ratio_in_ci": x["ratio_in_ci"]}
+                         for x in r["rows"]]}
     return {}
 
 

@@ -18,6 +18,11 @@ is multiplied by ``1[y1 y2 < 1 - m]``; the clamp activation rate (CAR) is
 Two exact SGD engines
 ---------------------
 ``engine="full"``     the algorithm above with O(N) work and O(N) normals per step (numba).
+``engine="semi"``     the same Markov chain *in law* with O(N) work but only N - d normals per
+                      step (+ O(B d) scalars): w is kept in full (element-wise regularisers
+                      such as L1 stay exact); the background parts of x, n1, n2 enter through
+                      their projections on w_bg (scalars) and one isotropic Gaussian vector
+                      orthogonal to w_bg of per-coordinate variance V (below).
 ``engine="reduced"``  the same Markov chain *in law* with O(d) work per step.  The data are
                       isotropic off the feature coordinates and the update lies in span(w, x),
                       so the state is ``(w_f, R = |w_background|^2)``: per sample one draws the
@@ -703,12 +708,13 @@ def trial_seeds(seed: int, K: int) -> np.ndarray:
 @dataclass(frozen=True)
 class SGDConfig:
     """Microscopic run: dimension N, trials K, horizon t_end (in units of N steps), number of
-    records, engine ("full" O(N)/step or "reduced" exact-in-law O(d)/step), seed."""
+    records, engine ("full" O(N)/step, 3BN normals; "semi" exact-in-law O(N)/step, N normals;
+    "reduced" exact-in-law O(d)/step), seed."""
     N: int = 2000
     trials: int = 8
     t_end: float = 10.0
     n_records: int = 50
-    engine: Literal["full", "reduced"] = "reduced"
+    engine: Literal["full", "semi", "reduced"] = "reduced"
     seed: int = 0
 
     def __post_init__(self):
@@ -720,8 +726,8 @@ class SGDConfig:
             raise ValueError("t_end must be finite and > 0")
         if self.n_records < 1:
             raise ValueError("n_records must be >= 1")
-        if self.engine not in ("full", "reduced"):
-            raise ValueError(f"engine={self.engine!r}: choose full or reduced")
+        if self.engine not in ("full", "semi", "reduced"):
+            raise ValueError(f"engine={self.engine!r}: choose full, semi or reduced")
 
 
 @dataclass
@@ -950,10 +956,151 @@ def _make_sgd(act: Activation):
                     ncar = 0
         return Qout, rout, cout, status
 
-    return reduced, full
+    @njit(parallel=True, cache=False)
+    def semi(seeds, Q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta, l1,
+             law_kind, law_p, table, rec_every, n_rec):
+        """Exact in law, O(N) per step with N - d normals (+ O(B d) scalars) instead of the full
+        engine's 3 B N: the background parts of x, n1, n2 enter only through their projections
+        on u = w_bg / |w_bg| (scalars) and, orthogonal to u, through one isotropic Gaussian
+        vector of variance V = sum_b (g1+g2)^2 + sn^2 (g1^2 + g2^2 + 2 rho g1 g2) per coordinate.
+        w itself is kept in full, so element-wise regularisers (L1) stay exact."""
+        K = seeds.size
+        d = sqm2.size
+        Qout = np.full((K, n_rec + 1, d), np.nan)
+        rout = np.full((K, n_rec + 1), np.nan)
+        cout = np.full((K, n_rec + 1), np.nan)
+        status = np.zeros(K, dtype=np.int8)
+        sqN = math.sqrt(N)
+        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
+        thr = 1.0 - margin
+        for i in prange(K):
+            np.random.seed(seeds[i])
+            w = np.empty(N)
+            for j in range(N):
+                w[j] = np.random.standard_normal()
+            bg = 0.0
+            for j in range(d, N):
+                bg += w[j] * w[j]
+            q2 = 0.0
+            for k in range(d):
+                q2 += Q0[i, k] * Q0[i, k]
+            rr = 1.0 if normalize else Q0[i, d]
+            scb = math.sqrt(max(N * (rr - q2), 0.0) / bg)
+            R = 0.0
+            for j in range(d, N):
+                w[j] *= scb
+                R += w[j] * w[j]
+            for k in range(d):
+                w[k] = Q0[i, k] * sqN
+            zeta = np.empty(N)
+            x1 = np.empty(d)
+            x2 = np.empty(d)
+            uf = np.empty(d)
+            for k in range(d):
+                Qout[i, 0, k] = Q0[i, k] / math.sqrt(rr)
+            rout[i, 0] = rr
+            ncar = 0
+            for step in range(1, rec_every * n_rec + 1):
+                sR = math.sqrt(max(R, 0.0))
+                uf[:] = 0.0
+                upar = 0.0
+                V = 0.0
+                for b in range(B):
+                    apar = np.random.standard_normal()
+                    h1 = 0.0
+                    h2 = 0.0
+                    for k in range(d):
+                        ck = sqm2[k] * _sample_c(law_kind, law_p, table)
+                        if sn > 0.0:
+                            z1 = np.random.standard_normal()
+                            z2 = rho * z1 + rc * np.random.standard_normal() if rc > 0 else rho * z1
+                            x1[k] = ck + sn * z1
+                            x2[k] = ck + sn * z2
+                        else:
+                            x1[k] = ck
+                            x2[k] = ck
+                        h1 += w[k] * x1[k]
+                        h2 += w[k] * x2[k]
+                    if sn > 0.0:
+                        z1 = np.random.standard_normal()
+                        z2 = rho * z1 + rc * np.random.standard_normal() if rc > 0 else rho * z1
+                        p1 = apar + sn * z1
+                        p2 = apar + sn * z2
+                    else:
+                        p1 = apar
+                        p2 = apar
+                    h1 = (h1 + sR * p1) / sqN
+                    h2 = (h2 + sR * p2) / sqN
+                    S1 = sig(h1)
+                    S2 = sig(h2)
+                    if S1 * S2 >= thr:
+                        ncar += 1
+                        if clamp:
+                            continue
+                    g1 = dsig(h1) * S2
+                    g2 = S1 * dsig(h2)
+                    for k in range(d):
+                        uf[k] += g1 * x1[k] + g2 * x2[k]
+                    upar += g1 * p1 + g2 * p2
+                    V += (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+                lr = tau / sqN / B
+                dec = tau * beta / N
+                # background: w_bg + lr (upar u + sqrt(V) (zeta - (zeta.u) u)), zeta ~ N(0, I)
+                a_u = 0.0
+                sV = math.sqrt(V)
+                if V > 0.0:
+                    zw = 0.0
+                    for j in range(d, N):
+                        z = np.random.standard_normal()
+                        zeta[j] = z
+                        zw += z * w[j]
+                    a_u = (upar - sV * zw / sR) / sR if sR > 0.0 else 0.0
+                elif sR > 0.0:
+                    a_u = upar / sR
+                nrm2 = 0.0
+                for k in range(d):
+                    wk = w[k] + lr * uf[k]
+                    if l1:
+                        wk -= dec * (1.0 if w[k] > 0 else (-1.0 if w[k] < 0 else 0.0))
+                    else:
+                        wk -= dec * w[k]
+                    w[k] = wk
+                    nrm2 += wk * wk
+                R = 0.0
+                f = 1.0 + lr * a_u
+                for j in range(d, N):
+                    wj = f * w[j]
+                    if V > 0.0:
+                        wj += lr * sV * zeta[j]
+                    if l1:
+                        wj -= dec * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
+                    else:
+                        wj -= dec * w[j]
+                    w[j] = wj
+                    R += wj * wj
+                nrm2 += R
+                if not (np.isfinite(nrm2) and nrm2 > 0.0):
+                    status[i] = 1
+                    break
+                if normalize:
+                    sc = math.sqrt(N / nrm2)
+                    for j in range(N):
+                        w[j] *= sc
+                    R *= sc * sc
+                    nrm2 = N
+                if step % rec_every == 0:
+                    jr = step // rec_every
+                    for k in range(d):
+                        Qout[i, jr, k] = w[k] / math.sqrt(nrm2)
+                    rout[i, jr] = nrm2 / N
+                    cout[i, jr] = ncar / (rec_every * B)
+                    ncar = 0
+        return Qout, rout, cout, status
+
+    return reduced, full, semi
 
 
-_SGD_CACHE: dict[str, tuple[Callable, Callable]] = {}
+_SGD_CACHE: dict[str, tuple[Callable, Callable, Callable]] = {}
 
 
 def _sgd_kernels(act: Activation):
@@ -978,7 +1125,7 @@ def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDRes
     Y0 = np.ascontiguousarray(np.broadcast_to(y0, (K, y0.shape[-1])), dtype=np.float64)
     rec_every = max(1, int(round(sgd.t_end * sgd.N / sgd.n_records)))
     kind, p, table = cfg.law.sgd_code()
-    reduced, full = _sgd_kernels(cfg.act)
+    reduced, full, semi = _sgd_kernels(cfg.act)
     seeds = trial_seeds(sgd.seed, K)
     sqm2 = np.sqrt(np.asarray(cfg.m2))
     beta = cfg.beta if cfg.reg != "none" else 0.0
@@ -988,8 +1135,8 @@ def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDRes
         Q, r, car, st = reduced(seeds, Y0, float(sgd.N), sqm2, *common, kind, p, table,
                                 rec_every, sgd.n_records)
     else:
-        Q, r, car, st = full(seeds, Y0, int(sgd.N), sqm2, *common, cfg.reg == "l1", kind, p, table,
-                             rec_every, sgd.n_records)
+        Q, r, car, st = (full if sgd.engine == "full" else semi)(
+            seeds, Y0, int(sgd.N), sqm2, *common, cfg.reg == "l1", kind, p, table, rec_every, sgd.n_records)
     if strict:
         _check_status(st, "run_sgd")
     t = np.arange(sgd.n_records + 1) * rec_every / sgd.N

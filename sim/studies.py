@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from numba import njit
 
 from cffdyn.io import Progress, to_jsonable
 from sim.report import finish, pyplot, reuse_recorded
@@ -408,7 +409,7 @@ def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool =
     ax[1].set_ylabel(f"share of {len(ics_m4)} initial conditions")
     ax[1].set_title(f"attraction shares at fixed m2={cfg.m2}", fontsize=9)
     ax[1].legend(fontsize=7)
-    res = {"n_ics": len(ics), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
+    res = {"n_ics": len(ics), "n_ics_m4": len(ics_m4), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
            "share_none": float(np.mean(win == 0)), "batch_seconds": t_batch, "n_steps": n_steps,
            "fixed_points": [{"Q": p["Q"], "stability": p["stability"], "eigenvalues": p["eigenvalues"].real}
                             for p in fps],
@@ -531,58 +532,93 @@ def numpy_sgd(cfg: MFConfig, N: int, steps: int, q0: float, seed: int) -> np.nda
     return out
 
 
-def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = print) -> dict:
-    import numba
+@njit(cache=True)
+def _draw_normals(n: int, seed: int) -> float:
+    """The rate of numba's generator alone: n normals drawn one by one (as the engines do)."""
+    np.random.seed(seed)
+    acc = 0.0
+    for _ in range(n):
+        acc += np.random.standard_normal()
+    return acc
 
-    res: dict[str, Any] = {"config": to_jsonable(cfg)}
+
+def _med(xs) -> dict:
+    xs = sorted(xs)
+    return {"median": float(np.median(xs)), "min": float(xs[0]), "max": float(xs[-1]), "n": len(xs)}
+
+
+def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = print) -> dict:
+    """Engines against the NumPy step loop (1 thread), each against the rate of drawing its
+    normals alone, 1 vs 2 threads, all in interleaved rounds (A B A B ...) with median and
+    range, and machine_info() (load, CPUs) before and after."""
+    import numba
+    from cffdyn.machine import machine_info
+
+    res: dict[str, Any] = {"config": to_jsonable(cfg), "machine_before": machine_info()}
     mf = MFConfig(tau=0.5, m2=(3.0,), sn=cfg.sn, rho=0.0)
     t_end = cfg.steps / cfg.N
     nthreads0 = numba.get_num_threads()
     numba.set_num_threads(1)
-    run_sgd(mf, SGDConfig(N=200, trials=1, t_end=1.0, n_records=1, engine="full"), [0.3])  # compile
-    ts = time.perf_counter()
-    run_sgd(mf, SGDConfig(N=cfg.N, trials=1, t_end=t_end, n_records=1, engine="full", seed=cfg.seed), [0.3])
-    t_nb = time.perf_counter() - ts
-    ts = time.perf_counter()
-    numpy_sgd(mf, cfg.N, cfg.steps, 0.3, cfg.seed)
-    t_np = time.perf_counter() - ts
-    normals = cfg.steps * (3 * cfg.N - 1)  # x (N-1) + two noise vectors (N each)
-    g = np.random.default_rng(cfg.seed)
-    ts = time.perf_counter()
-    g.standard_normal(normals)
-    t_gen = time.perf_counter() - ts
-    res["sgd_numba_s"], res["sgd_numpy_s"] = t_nb, t_np
-    res["numba_over_numpy_speedup"] = t_np / t_nb
-    res["numba_normals_per_s"] = normals / t_nb
-    res["numpy_generator_normals_per_s"] = normals / t_gen
-    res["normals_rate_fraction"] = t_gen / t_nb
-    echo(f"SGD N={cfg.N}, {cfg.steps} steps, sn={cfg.sn} (1 thread): numba {t_nb:.3f}s, NumPy loop {t_np:.3f}s "
-         f"-> speedup {t_np / t_nb:.2f}x (goal >= 5x)")
-    echo(f"normals/s: numba SGD {normals / t_nb:.3e} (incl. all work), NumPy Generator.standard_normal "
-         f"{normals / t_gen:.3e} -> {100 * t_gen / t_nb:.0f}% (goal >= 50%)")
-    # parallel speedup over trials
-    sg = SGDConfig(N=cfg.N, trials=cfg.par_trials, t_end=t_end / 2, n_records=1, engine="full", seed=cfg.seed)
-    times = {}
-    for nt in (1, 2):
-        numba.set_num_threads(nt)
-        ts = time.perf_counter()
-        r = run_sgd(mf, sg, [0.3])
-        times[nt] = time.perf_counter() - ts
-        if nt == 1:
-            q1 = r.Q.copy()
-        else:
-            res["thread_count_independent"] = bool(np.array_equal(q1, r.Q))
-    res["parallel_speedup_2_threads"] = times[1] / times[2]
-    echo(f"parallel over {cfg.par_trials} trials: 1 thread {times[1]:.3f}s, 2 threads {times[2]:.3f}s -> "
-         f"{times[1] / times[2]:.2f}x (goal >= 1.7x); identical results: {res['thread_count_independent']}")
+    for eng in ("full", "semi"):  # compile
+        run_sgd(mf, SGDConfig(N=200, trials=1, t_end=1.0, n_records=1, engine=eng), [0.3])
+    _draw_normals(10, 0)
+    noise = 2 if cfg.sn > 0 else 0
+    n_full = cfg.steps * ((cfg.N - 1) + noise * cfg.N)          # x off the feature + two noise vectors
+    n_semi = cfg.steps * ((cfg.N - 1) + 1 + noise * 2)          # zeta + (a_par, feature / projected noise)
+    one = SGDConfig(N=cfg.N, trials=1, t_end=t_end, n_records=1, seed=cfg.seed)
+    T: dict[str, list[float]] = {k: [] for k in ("numpy", "full", "semi", "normals_full", "normals_semi")}
+    for r in range(cfg.rounds):
+        for k in T:  # interleaved: every quantity once per round
+            ts = time.perf_counter()
+            if k == "numpy":
+                numpy_sgd(mf, cfg.N, cfg.steps, 0.3, cfg.seed + r)
+            elif k in ("full", "semi"):
+                run_sgd(mf, dataclasses.replace(one, engine=k, seed=cfg.seed + r), [0.3])
+            else:
+                _draw_normals(n_full if k == "normals_full" else n_semi, cfg.seed + r)
+            T[k].append(time.perf_counter() - ts)
+    res["seconds_1_thread"] = {k: _med(v) for k, v in T.items()}
+    m = {k: res["seconds_1_thread"][k]["median"] for k in T}
+    res["full_over_numpy"] = m["numpy"] / m["full"]
+    res["semi_over_numpy"] = m["numpy"] / m["semi"]
+    res["semi_over_full"] = m["full"] / m["semi"]
+    res["full_normals_fraction"] = m["normals_full"] / m["full"]
+    res["semi_normals_fraction"] = m["normals_semi"] / m["semi"]
+    res["normals_per_step"] = {"full": n_full / cfg.steps, "semi": n_semi / cfg.steps}
+    echo(f"SGD N={cfg.N}, {cfg.steps} steps, sn={cfg.sn}, 1 thread, median of {cfg.rounds} interleaved rounds: "
+         f"NumPy loop {m['numpy']:.3f}s, full {m['full']:.3f}s, semi-reduced {m['semi']:.3f}s")
+    echo(f"  speed vs the NumPy loop: full {res['full_over_numpy']:.2f}x, semi-reduced {res['semi_over_numpy']:.2f}x "
+         f"(goal >= 2.5x); semi/full {res['semi_over_full']:.2f}x")
+    echo(f"  fraction of the rate of drawing its normals alone: full {100 * res['full_normals_fraction']:.0f}% "
+         f"({n_full / cfg.steps:.0f} normals/step), semi-reduced {100 * res['semi_normals_fraction']:.0f}% "
+         f"({n_semi / cfg.steps:.0f} normals/step; goal >= 80%)")
+    # threads: 1 vs 2, interleaved, for both O(N) engines
+    sg = SGDConfig(N=cfg.N, trials=cfg.par_trials, t_end=t_end / 2, n_records=1, seed=cfg.seed)
+    TT: dict[str, list[float]] = {f"{e}_{nt}": [] for e in ("full", "semi") for nt in (1, 2)}
+    same = True
+    for r in range(cfg.rounds):
+        for e in ("full", "semi"):
+            outs = {}
+            for nt in (1, 2):
+                numba.set_num_threads(min(nt, nthreads0))
+                ts = time.perf_counter()
+                outs[nt] = run_sgd(mf, dataclasses.replace(sg, engine=e), [0.3]).Q
+                TT[f"{e}_{nt}"].append(time.perf_counter() - ts)
+            same &= bool(np.array_equal(outs[1], outs[2]))
+    res["threads_seconds"] = {k: _med(v) for k, v in TT.items()}
+    for e in ("full", "semi"):
+        res[f"{e}_speedup_2_threads"] = res["threads_seconds"][f"{e}_1"]["median"] / res["threads_seconds"][f"{e}_2"]["median"]
+    res["thread_count_independent"] = same
+    res["threads_available"] = nthreads0
+    echo(f"  1 vs 2 threads over {cfg.par_trials} trials (interleaved): full {res['full_speedup_2_threads']:.2f}x, "
+         f"semi-reduced {res['semi_speedup_2_threads']:.2f}x; identical results: {same}")
     numba.set_num_threads(min(2, nthreads0))
     # reduced engine throughput
     ts = time.perf_counter()
     run_sgd(MFConfig(tau=0.5, m2=(3.0,)), SGDConfig(N=100000, trials=2, t_end=5.0, n_records=1), [0.3])
     t_red = time.perf_counter() - ts
     res["reduced_steps_per_s"] = 2 * 5 * 100000 / t_red
-    echo(f"reduced (exact-in-law) engine: {res['reduced_steps_per_s']:.3e} steps/s on 2 threads "
-         f"(full engine at N={cfg.N}: {cfg.steps / t_nb:.3e} steps/s on 1 thread)")
+    echo(f"reduced (exact-in-law, O(1) per step) engine: {res['reduced_steps_per_s']:.3e} steps/s")
     # phase portrait
     from sim.model import pack_params
     ph = MFConfig(tau=0.2, m2=(1.2, 1.1))
@@ -600,15 +636,12 @@ def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = p
     res["phase_seconds"], res["phase_cpu_seconds"], res["phase_table_seconds"] = t_ph, c_ph, t_tab
     res["phase_error_vs_direct_quadrature"] = float(np.max(np.abs(tr[:100, -1] - trq[:, -1])))
     echo(f"phase portrait: {cfg.n_traj} trajectories x {cfg.n_steps} RK4 steps in {t_ph:.2f}s wall, "
-         f"{c_ph:.2f}s CPU (goal < 5 s; + {t_tab:.2f}s tabulation); max |final state - direct "
-         f"128-node quadrature| = {res['phase_error_vs_direct_quadrature']:.1e}")
-    try:
-        load = os.getloadavg()[0]
-        res["load_average_1min"] = load
-        echo(f"(1-min load average during the run: {load:.1f} on {os.cpu_count()} CPUs; wall times on a "
-             "shared machine are inflated accordingly)")
-    except OSError:
-        pass
+         f"{c_ph:.2f}s CPU (+ {t_tab:.2f}s tabulation); max |final state - direct quadrature| = "
+         f"{res['phase_error_vs_direct_quadrature']:.1e}")
+    res["machine_after"] = machine_info()
+    la, lb = res["machine_before"]["load_avg"], res["machine_after"]["load_avg"]
+    echo(f"(1-min load average {la[0] if la else float('nan'):.1f} before, {lb[0] if lb else float('nan'):.1f} after, "
+         f"on {os.cpu_count()} CPUs; wall times on a shared machine are inflated accordingly)")
     return res
 
 
