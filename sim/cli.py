@@ -167,8 +167,11 @@ def _summary_lines(name: str, r: dict) -> list[str]:
         return summary_lines(r)
     if name == "convergence":
         b = r.get("bias_exponent") or {}
+        bias = (f"bias exponent {b['est']:.3f} (95% CI {b['ci95'][0]:.3f} to {b['ci95'][1]:.3f})" if b.get("resolved")
+                else "bias exponent not resolved (bias at t_end within 2 SE of 0 at some N)")
+        rows = ", ".join(f"N={x['N']}: {x['bias']['end']['N_bias']:.2f}±{x['bias']['end']['N_se']:.2f}" for x in r["rows"])
         return [f"fluctuation exponent {r['exponent']:.3f} (95% CI {r['exponent_ci95'][0]:.3f} to "
-                f"{r['exponent_ci95'][1]:.3f}); bias exponent {b.get('est', float('nan')):.3f}"]
+                f"{r['exponent_ci95'][1]:.3f}); {bias}", f"N x bias at t_end (mean ± SE): {rows}"]
     if name == "hfunc":
         return [f"learnability kappa (tanh) {r['learnability']['tanh']['kappa']:.4f}; "
                 f"{sum(len(c['fixed_points']) for c in r['curves'])} fixed points over {len(r['curves'])} curves"]

@@ -6,7 +6,6 @@ ODE check), ``all`` (the three).  Each prints a one-line summary per study and t
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys

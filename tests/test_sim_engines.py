@@ -44,6 +44,7 @@ def test_semi_engine_deterministic_and_checks():
     assert np.allclose(r.r[:, 1:], 1.0) and np.all(np.abs(r.Q) <= 1)
 
 
+@pytest.mark.slow
 def test_bench_tiny_reports_ratios_and_load():
     from sim import studies as S
     cfg = S.BenchConfig(N=300, steps=40, sn=0.5, rounds=2, par_trials=2, n_traj=20, n_steps=10, table=64)

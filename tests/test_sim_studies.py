@@ -150,3 +150,15 @@ def test_vit_points_tolerant(tmp_path):
     cell = [p for p in pts if p["kind"] == "cell"][0]
     assert abs(cell["ratio"] - 4.0) < 1e-9
     assert len(msgs) == 2 and all(m.count("\n") == 0 for m in msgs)
+
+
+def test_eigen_cli_bad_input_before_any_setting(tmp_path):
+    from cffdyn.errors import UserError
+    from sim.eigen_cli import main as eigen_main
+    with pytest.raises(UserError, match="eta=nan is not a finite number"):
+        eigen_main(["settings", "--set", "eta=nan", "--out", str(tmp_path)])
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        eigen_main(["all", "--out", str(f), "--quiet"])
+    assert not list(tmp_path.glob("*.json"))
