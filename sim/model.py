@@ -1015,6 +1015,7 @@ def _make_sgd(act: Activation):
             Qout[0, k] = q0[k] / math.sqrt(rr)
         rout[0] = rr
         ncar = 0
+        s = 1.0  # the true weights are s * w: normalisation rescales s, not w (one pass less per step)
         for step in range(1, rec_every * n_rec + 1):
             sR = math.sqrt(max(R, 0.0))
             uf[:] = 0.0
@@ -1034,8 +1035,8 @@ def _make_sgd(act: Activation):
                     else:
                         x1[k] = ck
                         x2[k] = ck
-                    h1 += w[k] * x1[k]
-                    h2 += w[k] * x2[k]
+                    h1 += s * w[k] * x1[k]
+                    h2 += s * w[k] * x2[k]
                 if sn > 0.0:
                     z1 = rng.standard_normal()
                     z2 = rho * z1 + rc * rng.standard_normal() if rc > 0 else rho * z1
@@ -1069,44 +1070,53 @@ def _make_sgd(act: Activation):
                     z = rng.standard_normal()
                     zeta[j] = z
                     zw += z * w[j]
+                zw *= s
                 a_u = (upar - sV * zw / sR) / sR if sR > 0.0 else 0.0
             elif sR > 0.0:
                 a_u = upar / sR
             nrm2 = 0.0
+            inv_s = 1.0 / s
             for k in range(d):
-                wk = w[k] + lr * uf[k]
+                tk = s * w[k]
+                wk = tk + lr * uf[k]
                 if l1:
-                    wk -= dec * (1.0 if w[k] > 0 else (-1.0 if w[k] < 0 else 0.0))
+                    wk -= dec * (1.0 if tk > 0 else (-1.0 if tk < 0 else 0.0))
                 else:
-                    wk -= dec * w[k]
-                w[k] = wk
+                    wk -= dec * tk
+                w[k] = wk * inv_s
                 nrm2 += wk * wk
             R = 0.0
             f = 1.0 + lr * a_u
-            for j in range(d, N):
+            cz = lr * sV * inv_s
+            dl1 = dec * inv_s
+            for j in range(d, N):  # in stored units: true update divided by s
                 wj = f * w[j]
                 if V > 0.0:
-                    wj += lr * sV * zeta[j]
+                    wj += cz * zeta[j]
                 if l1:
-                    wj -= dec * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
+                    wj -= dl1 * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
                 else:
                     wj -= dec * w[j]
                 w[j] = wj
                 R += wj * wj
+            R *= s * s
             nrm2 += R
             if not (np.isfinite(nrm2) and nrm2 > 0.0):
                 status = 1
                 break
             if normalize:
                 sc = math.sqrt(N / nrm2)
-                for j in range(N):
-                    w[j] *= sc
+                s *= sc
                 R *= sc * sc
                 nrm2 = N
+                if not (1e-30 < s < 1e30):  # fold the scale back before it under/overflows
+                    for j in range(N):
+                        w[j] *= s
+                    s = 1.0
             if step % rec_every == 0:
                 jr = step // rec_every
                 for k in range(d):
-                    Qout[jr, k] = w[k] / math.sqrt(nrm2)
+                    Qout[jr, k] = s * w[k] / math.sqrt(nrm2)
                 rout[jr] = nrm2 / N
                 cout[jr] = ncar / (rec_every * B)
                 ncar = 0
