@@ -1007,7 +1007,7 @@ def _make_sgd(act: Activation):
             R += w[j] * w[j]
         for k in range(d):
             w[k] = q0[k] * sqN
-        zeta = np.empty(N)
+        zeta = np.zeros(N)
         x1 = np.empty(d)
         x2 = np.empty(d)
         uf = np.empty(d)
@@ -1089,16 +1089,19 @@ def _make_sgd(act: Activation):
             f = 1.0 + lr * a_u
             cz = lr * sV * inv_s
             dl1 = dec * inv_s
-            for j in range(d, N):  # in stored units: true update divided by s
-                wj = f * w[j]
-                if V > 0.0:
-                    wj += cz * zeta[j]
-                if l1:
-                    wj -= dl1 * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
-                else:
-                    wj -= dec * w[j]
-                w[j] = wj
-                R += wj * wj
+            if V == 0.0:
+                cz = 0.0  # zeta holds finite stale values (zero-initialised): no branch per element
+            if l1:
+                for j in range(d, N):  # in stored units: true update divided by s
+                    wj = f * w[j] + cz * zeta[j] - dl1 * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
+                    w[j] = wj
+                    R += wj * wj
+            else:
+                fd = f - dec
+                for j in range(d, N):
+                    wj = fd * w[j] + cz * zeta[j]
+                    w[j] = wj
+                    R += wj * wj
             R *= s * s
             nrm2 += R
             if not (np.isfinite(nrm2) and nrm2 > 0.0):
