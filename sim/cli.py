@@ -44,7 +44,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
                                 "(online SGD, mean-field ODEs, fixed points) and eigenmode dynamics.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join([*_HELP, "bench", "eigen"]) + "}")
     for name, hlp in _HELP.items():
-        s = sub.add_parser(name, formatter_class=fmt, help=hlp, description=hlp + ". Writes NAME.json + NAME.png.")
+        s = sub.add_parser(name, formatter_class=fmt, help=hlp.replace("%", "%%"),
+                           description=hlp + ". Writes NAME.json + NAME.png.")
         if name == "clamp":
             s.add_argument("--preset", choices=("quick", "full"), default="full",
                            help="FULL (default): the measurement of the paper, N=2000, 64 trials per arm, about "
