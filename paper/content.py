@@ -173,6 +173,18 @@ def _verify_specs(data: dict) -> list[NumberSpec]:
 SPREAD_ORDER = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")
 
 
+def setting_label(name: str) -> str:
+    """Readable name of an eigenmode setting code (``euc_simsiam_nopred`` -> "Euclidean
+    SimSiam, no predictor")."""
+    parts = name.split("_")
+    loss = {"euc": "Euclidean", "cos": "cosine"}.get(parts[0], parts[0])
+    if len(parts) > 1 and parts[1] == "isoloss":
+        return f"{loss} IsoLoss"
+    extra = {"nopred": "no predictor", "nosg": "no stop-gradient"}
+    tail = [extra.get(p, p) for p in parts[2:]]
+    return f"{loss} SimSiam" + (", " + ", ".join(tail) if tail else "")
+
+
 def _spread_specs(data: dict) -> list[NumberSpec]:
     out = [NumberSpec("EigSeeds", "eigen_spread", "n_seeds", "d"),
            NumberSpec("EigHorizon", "eigen_spread", "config.horizon", "d"),
@@ -335,25 +347,29 @@ def fig_eigen_spread(results: dict, paths: dict, out: Path) -> Path:
         mu0 = np.asarray(r["mu0"], float).ravel()
         ttf = np.asarray([np.nan if x is None else x for x in np.asarray(r["time_to_frac"], dtype=object).ravel()],
                          float)
-        axes[0].scatter(mu0, ttf, s=10, color=f"C{i}", label=f"{name} (η={r['eta']:g})")
+        axes[0].scatter(mu0, ttf, s=10, color=f"C{i}", label=f"{setting_label(name)} (η={r['eta']:g})")
         tr = r["mean_trajectory_seed0"]
         mu = np.asarray(tr["eigenvalues"], float)
         for m in range(mu.shape[1]):
-            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8, label=name if m == 0 else None)
+            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8, label=setting_label(name) if m == 0 else None)
     cfg = d["config"]
     axes[0].set(xscale="log", yscale="log", xlabel="initial eigenvalue μ₀ of W Wᵀ (dimensionless)",
                 ylabel=f"time to {100 * cfg['frac']:.0f}% of the way (steps)",
                 title=f"{d['n_seeds']} seeds of W₀ (each point one mode)")
     axes[1].set(yscale="log", xlabel="training step", ylabel="eigenvalue of W Wᵀ (dimensionless)",
                 title="eigenvalue trajectories, seed 0")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(f"linear toy, M={cfg['out_dim']}, N={cfg['in_dim']}, σ={cfg['sigma']}, α={cfg['alpha']}",
                  fontsize=9)
     return _save(fig, out, "eigen_spread")
 
 
 def fig_eigen_settings(results: dict, paths: dict, out: Path) -> Path:
+    """Eigenvalue trajectories; values below FLOOR (collapsed modes, exact zeros) are drawn at
+    FLOOR (dotted line) so the log axis can show them; the caption says so."""
+    from matplotlib.ticker import MaxNLocator
+    FLOOR = 1e-6
     d = results["eigen_settings"]
     plt = _plt()
     names = list(d["settings"])
@@ -363,11 +379,14 @@ def fig_eigen_settings(results: dict, paths: dict, out: Path) -> Path:
     for ax, name in zip(axes.ravel(), names):
         s = d["settings"][name]
         mu = np.asarray(s["eigenvalues"], float)
-        ax.plot(s["steps"], np.clip(mu, 1e-6, None), lw=0.8)
+        ax.plot(s["steps"], np.clip(mu, FLOOR, None), lw=0.8)
+        ax.axhline(FLOOR, color="0.5", lw=0.6, ls=":")
         ax.set_yscale("log")
-        ax.set_title(f"{name}: {s['outcome']}", fontsize=8)
-        ax.set_xlabel("step")
-        ax.set_ylabel("eigenvalues of W Wᵀ")
+        ax.set_title(f"{setting_label(name)}: {s['outcome']}", fontsize=8)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"eigenvalues of W Wᵀ\n(floored at {FLOOR:g})")
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     cfg = d["config"]
@@ -481,7 +500,7 @@ def tab_eigen(results: dict) -> str:
     for name in SPREAD_ORDER:
         if name in d["losses"]:
             t = macro_name(name)
-            rows.append(f"{tex_escape(name)} & \\EigEta{t} & \\EigSpread{t} & $\\EigVarNorm{t}$ \\\\")
+            rows.append(f"{tex_escape(setting_label(name))} & \\EigEta{t} & \\EigSpread{t} & $\\EigVarNorm{t}$ \\\\")
     return "\n".join([
         r"\begin{table}[t]", r"\centering\footnotesize",
         r"\caption{Eigenmode convergence: median over \EigSeeds{} seeds of W$_0$ of the ratio slowest/fastest "
@@ -676,19 +695,32 @@ def write_tables(results: dict, gen_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- mean-field (sim.studies)
 def _mf_specs_convergence(data: dict) -> list[NumberSpec]:
     c = "convergence"
-    return [NumberSpec("ConvExponent", c, "exponent", ".3f", desc="fitted exponent of the RMS max deviation vs N"),
-            NumberSpec("ConvExponentSe", c, "exponent_se", ".3f"),
-            NumberSpec("ConvTrials", c, "config.trials", "d"),
-            NumberSpec("ConvTau", c, "config.tau", "g"),
-            NumberSpec("ConvMTwo", c, "config.m2", "g"),
-            NumberSpec("ConvQZero", c, "config.q0", "g"),
-            NumberSpec("ConvNmin", c, "rows[*].N", "d", reduce="min"),
-            NumberSpec("ConvNmax", c, "rows[*].N", "d", reduce="max"),
-            NumberSpec("ConvDevNmin", c, "rows[0].rms_max_dev", ".4f"),
-            NumberSpec("ConvDevNmax", c, "rows[-1].rms_max_dev", ".4f"),
-            NumberSpec("ConvRkErr", c, "rk4_vs_solve_ivp_max", "sci"),
-            NumberSpec("ConvFullZ", c, "full_vs_reduced.max_z", ".2f"),
-            NumberSpec("ConvFullTrials", c, "full_vs_reduced.full_trials", "d")]
+    out = [NumberSpec("ConvExponent", c, "exponent", ".3f", desc="fitted exponent of the fluctuation (RMS_t SD_t) vs N"),
+           NumberSpec("ConvExponentLo", c, "exponent_ci95[0]", ".3f", desc="bootstrap 95% CI, lower"),
+           NumberSpec("ConvExponentHi", c, "exponent_ci95[1]", ".3f", desc="bootstrap 95% CI, upper"),
+           NumberSpec("ConvBoot", c, "config.n_boot", "d"),
+           NumberSpec("ConvTrials", c, "config.trials", "d"),
+           NumberSpec("ConvTau", c, "config.tau", "g"),
+           NumberSpec("ConvMTwo", c, "config.m2", "g"),
+           NumberSpec("ConvQZero", c, "config.q0", "g"),
+           NumberSpec("ConvTEnd", c, "config.t_end", "g"),
+           NumberSpec("ConvTEscape", c, "t_escape", ".1f"),
+           NumberSpec("ConvNcount", c, "rows[*].N", "d", reduce="count"),
+           NumberSpec("ConvNmin", c, "rows[*].N", "d", reduce="min"),
+           NumberSpec("ConvNmax", c, "rows[*].N", "d", reduce="max"),
+           NumberSpec("ConvFlucNmin", c, "rows[0].fluct", ".4f"),
+           NumberSpec("ConvFlucNmax", c, "rows[-1].fluct", ".4f"),
+           NumberSpec("ConvMaxZ", c, "rows[*].max_abs_z", ".1f", reduce="max",
+                      desc="largest |mean - ODE| / SE over record times and N"),
+           NumberSpec("ConvRkErr", c, "rk4_vs_solve_ivp_max", "sci"),
+           NumberSpec("ConvFullZ", c, "full_vs_reduced.max_z", ".2f"),
+           NumberSpec("ConvFullTrials", c, "full_vs_reduced.full_trials", "d")]
+    for tag, i in (("Nmin", 0), ("Nmax", -1)):
+        for when, w in (("end", "End"), ("escape", "Esc")):
+            out += [NumberSpec(f"ConvNBias{w}{tag}", c, f"rows[{i}].bias.{when}.N_bias", ".2f",
+                               desc=f"N x (mean - ODE) at the {when} time"),
+                    NumberSpec(f"ConvNBiasSe{w}{tag}", c, f"rows[{i}].bias.{when}.N_se", ".2f")]
+    return out
 
 
 def _mf_specs_hfunc(data: dict) -> list[NumberSpec]:
@@ -707,6 +739,8 @@ def _mf_specs_phase(data: dict) -> list[NumberSpec]:
     return [NumberSpec("PhaseShareOne", p, "share_feature1", ".1f", 100.0),
             NumberSpec("PhaseShareTwo", p, "share_feature2", ".1f", 100.0),
             NumberSpec("PhaseNics", p, "n_ics", "d"),
+            NumberSpec("PhaseNicsMFour", p, "n_ics_m4", "d", desc="initial conditions of the m4 sweep"),
+            NumberSpec("PhaseGridMFour", p, "config.n_grid_m4", "d"),
             NumberSpec("PhaseTau", p, "config.tau", "g"),
             NumberSpec("PhaseMTwoA", p, "config.m2[0]", "g"),
             NumberSpec("PhaseMTwoB", p, "config.m2[1]", "g"),
@@ -733,28 +767,145 @@ def _mf_specs_noise(data: dict) -> list[NumberSpec]:
     return out
 
 
+def _clamp_arm_specs(tag: str, path: str) -> list[NumberSpec]:
+    """Prediction and measurement of one arm (N Var scaled by 1e3)."""
+    c = "clamp"
+    return [NumberSpec(f"{tag}Pred", c, f"{path}.prediction.N_var", ".3g", 1e3, desc="predicted 1e3 N Var(Q)"),
+            NumberSpec(f"{tag}Meas", c, f"{path}.measured.N_var.est", ".3g", 1e3, desc="measured 1e3 N Var(Q)"),
+            NumberSpec(f"{tag}Lo", c, f"{path}.measured.N_var.ci95[0]", ".3g", 1e3),
+            NumberSpec(f"{tag}Hi", c, f"{path}.measured.N_var.ci95[1]", ".3g", 1e3),
+            NumberSpec(f"{tag}Lam", c, f"{path}.prediction.lambda", ".3f", desc="exact slope lambda at Q*"),
+            NumberSpec(f"{tag}Q", c, f"{path}.prediction.Q_star", ".4f"),
+            NumberSpec(f"{tag}Car", c, f"{path}.prediction.car_star", ".1f", 100.0)]
+
+
 def _mf_specs_clamp(data: dict) -> list[NumberSpec]:
     c = "clamp"
-    cf = data["config"]
-    lo = f"rows[margin={min(cf['margins'])},sn={min(cf['sns'])},batch={min(cf['batches'])}]"
-    hi = f"rows[margin={max(cf['margins'])},sn={min(cf['sns'])},batch={max(cf['batches'])}]"
     out = [NumberSpec("ClampTrials", c, "config.trials", "d"),
            NumberSpec("ClampN", c, "config.N", "d"),
            NumberSpec("ClampTau", c, "config.tau", "g"),
-           NumberSpec("ClampVRMin", c, "rows[*].var_ratio", ".2f", reduce="min"),
-           NumberSpec("ClampVRMax", c, "rows[*].var_ratio", ".2f", reduce="max"),
-           NumberSpec("ClampCells", c, "rows[*].margin", "d", reduce="count")]
-    for tag, sel in (("Lo", lo), ("Hi", hi)):
-        out += [NumberSpec(f"ClampM{tag}", c, f"{sel}.margin", "g"),
-                NumberSpec(f"ClampSn{tag}", c, f"{sel}.sn", "g"),
-                NumberSpec(f"ClampB{tag}", c, f"{sel}.batch", "d"),
-                NumberSpec(f"ClampVR{tag}", c, f"{sel}.var_ratio", ".2f", desc="Var(final Q) clamp/subtract"),
-                NumberSpec(f"ClampVRPred{tag}", c, f"{sel}.var_ratio_pred", ".2f", desc="OU prediction of that ratio"),
-                NumberSpec(f"ClampBFp{tag}", c, f"{sel}.levene_p", "p"),
-                NumberSpec(f"ClampCar{tag}", c, f"{sel}.clamp.car_sgd_final", ".1f", 100.0),
-                NumberSpec(f"ClampQ{tag}", c, f"{sel}.clamp.final_mean", ".4f"),
-                NumberSpec(f"ClampQSub{tag}", c, f"{sel}.subtract.final_mean", ".4f")]
+           NumberSpec("ClampMTwo", c, "config.m2", "g"),
+           NumberSpec("ClampWindow", c, "config.window", "g"),
+           NumberSpec("ClampBurn", c, "config.burn_corr", "g"),
+           NumberSpec("ClampBatchCorr", c, "config.batch_corr", "g"),
+           NumberSpec("ClampOjaTau", c, "config.oja_tau", "g"),
+           NumberSpec("ClampCells", c, "rows[*].margin", "d", reduce="count"),
+           NumberSpec("ClampArmsIn", c, "summary.arms_in_ci", "d"),
+           NumberSpec("ClampArmsChecked", c, "summary.arms_checked", "d"),
+           NumberSpec("ClampRatiosIn", c, "summary.ratios_in_ci", "d"),
+           NumberSpec("ClampRatiosChecked", c, "summary.ratios_checked", "d"),
+           NumberSpec("ClampFullyClamped", c, "summary.fully_clamped_cells", "d"),
+           NumberSpec("ClampScalingIn", c, "summary.scaling_in_ci", "d"),
+           NumberSpec("ClampScalingChecked", c, "summary.scaling_checked", "d"),
+           NumberSpec("ClampMaxZ", c, "summary.max_abs_z", ".1f"),
+           NumberSpec("ClampLoad", c, "machine.load_avg[0]", ".1f")]
+    for i, r in enumerate(data["rows"]):
+        t = macro_name("ClampRow", i)
+        p = f"rows[{i}]"
+        out += [NumberSpec(f"{t}M", c, f"{p}.margin", "g"), NumberSpec(f"{t}Sn", c, f"{p}.sn", "g"),
+                NumberSpec(f"{t}B", c, f"{p}.batch", "d")]
+        if r.get("ratio") is not None:
+            out += _clamp_arm_specs(t, f"{p}.clamp")
+            out += [NumberSpec(f"{t}RPred", c, f"{p}.ratio_pred", ".3f", desc="predicted ratio clamp/subtract"),
+                    NumberSpec(f"{t}R", c, f"{p}.ratio.est", ".3f", desc="measured ratio clamp/subtract"),
+                    NumberSpec(f"{t}RLo", c, f"{p}.ratio.ci95[0]", ".3f"),
+                    NumberSpec(f"{t}RHi", c, f"{p}.ratio.ci95[1]", ".3f")]
+        elif r["clamp"]["measured"].get("final_Q_mean") is not None:
+            out += [NumberSpec(f"{t}FcQ", c, f"{p}.clamp.measured.final_Q_mean", ".4f"),
+                    NumberSpec(f"{t}FcCar", c, f"{p}.clamp.measured.final_car", ".1f", 100.0),
+                    NumberSpec(f"{t}FcT", c, f"{p}.clamp.measured.t_end", "g")]
+    # named cells for the text: noise-free smallest margin (both batch sizes) and, at the largest
+    # noise and smallest batch, the smallest, middle and largest margins
+    cf = data["config"]
+    ms = sorted(cf["margins"])
+    named = {"ClampClean": (ms[0], min(cf["sns"]), min(cf["batches"])),
+             "ClampCleanB": (ms[0], min(cf["sns"]), max(cf["batches"])),
+             "ClampNoisyLo": (ms[0], max(cf["sns"]), min(cf["batches"])),
+             "ClampNoisyMid": (ms[len(ms) // 2], max(cf["sns"]), min(cf["batches"])),
+             "ClampNoisyHi": (ms[-1], max(cf["sns"]), min(cf["batches"]))}
+    for t, (m, sn, B) in named.items():
+        p = f"rows[margin={m},sn={sn},batch={B}]"
+        out += [NumberSpec(f"{t}M", c, f"{p}.margin", "g"), NumberSpec(f"{t}Sn", c, f"{p}.sn", "g"),
+                NumberSpec(f"{t}B", c, f"{p}.batch", "d")]
+        row = [r for r in data["rows"] if (r["margin"], r["sn"], r["batch"]) == (m, sn, B)]
+        if row and row[0].get("ratio") is not None:
+            out += [NumberSpec(f"{t}Lam", c, f"{p}.clamp.prediction.lambda", ".3f"),
+                    NumberSpec(f"{t}RPred", c, f"{p}.ratio_pred", ".3f"),
+                    NumberSpec(f"{t}R", c, f"{p}.ratio.est", ".3f"),
+                    NumberSpec(f"{t}RLo", c, f"{p}.ratio.ci95[0]", ".3f"),
+                    NumberSpec(f"{t}RHi", c, f"{p}.ratio.ci95[1]", ".3f")]
+    for j, a in enumerate(data.get("subtract") or []):
+        out += _clamp_arm_specs(macro_name("ClampSub", j), f"subtract[{j}]")
+        out += [NumberSpec(macro_name("ClampSub", j, "Sn"), c, f"subtract[{j}].sn", "g"),
+                NumberSpec(macro_name("ClampSub", j, "B"), c, f"subtract[{j}].batch", "d")]
+    if data.get("oja"):
+        out += _clamp_arm_specs("ClampOja", "oja")
+    for k, sc in enumerate(data.get("scaling") or []):
+        t = macro_name("ClampScale", k)
+        out += [NumberSpec(f"{t}N", c, f"scaling[{k}].N", "d"), NumberSpec(f"{t}M", c, f"scaling[{k}].margin", "g"),
+                NumberSpec(f"{t}Sn", c, f"scaling[{k}].sn", "g"), NumberSpec(f"{t}B", c, f"scaling[{k}].batch", "d"),
+                NumberSpec(f"{t}Pred", c, f"scaling[{k}].pred", ".3g", 1e3),
+                NumberSpec(f"{t}Meas", c, f"scaling[{k}].measured.est", ".3g", 1e3),
+                NumberSpec(f"{t}Lo", c, f"scaling[{k}].measured.ci95[0]", ".3g", 1e3),
+                NumberSpec(f"{t}Hi", c, f"scaling[{k}].measured.ci95[1]", ".3g", 1e3)]
     return out
+
+
+def _verdict(ok) -> str:
+    return "--" if ok is None else ("in" if ok else r"\textbf{out}")
+
+
+def tab_clamp(results: dict) -> str:
+    """Predicted vs measured N Var(Q) and ratio for every cell; every number is a macro."""
+    d = results["clamp"]
+    lines = []
+    for i, r in enumerate(d["rows"]):
+        t = macro_name("ClampRow", i)
+        head = f"clamp & \\{t}M & \\{t}Sn & \\{t}B"
+        if r.get("ratio") is not None:
+            lines.append(f"{head} & \\{t}Pred & \\{t}Meas{{}} [\\{t}Lo, \\{t}Hi] & {_verdict(r['clamp']['in_ci'])} "
+                         f"& \\{t}RPred & \\{t}R{{}} [\\{t}RLo, \\{t}RHi] & {_verdict(r['ratio_in_ci'])} \\\\")
+        elif r["clamp"]["measured"].get("final_Q_mean") is not None:
+            lines.append(f"{head} & \\multicolumn{{6}}{{l}}{{fully clamped: no stationary state; SGD $Q \\to$ "
+                         f"\\{t}FcQ, CAR \\{t}FcCar\\% at $t = \\{t}FcT$}} \\\\")
+    for j, a in enumerate(d.get("subtract") or []):
+        t = macro_name("ClampSub", j)
+        lines.append(f"subtract & any & \\{t}Sn & \\{t}B & \\{t}Pred & \\{t}Meas{{}} [\\{t}Lo, \\{t}Hi] & "
+                     f"{_verdict(a['in_ci'])} & \\multicolumn{{3}}{{l}}{{(denominator of the ratios)}} \\\\")
+    if d.get("oja"):
+        lines.append(f"Oja (identity) & -- & -- & -- & \\ClampOjaPred & \\ClampOjaMeas{{}} [\\ClampOjaLo, \\ClampOjaHi] & "
+                     f"{_verdict(d['oja']['in_ci'])} & \\multicolumn{{3}}{{l}}{{($\\tau = \\ClampOjaTau$)}} \\\\")
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{Seed-to-seed variance of the overlap in the one-layer model: linear-noise prediction against "
+        r"online SGD ($N = \ClampN$, \ClampTrials{} trials (seeds) per arm, stationary window of \ClampWindow{} time "
+        r"units after \ClampBurn{} correlation times; 95\% batch-means intervals, batches of \ClampBatchCorr{} "
+        r"correlation times). $10^3\,N\,\mathrm{Var}(Q)$; ratio = clamp / subtract with a delta-method 95\% "
+        r"interval. ``in'': the prediction lies inside the measured interval.}",
+        r"\label{tab:clamp}", r"\begin{tabular}{lccccccccc}", r"\toprule",
+        r"arm & $m$ & $\sigma_n$ & $B$ & pred. & measured [95\% CI] & & ratio pred. & ratio measured [95\% CI] & \\",
+        r"\midrule", *lines, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def tab_clamp_scaling(results: dict) -> str:
+    d = results["clamp"]
+    lines = []
+    for k, sc in enumerate(d.get("scaling") or []):
+        t = macro_name("ClampScale", k)
+        name = "Oja (identity)" if sc["mode"] == "oja" else (
+            f"{sc['mode']}, " + (f"$m$ = \\{t}M, " if sc["mode"] == "clamp" else "any $m$, ")
+            + f"$\\sigma_n$ = \\{t}Sn, $B$ = \\{t}B")
+        lines.append(f"{name} & \\{t}N & \\{t}Pred & \\{t}Meas{{}} [\\{t}Lo, \\{t}Hi] & {_verdict(sc['in_ci'])} \\\\")
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\caption{$10^3\,N\,\mathrm{Var}(Q)$ at several N (\ClampTrials{} trials (seeds) per entry, same protocol "
+        r"as Table~\ref{tab:clamp}): the linear-noise prediction does not depend on N.}",
+        r"\label{tab:clampscaling}", r"\begin{tabular}{lcccc}", r"\toprule",
+        r"cell & $N$ & predicted & measured [95\% CI] & \\", r"\midrule", *lines, r"\bottomrule",
+        r"\end{tabular}", r"\end{table}"])
+
+
+TABLES.update({"clamp": (("clamp",), tab_clamp), "clamp_scaling": (("clamp",), tab_clamp_scaling)})
 
 
 NUMBER_SPECS.update({"convergence": _mf_specs_convergence, "hfunc": _mf_specs_hfunc, "phase": _mf_specs_phase,
@@ -768,21 +919,37 @@ def _none(v):
 def fig_mf_convergence(results: dict, paths: dict, out: Path) -> Path:
     d = results["convergence"]
     plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     t = np.asarray(d["t"], float)
     ax[0].plot(t, d["q_ode"], "k-", lw=2, label="mean-field ODE (RK4)")
     for j, r in enumerate(d["rows"]):
-        ax[0].errorbar(t + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2.5, capsize=1.5,
-                       label=f"SGD N={r['N']:g}, mean ± SD ({d['config']['trials']} trials)")
-    ax[0].set(xlabel="time t = steps / N (dimensionless)", ylabel="overlap Q(t) (cosine)")
+        ax[0].errorbar(np.asarray(r.get("t", t), float) + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2.5,
+                       capsize=1.5, label=f"SGD N={r['N']:g}")
+    ax[0].set(xlabel="time t = steps / N", ylabel="overlap Q(t) (cosine)",
+              title=f"mean ± SD over {d['config']['trials']} trials per N")
     Ns = np.array([r["N"] for r in d["rows"]], float)
-    dev = np.array([r["rms_max_dev"] for r in d["rows"]])
-    ax[1].loglog(Ns, dev, "o-", label=f"RMS over {d['config']['trials']} trials of max_t |Q - Q_ode|")
-    ax[1].loglog(Ns, dev[0] * (Ns / Ns[0]) ** -0.5, "k:", label="N^(-1/2) reference")
-    ax[1].set(xlabel="dimension N", ylabel="deviation from the ODE (cosine units)",
-              title=f"fitted exponent {d['exponent']:.3f} ± {d['exponent_se']:.3f}")
+    fl = np.array([r["fluct"] for r in d["rows"]])
+    ax[1].loglog(Ns, fl, "o-", label="RMS over t of the across-trial SD")
+    ax[1].loglog(Ns, fl[0] * (Ns / Ns[0]) ** -0.5, "k:", label="N^(-1/2) reference")
+    lo, hi = d["exponent_ci95"]
+    ax[1].set(xlabel="dimension N", ylabel="fluctuation (cosine units)",
+              title=f"exponent {d['exponent']:.3f}, bootstrap 95% CI [{lo:.3f}, {hi:.3f}]")
+    for tag, mk, dx in (("escape", "o", 1.0), ("end", "s", 1.05)):
+        nb = np.array([r["bias"][tag]["N_bias"] for r in d["rows"]])
+        ns = np.array([r["bias"][tag]["N_se"] for r in d["rows"]])
+        ax[2].errorbar(Ns * dx, nb, yerr=1.96 * ns, fmt=mk, capsize=2,
+                       label=f"t = {d['rows'][0]['bias'][tag]['t']:.1f} ({'escape from Q0' if tag == 'escape' else 'end'})")
+    ax[2].axhline(0, color="k", lw=0.6)
+    ax[2].set(xscale="log", xlabel="dimension N", ylabel="N × (mean Q − ODE), 95% CI",
+              title="bias: bounded N × bias means O(1/N)")
+    from matplotlib.ticker import NullLocator
+    for a in ax[1:]:  # the N values themselves as ticks: minor log labels collided
+        a.set_xticks(Ns)
+        a.set_xticklabels([f"{int(n)}" for n in Ns], fontsize=7)
+        a.xaxis.set_minor_locator(NullLocator())
     for a in ax:
         a.legend(fontsize=7)
+        a.title.set_fontsize(8)
     c = d["config"]
     fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}, Rademacher c", fontsize=9)
     return _save(fig, out, "mf_convergence")
@@ -791,11 +958,14 @@ def fig_mf_convergence(results: dict, paths: dict, out: Path) -> Path:
 def fig_mf_noise(results: dict, paths: dict, out: Path) -> Path:
     d = results["noise"]
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), constrained_layout=True)
     sn2 = d["config"]["sn2"]
+    rhos = sorted({cv["rho"] for cv in d["curves"]})
+    cmap = plt.cm.viridis  # rho = 0 must stay visible (the old diverging map made it near-white)
+    col = {r: cmap(0.85 * i / max(len(rhos) - 1, 1)) for i, r in enumerate(rhos)}
     for cv in d["curves"]:
         ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")
-        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=plt.cm.coolwarm(0.5 - 0.5 * cv["rho"]),
+        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=col[cv["rho"]], lw=1.4,
                 label=f"ODE τ={cv['tau']}, ρ={cv['rho']}")
     for p in d["sgd"]:
         ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=5)
@@ -803,35 +973,80 @@ def fig_mf_noise(results: dict, paths: dict, out: Path) -> Path:
     ax.plot([], [], "kx", label=f"SGD ρ=0, τ={c['sgd_tau']} (N={c['sgd_N']}, {c['sgd_trials']} trials, mean ± SD)")
     ax.plot([], [], "k^", label="SGD ρ=-1")
     ax.set(xlabel="augmentation noise strength σ_n² (variance units)", ylabel="stationary overlap Q* (cosine)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: covers no curve
     return _save(fig, out, "mf_noise")
 
 
 def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
+    """Predicted vs measured N Var(Q) (every arm), the ratio clamp/subtract against the margin
+    (measured with 95% CI, predicted as crosses and lines, so a single-point series still
+    shows its prediction), and the bridge: predicted ratio vs stationary CAR, with the ViT
+    study's pooled ratio vs layer-0 CAR when that study is in the build."""
     d = results["clamp"]
     plt = _plt()
     c = d["config"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    for sn in c["sns"]:
-        for B in c["batches"]:
-            sel = [r for r in d["rows"] if r["sn"] == sn and r["batch"] == B]
-            ms = [r["margin"] for r in sel]
-            ln, = ax[0].plot(ms, [r["var_ratio"] for r in sel], "o", label=f"SGD σ_n={sn}, B={B}")
-            ax[0].plot(ms, [_none(r["var_ratio_pred"]) for r in sel], "-", color=ln.get_color())
-            ax[1].plot(ms, [100 * _none(r["clamp"]["car_star"]) for r in sel], "-", color=ln.get_color(),
-                       label=f"mean-field σ_n={sn}, B={B}")
-            ax[1].plot(ms, [100 * r["clamp"]["car_sgd_final"] for r in sel], "o", color=ln.get_color())
-    ax[0].axhline(1, color="k", lw=0.6)
-    ax[0].set_yscale("log")
-    ax[0].set(xlabel="margin m", ylabel="Var(final Q) clamp / subtract (ratio)",
-              title=f"points: SGD, {c['trials']} trials per mode, N={c['N']}; lines: OU prediction", )
-    ax[1].set(xlabel="margin m", ylabel="clamp activation rate at stationarity (%)",
-              title="lines: mean-field; points: SGD (last records)")
-    ax[0].title.set_fontsize(8)
-    ax[1].title.set_fontsize(8)
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    arms = [r["clamp"] for r in d["rows"] if r["clamp"].get("in_ci") is not None] + list(d.get("subtract") or [])
+    if d.get("oja"):
+        arms.append(d["oja"])
+    for a in arms:
+        v = a["measured"]["N_var"]
+        mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
+        colr = "k" if a["mode"] == "oja" else ("C0" if a["batch"] == 1 else "C1")
+        ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - v["ci95"][0]], [v["ci95"][1] - v["est"]]],
+                       fmt=mk, color=colr, mfc="white" if a["sn"] == 0 else colr, ms=5, capsize=2)
+    if arms:
+        xs = [a["prediction"]["N_var"] for a in arms]
+        ax[0].plot([min(xs) / 1.5, max(xs) * 1.5], [min(xs) / 1.5, max(xs) * 1.5], "k:", lw=0.8)
+    for lab, mk, colr in (("clamp", "o", "k"), ("subtract", "s", "k"), ("Oja (identity)", "D", "k"),
+                          ("B = 1", "_", "C0"), ("B = 4", "_", "C1")):
+        ax[0].plot([], [], ls="", marker=mk, color=colr, label=lab)
+    ax[0].set(xscale="log", yscale="log", xlabel="predicted N·Var(Q)", ylabel="measured N·Var(Q), 95% CI",
+              title=f"N = {c['N']}, {c['trials']} seeds per arm (open: σ_n = 0)")
+    ax[0].legend(fontsize=7, loc="upper left")
+    keys = list(dict.fromkeys((r["sn"], r["batch"]) for r in d["rows"]))
+    for i, (sn, B) in enumerate(keys):
+        col = f"C{i}"
+        sel = [r for r in d["rows"] if (r["sn"], r["batch"]) == (sn, B)]
+        ok = [r for r in sel if r.get("ratio") is not None]
+        for r in ok:
+            e, (lo, hi) = r["ratio"]["est"], r["ratio"]["ci95"]
+            ax[1].errorbar(r["margin"] + 0.004 * (i - 1.5), e, yerr=[[e - lo], [hi - e]], fmt="o", color=col, ms=4,
+                           capsize=2)
+        if ok:
+            ax[1].plot([r["margin"] for r in ok], [r["ratio_pred"] for r in ok], "x-", color=col, ms=7, lw=0.8,
+                       label=f"σ_n={sn}, B={B}")
+        fc = [r["margin"] for r in sel if r["outcome"] == "fully_clamped"]
+        if fc:
+            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=14, mew=2)
+    ax[1].axhline(1, color="k", lw=0.5)
+    ax[1].plot([], [], "ko", ms=4, label="measured, 95% CI")
+    ax[1].plot([], [], "kx", label="predicted")
+    ax[1].plot([], [], "k|", ms=10, mew=2, label="fully clamped (no prediction)")
+    ax[1].set(xlabel="margin m", ylabel="N·Var(Q) clamp / subtract", title="variance ratio")
+    ax[1].legend(fontsize=7)
+    for i, cv in enumerate(d.get("bridge") or []):
+        p = [x for x in cv["points"] if "car" in x]
+        if p:
+            ax[2].plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3,
+                       label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}")
+    vit = results.get("vit_study")
+    if vit:
+        from sim.clamp_study import vit_points
+        for v in vit_points([paths["vit_study"]], warn=lambda m: None):
+            if v["kind"] != "pooled" or v["ratio"] is None:
+                continue
+            lo, hi = v["ci95"]
+            yerr = None if lo is None or hi is None else [[v["ratio"] - lo], [hi - v["ratio"]]]
+            ax[2].errorbar(100 * v["car"], v["ratio"], yerr=yerr, fmt="k*", ms=10, capsize=2,
+                           label="ViT study: pooled ratio vs layer-0 CAR")
+    ax[2].axhline(1, color="k", lw=0.5)
+    ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract",
+              title="bridge to the ViT (prediction vs CAR)")
+    ax[2].legend(fontsize=7)
     for a in ax:
-        a.legend(fontsize=6)
-    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}", fontsize=9)
+        a.title.set_fontsize(8)
+    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}, Rademacher c", fontsize=9)
     return _save(fig, out, "mf_clamp")
 
 
@@ -839,15 +1054,17 @@ def fig_mf_hfunc(results: dict, paths: dict, out: Path) -> Path:
     d = results["hfunc"]
     plt = _plt()
     acts = d["config"]["activations"]
-    fig, axes = plt.subplots(1, len(acts), figsize=(3.6 * len(acts), 3.4), squeeze=False)
-    for ax, act in zip(axes[0], acts):
+    fig, axes = plt.subplots(1, len(acts), figsize=(3.8 * len(acts), 3.4), squeeze=False, constrained_layout=True)
+    for k, (ax, act) in enumerate(zip(axes[0], acts)):
         for cv in [c for c in d["curves"] if c["activation"] == act]:
             ln, = ax.plot(d["Q"], cv["h"], label=f"τ={cv['tau']}")
             for fp in cv["fixed_points"]:
                 ax.plot(fp["Q"], 0, "o", color=ln.get_color(),
                         mfc=ln.get_color() if fp["stability"] == "stable" else "white")
         ax.axhline(0, color="k", lw=0.6)
-        ax.set(xlabel="overlap Q (cosine)", ylabel="h(Q) = (dQ/dt)/τ", title=act)
+        ax.set(xlabel="overlap Q (cosine)", title=act)
+        if k == 0:  # one y-label: the panels share its meaning, and labels between panels overlapped
+            ax.set_ylabel("h(Q) = (dQ/dt)/τ")
         ax.legend(fontsize=7)
     fig.suptitle(f"single feature, m2={d['config']['m2']}, σ_n={d['config']['sn']}; filled = stable fixed point "
                  "(deterministic ODE, no seeds)", fontsize=9)
@@ -877,7 +1094,7 @@ def _rep_mf(results: dict) -> list[RepRow]:
                      r"qualitative (abstract; Fig.~3 with $m_2$ = \SrcMwMTwoFigThreeA, \SrcMwMTwoFigThreeB)",
                      r"share won by feature 1: \PhaseShareKurtLo\% ($m_4/m_2^2$ = \PhaseKurtLo) vs "
                      r"\PhaseShareKurtHi\% (\PhaseKurtHi)",
-                     r"reconstructed model; $\tau$ = \PhaseTau, grid of \PhaseNics{} initial conditions "
+                     r"reconstructed model; $\tau$ = \PhaseTau, grid of \PhaseNicsMFour{} initial conditions "
                      r"(deterministic ODE)",
                      _verdict_phase(results["phase"])))
     if "noise" in results:

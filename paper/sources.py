@@ -76,10 +76,10 @@ STUDIES: tuple[Study, ...] = (
           "ViT 2x2 factorial variance study", complete=_vit_complete, cli_hint="cffdyn vit study"),
     *(Study(n, ("sim.studies",), f"run_{n}", "sim/meanfield", f"{n}.json", t,
             presets=(("quick", f"{n.upper()}_QUICK"), ("full", f"{n.upper()}_FULL")), cli_hint=f"cffdyn sim {n}")
-      for n, t in (("convergence", "mean-field ODE vs online SGD"), ("hfunc", "h(Q) and learnability"),
+      for n, t in (("convergence", "mean-field ODE vs online SGD: fluctuation and bias"), ("hfunc", "h(Q) and learnability"),
                    ("phase", "two-feature phase portrait and attraction shares"),
                    ("noise", "stationary overlap vs augmentation noise"),
-                   ("clamp", "clamp vs subtraction in the one-layer model"))),
+                   ("clamp", "clamp vs subtraction: linear-noise variance prediction vs SGD"))),
     Study("eigen_settings", ("sim.eigen_studies",), "run_eigen_settings", "sim/eigen", "eigen_settings.json",
           "eigenvalue dynamics of the eight toy settings",
           presets=(("quick", "SETTINGS_QUICK"), ("full", "SETTINGS_FULL")), cli_hint="cffdyn sim eigen"),

@@ -2,12 +2,12 @@
 
 Sub-commands
 ------------
-convergence  ODE vs online SGD for N in {1e3, 1e4, 1e5}; fitted N-exponent of the deviation.
+convergence  ODE vs online SGD for >= 5 N: fluctuation exponent (bootstrap CI) and bias (mean - ODE, SE).
 hfunc        h(Q) = Qdot/tau with fixed points and stability; learnability constants.
 phase        two-feature phase portrait, attraction regions, m4 sweep (claim ii).
 noise        stationary cosine similarity vs noise strength and correlation rho.
-clamp        clamp vs subtraction margin: CAR(t), stationary Q, seed variance ratios.
-bench        speed ratios measured side by side (numba vs NumPy, threads, phase portrait).
+clamp        N Var(Q) and the clamp/subtract ratio: linear-noise theory vs SGD with 95% CIs; ViT bridge.
+bench        engines vs a NumPy loop and vs their normals alone, 1 vs 2 threads (interleaved).
 eigen        eigenmode (IsoLoss) dynamics: handed to ``sim.eigen_cli``.
 
 Every study writes ``<out>/<name>.json`` and ``<name>.png`` (see :mod:`sim.studies`) and
@@ -19,56 +19,95 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
+
+from cffdyn.errors import (HelpFormatter, UserError, make_parser, nonneg_float, nonneg_int, positive_float,
+                           positive_int)
+from cffdyn.io import atomic_write_json, ensure_writable_dir, ensure_writable_file
 
 __all__ = ["main"]
 
 _HELP = {
-    "convergence": "ODE vs SGD mean +- SD for several N; fits the exponent of the deviation (expected -1/2)",
+    "convergence": "ODE vs SGD for several N: fluctuation exponent with bootstrap CI, bias mean - ODE with SE",
     "hfunc": "h(Q) = Qdot/tau with fixed points/stability; kappa, v vs the notes' table",
     "phase": "two-feature phase portrait with attraction regions, SGD paths, m4 sweep",
     "noise": "stationary Q* vs sigma_n^2 for several rho and tau, with SGD points and the notes' table",
-    "clamp": "clamp vs subtraction margin: CAR, stationary Q, final-Q variance ratios (SGD and OU prediction)",
+    "clamp": "N Var(Q) and the clamp/subtract variance ratio: linear-noise prediction vs SGD (95% CIs), ViT bridge",
 }
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog=prog, formatter_class=fmt,
-                                description="Numba simulators of the one-layer nonlinear contrastive model "
-                                            "(online SGD, mean-field ODEs, fixed points) and eigenmode dynamics.")
+    fmt = HelpFormatter
+    p = make_parser(prog=prog, formatter_class=fmt,
+                    description="Numba simulators of the one-layer nonlinear contrastive model "
+                                "(online SGD, mean-field ODEs, fixed points) and eigenmode dynamics.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join([*_HELP, "bench", "eigen"]) + "}")
     for name, hlp in _HELP.items():
-        s = sub.add_parser(name, formatter_class=fmt, help=hlp, description=hlp + ". Writes NAME.json + NAME.png.")
-        s.add_argument("--preset", choices=("quick", "full"), default="quick",
-                       help="QUICK: small CPU run (seconds to a minute); FULL: the paper-size run")
+        s = sub.add_parser(name, formatter_class=fmt, help=hlp.replace("%", "%%"),
+                           description=hlp + ". Writes NAME.json + NAME.png.")
+        if name == "clamp":
+            s.add_argument("--preset", choices=("quick", "full"), default="full",
+                           help="FULL (default): the measurement of the paper, N=2000, 64 trials per arm, about "
+                                "15-25 min on 2 shared cores; QUICK: N=500, 16 trials, about a minute (paper quick build)")
+        else:
+            s.add_argument("--preset", choices=("quick", "full"), default="quick",
+                           help="QUICK: small CPU run (seconds to a minute); FULL: the paper-size run")
         s.add_argument("--out", default="results/sim", help="output directory")
         s.add_argument("--no-reuse", action="store_true",
                        help="rerun even if OUT/NAME.json exists with the same config")
         s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        s.add_argument("--json-stdout", action="store_true",
+                       help="also print the summary as JSON on stdout (default: a few lines and the paths)")
         if name in ("convergence", "phase", "noise", "clamp"):
-            s.add_argument("--seed", type=int, default=None,
+            s.add_argument("--seed", type=nonneg_int, default=None,
                            help="master seed of the SGD trials (default: the preset's, 0)")
         if name in ("convergence", "clamp"):
-            s.add_argument("--trials", type=int, default=None,
+            s.add_argument("--trials", type=positive_int, default=None,
                            help="SGD trials per configuration (default: the preset's)")
+        if name == "clamp":
+            s.add_argument("--N", type=positive_int, default=None, help="dimension (>= 100; default: the preset's)")
+            s.add_argument("--margins", type=nonneg_float, nargs="+", default=None, help="margins m in [0, 1)")
+            s.add_argument("--sns", type=nonneg_float, nargs="+", default=None, help="noise strengths sigma_n")
+            s.add_argument("--batches", type=positive_int, nargs="+", default=None, help="batch sizes B")
+            s.add_argument("--window", type=positive_float, default=None,
+                           help="stationary window in time units t = steps/N (>= 10 correlation times)")
+            s.add_argument("--vit", nargs="+", default=(), metavar="STUDY_JSON",
+                           help="ViT study JSONs (cffdyn vit study) whose variance ratio vs layer-0 CAR is "
+                                "overlaid on the predicted curve (clamp_bridge.png)")
     b = sub.add_parser("bench", formatter_class=fmt, help="print speed ratios measured in one run",
-                       description="numba full-engine SGD vs a NumPy step loop (1 thread), normals/s vs "
-                                   "NumPy's Generator, parallel speedup 1 vs 2 threads, and the time of a "
-                                   "many-trajectory RK4 phase portrait. No pass/fail: it prints ratios.")
+                       description="full and semi-reduced SGD engines vs a NumPy step loop (1 thread), each "
+                                   "against the rate of drawing its normals alone, 1 vs 2 threads interleaved, "
+                                   "and the time of a many-trajectory RK4 phase portrait. Prints ratios with the "
+                                   "machine's load; no pass/fail.")
     from sim.studies import BENCH_QUICK as B
-    b.add_argument("--N", type=int, default=B.N, help="dimension of the SGD comparison")
-    b.add_argument("--steps", type=int, default=B.steps, help="SGD steps timed per engine")
-    b.add_argument("--sn", type=float, default=B.sn, help="noise strength (sn > 0: 3N normals per step)")
-    b.add_argument("--par-trials", type=int, default=B.par_trials, help="trials for the thread speedup")
-    b.add_argument("--n-traj", type=int, default=B.n_traj, help="phase-portrait trajectories")
-    b.add_argument("--n-steps", type=int, default=B.n_steps, help="RK4 steps per phase-portrait trajectory")
-    b.add_argument("--table", type=int, default=B.table, help="mu-points of the tabulated phase-portrait RHS")
+    b.add_argument("--N", type=_bench_N, default=B.N, help="dimension of the SGD comparison (>= 100)")
+    b.add_argument("--steps", type=positive_int, default=B.steps, help="SGD steps timed per engine")
+    b.add_argument("--sn", type=nonneg_float, default=B.sn, help="noise strength (sn > 0: 3N normals per step)")
+    b.add_argument("--rounds", type=positive_int, default=B.rounds, help="interleaved rounds (A B A B) per timing")
+    b.add_argument("--par-trials", type=positive_int, default=B.par_trials, help="trials for the thread speedup")
+    b.add_argument("--n-traj", type=positive_int, default=B.n_traj, help="phase-portrait trajectories")
+    b.add_argument("--n-steps", type=positive_int, default=B.n_steps, help="RK4 steps per phase-portrait trajectory")
+    b.add_argument("--table", type=_table, default=B.table, help="mu-points of the tabulated phase-portrait RHS")
     b.add_argument("--json", metavar="PATH", default=None, help="also write the figures as JSON (atomic)")
     e = sub.add_parser("eigen", help="eigenmode (IsoLoss) dynamics; 'eigen --help' lists its commands",
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the eigenmode command line")
     return p
+
+
+def _bench_N(text: str) -> int:
+    n = positive_int(text)
+    if n < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is below 100 (the bench times large-N steps)")
+    return n
+
+
+def _table(text: str) -> int:
+    n = positive_int(text)
+    if n < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is below 16 grid points")
+    return n
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -88,28 +127,67 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from sim import studies as S
 
     if args.cmd == "bench":
-        cfg = S.BenchConfig(N=args.N, steps=args.steps, sn=args.sn, par_trials=args.par_trials,
+        if args.json:
+            ensure_writable_file(args.json, "--json")
+        cfg = S.BenchConfig(N=args.N, steps=args.steps, sn=args.sn, rounds=args.rounds, par_trials=args.par_trials,
                             n_traj=args.n_traj, n_steps=args.n_steps, table=args.table)
         res = S.run_bench(cfg)
         if args.json:
-            from cffdyn.io import atomic_write_json
             atomic_write_json(args.json, res)
+            print(f"bench: wrote {args.json}")
         return 0
+    ensure_writable_dir(args.out, "--out")
     run, quick, full = S.STUDIES[args.cmd]
-    cfg = S.replace(quick if args.preset == "quick" else full, seed=getattr(args, "seed", None),
-                    trials=getattr(args, "trials", None))
-    res = run(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet)
-    summary = _summary(args.cmd, res)
-    print(f"{args.cmd}: {'reused' if res.get('reused') else 'wrote'} {args.out}/{args.cmd}.json and .png "
-          f"({res.get('elapsed_s', 0):.1f}s)")
-    print(json.dumps(summary, indent=1))
+    over = {k: getattr(args, k, None) for k in ("seed", "trials", "N", "window")}
+    for k in ("margins", "sns", "batches"):
+        if getattr(args, k, None):
+            over[k] = tuple(getattr(args, k))
+    cfg = S.replace(quick if args.preset == "quick" else full, **over)
+    kw = {"vit": args.vit, "warn": lambda m: print(f"{prog} clamp: {m}", file=sys.stderr)} \
+        if args.cmd == "clamp" else {}
+    try:
+        res = run(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet, **kw)
+    except ValueError as exc:  # a config the model rejects (MFConfig / SGDConfig checks)
+        raise UserError(f"{args.cmd}: {exc}", "change the offending option") from None
+    out = Path(args.out)
+    files = [out / f"{args.cmd}.json", out / f"{args.cmd}.png"]
+    if args.cmd == "clamp" and (out / "clamp_bridge.png").exists():
+        files.append(out / "clamp_bridge.png")
+    print(f"{args.cmd}: {'reused' if res.get('reused') else 'computed'} in {res.get('elapsed_s', 0):.1f}s; "
+          f"wrote {', '.join(map(str, files))}")
+    for line in _summary_lines(args.cmd, res):
+        print(line)
+    if args.json_stdout:
+        print(json.dumps(_summary(args.cmd, res), indent=1))
     return 0
+
+
+def _summary_lines(name: str, r: dict) -> list[str]:
+    if name == "clamp":
+        from sim.clamp_study import summary_lines
+        return summary_lines(r)
+    if name == "convergence":
+        b = r.get("bias_exponent") or {}
+        bias = (f"bias exponent {b['est']:.3f} (95% CI {b['ci95'][0]:.3f} to {b['ci95'][1]:.3f})" if b.get("resolved")
+                else "bias exponent not resolved (bias at t_end within 2 SE of 0 at some N)")
+        rows = ", ".join(f"N={x['N']}: {x['bias']['end']['N_bias']:.2f}±{x['bias']['end']['N_se']:.2f}" for x in r["rows"])
+        return [f"fluctuation exponent {r['exponent']:.3f} (95% CI {r['exponent_ci95'][0]:.3f} to "
+                f"{r['exponent_ci95'][1]:.3f}); {bias}", f"N x bias at t_end (mean ± SE): {rows}"]
+    if name == "hfunc":
+        return [f"learnability kappa (tanh) {r['learnability']['tanh']['kappa']:.4f}; "
+                f"{sum(len(c['fixed_points']) for c in r['curves'])} fixed points over {len(r['curves'])} curves"]
+    if name == "phase":
+        return [f"share won by feature 1: {100 * r['share_feature1']:.1f}% of {r['n_ics']} initial conditions"]
+    if name == "noise":
+        return [f"{len(r['curves'])} curves; max |ODE - notes' table| = "
+                f"{max((c['max_abs_diff_notes'] or 0) for c in r['curves']):.2g}"]
+    return []
 
 
 def _summary(name: str, r: dict) -> dict:
     if name == "convergence":
-        return {"exponent": r["exponent"], "exponent_se": r["exponent_se"],
-                "rms_max_dev": {str(x["N"]): x["rms_max_dev"] for x in r["rows"]},
+        return {"exponent": r["exponent"], "exponent_ci95": r["exponent_ci95"], "bias_exponent": r["bias_exponent"],
+                "bias": {str(x["N"]): x["bias"] for x in r["rows"]},
                 "full_vs_reduced": r["full_vs_reduced"], "rk4_vs_solve_ivp_max": r["rk4_vs_solve_ivp_max"]}
     if name == "hfunc":
         return {"learnability": r["learnability"],
@@ -122,8 +200,10 @@ def _summary(name: str, r: dict) -> dict:
         return {f"tau={c['tau']} rho={c['rho']}": {"Q": c["Q"], "max_abs_diff_notes": c["max_abs_diff_notes"]}
                 for c in r["curves"]}
     if name == "clamp":
-        return [{"m": x["margin"], "sn": x["sn"], "B": x["batch"], "var_ratio": x["var_ratio"],
-                 "var_ratio_pred": x["var_ratio_pred"], "car_clamp": x["clamp"]["car_star"]} for x in r["rows"]]
+        return {"summary": r["summary"],
+                "rows": [{"m": x["margin"], "sn": x["sn"], "B": x["batch"], "outcome": x["outcome"],
+                          "ratio_pred": x["ratio_pred"], "ratio": x["ratio"], "ratio_in_ci": x["ratio_in_ci"]}
+                         for x in r["rows"]]}
     return {}
 
 

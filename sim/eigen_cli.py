@@ -6,12 +6,14 @@ ODE check), ``all`` (the three).  Each prints a one-line summary per study and t
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from cffdyn.errors import HelpFormatter, UserError, make_parser
+from cffdyn.io import ensure_writable_dir
 from sim import eigen_studies as es
 
 _STUDIES = {
@@ -32,8 +34,14 @@ def _coerce(cfg, key: str, text: str):
         return text.lower() in ("true", "1")
     if isinstance(cur, tuple):
         conv = type(cur[0]) if cur else str
-        return tuple(conv(v) for v in text.split(",") if v)
-    return type(cur)(text)
+        return tuple(_finite(key, conv(v)) for v in text.split(",") if v)
+    return _finite(key, type(cur)(text))
+
+
+def _finite(key: str, v):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{key}={v} is not a finite number")
+    return v
 
 
 def apply_overrides(cfg, pairs: Sequence[str]):
@@ -56,18 +64,18 @@ def _summary(name: str, res: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog=prog or "cffdyn sim eigen", formatter_class=fmt,
-                                description="Eigenmode learning dynamics of non-contrastive SSL with a closed-form "
+    fmt = HelpFormatter
+    p = make_parser(prog=prog or "cffdyn sim eigen", formatter_class=fmt,
+                    description="Eigenmode learning dynamics of non-contrastive SSL with a closed-form "
                                             "linear predictor (Euclidean / cosine losses and their IsoLoss forms).")
     sub = p.add_subparsers(dest="cmd", required=True)
     helps = {"settings": "eigenvalue trajectories + collapse/isotropy outcome for all eight settings, linear toy",
              "settings-relu": "the same for the ReLU toy (paper Fig. 6)",
-             "spread": "per-mode time-to-90%% (slowest/fastest ratio), across-seed variance at a fixed horizon, "
+             "spread": "per-mode time-to-90% (slowest/fastest ratio), across-seed variance at a fixed horizon, "
                        "and the per-mode ODE vs expected-gradient iteration check",
              "all": "run settings, settings-relu and spread"}
     for name, h in helps.items():
-        sp = sub.add_parser(name, help=h, description=h, formatter_class=fmt)
+        sp = sub.add_parser(name, help=h.replace("%", "%%"), description=h, formatter_class=fmt)
         sp.add_argument("--preset", choices=("quick", "full"), default="quick",
                         help="quick: small CPU run (exact expectations for linear Euclidean settings, fewer "
                              "samples per step elsewhere, recorded in the JSON); full: the notebook's parameters")
@@ -79,14 +87,18 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = p.parse_args(argv)
     names = list(_STUDIES) if args.cmd == "all" else [args.cmd]
     if args.cmd == "all" and args.overrides:
-        p.error("--set is not allowed with 'all' (configs differ per study)")
-    for name in names:
+        raise UserError("--set is not allowed with 'all' (configs differ per study)", "run one study with --set")
+    cfgs = {}
+    for name in names:  # every config checked BEFORE the first study runs
         fn, quick, full = _STUDIES[name]
         try:
-            cfg = apply_overrides(quick if args.preset == "quick" else full, args.overrides)
+            cfgs[name] = apply_overrides(quick if args.preset == "quick" else full, args.overrides)
         except (ValueError, TypeError) as e:
-            p.error(str(e))
-        res = fn(cfg, args.out, progress=not args.quiet)
+            raise UserError(f"--set: {e}", "give KEY=VALUE with a field of the study's config and a finite "
+                                           "value of its type") from None
+    ensure_writable_dir(args.out, "--out")
+    for name in names:
+        res = _STUDIES[name][0](cfgs[name], args.out, progress=not args.quiet)
         print(_summary(name, res))
         print(f"  -> {Path(args.out) / (res['name'] + '.json')} ({res['seconds']:.1f} s)")
     return 0

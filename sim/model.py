@@ -18,6 +18,11 @@ is multiplied by ``1[y1 y2 < 1 - m]``; the clamp activation rate (CAR) is
 Two exact SGD engines
 ---------------------
 ``engine="full"``     the algorithm above with O(N) work and O(N) normals per step (numba).
+``engine="semi"``     the same Markov chain *in law* with O(N) work but only N - d normals per
+                      step (+ O(B d) scalars): w is kept in full (element-wise regularisers
+                      such as L1 stay exact); the background parts of x, n1, n2 enter through
+                      their projections on w_bg (scalars) and one isotropic Gaussian vector
+                      orthogonal to w_bg of per-coordinate variance V (below).
 ``engine="reduced"``  the same Markov chain *in law* with O(d) work per step.  The data are
                       isotropic off the feature coordinates and the update lies in span(w, x),
                       so the state is ``(w_f, R = |w_background|^2)``: per sample one draws the
@@ -64,8 +69,8 @@ from numba import njit, prange
 __all__ = ["Activation", "TANH", "RELU", "IDENTITY", "ACTIVATIONS", "get_activation", "Law",
            "MFConfig", "SGDConfig", "pack_params", "make_rhs", "rhs_numpy", "expectations",
            "integrate_ode", "integrate_ode_batch", "run_sgd", "SGDResult", "learnability",
-           "find_fixed_points", "jacobian_fd", "oja_rhs", "oja_stationary", "oja_jacobian_sympy",
-           "trial_seeds", "fluctuation_variance"]
+           "jacobian_fd", "oja_rhs", "oja_stationary", "oja_jacobian_sympy",
+           "trial_seeds"]
 
 
 # --------------------------------------------------------------------------- activations
@@ -693,87 +698,6 @@ def jacobian_fd(f: Callable, y: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return J
 
 
-def find_fixed_points(cfg: MFConfig, *, n_starts: int = 9, tol: float = 1e-10, **quad) -> list[dict]:
-    """Fixed points of the normalised ODE from a grid of starts (scipy.optimize.root, hybr),
-    deduplicated, with finite-difference Jacobian, eigenvalues and stability label."""
-    from scipy.optimize import root
-
-    if not cfg.normalize:
-        raise ValueError("fixed points are computed for the normalised ODE only")
-    f = rhs_numpy(cfg, **quad)
-    d = cfg.d
-    axes = [np.linspace(-0.97, 0.97, n_starts)] * d
-    starts = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
-    starts = starts[np.sum(starts ** 2, axis=1) < 0.97 ** 2]
-    axis_starts = [sgn * r * np.eye(d)[k] for k in range(d) for sgn in (-1, 1) for r in (0.5, 0.9, 0.98, 0.995)]
-    starts = np.vstack([starts, np.array(axis_starts)])
-    found: list[np.ndarray] = []
-
-    def safe(y):
-        if np.sum(y ** 2) > 1.0:
-            return np.full(d, 1e3) * np.sign(y + 1e-300)
-        return f(y)
-    for y0 in starts:
-        sol = root(safe, y0, method="hybr", tol=1e-13)
-        y = sol.x
-        if np.sum(y ** 2) > 1.0 or not np.all(np.isfinite(y)):
-            continue
-        if np.max(np.abs(f(y))) > tol:
-            continue
-        if any(np.max(np.abs(y - z)) < 1e-4 for z in found):
-            continue
-        found.append(y)
-    out = []
-    for y in sorted(found, key=lambda z: tuple(np.round(z, 8))):
-        J = jacobian_fd(f, y, 1e-6)
-        ev = np.linalg.eigvals(J)
-        re = ev.real
-        kind = "stable" if np.all(re < 0) else ("unstable" if np.all(re > 0) else "saddle")
-        out.append({"Q": y, "eigenvalues": ev, "stability": kind, "residual": float(np.max(np.abs(f(y))))})
-    return out
-
-
-def fluctuation_variance(cfg: MFConfig, Q: float, N: int, **quad) -> dict:
-    """Linear-noise (Ornstein-Uhlenbeck) prediction of the stationary seed-to-seed variance of
-    Q at the stable fixed point ``Q`` (d = 1, normalised): ``Var Q = Dif / (2 |lambda| N)``
-    with ``lambda = d(Qdot)/dQ`` and ``Dif = tau^2 Var[D - Q A] / B`` (per-step increments of
-    ``Q`` are ``(tau/N)(D - Q A) + O(N^-2)``).  The residual of ``nu`` given ``eps`` (variance
-    ``sn^2 (1 - Q^2)``, correlation rho) is included.  Monte Carlo-free: tensor GH / exact law."""
-    if cfg.d != 1 or not cfg.normalize:
-        raise ValueError("fluctuation_variance supports d = 1, normalised")
-    f = rhs_numpy(cfg, **quad)
-    lam = float(jacobian_fd(f, np.array([Q]))[0, 0])
-    P = pack_params(cfg, **quad)
-    sn, rho, margin = cfg.sn, cfg.rho, cfg.margin
-    clamp = cfg.mode == "clamp"
-    a = cfg.act
-    nc, ng = int(P[9]), int(P[10])
-    cN = P[_H:_H + nc]
-    cw = P[_H + nc:_H + 2 * nc]
-    g = P[_H + 2 * nc:_H + 2 * nc + 3 * ng].reshape(ng, 3)
-    gw = P[_H + 2 * nc + 3 * ng:]
-    s = math.sqrt(max(1 - Q * Q, 0))
-    rc = math.sqrt(max(1 - rho * rho, 0))
-    e, g1, g2 = g[:, 0][None, :], g[:, 1][None, :], g[:, 2][None, :]
-    c = cN[:, None]
-    W = cw[:, None] * gw[None, :]
-    eps1 = sn * g1
-    eps2 = sn * (rho * g1 + rc * g2)
-    h1 = Q * c + s * e + eps1
-    h2 = Q * c + s * e + eps2
-    vs, vd = np.vectorize(a.sig), np.vectorize(a.dsig)
-    S1, S2, D1, D2 = vs(h1), vs(h2), vd(h1), vd(h2)
-    keep = np.ones_like(h1) if not clamp else (S1 * S2 < 1 - margin).astype(float)
-    a1, a2 = keep * D1 * S2, keep * S1 * D2
-    mean_part = a1 * (c + Q * eps1) + a2 * (c + Q * eps2) - Q * (a1 * h1 + a2 * h2)
-    resid = sn ** 2 * (1 - Q * Q) * (a1 ** 2 + a2 ** 2 + 2 * rho * a1 * a2)
-    m1 = np.sum(W * mean_part)
-    m2_ = np.sum(W * (mean_part ** 2 + resid))
-    dif = cfg.tau ** 2 * (m2_ - m1 ** 2) / cfg.batch
-    return {"lambda": lam, "diffusion": float(dif),
-            "var": float(dif / (2 * abs(lam) * N)) if lam < 0 else float("inf")}
-
-
 # --------------------------------------------------------------------------- SGD
 def trial_seeds(seed: int, K: int) -> np.ndarray:
     """Per-trial seeds from ``SeedSequence(seed).spawn(K)`` (independent streams)."""
@@ -784,12 +708,13 @@ def trial_seeds(seed: int, K: int) -> np.ndarray:
 @dataclass(frozen=True)
 class SGDConfig:
     """Microscopic run: dimension N, trials K, horizon t_end (in units of N steps), number of
-    records, engine ("full" O(N)/step or "reduced" exact-in-law O(d)/step), seed."""
+    records, engine ("full" O(N)/step, 3BN normals; "semi" exact-in-law O(N)/step, N normals;
+    "reduced" exact-in-law O(d)/step), seed."""
     N: int = 2000
     trials: int = 8
     t_end: float = 10.0
     n_records: int = 50
-    engine: Literal["full", "reduced"] = "reduced"
+    engine: Literal["full", "semi", "reduced"] = "reduced"
     seed: int = 0
 
     def __post_init__(self):
@@ -801,8 +726,8 @@ class SGDConfig:
             raise ValueError("t_end must be finite and > 0")
         if self.n_records < 1:
             raise ValueError("n_records must be >= 1")
-        if self.engine not in ("full", "reduced"):
-            raise ValueError(f"engine={self.engine!r}: choose full or reduced")
+        if self.engine not in ("full", "semi", "reduced"):
+            raise ValueError(f"engine={self.engine!r}: choose full, semi or reduced")
 
 
 @dataclass
@@ -812,6 +737,22 @@ class SGDResult:
     r: np.ndarray          # (K, R) |w|^2/N
     car: np.ndarray        # (K, R) clamp activation rate over each record interval (car[:,0] = nan)
     status: np.ndarray     # (K,) 0 ok, 1 non-finite / left the sphere
+
+
+@njit(cache=True)
+def _sample_c_rng(rng, kind, p, table):
+    """:func:`_sample_c` on a numpy Generator."""
+    if kind == 0:
+        return 1.0 if rng.random() < 0.5 else -1.0
+    if kind == 1:
+        return rng.standard_normal()
+    if kind == 2:
+        u = rng.random()
+        if u >= p:
+            return 0.0
+        a = math.sqrt(1.0 / p)
+        return a if u < 0.5 * p else -a
+    return table[rng.integers(0, table.size)]
 
 
 @njit(cache=True)
@@ -1031,10 +972,163 @@ def _make_sgd(act: Activation):
                     ncar = 0
         return Qout, rout, cout, status
 
-    return reduced, full
+    @njit(nogil=True, cache=False)
+    def semi(rng, q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta, l1,
+             law_kind, law_p, table, rec_every, n_rec):
+        """Exact in law, O(N) per step with N - d normals (+ O(B d) scalars) instead of the full
+        engine's 3 B N: the background parts of x, n1, n2 enter only through their projections
+        on u = w_bg / |w_bg| (scalars) and, orthogonal to u, through one isotropic Gaussian
+        vector of variance V = sum_b (g1+g2)^2 + sn^2 (g1^2 + g2^2 + 2 rho g1 g2) per coordinate.
+        w itself is kept in full, so element-wise regularisers (L1) stay exact.  One trial per
+        call, drawing from a numpy Generator (PCG64 + ziggurat, several times faster than the
+        legacy np.random stream in numba): the normals are the cost of a step."""
+        d = sqm2.size
+        Qout = np.full((n_rec + 1, d), np.nan)
+        rout = np.full(n_rec + 1, np.nan)
+        cout = np.full(n_rec + 1, np.nan)
+        status = 0
+        sqN = math.sqrt(N)
+        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
+        thr = 1.0 - margin
+        w = np.empty(N)
+        for j in range(N):
+            w[j] = rng.standard_normal()
+        bg = 0.0
+        for j in range(d, N):
+            bg += w[j] * w[j]
+        q2 = 0.0
+        for k in range(d):
+            q2 += q0[k] * q0[k]
+        rr = 1.0 if normalize else q0[d]
+        scb = math.sqrt(max(N * (rr - q2), 0.0) / bg)
+        R = 0.0
+        for j in range(d, N):
+            w[j] *= scb
+            R += w[j] * w[j]
+        for k in range(d):
+            w[k] = q0[k] * sqN
+        zeta = np.zeros(N)
+        x1 = np.empty(d)
+        x2 = np.empty(d)
+        uf = np.empty(d)
+        for k in range(d):
+            Qout[0, k] = q0[k] / math.sqrt(rr)
+        rout[0] = rr
+        ncar = 0
+        s = 1.0  # the true weights are s * w: normalisation rescales s, not w (one pass less per step)
+        for step in range(1, rec_every * n_rec + 1):
+            sR = math.sqrt(max(R, 0.0))
+            uf[:] = 0.0
+            upar = 0.0
+            V = 0.0
+            for b in range(B):
+                apar = rng.standard_normal()
+                h1 = 0.0
+                h2 = 0.0
+                for k in range(d):
+                    ck = sqm2[k] * _sample_c_rng(rng, law_kind, law_p, table)
+                    if sn > 0.0:
+                        z1 = rng.standard_normal()
+                        z2 = rho * z1 + rc * rng.standard_normal() if rc > 0 else rho * z1
+                        x1[k] = ck + sn * z1
+                        x2[k] = ck + sn * z2
+                    else:
+                        x1[k] = ck
+                        x2[k] = ck
+                    h1 += s * w[k] * x1[k]
+                    h2 += s * w[k] * x2[k]
+                if sn > 0.0:
+                    z1 = rng.standard_normal()
+                    z2 = rho * z1 + rc * rng.standard_normal() if rc > 0 else rho * z1
+                    p1 = apar + sn * z1
+                    p2 = apar + sn * z2
+                else:
+                    p1 = apar
+                    p2 = apar
+                h1 = (h1 + sR * p1) / sqN
+                h2 = (h2 + sR * p2) / sqN
+                S1 = sig(h1)
+                S2 = sig(h2)
+                if S1 * S2 >= thr:
+                    ncar += 1
+                    if clamp:
+                        continue
+                g1 = dsig(h1) * S2
+                g2 = S1 * dsig(h2)
+                for k in range(d):
+                    uf[k] += g1 * x1[k] + g2 * x2[k]
+                upar += g1 * p1 + g2 * p2
+                V += (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+            lr = tau / sqN / B
+            dec = tau * beta / N
+            # background: w_bg + lr (upar u + sqrt(V) (zeta - (zeta.u) u)), zeta ~ N(0, I)
+            a_u = 0.0
+            sV = math.sqrt(V)
+            if V > 0.0:
+                zw = 0.0
+                for j in range(d, N):
+                    z = rng.standard_normal()
+                    zeta[j] = z
+                    zw += z * w[j]
+                zw *= s
+                a_u = (upar - sV * zw / sR) / sR if sR > 0.0 else 0.0
+            elif sR > 0.0:
+                a_u = upar / sR
+            nrm2 = 0.0
+            inv_s = 1.0 / s
+            for k in range(d):
+                tk = s * w[k]
+                wk = tk + lr * uf[k]
+                if l1:
+                    wk -= dec * (1.0 if tk > 0 else (-1.0 if tk < 0 else 0.0))
+                else:
+                    wk -= dec * tk
+                w[k] = wk * inv_s
+                nrm2 += wk * wk
+            R = 0.0
+            f = 1.0 + lr * a_u
+            cz = lr * sV * inv_s
+            dl1 = dec * inv_s
+            if V == 0.0:
+                cz = 0.0  # zeta holds finite stale values (zero-initialised): no branch per element
+            if l1:
+                for j in range(d, N):  # in stored units: true update divided by s
+                    wj = f * w[j] + cz * zeta[j] - dl1 * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
+                    w[j] = wj
+                    R += wj * wj
+            else:
+                fd = f - dec
+                for j in range(d, N):
+                    wj = fd * w[j] + cz * zeta[j]
+                    w[j] = wj
+                    R += wj * wj
+            R *= s * s
+            nrm2 += R
+            if not (np.isfinite(nrm2) and nrm2 > 0.0):
+                status = 1
+                break
+            if normalize:
+                sc = math.sqrt(N / nrm2)
+                s *= sc
+                R *= sc * sc
+                nrm2 = N
+                if not (1e-30 < s < 1e30):  # fold the scale back before it under/overflows
+                    for j in range(N):
+                        w[j] *= s
+                    s = 1.0
+            if step % rec_every == 0:
+                jr = step // rec_every
+                for k in range(d):
+                    Qout[jr, k] = s * w[k] / math.sqrt(nrm2)
+                rout[jr] = nrm2 / N
+                cout[jr] = ncar / (rec_every * B)
+                ncar = 0
+        return Qout, rout, cout, status
+
+    return reduced, full, semi
 
 
-_SGD_CACHE: dict[str, tuple[Callable, Callable]] = {}
+_SGD_CACHE: dict[str, tuple[Callable, Callable, Callable]] = {}
 
 
 def _sgd_kernels(act: Activation):
@@ -1042,6 +1136,32 @@ def _sgd_kernels(act: Activation):
     if key not in _SGD_CACHE:
         _SGD_CACHE[key] = _make_sgd(act)
     return _SGD_CACHE[key]
+
+
+def _run_semi(kernel, sgd: SGDConfig, Y0, sqm2, common, l1, kind, p, table, rec_every):
+    """Trials of the semi-reduced engine in ``numba.get_num_threads()`` Python threads (the
+    kernel releases the GIL); trial i draws from ``default_rng(SeedSequence(seed).spawn(K)[i])``,
+    so results do not depend on the number of threads."""
+    import numba
+    from concurrent.futures import ThreadPoolExecutor
+
+    K = Y0.shape[0]
+    ss = np.random.SeedSequence(int(sgd.seed)).spawn(K)
+
+    def one(i):
+        return kernel(np.random.default_rng(ss[i]), Y0[i], int(sgd.N), sqm2, *common, l1, kind, p, table,
+                      rec_every, sgd.n_records)
+    nt = max(1, min(numba.get_num_threads(), K))
+    if nt == 1:
+        outs = [one(i) for i in range(K)]
+    else:
+        with ThreadPoolExecutor(max_workers=nt) as ex:
+            outs = list(ex.map(one, range(K)))
+    Q = np.stack([o[0] for o in outs])
+    r = np.stack([o[1] for o in outs])
+    car = np.stack([o[2] for o in outs])
+    st = np.array([o[3] for o in outs], dtype=np.int8)
+    return Q, r, car, st
 
 
 def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDResult:
@@ -1059,7 +1179,7 @@ def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDRes
     Y0 = np.ascontiguousarray(np.broadcast_to(y0, (K, y0.shape[-1])), dtype=np.float64)
     rec_every = max(1, int(round(sgd.t_end * sgd.N / sgd.n_records)))
     kind, p, table = cfg.law.sgd_code()
-    reduced, full = _sgd_kernels(cfg.act)
+    reduced, full, semi = _sgd_kernels(cfg.act)
     seeds = trial_seeds(sgd.seed, K)
     sqm2 = np.sqrt(np.asarray(cfg.m2))
     beta = cfg.beta if cfg.reg != "none" else 0.0
@@ -1068,9 +1188,11 @@ def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDRes
     if sgd.engine == "reduced":
         Q, r, car, st = reduced(seeds, Y0, float(sgd.N), sqm2, *common, kind, p, table,
                                 rec_every, sgd.n_records)
-    else:
+    elif sgd.engine == "full":
         Q, r, car, st = full(seeds, Y0, int(sgd.N), sqm2, *common, cfg.reg == "l1", kind, p, table,
                              rec_every, sgd.n_records)
+    else:
+        Q, r, car, st = _run_semi(semi, sgd, Y0, sqm2, common, cfg.reg == "l1", kind, p, table, rec_every)
     if strict:
         _check_status(st, "run_sgd")
     t = np.arange(sgd.n_records + 1) * rec_every / sgd.N

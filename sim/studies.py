@@ -25,9 +25,9 @@ phase        two-feature phase portrait (Fig. 3 analogue): streamlines, fixed po
              eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).
 noise        stationary Q* vs sigma_n^2 for several rho and tau (Fig. 4 analogue), SGD points,
              comparison with the notes' table.
-clamp        clamp vs subtraction margin: CAR(t), stationary Q, seed-to-seed variance of the
-             final Q over SGD trials vs margin m, sigma_n and batch size B; variance ratios
-             clamp/subtract measured and predicted by the linear-noise (OU) approximation.
+clamp        (sim.clamp_study) N Var(Q) and the clamp/subtract variance ratio predicted by the
+             linear-noise theory of sim.fluctuations and measured by SGD over stationary
+             windows with batch-means 95% intervals; the bridge to the ViT (ratio vs CAR).
 """
 from __future__ import annotations
 
@@ -40,9 +40,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from numba import njit
 
-from cffdyn.io import Progress, atomic_write_bytes, atomic_write_json, read_json, to_jsonable
-from sim.model import (Law, MFConfig, SGDConfig, find_fixed_points, fluctuation_variance,
+from cffdyn.io import Progress, to_jsonable
+from sim.report import finish, pyplot, reuse_recorded
+from sim.clamp_study import CLAMP_FULL, CLAMP_QUICK, ClampConfig, run_clamp
+from sim.fluctuations import find_fixed_points
+from sim.model import (Law, MFConfig, SGDConfig,
                        integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy,
                        run_sgd)
 
@@ -62,41 +66,6 @@ NOTES_NOISE_TABLE = {  # (tau, rho) -> {sigma_n^2: Q*}; None = recovery fixed po
     (3.0, 0.0): {0: 0.8794, 0.25: 0.7457, 0.5: None, 1.0: None},
     (3.0, -1.0): {0: 0.8794, 0.25: 0.7635, 0.5: 0.5882, 1.0: None},
 }
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save_fig(fig, path: Path) -> None:
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _reuse(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | None:
-    path = out_dir / f"{name}.json"
-    if reuse and path.exists() and (out_dir / f"{name}.png").exists():
-        old = read_json(path)
-        if old.get("config") == to_jsonable(cfg):
-            old["reused"] = True
-            return old
-    return None
-
-
-def _finish(out_dir: Path, name: str, cfg: Any, res: dict, fig, t0: float) -> dict:
-    res = {"study": name, "config": to_jsonable(cfg), **res,
-           "elapsed_s": time.perf_counter() - t0}
-    _save_fig(fig, out_dir / f"{name}.png")
-    atomic_write_json(out_dir / f"{name}.json", res)
-    res = to_jsonable(res)
-    res["reused"] = False
-    return res
 
 
 def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
@@ -126,16 +95,18 @@ def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | 
 @dataclass(frozen=True)
 class ConvergenceConfig:
     """ODE vs SGD: tanh, Rademacher c, single feature (m2), Q0, tau; SGD (reduced engine)
-    for each N in Ns with ``trials`` trials; full engine cross-check at N = Ns[0]."""
+    for each N in Ns with ``trials`` trials; full engine cross-check at N = Ns[0];
+    ``n_boot`` bootstrap resamples (over trials, within each N) for the exponents' CIs."""
     tau: float = 0.5
     m2: float = 3.0
     q0: float = 0.1
     t_end: float = 10.0
     n_records: int = 50
-    Ns: tuple[int, ...] = (1000, 10000, 100000)
-    trials: int = 24
+    Ns: tuple[int, ...] = (500, 1000, 2000, 4000, 8000)
+    trials: int = 64
     full_check_trials: int = 8
     dt: float = 0.005
+    n_boot: int = 1000
     seed: int = 0
 
 
@@ -144,7 +115,8 @@ CONVERGENCE_FULL = ConvergenceConfig(trials=128, full_check_trials=32, Ns=(1000,
 
 
 def fit_exponent(Ns, devs) -> tuple[float, float]:
-    """Least-squares slope and its standard error of log(dev) vs log(N)."""
+    """Least-squares slope of log(dev) vs log(N) and its regression standard error (nan with
+    two points).  The study reports a bootstrap CI instead (:func:`bootstrap_slope`)."""
     x, y = np.log(np.asarray(Ns, float)), np.log(np.asarray(devs, float))
     A = np.vstack([x, np.ones_like(x)]).T
     coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
@@ -156,65 +128,122 @@ def fit_exponent(Ns, devs) -> tuple[float, float]:
     return float(coef[0]), se
 
 
+def _fluct(q: np.ndarray) -> float:
+    """RMS over record times (t > 0) of the across-trial SD of Q(t)."""
+    return float(np.sqrt(np.mean(q[:, 1:].var(axis=0, ddof=1))))
+
+
+def bootstrap_slope(Ns, samples: list[np.ndarray], stat, n_boot: int, seed: int) -> tuple[float, list[float]]:
+    """Slope of log stat(trials_N) vs log N and its percentile 95% CI, resampling trials
+    (rows of each ``samples[i]``) with replacement independently for every N."""
+    rng = np.random.default_rng(seed)
+    est, _ = fit_exponent(Ns, [stat(x) for x in samples])
+    boots = []
+    for _ in range(n_boot):
+        vals = [stat(x[rng.integers(0, x.shape[0], x.shape[0])]) for x in samples]
+        if all(v > 0 for v in vals):
+            boots.append(fit_exponent(Ns, vals)[0])
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan"))
+    return est, [float(lo), float(hi)]
+
+
 def run_convergence(cfg: ConvergenceConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
+    """ODE vs SGD, with the fluctuation (across-trial SD, expected N^-1/2 by the CLT whatever
+    the drift) and the bias (mean - ODE, expected O(1/N) if the ODE is the right limit)
+    reported separately; the bias at the escape time (ODE Q halfway) and at t_end with its SE."""
+    from scipy.stats import t as student_t
+
     out_dir = Path(out_dir)
-    if (old := _reuse(out_dir, "convergence", cfg, reuse)) is not None:
+    if (old := reuse_recorded(out_dir, "convergence", cfg, reuse)) is not None:
         return old
+    if len(cfg.Ns) < 2 or cfg.trials < 2:
+        raise ValueError("convergence needs >= 2 values of N and >= 2 trials")
     t0 = time.perf_counter()
     mf = MFConfig(tau=cfg.tau, m2=(cfg.m2,))
     t_fine, Y = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt)
     _, Yref = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt, method="DOP853")
     t_ode = np.linspace(0.0, cfg.t_end, cfg.n_records + 1)
     q_ode = np.interp(t_ode, t_fine, Y[:, 0])
+    half = 0.5 * (q_ode[0] + q_ode[-1])
+    i_half = int(np.argmin(np.abs(q_ode - half)))  # the escape from q0: most jitter-sensitive
     prog = Progress(len(cfg.Ns) + 1, "convergence", enabled=progress)
-    rows = []
+    rows, Qs = [], []
     for i, N in enumerate(cfg.Ns):
         ts = time.perf_counter()
         r = run_sgd(mf, SGDConfig(N=N, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
                                   engine="reduced", seed=cfg.seed + i), [cfg.q0])
         q = r.Q[:, :, 0]
-        q_ref = np.interp(r.t, t_fine, Y[:, 0])  # the ODE on this run's record times
-        dev_traj = np.max(np.abs(q - q_ref[None, :]), axis=1)
-        rows.append({"N": N, "t": r.t, "mean": q.mean(0), "sd": q.std(0, ddof=1),
-                     "max_dev_mean": float(np.max(np.abs(q.mean(0) - q_ref))),
-                     "rms_max_dev": float(np.sqrt(np.mean(dev_traj ** 2))),
-                     "max_sd": float(np.max(q.std(0, ddof=1))), "seconds": time.perf_counter() - ts})
+        Qs.append(q)
+        q_ref = np.interp(r.t, t_fine, Y[:, 0])
+        mean, sd = q.mean(0), q.std(0, ddof=1)
+        se = sd / math.sqrt(cfg.trials)
+        tq = float(student_t.ppf(0.975, cfg.trials - 1))
+        bias = {}
+        for tag, j in (("escape", i_half), ("end", cfg.n_records)):
+            b = float(mean[j] - q_ref[j])
+            bias[tag] = {"t": float(r.t[j]), "bias": b, "se": float(se[j]), "z": b / float(se[j]),
+                         "N_bias": N * b, "N_se": N * float(se[j]),
+                         "ci95": [b - tq * float(se[j]), b + tq * float(se[j])]}
+        rows.append({"N": N, "t": r.t, "mean": mean, "sd": sd, "bias_t": mean - q_ref, "se_t": se,
+                     "fluct": _fluct(q), "bias": bias,
+                     "max_abs_z": float(np.max(np.abs((mean - q_ref)[1:] / se[1:]))),
+                     "rms_max_dev": float(np.sqrt(np.mean(np.max(np.abs(q - q_ref[None, :]), axis=1) ** 2))),
+                     "seconds": time.perf_counter() - ts})
         prog.update(i + 1, f"N={N}")
-    slope, se = fit_exponent([r_["N"] for r_ in rows], [r_["rms_max_dev"] for r_ in rows])
-    slope_sd, _ = fit_exponent([r_["N"] for r_ in rows], [r_["max_sd"] for r_ in rows])
+    Ns = list(cfg.Ns)
+    slope, ci = bootstrap_slope(Ns, Qs, _fluct, cfg.n_boot, cfg.seed + 99)
+    bias_end = [abs(r_["bias"]["end"]["bias"]) for r_ in rows]
+    resolved = all(abs(r_["bias"]["end"]["z"]) > 2 for r_ in rows)
+    if resolved:
+        q_end = [q[:, -1] - q_ode[-1] for q in Qs]
+        b_slope, b_ci = bootstrap_slope(Ns, [x[:, None] for x in q_end], lambda x: abs(float(x.mean())),
+                                        cfg.n_boot, cfg.seed + 98)
+        bias_exp = {"est": b_slope, "ci95": b_ci, "resolved": True}
+    else:
+        bias_exp = {"est": fit_exponent(Ns, [max(b, 1e-300) for b in bias_end])[0], "ci95": None, "resolved": False,
+                    "note": "the bias at t_end is within 2 SE of zero at some N: its exponent is not resolved"}
     N0 = cfg.Ns[0]
-    rf = run_sgd(mf, SGDConfig(N=N0, trials=cfg.full_check_trials, t_end=cfg.t_end,
-                               n_records=cfg.n_records, engine="full", seed=cfg.seed + 1000), [cfg.q0])
+    rf = run_sgd(mf, SGDConfig(N=N0, trials=cfg.full_check_trials, t_end=cfg.t_end, n_records=cfg.n_records,
+                               engine="full", seed=cfg.seed + 1000), [cfg.q0])
     rr = run_sgd(mf, SGDConfig(N=N0, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
                                engine="reduced", seed=cfg.seed + 2000), [cfg.q0])
     qf, qr = rf.Q[:, :, 0], rr.Q[:, :, 0]
     se_diff = np.sqrt(qf.var(0, ddof=1) / qf.shape[0] + qr.var(0, ddof=1) / qr.shape[0]) + 1e-12
     z = np.abs(qf.mean(0) - qr.mean(0)) / se_diff
     prog.update(len(cfg.Ns) + 1, "full-engine check")
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot(t_fine, Y[:, 0], "k-", lw=2, label="mean-field ODE (RK4)")
     for j, row in enumerate(rows):
-        ax[0].errorbar(np.asarray(row["t"]) + 0.04 * j, row["mean"], yerr=row["sd"], fmt="o", ms=3, capsize=2,
-                       label=f"SGD N={row['N']:g} (mean ± SD, {cfg.trials} trials)")
-    ax[0].set_xlabel("t = steps / N")
-    ax[0].set_ylabel("cosine similarity Q(t)")
-    ax[0].set_title(f"tanh, m2={cfg.m2}, tau={cfg.tau}, Rademacher c")
+        ax[0].errorbar(np.asarray(row["t"]) + 0.04 * j, row["mean"], yerr=row["sd"], fmt="o", ms=2.5, capsize=1.5,
+                       label=f"SGD N={row['N']:g} (mean ± SD)")
+    ax[0].set(xlabel="t = steps / N", ylabel="cosine similarity Q(t)",
+              title=f"tanh, m2={cfg.m2}, τ={cfg.tau}, {cfg.trials} trials per N")
     ax[0].legend(fontsize=7)
-    Ns = np.array([r_["N"] for r_ in rows], float)
-    ax[1].loglog(Ns, [r_["rms_max_dev"] for r_ in rows], "o-", label="RMS_i max_t |Q_i - Q_ode|")
-    ax[1].loglog(Ns, [r_["max_dev_mean"] for r_ in rows], "s--", label="max_t |mean Q - Q_ode|")
-    ax[1].loglog(Ns, rows[0]["rms_max_dev"] * (Ns / Ns[0]) ** -0.5, "k:", label="N^-1/2 reference")
-    ax[1].set_xlabel("N")
-    ax[1].set_ylabel("deviation from ODE")
-    ax[1].set_title(f"fitted exponent {slope:.3f} ± {se:.3f}")
+    Na = np.array(Ns, float)
+    fl = np.array([r_["fluct"] for r_ in rows])
+    ax[1].loglog(Na, fl, "o-", label="fluctuation: RMS_t SD_t(Q)")
+    ax[1].loglog(Na, fl[0] * (Na / Na[0]) ** -0.5, "k:", label="N^-1/2 reference")
+    ax[1].set(xlabel="N", ylabel="across-trial SD (cosine units)",
+              title=f"fluctuation exponent {slope:.3f} (95% CI {ci[0]:.3f} to {ci[1]:.3f})")
     ax[1].legend(fontsize=7)
+    for tag, mk in (("escape", "o"), ("end", "s")):
+        nb = np.array([r_["bias"][tag]["N_bias"] for r_ in rows])
+        ns = np.array([r_["bias"][tag]["N_se"] for r_ in rows])
+        ax[2].errorbar(Na * (1.04 if tag == "end" else 1.0), nb, yerr=1.96 * ns, fmt=mk, capsize=2,
+                       label=f"N·(mean − ODE) at t={rows[0]['bias'][tag]['t']:.1f} ({tag})")
+    ax[2].axhline(0, color="k", lw=0.6)
+    ax[2].set(xscale="log", xlabel="N", ylabel="N × bias (95% CI)",
+              title="bias O(1/N): N × bias bounded if the ODE is the limit")
+    ax[2].legend(fontsize=7)
+    fig.tight_layout()
     res = {"t": t_ode, "q_ode": q_ode, "rk4_vs_solve_ivp_max": float(np.max(np.abs(Y - Yref))),
-           "rows": rows, "exponent": slope, "exponent_se": se, "exponent_max_sd": slope_sd,
+           "rows": rows, "exponent": slope, "exponent_ci95": ci, "exponent_se": fit_exponent(Ns, fl)[1],
+           "bias_exponent": bias_exp, "t_escape": float(t_ode[i_half]),
            "full_vs_reduced": {"N": N0, "max_abs_mean_diff": float(np.max(np.abs(qf.mean(0) - qr.mean(0)))),
                                "max_z": float(np.max(z)), "full_trials": int(qf.shape[0]),
                                "reduced_trials": int(qr.shape[0])}}
-    return _finish(out_dir, "convergence", cfg, res, fig, t0)
+    return finish(out_dir, "convergence", cfg, res, fig, t0)
 
 
 # =========================================================================== 2. hfunc
@@ -235,11 +264,11 @@ HFUNC_FULL = HFuncConfig(taus=(0.25, 0.5, 1.0, 1.5, 2.5), n_grid=801, n_starts=4
 
 def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
-    if (old := _reuse(out_dir, "hfunc", cfg, reuse)) is not None:
+    if (old := reuse_recorded(out_dir, "hfunc", cfg, reuse)) is not None:
         return old
     t0 = time.perf_counter()
     Qg = np.linspace(-0.995, 0.995, cfg.n_grid)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.activations), figsize=(4.5 * len(cfg.activations), 3.8))
     axes = np.atleast_1d(axes)
     curves, learn = [], {}
@@ -270,7 +299,7 @@ def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool =
         ax.legend(fontsize=7)
     fig.suptitle(f"single feature, m2={cfg.m2}, sigma_n={cfg.sn}, Rademacher c")
     res = {"Q": Qg, "curves": curves, "learnability": learn}
-    return _finish(out_dir, "hfunc", cfg, res, fig, t0)
+    return finish(out_dir, "hfunc", cfg, res, fig, t0)
 
 
 # =========================================================================== 3. phase
@@ -315,7 +344,7 @@ def _winner(final: np.ndarray) -> np.ndarray:
 
 def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
-    if (old := _reuse(out_dir, "phase", cfg, reuse)) is not None:
+    if (old := reuse_recorded(out_dir, "phase", cfg, reuse)) is not None:
         return old
     t0 = time.perf_counter()
     prog = Progress(3 + len(cfg.kurtoses), "phase", enabled=progress)
@@ -354,7 +383,7 @@ def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool =
                       "share_feature2": float(np.mean(w == 2)), "share_none": float(np.mean(w == 0)),
                       "eigs_at_0": np.sort(np.linalg.eigvals(J0).real)})
         prog.update(4 + i, f"m4/m2^2={kurt}")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(11, 5))
     from matplotlib.colors import ListedColormap
     cmap = ListedColormap(["#dddddd", "#a6dba0", "#f4a582"])
@@ -380,12 +409,12 @@ def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool =
     ax[1].set_ylabel(f"share of {len(ics_m4)} initial conditions")
     ax[1].set_title(f"attraction shares at fixed m2={cfg.m2}", fontsize=9)
     ax[1].legend(fontsize=7)
-    res = {"n_ics": len(ics), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
+    res = {"n_ics": len(ics), "n_ics_m4": len(ics_m4), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
            "share_none": float(np.mean(win == 0)), "batch_seconds": t_batch, "n_steps": n_steps,
            "fixed_points": [{"Q": p["Q"], "stability": p["stability"], "eigenvalues": p["eigenvalues"].real}
                             for p in fps],
            "m4_sweep": sweep, "sgd_final": sgd.Q[:, -1], "sgd_starts": cfg.sgd_starts}
-    return _finish(out_dir, "phase", cfg, res, fig, t0)
+    return finish(out_dir, "phase", cfg, res, fig, t0)
 
 
 # =========================================================================== 4. noise
@@ -413,7 +442,7 @@ NOISE_FULL = NoiseConfig(rhos=(0.0, -0.25, -0.5, -0.75, -1.0), sn2=tuple(np.roun
 
 def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
-    if (old := _reuse(out_dir, "noise", cfg, reuse)) is not None:
+    if (old := reuse_recorded(out_dir, "noise", cfg, reuse)) is not None:
         return old
     t0 = time.perf_counter()
     prog = Progress(len(cfg.taus) * len(cfg.rhos) + 1, "noise", enabled=progress)
@@ -439,7 +468,7 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
             sgd_pts.append({"rho": rho, "sn2": s2, "mean": float(tail.mean()), "sd": float(tail.std(ddof=1)),
                             "trials": cfg.sgd_trials})
     prog.update(len(curves) + 1, "SGD")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 1, figsize=(6.5, 4.5))
     for c in curves:
         ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(c["tau"], "-.")
@@ -455,112 +484,7 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
     ax.set_title(f"tanh, m2={cfg.m2}, Rademacher c (missing = recovery fixed point absent)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     res = {"curves": curves, "sgd": sgd_pts}
-    return _finish(out_dir, "noise", cfg, res, fig, t0)
-
-
-# =========================================================================== 5. clamp
-@dataclass(frozen=True)
-class ClampConfig:
-    """Clamp vs subtraction (tanh, Rademacher c, single feature m2, tau): for every margin m,
-    noise sn and batch size B, SGD trials (reduced engine, N) from q0 to t_end, final-Q
-    variance over trials, CAR; mean-field stationary Q, CAR and OU variance prediction."""
-    m2: float = 3.0
-    tau: float = 1.0
-    margins: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
-    sns: tuple[float, ...] = (0.0, 0.7)
-    batches: tuple[int, ...] = (1, 4)
-    N: int = 1000
-    trials: int = 48
-    q0: float = 0.5
-    t_end: float = 20.0
-    n_records: int = 40
-    seed: int = 0
-
-
-CLAMP_QUICK = ClampConfig()
-CLAMP_FULL = ClampConfig(margins=(0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), sns=(0.0, 0.5, 0.7, 1.0),
-                         batches=(1, 4, 16), N=4000, trials=200)
-
-
-def _levene_ratio(a: np.ndarray, b: np.ndarray) -> float:
-    """Brown-Forsythe p-value for equal variances of a and b."""
-    from scipy.stats import levene
-    return float(levene(a, b, center="median").pvalue)
-
-
-def run_clamp(cfg: ClampConfig, out_dir, *, reuse: bool = True, progress: bool = True) -> dict:
-    out_dir = Path(out_dir)
-    if (old := _reuse(out_dir, "clamp", cfg, reuse)) is not None:
-        return old
-    t0 = time.perf_counter()
-    cells = [(m, sn, B) for sn in cfg.sns for B in cfg.batches for m in cfg.margins]
-    prog = Progress(len(cells), "clamp", enabled=progress)
-    rows, car_curves = [], []
-    for ci, (m, sn, B) in enumerate(cells):
-        row: dict[str, Any] = {"margin": m, "sn": sn, "batch": B}
-        finals = {}
-        for mode in ("subtract", "clamp"):
-            mf = MFConfig(tau=cfg.tau, m2=(cfg.m2,), sn=sn, batch=B, mode=mode, margin=m)
-            r = run_sgd(mf, SGDConfig(N=cfg.N, trials=cfg.trials, t_end=cfg.t_end, n_records=cfg.n_records,
-                                      engine="reduced", seed=cfg.seed + ci), [cfg.q0])
-            qf = np.abs(r.Q[:, -1, 0])
-            finals[mode] = qf
-            qstar = _stationary_Q(mf, q0=cfg.q0)
-            pred = fluctuation_variance(mf, qstar, cfg.N) if qstar is not None else None
-            car_star = None
-            if qstar is not None:
-                from sim.model import expectations
-                car_star = expectations(mf, [qstar])["car"]
-            row[mode] = {"final_mean": float(qf.mean()), "final_var": float(qf.var(ddof=1)),
-                         "car_sgd_final": float(np.nanmean(r.car[:, -5:])), "q_star": qstar,
-                         "car_star": car_star, "var_pred": None if pred is None else pred["var"],
-                         "lambda": None if pred is None else pred["lambda"]}
-            if ci == 0 or (m == cfg.margins[-1] and B == 1 and sn == cfg.sns[0]):
-                t_ode, Y = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=0.02,
-                                         record_every=int(round(cfg.t_end / 0.02 / cfg.n_records)))
-                car_ode = [expectations(mf, [q])["car"] for q in Y[:, 0]]
-                car_curves.append({"mode": mode, "margin": m, "sn": sn, "batch": B, "t": r.t[1:],
-                                   "car_sgd_mean": np.mean(r.car[:, 1:], axis=0), "t_ode": t_ode, "car_ode": car_ode})
-        row["var_ratio"] = row["clamp"]["final_var"] / row["subtract"]["final_var"]
-        vp_c, vp_s = row["clamp"]["var_pred"], row["subtract"]["var_pred"]
-        row["var_ratio_pred"] = vp_c / vp_s if (vp_c is not None and vp_s) else None
-        row["levene_p"] = _levene_ratio(finals["clamp"], finals["subtract"])
-        rows.append(row)
-        prog.update(ci + 1, f"m={m} sn={sn} B={B}: var ratio {row['var_ratio']:.2f}")
-    plt = _plt()
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
-    for sn in cfg.sns:
-        for B in cfg.batches:
-            sel = [r_ for r_ in rows if r_["sn"] == sn and r_["batch"] == B]
-            ms = [r_["margin"] for r_ in sel]
-            ln, = ax[0].plot(ms, [r_["var_ratio"] for r_ in sel], "o", label=f"SGD sn={sn}, B={B}")
-            ax[0].plot(ms, [np.nan if r_["var_ratio_pred"] is None else r_["var_ratio_pred"] for r_ in sel], "-",
-                       color=ln.get_color())
-            ax[1].plot(ms, [np.nan if r_["clamp"]["q_star"] is None else r_["clamp"]["q_star"] for r_ in sel], "-",
-                       color=ln.get_color(), label=f"clamp sn={sn}, B={B}")
-            ax[1].plot(ms, [r_["clamp"]["final_mean"] for r_ in sel], "o", color=ln.get_color())
-            ax[1].plot(ms, [np.nan if r_["subtract"]["q_star"] is None else r_["subtract"]["q_star"] for r_ in sel],
-                       ":", color=ln.get_color())
-    ax[0].axhline(1, color="k", lw=0.6)
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("margin m")
-    ax[0].set_ylabel("Var(final Q) clamp / subtract")
-    ax[0].set_title(f"points: SGD ({cfg.trials} trials, N={cfg.N}); lines: OU prediction", fontsize=9)
-    ax[0].legend(fontsize=7)
-    ax[1].set_xlabel("margin m")
-    ax[1].set_ylabel("stationary Q")
-    ax[1].set_title("lines: ODE (solid clamp, dotted subtract); points: SGD clamp", fontsize=9)
-    ax[1].legend(fontsize=7)
-    for c in car_curves:
-        ln, = ax[2].plot(c["t"], c["car_sgd_mean"], "o", ms=3,
-                         label=f"SGD {c['mode']} m={c['margin']} sn={c['sn']} B={c['batch']}")
-        ax[2].plot(c["t_ode"], c["car_ode"], "-", color=ln.get_color())
-    ax[2].set_xlabel("t = steps / N")
-    ax[2].set_ylabel("clamp activation rate Pr[y1 y2 >= 1 - m]")
-    ax[2].set_title("CAR over time (lines: mean-field)", fontsize=9)
-    ax[2].legend(fontsize=6)
-    res = {"rows": rows, "car_curves": car_curves}
-    return _finish(out_dir, "clamp", cfg, res, fig, t0)
+    return finish(out_dir, "noise", cfg, res, fig, t0)
 
 
 # =========================================================================== bench
@@ -572,6 +496,7 @@ class BenchConfig:
     N: int = 10000
     steps: int = 2000
     sn: float = 0.5
+    rounds: int = 3
     par_trials: int = 4
     n_traj: int = 10000
     n_steps: int = 2000
@@ -607,58 +532,106 @@ def numpy_sgd(cfg: MFConfig, N: int, steps: int, q0: float, seed: int) -> np.nda
     return out
 
 
-def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = print) -> dict:
-    import numba
+@njit(cache=True)
+def _draw_normals(n: int, seed: int) -> float:
+    """The rate of numba's generator alone: n normals drawn one by one (as the engines do)."""
+    np.random.seed(seed)
+    acc = 0.0
+    for _ in range(n):
+        acc += np.random.standard_normal()
+    return acc
 
-    res: dict[str, Any] = {"config": to_jsonable(cfg)}
+
+@njit(cache=True)
+def _draw_normals_rng(rng, n: int) -> float:
+    """The same on a numpy Generator, the stream of the semi-reduced engine."""
+    acc = 0.0
+    for _ in range(n):
+        acc += rng.standard_normal()
+    return acc
+
+
+def _med(xs) -> dict:
+    xs = sorted(xs)
+    return {"median": float(np.median(xs)), "min": float(xs[0]), "max": float(xs[-1]), "n": len(xs)}
+
+
+def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = print) -> dict:
+    """Engines against the NumPy step loop (1 thread), each against the rate of drawing its
+    normals alone, 1 vs 2 threads, all in interleaved rounds (A B A B ...) with median and
+    range, and machine_info() (load, CPUs) before and after."""
+    import numba
+    from cffdyn.machine import machine_info
+
+    res: dict[str, Any] = {"config": to_jsonable(cfg), "machine_before": machine_info()}
     mf = MFConfig(tau=0.5, m2=(3.0,), sn=cfg.sn, rho=0.0)
     t_end = cfg.steps / cfg.N
     nthreads0 = numba.get_num_threads()
     numba.set_num_threads(1)
-    run_sgd(mf, SGDConfig(N=200, trials=1, t_end=1.0, n_records=1, engine="full"), [0.3])  # compile
-    ts = time.perf_counter()
-    run_sgd(mf, SGDConfig(N=cfg.N, trials=1, t_end=t_end, n_records=1, engine="full", seed=cfg.seed), [0.3])
-    t_nb = time.perf_counter() - ts
-    ts = time.perf_counter()
-    numpy_sgd(mf, cfg.N, cfg.steps, 0.3, cfg.seed)
-    t_np = time.perf_counter() - ts
-    normals = cfg.steps * (3 * cfg.N - 1)  # x (N-1) + two noise vectors (N each)
-    g = np.random.default_rng(cfg.seed)
-    ts = time.perf_counter()
-    g.standard_normal(normals)
-    t_gen = time.perf_counter() - ts
-    res["sgd_numba_s"], res["sgd_numpy_s"] = t_nb, t_np
-    res["numba_over_numpy_speedup"] = t_np / t_nb
-    res["numba_normals_per_s"] = normals / t_nb
-    res["numpy_generator_normals_per_s"] = normals / t_gen
-    res["normals_rate_fraction"] = t_gen / t_nb
-    echo(f"SGD N={cfg.N}, {cfg.steps} steps, sn={cfg.sn} (1 thread): numba {t_nb:.3f}s, NumPy loop {t_np:.3f}s "
-         f"-> speedup {t_np / t_nb:.2f}x (goal >= 5x)")
-    echo(f"normals/s: numba SGD {normals / t_nb:.3e} (incl. all work), NumPy Generator.standard_normal "
-         f"{normals / t_gen:.3e} -> {100 * t_gen / t_nb:.0f}% (goal >= 50%)")
-    # parallel speedup over trials
-    sg = SGDConfig(N=cfg.N, trials=cfg.par_trials, t_end=t_end / 2, n_records=1, engine="full", seed=cfg.seed)
-    times = {}
-    for nt in (1, 2):
-        numba.set_num_threads(nt)
-        ts = time.perf_counter()
-        r = run_sgd(mf, sg, [0.3])
-        times[nt] = time.perf_counter() - ts
-        if nt == 1:
-            q1 = r.Q.copy()
-        else:
-            res["thread_count_independent"] = bool(np.array_equal(q1, r.Q))
-    res["parallel_speedup_2_threads"] = times[1] / times[2]
-    echo(f"parallel over {cfg.par_trials} trials: 1 thread {times[1]:.3f}s, 2 threads {times[2]:.3f}s -> "
-         f"{times[1] / times[2]:.2f}x (goal >= 1.7x); identical results: {res['thread_count_independent']}")
+    for eng in ("full", "semi"):  # compile
+        run_sgd(mf, SGDConfig(N=200, trials=1, t_end=1.0, n_records=1, engine=eng), [0.3])
+    _draw_normals(10, 0)
+    _draw_normals_rng(np.random.default_rng(0), 10)
+    noise = 2 if cfg.sn > 0 else 0
+    n_full = cfg.steps * ((cfg.N - 1) + noise * cfg.N)          # x off the feature + two noise vectors
+    n_semi = cfg.steps * ((cfg.N - 1) + 1 + noise * 2)          # zeta + (a_par, feature / projected noise)
+    one = SGDConfig(N=cfg.N, trials=1, t_end=t_end, n_records=1, seed=cfg.seed)
+    T: dict[str, list[float]] = {k: [] for k in ("numpy", "full", "semi", "normals_full", "normals_semi")}
+    for r in range(cfg.rounds):
+        for k in T:  # interleaved: every quantity once per round
+            ts = time.perf_counter()
+            if k == "numpy":
+                numpy_sgd(mf, cfg.N, cfg.steps, 0.3, cfg.seed + r)
+            elif k in ("full", "semi"):
+                run_sgd(mf, dataclasses.replace(one, engine=k, seed=cfg.seed + r), [0.3])
+            elif k == "normals_full":
+                _draw_normals(n_full, cfg.seed + r)
+            else:
+                _draw_normals_rng(np.random.default_rng(cfg.seed + r), n_semi)
+            T[k].append(time.perf_counter() - ts)
+    res["seconds_1_thread"] = {k: _med(v) for k, v in T.items()}
+    m = {k: res["seconds_1_thread"][k]["median"] for k in T}
+    res["full_over_numpy"] = m["numpy"] / m["full"]
+    res["semi_over_numpy"] = m["numpy"] / m["semi"]
+    res["semi_over_full"] = m["full"] / m["semi"]
+    res["full_normals_fraction"] = m["normals_full"] / m["full"]
+    res["semi_normals_fraction"] = m["normals_semi"] / m["semi"]
+    res["normals_per_step"] = {"full": n_full / cfg.steps, "semi": n_semi / cfg.steps}
+    echo(f"SGD N={cfg.N}, {cfg.steps} steps, sn={cfg.sn}, 1 thread, median of {cfg.rounds} interleaved rounds: "
+         f"NumPy loop {m['numpy']:.3f}s, full {m['full']:.3f}s, semi-reduced {m['semi']:.3f}s")
+    echo(f"  speed vs the NumPy loop: full {res['full_over_numpy']:.2f}x, semi-reduced {res['semi_over_numpy']:.2f}x "
+         f"(goal >= 2.5x); semi/full {res['semi_over_full']:.2f}x")
+    echo(f"  fraction of the rate of drawing its normals alone: full {100 * res['full_normals_fraction']:.0f}% "
+         f"({n_full / cfg.steps:.0f} normals/step), semi-reduced {100 * res['semi_normals_fraction']:.0f}% "
+         f"({n_semi / cfg.steps:.0f} normals/step; goal >= 80%)")
+    # threads: 1 vs 2, interleaved, for both O(N) engines
+    sg = SGDConfig(N=cfg.N, trials=cfg.par_trials, t_end=t_end / 2, n_records=1, seed=cfg.seed)
+    TT: dict[str, list[float]] = {f"{e}_{nt}": [] for e in ("full", "semi") for nt in (1, 2)}
+    same = True
+    for r in range(cfg.rounds):
+        for e in ("full", "semi"):
+            outs = {}
+            for nt in (1, 2):
+                numba.set_num_threads(min(nt, nthreads0))
+                ts = time.perf_counter()
+                outs[nt] = run_sgd(mf, dataclasses.replace(sg, engine=e), [0.3]).Q
+                TT[f"{e}_{nt}"].append(time.perf_counter() - ts)
+            same &= bool(np.array_equal(outs[1], outs[2]))
+    res["threads_seconds"] = {k: _med(v) for k, v in TT.items()}
+    for e in ("full", "semi"):
+        res[f"{e}_speedup_2_threads"] = res["threads_seconds"][f"{e}_1"]["median"] / res["threads_seconds"][f"{e}_2"]["median"]
+    res["thread_count_independent"] = same
+    res["threads_available"] = nthreads0
+    echo(f"  1 vs 2 threads over {cfg.par_trials} trials (interleaved): full {res['full_speedup_2_threads']:.2f}x, "
+         f"semi-reduced {res['semi_speedup_2_threads']:.2f}x; identical results: {same}")
     numba.set_num_threads(min(2, nthreads0))
-    # reduced engine throughput
+    # reduced engine throughput (compiled first: the timing is of steps, not of numba)
+    run_sgd(MFConfig(tau=0.5, m2=(3.0,)), SGDConfig(N=1000, trials=2, t_end=0.01, n_records=1), [0.3])
     ts = time.perf_counter()
     run_sgd(MFConfig(tau=0.5, m2=(3.0,)), SGDConfig(N=100000, trials=2, t_end=5.0, n_records=1), [0.3])
     t_red = time.perf_counter() - ts
     res["reduced_steps_per_s"] = 2 * 5 * 100000 / t_red
-    echo(f"reduced (exact-in-law) engine: {res['reduced_steps_per_s']:.3e} steps/s on 2 threads "
-         f"(full engine at N={cfg.N}: {cfg.steps / t_nb:.3e} steps/s on 1 thread)")
+    echo(f"reduced (exact-in-law, O(1) per step) engine: {res['reduced_steps_per_s']:.3e} steps/s")
     # phase portrait
     from sim.model import pack_params
     ph = MFConfig(tau=0.2, m2=(1.2, 1.1))
@@ -676,15 +649,12 @@ def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = p
     res["phase_seconds"], res["phase_cpu_seconds"], res["phase_table_seconds"] = t_ph, c_ph, t_tab
     res["phase_error_vs_direct_quadrature"] = float(np.max(np.abs(tr[:100, -1] - trq[:, -1])))
     echo(f"phase portrait: {cfg.n_traj} trajectories x {cfg.n_steps} RK4 steps in {t_ph:.2f}s wall, "
-         f"{c_ph:.2f}s CPU (goal < 5 s; + {t_tab:.2f}s tabulation); max |final state - direct "
-         f"128-node quadrature| = {res['phase_error_vs_direct_quadrature']:.1e}")
-    try:
-        load = os.getloadavg()[0]
-        res["load_average_1min"] = load
-        echo(f"(1-min load average during the run: {load:.1f} on {os.cpu_count()} CPUs; wall times on a "
-             "shared machine are inflated accordingly)")
-    except OSError:
-        pass
+         f"{c_ph:.2f}s CPU (+ {t_tab:.2f}s tabulation); max |final state - direct quadrature| = "
+         f"{res['phase_error_vs_direct_quadrature']:.1e}")
+    res["machine_after"] = machine_info()
+    la, lb = res["machine_before"]["load_avg"], res["machine_after"]["load_avg"]
+    echo(f"(1-min load average {la[0] if la else float('nan'):.1f} before, {lb[0] if lb else float('nan'):.1f} after, "
+         f"on {os.cpu_count()} CPUs; wall times on a shared machine are inflated accordingly)")
     return res
 
 

@@ -103,11 +103,18 @@ def _settings(rng) -> dict:
 def _convergence(rng) -> dict:
     t = np.linspace(0, 10, 11)
     q = 0.1 + 0.08 * t
-    rows = [{"N": N, "mean": (q + 0.01).tolist(), "sd": [0.01] * 11, "max_dev_mean": 0.01, "rms_max_dev": 0.3 / N ** 0.5,
-             "max_sd": 0.02} for N in (1000, 10000)]
-    return {"study": "convergence", "config": {"tau": 0.5, "m2": 3.0, "q0": 0.1, "trials": 7, "Ns": [1000, 10000]},
+    rows = []
+    for N in (500, 1000, 2000, 4000, 8000):
+        bias = {tag: {"t": tt, "bias": -2.0 / N, "se": 0.3 / N ** 0.5, "z": -1.1, "N_bias": -2.0, "N_se": 0.3 * N ** 0.5,
+                      "ci95": [-0.01, 0.01]} for tag, tt in (("escape", 4.0), ("end", 10.0))}
+        rows.append({"N": N, "t": t.tolist(), "mean": (q + 0.01).tolist(), "sd": [0.01] * 11, "fluct": 0.9 / N ** 0.5,
+                     "bias": bias, "max_abs_z": 2.3})
+    return {"study": "convergence", "config": {"tau": 0.5, "m2": 3.0, "q0": 0.1, "t_end": 10.0, "trials": 64,
+                                               "n_boot": 100, "Ns": [500, 1000, 2000, 4000, 8000]},
             "t": t.tolist(), "q_ode": q.tolist(), "rk4_vs_solve_ivp_max": 1.5e-9, "rows": rows, "exponent": -0.512,
-            "exponent_se": 0.021, "full_vs_reduced": {"N": 1000, "max_z": 1.23, "full_trials": 4, "reduced_trials": 7}}
+            "exponent_ci95": [-0.55, -0.47], "exponent_se": 0.021, "t_escape": 4.0,
+            "bias_exponent": {"est": -1.0, "ci95": None, "resolved": False},
+            "full_vs_reduced": {"N": 1000, "max_z": 1.23, "full_trials": 4, "reduced_trials": 7}}
 
 
 def _hfunc(rng) -> dict:
@@ -124,7 +131,8 @@ def _hfunc(rng) -> dict:
 def _phase(rng) -> dict:
     sweep = [{"kurtosis": k, "share_feature1": 0.4 + 0.1 * i, "share_feature2": 0.5 - 0.1 * i, "share_none": 0.1,
               "eigs_at_0": [0.01, 0.02468]} for i, k in enumerate((1.0, 4.0))]
-    return {"config": {"m2": [1.2, 1.1], "tau": 0.2, "sgd_N": 2000}, "n_ics": 1234, "share_feature1": 0.555,
+    return {"config": {"m2": [1.2, 1.1], "tau": 0.2, "sgd_N": 2000, "n_grid_m4": 41}, "n_ics": 2813, "n_ics_m4": 1245,
+            "share_feature1": 0.555,
             "share_feature2": 0.444, "share_none": 0.001, "m4_sweep": sweep}
 
 
@@ -137,16 +145,44 @@ def _noise(rng) -> dict:
     return {"config": {"sn2": sn2, "sgd_tau": 1.0, "sgd_N": 2000, "sgd_trials": 5}, "curves": curves, "sgd": sgd}
 
 
+def _clamp_arm(mode, m, sn, B, nvar, interior=True) -> dict:
+    if not interior:
+        return {"mode": mode, "margin": m, "sn": sn, "batch": B, "in_ci": None,
+                "prediction": {"outcome": "fully_clamped", "reason": "drift > 0 up to Q -> 1"},
+                "measured": {"outcome": "fully_clamped", "final_Q_mean": 0.9991, "final_car": 0.97, "t_end": 20.0}}
+    return {"mode": mode, "margin": m, "sn": sn, "batch": B, "in_ci": True, "z": 0.4,
+            "prediction": {"outcome": "interior", "Q_star": 0.95, "lambda": -1.384, "N_var": nvar, "car_star": 0.25,
+                           "corr_time": 0.72},
+            "measured": {"N_var": {"est": nvar * 1.01, "se": nvar * 0.03, "ci95": [nvar * 0.95, nvar * 1.07]}}}
+
+
 def _clamp(rng) -> dict:
-    rows = []
+    rows, subs = [], []
     for sn in (0.0, 0.7):
-        for m in (0.1, 0.5):
-            mode = lambda q: {"final_mean": q, "final_var": 1e-4, "car_sgd_final": 0.3, "q_star": q, "car_star": 0.35,
-                              "var_pred": 1e-4, "lambda": -1.0}
-            rows.append({"margin": m, "sn": sn, "batch": 1, "subtract": mode(0.97), "clamp": mode(0.9 - m / 10),
-                         "var_ratio": 1.5 + m + sn, "var_ratio_pred": 1.4 + m + sn, "levene_p": 0.0345})
-    return {"config": {"m2": 3.0, "tau": 1.0, "margins": [0.1, 0.5], "sns": [0.0, 0.7], "batches": [1], "N": 1000,
-                       "trials": 9}, "rows": rows, "car_curves": []}
+        for B in (1, 4):
+            sub = _clamp_arm("subtract", 0.0, sn, B, 1e-3 * (1 + sn) / B)
+            subs.append(sub)
+            for m in (0.1, 0.2, 0.3, 0.5):
+                inter = sn > 0 or m == 0.1
+                cl = _clamp_arm("clamp", m, sn, B, 1e-3 * (1 + m) / B, inter)
+                row = {"margin": m, "sn": sn, "batch": B, "outcome": "interior" if inter else "fully_clamped",
+                       "clamp": cl, "subtract": sub, "ratio_pred": None, "ratio": None, "ratio_in_ci": None}
+                if inter:
+                    est = 1.02 * (1 + m) / (1 + sn)
+                    row.update(ratio_pred=(1 + m) / (1 + sn), ratio={"est": est, "se_log": 0.04,
+                                                                     "ci95": [0.9 * est, 1.1 * est]}, ratio_in_ci=True)
+                rows.append(row)
+    scaling = [{"mode": "clamp", "margin": 0.3, "sn": 0.7, "batch": 1, "N": N, "pred": 0.016, "in_ci": True,
+                "measured": {"est": 0.0161, "se": 0.0005, "ci95": [0.015, 0.017]}} for N in (500, 2000, 8000)]
+    bridge = [{"sn": 0.7, "batch": 1, "points": [{"margin": m, "car": 0.2 + m, "ratio_pred": 1 + m, "Q_star": 0.9}
+                                                 for m in (0.1, 0.3)]}]
+    return {"config": {"m2": 3.0, "tau": 1.0, "margins": [0.1, 0.2, 0.3, 0.5], "sns": [0.0, 0.7], "batches": [1, 4],
+                       "N": 2000, "trials": 64, "window": 100.0, "burn_corr": 5.0, "batch_corr": 10.0, "oja_tau": 0.25},
+            "rows": rows, "subtract": subs, "oja": _clamp_arm("oja", 0.0, 0.0, 1, 0.05), "scaling": scaling,
+            "bridge": bridge, "vit_points": [],
+            "summary": {"arms_checked": 15, "arms_in_ci": 14, "ratios_checked": 10, "ratios_in_ci": 10,
+                        "fully_clamped_cells": 6, "scaling_checked": 3, "scaling_in_ci": 3, "max_abs_z": 2.1},
+            "machine": {"load_avg": [3.5, 3.0, 2.0]}}
 
 
 def write_results(root: Path, seed: int = 0) -> dict[str, Path]:
@@ -285,9 +321,12 @@ def test_headline_numbers_independent(built):
     assert "321 random batches" in text and "5 of 5 identities" in text
     assert "3 of 3 deliberately wrong references" in text and "not sympy" in text
     assert "spread 1.5 (BYOL-L2) vs 3.8 (IsoLoss)" in text
-    assert "fitted exponent is -0.512 ± 0.021" in text
-    assert "the ratio is 1.60 (p = 0.035), against 1.50 predicted" in text
-    assert "feature 1 wins from 55.5% and feature 2 from 44.4% of 1234 initial conditions" in text
+    assert "fitted exponent is -0.512 (95% bootstrap interval -0.550 to -0.470" in text
+    rp = 1.1 / 1.7  # synthetic clamp cell m = 0.1, sn = 0.7, B = 1: (1 + m) / (1 + sn)
+    assert f"the ratio is predicted as {rp:.3f}" in text and f"measured ratios are {1.02 * rp:.3f} [" in text
+    assert "prediction lies inside the measured 95% interval for 14 of 15 arms" in text
+    assert "feature 1 wins from 55.5% and feature 2 from 44.4% of 2813 initial conditions" in text
+    assert "1245 initial conditions" in text
     assert "with 4 seeds per cell" in text           # generated Limitations: the study's own seed count
     assert "No run of this build used a GPU (ViT runs: cpu)" in text
     assert "study of Steier (2026) at CPU scale (--quick presets)." in text

@@ -300,7 +300,8 @@ def test_cli(tmp_path, capsys):
     assert cfg.seeds == (0, 1) and cfg.n_steps == 400
     with pytest.raises(ValueError):
         apply_overrides(ES.SPREAD_QUICK, ["nope=1"])
-    with pytest.raises(SystemExit):
+    from cffdyn.errors import UserError
+    with pytest.raises(UserError, match="--set"):  # one line via cffdyn.errors.guarded, before any study
         main(["spread", "--set", "seeds=0", "--out", str(tmp_path)])
     sets = [f"{f}={getattr(TINY_SETTINGS, f)}" for f in ("in_dim", "out_dim", "n_steps", "n_steps_nopred",
                                                           "n_samples", "n_samples_nopred", "record_every",

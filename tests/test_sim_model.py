@@ -7,7 +7,8 @@ import numba
 import numpy as np
 import pytest
 
-from sim.model import (IDENTITY, Law, MFConfig, SGDConfig, expectations, find_fixed_points,
+from sim.fluctuations import find_fixed_points
+from sim.model import (IDENTITY, Law, MFConfig, SGDConfig, expectations,
                        integrate_ode, integrate_ode_batch, jacobian_fd, learnability, oja_jacobian_sympy,
                        oja_rhs, oja_stationary, rhs_numpy, run_sgd)
 

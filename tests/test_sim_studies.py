@@ -11,15 +11,16 @@ from sim.cli import main
 
 TINY = {
     "convergence": dataclasses.replace(S.CONVERGENCE_QUICK, Ns=(300, 1200, 4800), trials=8, t_end=2.0,
-                                       q0=0.5, n_records=8, full_check_trials=4, dt=0.02),
+                                       q0=0.5, n_records=8, full_check_trials=4, dt=0.02, n_boot=50),
     "hfunc": dataclasses.replace(S.HFUNC_QUICK, activations=("tanh", "identity"), taus=(0.5,), n_grid=21,
                                  n_starts=7),
     "phase": dataclasses.replace(S.PHASE_QUICK, t_end=300.0, dt=1.5, n_grid=9, table=401, kurtoses=(1.0, 3.0),
                                  n_grid_m4=7, sgd_N=200, sgd_starts=((0.3, 0.2),)),
     "noise": dataclasses.replace(S.NOISE_QUICK, taus=(1.0,), rhos=(0.0, -1.0), sn2=(0.0, 0.5),
                                  sgd_sn2=(0.5,), sgd_N=300, sgd_trials=3, sgd_t_end=2.0),
-    "clamp": dataclasses.replace(S.CLAMP_QUICK, margins=(0.2,), sns=(0.0,), batches=(1,), N=200, trials=6,
-                                 t_end=2.0, n_records=4),
+    "clamp": dataclasses.replace(S.CLAMP_QUICK, margins=(0.1, 0.3), sns=(0.0,), batches=(1,), N=200, trials=4,
+                                 window=12.0, n_scaling=(200,), bridge_margins=(0.1,), fc_trials=2, fc_t_end=1.0,
+                                 scaling_cells=(("subtract", 0.0, 0.0, 1),), oja=False),
 }
 
 
@@ -36,6 +37,14 @@ def test_study_runs_writes_and_reuses(name, tmp_path):
     if name == "noise":
         c = res["curves"][0]
         assert c["vs_notes"] and c["max_abs_diff_notes"] < 3e-3
+    if name == "clamp":  # m = 0.3 at sn = 0 is fully clamped: an outcome, not a number
+        fc = [r for r in res["rows"] if r["margin"] == 0.3][0]
+        assert fc["outcome"] == "fully_clamped" and fc["ratio"] is None
+        ok = [r for r in res["rows"] if r["margin"] == 0.1][0]
+        assert ok["ratio_pred"] > 0 and ok["ratio"]["ci95"][0] < ok["ratio"]["ci95"][1]
+    if name == "convergence":
+        assert res["exponent_ci95"][0] < res["exponent"] < res["exponent_ci95"][1]
+        assert all("escape" in r["bias"] and r["bias"]["end"]["se"] > 0 for r in res["rows"])
     if name == "hfunc":
         L = res["learnability"]["tanh"]
         assert abs(L["kappa"] - 0.1818) < 1e-4
@@ -72,3 +81,84 @@ def test_cli_runs_a_study(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(S.STUDIES, "hfunc", (S.run_hfunc, TINY["hfunc"], TINY["hfunc"]))
     assert main(["hfunc", "--out", str(tmp_path), "--quiet"], prog="cffdyn sim") == 0
     assert "hfunc" in capsys.readouterr().out and (tmp_path / "hfunc.json").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["convergence", "--trials", "0"], "--trials"), (["convergence", "--seed", "-1"], "--seed"),
+    (["bench", "--N", "1"], "--N"), (["bench", "--sn", "-1"], "--sn"), (["clamp", "--N", "nan"], "--N"),
+    (["clamp", "--window", "0"], "--window"), (["convergence", "--trial", "3"], "--trial")])
+def test_cli_bad_options_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv, prog="cffdyn sim")
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("cmd", ["hfunc", "clamp", "convergence"])
+def test_cli_unwritable_out_fails_before_work(cmd, tmp_path, capsys):
+    from cffdyn.errors import UserError
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        main([cmd, "--out", str(f), "--quiet"], prog="cffdyn sim")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+        if os.access(ro, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root")
+        with pytest.raises(UserError, match="cannot be written"):
+            main([cmd, "--out", str(ro / "x"), "--quiet"], prog="cffdyn sim")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_clamp_bad_configs_one_line(tmp_path):
+    from cffdyn.errors import UserError
+    with pytest.raises(UserError, match="below 100"):
+        main(["clamp", "--N", "50", "--out", str(tmp_path), "--quiet"], prog="cffdyn sim")
+    with pytest.raises(UserError, match="no clamped cell"):
+        main(["clamp", "--preset", "quick", "--margins", "0.3", "--sns", "0", "--batches", "1", "--out",
+              str(tmp_path), "--quiet"], prog="cffdyn sim")
+    with pytest.raises(UserError, match="correlation times"):
+        main(["clamp", "--preset", "quick", "--margins", "0.1", "--sns", "0", "--batches", "1", "--window", "2",
+              "--out", str(tmp_path), "--quiet"], prog="cffdyn sim")
+    assert not (tmp_path / "clamp.json").exists()
+
+
+def test_cli_prints_a_summary_not_the_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(S.STUDIES, "hfunc", (S.run_hfunc, TINY["hfunc"], TINY["hfunc"]))
+    assert main(["hfunc", "--out", str(tmp_path), "--quiet"], prog="cffdyn sim") == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 5 and str(tmp_path / "hfunc.json") in out
+
+
+def test_vit_points_tolerant(tmp_path):
+    from sim.clamp_study import vit_points
+    good = {"runs": [{"cell": {"loss_mode": mode, "method": "cff2"}, "metric": v, "car_layer0": 0.3}
+                     for mode, vals in (("clamp", (0.5, 0.6, 0.7)), ("subtract", (0.55, 0.6, 0.65))) for v in vals],
+            "analysis": {"comparisons": [{"factor": "loss_mode", "level_a": "subtract", "level_b": "clamp",
+                                          "ratio": 0.25, "boot_ci": [0.1, 0.5]}]}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps({"runs": []}))
+    msgs = []
+    pts = vit_points([tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "missing.json"], warn=msgs.append)
+    pooled = [p for p in pts if p["kind"] == "pooled"][0]
+    assert pooled["ratio"] == 4.0 and pooled["ci95"] == [2.0, 10.0] and abs(pooled["car"] - 0.3) < 1e-12
+    cell = [p for p in pts if p["kind"] == "cell"][0]
+    assert abs(cell["ratio"] - 4.0) < 1e-9
+    assert len(msgs) == 2 and all(m.count("\n") == 0 for m in msgs)
+
+
+def test_eigen_cli_bad_input_before_any_setting(tmp_path):
+    from cffdyn.errors import UserError
+    from sim.eigen_cli import main as eigen_main
+    with pytest.raises(UserError, match="eta=nan is not a finite number"):
+        eigen_main(["settings", "--set", "eta=nan", "--out", str(tmp_path)])
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        eigen_main(["all", "--out", str(f), "--quiet"])
+    assert not list(tmp_path.glob("*.json"))

@@ -1,0 +1,375 @@
+"""``cffdyn sim clamp``: the clamp's seed-to-seed variance, predicted and measured.
+
+Prediction (:mod:`sim.fluctuations`): for every cell (margin m, noise sn, batch B) of the
+clamped and the subtracted model, the stable fixed point Q*, the exact slope lambda and the
+linear-noise N Var(Q) = Var Y / (2 B |lambda|); their ratio clamp / subtract.  A clamped cell
+without a stable interior fixed point is reported as ``fully_clamped`` (Q -> 1, every sample
+clamped, updates stop): it has no stationary variance to predict or to measure.
+
+Measurement (:mod:`sim.stationary`): SGD (exact-in-law engine) from Q*, N Var(Q) over a
+stationary window with batch-means 95% intervals, pooled over trials; the ratio's interval by
+the delta method on the log scale (independent runs).  The subtract arm does not depend on m
+(its gradient is the plain score's), so it is measured once per (sn, B) and shared by the
+margins of that row.  Plus an Oja row (identity activation, no noise, no margin), N Var at
+several N for a few cells (the prediction is N-independent), and the bridge to the ViT: the
+predicted ratio as a function of the stationary clamp activation rate, with ViT study points
+(variance ratio clamp/subtract vs mean layer-0 CAR of the clamp runs) overlaid.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cffdyn.errors import UserError
+from cffdyn.io import Progress, read_json
+from sim.fluctuations import fluctuation_variance
+from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.report import finish, pyplot, reuse_recorded, save_fig
+from sim.stationary import WindowSpec, measure_nvar, ratio_ci
+
+__all__ = ["ClampConfig", "CLAMP_QUICK", "CLAMP_FULL", "run_clamp", "check_clamp_config", "vit_points"]
+
+
+@dataclass(frozen=True)
+class ClampConfig:
+    """tanh, Rademacher c, one feature (m2), learning rate tau; grid margins x sns x batches;
+    SGD at N with ``trials`` trials per arm over a window of ``window`` time units after a
+    burn-in of ``burn_corr`` correlation times, batch-means batches of ``batch_corr``
+    correlation times (at least ``min_batch`` time units); ``n_scaling``: N values at which the
+    ``scaling_cells`` are remeasured; Oja row with identity activation at ``oja_tau``;
+    ``bridge_margins``: margins of the predicted ratio-vs-CAR curves; the fully clamped cells
+    are shown by ``fc_trials`` trials from ``q0`` over ``fc_t_end``."""
+    m2: float = 3.0
+    tau: float = 1.0
+    margins: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    sns: tuple[float, ...] = (0.0, 0.7)
+    batches: tuple[int, ...] = (1, 4)
+    oja: bool = True
+    oja_tau: float = 0.25
+    N: int = 2000
+    trials: int = 64
+    window: float = 100.0
+    burn_corr: float = 5.0
+    batch_corr: float = 10.0
+    min_batch: float = 5.0
+    rec_dt: float = 0.25
+    n_scaling: tuple[int, ...] = (500, 2000, 8000)
+    scaling_cells: tuple[tuple[str, float, float, int], ...] = (("clamp", 0.3, 0.7, 1), ("subtract", 0.0, 0.7, 1),
+                                                                ("oja", 0.0, 0.0, 1))
+    bridge_margins: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+    q0: float = 0.5
+    fc_trials: int = 16
+    fc_t_end: float = 20.0
+    seed: int = 0
+
+
+CLAMP_FULL = ClampConfig()
+CLAMP_QUICK = ClampConfig(N=500, trials=16, window=40.0, n_scaling=(250, 500, 1000),
+                          bridge_margins=(0.05, 0.1, 0.2, 0.3, 0.5), fc_trials=4, fc_t_end=10.0)
+
+
+def _mf(cfg: ClampConfig, mode: str, m: float, sn: float, B: int) -> MFConfig:
+    if mode == "oja":
+        return MFConfig(tau=cfg.oja_tau, m2=(cfg.m2,), activation="identity")
+    return MFConfig(tau=cfg.tau, m2=(cfg.m2,), sn=sn, batch=B, mode=mode, margin=m)
+
+
+def _window(cfg: ClampConfig, corr_time: float) -> WindowSpec:
+    return WindowSpec(burn=cfg.burn_corr * corr_time, window=cfg.window,
+                      batch_len=max(cfg.batch_corr * corr_time, cfg.min_batch), rec_dt=cfg.rec_dt)
+
+
+def check_clamp_config(cfg: ClampConfig) -> None:
+    """Bad input that needs no prediction: one line, before any work."""
+    if cfg.N < 100 or any(n < 100 for n in cfg.n_scaling):
+        raise UserError(f"N={min([cfg.N, *cfg.n_scaling])} is below 100: the O(1/N) linear-noise theory "
+                        "is not meant for it", "use N >= 100 (default 2000)")
+    if cfg.trials < 2:
+        raise UserError(f"trials={cfg.trials}: at least 2 trials are needed for an error bar", "use --trials >= 2")
+    if not (cfg.margins and cfg.sns and cfg.batches):
+        raise UserError("empty grid of margins, noise levels or batch sizes", "give at least one value of each")
+    if any(not 0 <= m < 1 for m in cfg.margins):
+        raise UserError(f"margins {cfg.margins} must lie in [0, 1)", "use margins such as 0.1 0.3 0.5")
+
+
+def _predict_all(cfg: ClampConfig, progress: bool) -> dict:
+    """Every prediction the study needs (seconds), before any SGD: raises UserError when the
+    window is too short for a cell, or no clamped cell has a stationary state."""
+    keys = [("subtract", 0.0, sn, B) for sn in cfg.sns for B in cfg.batches]
+    keys += [("clamp", m, sn, B) for sn in cfg.sns for B in cfg.batches for m in cfg.margins]
+    if cfg.oja:
+        keys.append(("oja", 0.0, 0.0, 1))
+    prog = Progress(len(keys), "clamp: predictions", enabled=progress)
+    pred = {}
+    for i, k in enumerate(keys):
+        pred[k] = fluctuation_variance(_mf(cfg, *k), q0=cfg.q0)
+        prog.update(i + 1, f"{k[0]} m={k[1]} sn={k[2]} B={k[3]}: {pred[k]['outcome']}")
+    if not any(p["outcome"] == "interior" for k, p in pred.items() if k[0] == "clamp"):
+        raise UserError("no clamped cell of the grid has a stable interior fixed point (the clamped flow runs to "
+                        "Q = 1 and stops: nothing stationary to measure)",
+                        "add noise (--sns 0.7) or smaller margins (--margins 0.1)")
+    short = [(k, p["corr_time"]) for k, p in pred.items() if p["outcome"] == "interior"
+             and cfg.window < 10 * p["corr_time"]]
+    if short:
+        (k, tc), = short[:1]
+        raise UserError(f"window {cfg.window:g} is shorter than 10 correlation times of {k[0]} m={k[1]} sn={k[2]} "
+                        f"B={k[3]} (1/|lambda| = {tc:.3g})", f"use --window >= {10 * tc:.3g}")
+    return pred
+
+
+def _arm(cfg: ClampConfig, key, pred: dict, N: int, seed: int) -> dict:
+    mf = _mf(cfg, *key)
+    out = {"mode": key[0], "margin": key[1], "sn": key[2], "batch": key[3], "N": N, "prediction": pred}
+    if pred["outcome"] != "interior":
+        r = run_sgd(mf, SGDConfig(N=N, trials=cfg.fc_trials, t_end=cfg.fc_t_end, n_records=20, seed=seed),
+                    [cfg.q0])
+        out["measured"] = {"outcome": pred["outcome"], "trials": cfg.fc_trials, "t_end": cfg.fc_t_end,
+                           "final_Q_mean": float(np.mean(np.abs(r.Q[:, -1, 0]))),
+                           "final_Q_min": float(np.min(np.abs(r.Q[:, -1, 0]))),
+                           "final_car": float(np.nanmean(r.car[:, -1]))}
+        out["in_ci"] = None
+        return out
+    meas = measure_nvar(mf, pred["Q_star"], N, cfg.trials, _window(cfg, pred["corr_time"]), seed)
+    lo, hi = meas["N_var"]["ci95"]
+    out["measured"] = meas
+    out["in_ci"] = bool(lo <= pred["N_var"] <= hi)
+    out["z"] = (meas["N_var"]["est"] - pred["N_var"]) / meas["N_var"]["se"]
+    return out
+
+
+def vit_points(paths: Sequence[str | Path], warn=print) -> list[dict]:
+    """ViT points (variance ratio clamp/subtract vs mean layer-0 CAR of the clamp runs) from
+    study JSONs of :mod:`vit.study`: the pooled ratio of ``analysis.comparisons`` (factor
+    ``loss_mode``) with its bootstrap CI, and one point per level of the other factors computed
+    from ``runs``.  A file without the needed fields is skipped with a one-line message."""
+    pts = []
+    for p in paths:
+        p = Path(p)
+        try:
+            d = read_json(p)
+        except (OSError, ValueError) as exc:
+            warn(f"--vit {p}: skipped ({exc})")
+            continue
+        runs = [r for r in d.get("runs") or [] if isinstance(r, dict) and "cell" in r]
+        clamp_runs = [r for r in runs if r["cell"].get("loss_mode") == "clamp"]
+        cars = [r["car_layer0"] for r in clamp_runs if r.get("car_layer0") is not None]
+        comp = [c for c in ((d.get("analysis") or {}).get("comparisons") or [])
+                if c.get("factor") == "loss_mode" and {c.get("level_a"), c.get("level_b")} == {"clamp", "subtract"}]
+        if not cars or not comp:
+            warn(f"--vit {p}: skipped (needs runs with loss_mode=clamp and car_layer0, and analysis.comparisons "
+                 "for loss_mode clamp vs subtract)")
+            continue
+        c = comp[0]
+        flip = c["level_a"] == "subtract"
+        ratio = c.get("ratio")
+        ci = c.get("boot_ci") or [None, None]
+        if flip and ratio:
+            ratio, ci = 1.0 / ratio, [None if v in (None, 0) else 1.0 / v for v in ci[::-1]]
+        pts.append({"file": str(p), "kind": "pooled", "ratio": ratio, "ci95": ci, "car": float(np.mean(cars)),
+                    "n_runs": len(runs)})
+        others = sorted({tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) for r in runs})
+        for o in others:
+            sel = lambda mode: [r for r in runs if r["cell"].get("loss_mode") == mode  # noqa: E731
+                                and tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) == o]
+            a, b = [r["metric"] for r in sel("clamp")], [r["metric"] for r in sel("subtract")]
+            car = [r["car_layer0"] for r in sel("clamp") if r.get("car_layer0") is not None]
+            if len(a) >= 2 and len(b) >= 2 and car and np.var(b, ddof=1) > 0:
+                pts.append({"file": str(p), "kind": "cell", "levels": dict(o),
+                            "ratio": float(np.var(a, ddof=1) / np.var(b, ddof=1)), "ci95": [None, None],
+                            "car": float(np.mean(car)), "n_runs": len(a) + len(b)})
+    return pts
+
+
+def run_clamp(cfg: ClampConfig, out_dir, *, reuse: bool = True, progress: bool = True,
+              vit: Sequence[str | Path] = (), warn=print) -> dict:
+    from cffdyn.machine import machine_info
+
+    out_dir = Path(out_dir)
+    check_clamp_config(cfg)
+    vit_pts = vit_points(vit, warn=warn) if vit else []
+    if not vit and (old := reuse_recorded(out_dir, "clamp", cfg, reuse)) is not None:
+        return old
+    t0 = time.perf_counter()
+    pred = _predict_all(cfg, progress)
+    # measurements: one seed per arm, distinct across arms and N
+    arms_needed = [k for k in pred if pred[k]["outcome"] == "interior" or k[0] == "clamp"]
+    prog = Progress(len(arms_needed) + len(cfg.n_scaling) * len(cfg.scaling_cells), "clamp: SGD", enabled=progress)
+    arms: dict[tuple, dict] = {}
+    for i, k in enumerate(arms_needed):
+        arms[k] = _arm(cfg, k, pred[k], cfg.N, cfg.seed + 1000 * i)
+        a = arms[k]
+        msg = (f"N Var pred {pred[k]['N_var']:.4g} meas {a['measured']['N_var']['est']:.4g}"
+               if a["in_ci"] is not None else pred[k]["outcome"])
+        prog.update(i + 1, f"{k[0]} m={k[1]} sn={k[2]} B={k[3]}: {msg}")
+    rows = []
+    for sn in cfg.sns:
+        for B in cfg.batches:
+            sub = arms.get(("subtract", 0.0, sn, B))
+            for m in cfg.margins:
+                cl = arms[("clamp", m, sn, B)]
+                row: dict[str, Any] = {"margin": m, "sn": sn, "batch": B, "outcome": cl["prediction"]["outcome"],
+                                       "clamp": cl, "subtract": sub}
+                if cl["in_ci"] is not None and sub is not None:
+                    row["ratio_pred"] = cl["prediction"]["N_var"] / sub["prediction"]["N_var"]
+                    row["ratio"] = ratio_ci(cl["measured"]["N_var"], sub["measured"]["N_var"])
+                    lo, hi = row["ratio"]["ci95"]
+                    row["ratio_in_ci"] = bool(lo <= row["ratio_pred"] <= hi)
+                else:
+                    row["ratio_pred"], row["ratio"], row["ratio_in_ci"] = None, None, None
+                rows.append(row)
+    oja = arms.get(("oja", 0.0, 0.0, 1))
+    scaling = []
+    j = len(arms_needed)
+    for mode, m, sn, B in cfg.scaling_cells:
+        k = (mode, m if mode == "clamp" else 0.0, sn, B)
+        if k not in pred or pred[k]["outcome"] != "interior":
+            continue
+        for N in cfg.n_scaling:
+            j += 1
+            a = arms[k] if (N == cfg.N and k in arms) else _arm(cfg, k, pred[k], N, cfg.seed + 7919 * j)
+            scaling.append({"mode": mode, "margin": k[1], "sn": sn, "batch": B, "N": N,
+                            "pred": pred[k]["N_var"], "measured": a["measured"]["N_var"], "in_ci": a["in_ci"],
+                            "N_bias": a["measured"]["N_bias"]})
+            prog.update(j, f"scaling {mode} N={N}")
+    bridge = _bridge(cfg, pred)
+    checked = [a for a in arms.values() if a["in_ci"] is not None]
+    ratios = [r for r in rows if r["ratio_in_ci"] is not None]
+    summary = {"arms_checked": len(checked), "arms_in_ci": sum(a["in_ci"] for a in checked),
+               "ratios_checked": len(ratios), "ratios_in_ci": sum(r["ratio_in_ci"] for r in ratios),
+               "fully_clamped_cells": sum(r["outcome"] == "fully_clamped" for r in rows),
+               "scaling_checked": len(scaling), "scaling_in_ci": sum(s["in_ci"] for s in scaling),
+               "max_abs_z": max(abs(a["z"]) for a in checked) if checked else None}
+    res = {"rows": rows, "subtract": [a for k, a in arms.items() if k[0] == "subtract"], "oja": oja,
+           "scaling": scaling, "bridge": bridge, "vit_points": vit_pts, "summary": summary,
+           "machine": machine_info()}
+    fig = _figure(cfg, rows, oja, scaling, res)
+    if vit_pts or bridge:
+        save_fig(_bridge_figure(cfg, bridge, vit_pts), out_dir / "clamp_bridge.png")
+    return finish(out_dir, "clamp", cfg, res, fig, t0)
+
+
+def _bridge(cfg: ClampConfig, pred: dict) -> list[dict]:
+    """Predicted ratio clamp/subtract vs the stationary CAR along the margin, per (sn, B)."""
+    curves = []
+    for sn in cfg.sns:
+        for B in cfg.batches:
+            sub = pred.get(("subtract", 0.0, sn, B))
+            if not sub or sub["outcome"] != "interior":
+                continue
+            pts = []
+            for m in sorted(set(cfg.bridge_margins) | set(cfg.margins)):
+                p = pred.get(("clamp", m, sn, B)) or fluctuation_variance(_mf(cfg, "clamp", m, sn, B), q0=cfg.q0)
+                if p["outcome"] == "interior":
+                    pts.append({"margin": m, "car": p["car_star"], "ratio_pred": p["N_var"] / sub["N_var"],
+                                "Q_star": p["Q_star"]})
+                else:
+                    pts.append({"margin": m, "outcome": p["outcome"]})
+            curves.append({"sn": sn, "batch": B, "points": pts})
+    return curves
+
+
+def _figure(cfg, rows, oja, scaling, res):
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
+    arms = [r["clamp"] for r in rows if r["clamp"]["in_ci"] is not None] + list(res["subtract"])
+    if oja:
+        arms.append(oja)
+    for a in arms:
+        mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
+        col = {1: "C0", 4: "C1"}.get(a["batch"], "C2") if a["mode"] != "oja" else "k"
+        v = a["measured"]["N_var"]
+        lo, hi = v["ci95"]
+        ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - lo], [hi - v["est"]]], fmt=mk,
+                       color=col, mfc="white" if a["sn"] == 0 else col, ms=5, capsize=2)
+    lim = [min(a["prediction"]["N_var"] for a in arms) / 1.5, max(a["prediction"]["N_var"] for a in arms) * 1.5]
+    ax[0].plot(lim, lim, "k:", lw=0.8)
+    ax[0].set(xscale="log", yscale="log", xlabel="predicted N·Var(Q) (linear-noise theory)",
+              ylabel="measured N·Var(Q) (SGD, 95% CI)")
+    for lab, kw in (("clamp", dict(marker="o")), ("subtract", dict(marker="s")), ("Oja (identity)", dict(marker="D")),
+                    ("B = 1", dict(marker="_", color="C0")), ("B = 4", dict(marker="_", color="C1")),
+                    ("open: σ_n = 0, filled: σ_n = 0.7", dict(marker=""))):
+        ax[0].plot([], [], ls="", color=kw.pop("color", "k"), label=lab, **kw)
+    ax[0].legend(fontsize=7, loc="upper left")
+    ax[0].set_title(f"N = {cfg.N}, {cfg.trials} trials per arm, window {cfg.window:g}", fontsize=9)
+    for r in rows:
+        if r["ratio"] is None:
+            continue
+        key = (r["sn"], r["batch"])
+        col = f"C{list(dict.fromkeys((x['sn'], x['batch']) for x in rows)).index(key)}"
+        lo, hi = r["ratio"]["ci95"]
+        ax[1].errorbar(r["margin"], r["ratio"]["est"], yerr=[[r["ratio"]["est"] - lo], [hi - r["ratio"]["est"]]],
+                       fmt="o", color=col, capsize=2, ms=4)
+        ax[1].plot(r["margin"], r["ratio_pred"], "x", color=col, ms=8, mew=1.5)
+    for sn, B in dict.fromkeys((x["sn"], x["batch"]) for x in rows):
+        sel = [r for r in rows if r["sn"] == sn and r["batch"] == B and r["ratio_pred"] is not None]
+        col = f"C{list(dict.fromkeys((x['sn'], x['batch']) for x in rows)).index((sn, B))}"
+        if sel:
+            ax[1].plot([r["margin"] for r in sel], [r["ratio_pred"] for r in sel], "-", color=col, lw=0.8,
+                       label=f"σ_n={sn}, B={B}")
+        fc = [r["margin"] for r in rows if r["sn"] == sn and r["batch"] == B and r["outcome"] == "fully_clamped"]
+        if fc:
+            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=14)
+    ax[1].axhline(1, color="k", lw=0.5)
+    ax[1].plot([], [], "ko", ms=4, label="measured (95% CI)")
+    ax[1].plot([], [], "kx", label="predicted")
+    ax[1].plot([], [], "k|", ms=10, label="fully clamped (no stationary state)")
+    ax[1].set(xlabel="margin m", ylabel="N·Var(Q) clamp / subtract")
+    ax[1].legend(fontsize=7)
+    for mode, m, sn, B in dict.fromkeys((s["mode"], s["margin"], s["sn"], s["batch"]) for s in scaling):
+        sel = [s for s in scaling if (s["mode"], s["margin"], s["sn"], s["batch"]) == (mode, m, sn, B)]
+        Ns = np.array([s["N"] for s in sel], float)
+        est = np.array([s["measured"]["est"] for s in sel])
+        ci = np.array([s["measured"]["ci95"] for s in sel])
+        ln = ax[2].errorbar(Ns, est, yerr=[est - ci[:, 0], ci[:, 1] - est], fmt="o", capsize=2,
+                            label=("Oja (identity)" if mode == "oja" else f"{mode} m={m}, σ_n={sn}, B={B}"))
+        ax[2].plot([Ns.min() / 1.3, Ns.max() * 1.3], [sel[0]["pred"]] * 2, "-", color=ln[0].get_color(), lw=0.8)
+    ax[2].set(xscale="log", yscale="log", xlabel="dimension N", ylabel="N·Var(Q) (lines: prediction)")
+    ax[2].legend(fontsize=7)
+    fig.suptitle(f"one feature, tanh, m2={cfg.m2}, τ={cfg.tau}, Rademacher c; Oja row: identity, τ={cfg.oja_tau}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _bridge_figure(cfg, bridge, vit_pts):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for cv in bridge:
+        p = [x for x in cv["points"] if "car" in x]
+        ax.plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3,
+                label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}")
+    for v in vit_pts:
+        lo, hi = v["ci95"]
+        yerr = None if lo is None or hi is None else [[v["ratio"] - lo], [hi - v["ratio"]]]
+        ax.errorbar(100 * v["car"], v["ratio"], yerr=yerr, fmt="k*" if v["kind"] == "pooled" else "k^",
+                    ms=9 if v["kind"] == "pooled" else 5, capsize=2)
+    if vit_pts:
+        ax.plot([], [], "k*", label="ViT study, pooled (bootstrap 95% CI)")
+        ax.plot([], [], "k^", ms=5, label="ViT study, per level of the other factors")
+    ax.axhline(1, color="k", lw=0.5)
+    ax.set(xlabel="stationary clamp activation rate (%) (ViT: layer 0, clamp runs)",
+           ylabel="variance ratio clamp / subtract")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def summary_lines(res: dict) -> list[str]:
+    """A short human summary (the CLI prints it instead of the JSON)."""
+    s = res["summary"]
+    out = [f"N Var(Q) inside the measured 95% CI: {s['arms_in_ci']}/{s['arms_checked']} arms; ratio clamp/subtract "
+           f"inside its CI: {s['ratios_in_ci']}/{s['ratios_checked']} cells; fully clamped cells: "
+           f"{s['fully_clamped_cells']}; N-scaling cells in CI: {s['scaling_in_ci']}/{s['scaling_checked']}"]
+    for r in res["rows"]:
+        if r["ratio"] is not None:
+            lo, hi = r["ratio"]["ci95"]
+            out.append(f"  m={r['margin']} sn={r['sn']} B={r['batch']}: ratio pred {r['ratio_pred']:.3f}, measured "
+                       f"{r['ratio']['est']:.3f} [{lo:.3f}, {hi:.3f}] {'in' if r['ratio_in_ci'] else 'OUT'}")
+        else:
+            out.append(f"  m={r['margin']} sn={r['sn']} B={r['batch']}: {r['outcome']} (Q -> "
+                       f"{r['clamp']['measured'].get('final_Q_mean', float('nan')):.4f}, CAR "
+                       f"{r['clamp']['measured'].get('final_car', float('nan')):.3f})")
+    return out

@@ -1,0 +1,392 @@
+"""Fixed points, their stability and the finite-N fluctuation theory of the one-layer model
+(d = 1, normalised), with a quadrature that resolves the clamp boundary.
+
+Per-step increment (derivation in paper/sections/03c_mf_clamp.tex).  One SGD step with a
+mini-batch of B samples changes the overlap by ``Delta Q = X / N + O(N^-2)`` with
+
+    X = (1/B) sum_b Y_b,    Y = tau (D - Q A) - tau^2 / (2 B) * Q * Bsq,
+
+where ``D, A, Bsq`` are the per-sample scalars of the notes (Bsq is the notes' calligraphic B,
+|gradient|^2 / N) and every one of them is multiplied by the clamp indicator
+``k = 1[y1 y2 < 1 - m]`` in the clamped variant.  ALL three are O(1) random variables, so the
+diffusion is ``Var X / N = Var Y / (B N)`` per unit time t = steps / N (the squared-gradient
+term's fluctuation included).  Neglected: the O(N^-1/2) fluctuations of |x|^2/N, x1.x2/N and
+of the cross-sample products inside |mean_b g_b x_b|^2/N (they enter Delta Q at O(N^-3/2), its
+variance at O(N^-3)), and the O(N^-2) remainder of the expansion of the normalisation.
+
+The drift is ``f(Q) = E Y`` (the ODE right-hand side of :mod:`sim.model`), its slope
+``lambda = f'(Q*)`` at a stable fixed point, and the linear-noise (Ornstein-Uhlenbeck)
+approximation gives
+
+    N Var(Q) = Var(Y) / (2 B |lambda|),     correlation time 1 / |lambda|.
+
+Why a new quadrature.  In the variables (c, e, eps) used by the ODE code the clamp region
+moves with Q, so the drift has a boundary term that a finite difference on a fixed-node rule
+misses (issue 13: lambda -1.240 instead of -1.384).  Here the Gaussian part is integrated in
+the pre-activations ``h = (h1, h2)`` themselves: given c they are Gaussian with mean ``Q c``
+and covariance ``[[v, k], [k, v]]``, ``v = 1 - Q^2 + sn^2``, ``k = 1 - Q^2 + rho sn^2``, and the
+clamp region ``{sigma(h1) sigma(h2) >= 1 - m}`` does not depend on Q.  Gauss-Legendre pieces
+split exactly at that region's boundary make every piece's integrand analytic (spectral
+accuracy), and since the nodes do not move with Q the derivative passes under the integral
+(Leibniz without a boundary term; in the e-variables it is exactly the boundary term).  It is
+evaluated by a 5-point stencil in Q at FIXED nodes (truncation O(delta^4) ~ 1e-12).  The
+feature-noise projections nu enter D linearly and are Gaussian given h:
+``E[nu | h] = Q S_eps S_h^-1 (h - Q c)``, ``Cov[nu | h] = S_eps - Q^2 S_eps S_h^-1 S_eps``.
+
+Supported: d = 1, normalised, activations tanh / identity / relu (whose inverse on the
+positive half-line is known), sn = 0 (any rho), sn > 0 with -1 < rho <= 1.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from sim.model import MFConfig, jacobian_fd, rhs_numpy
+
+__all__ = ["Nodes", "build_nodes", "increment_moments", "drift", "drift_slope", "StationaryPoint",
+           "stationary_point", "fluctuation_variance", "find_fixed_points", "NoInteriorFixedPoint"]
+
+_L = 9.0       # Gaussian window half-width in standard deviations (mass outside ~ 2e-19)
+_N_1D = 160    # Gauss-Legendre nodes per piece, one Gaussian dimension
+_N_2D = 72     # ... per piece and dimension, two Gaussian dimensions
+
+
+class NoInteriorFixedPoint(ValueError):
+    """The flow from q0 has no stable fixed point inside (0, 1): ``outcome`` is
+    ``"fully_clamped"`` (Q -> 1, every sample clamped, updates stop) or ``"collapse"`` (Q -> 0)."""
+
+    def __init__(self, outcome: str, message: str):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def _inv_pos(act: str, y: float) -> float:
+    """sigma^-1(y) for y > 0, +inf where sigma never reaches y."""
+    if act == "tanh":
+        return math.atanh(y) if y < 1.0 else math.inf
+    if act in ("identity", "relu"):
+        return y
+    raise ValueError(f"the boundary-resolving quadrature supports tanh, identity and relu, not {act!r}")
+
+
+def _inv_pos_vec(act: str, y: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if act == "tanh":
+            return np.where(y < 1.0, np.arctanh(np.minimum(y, 1.0)), np.inf)
+        return y.astype(float)
+
+
+def _solve_h(act: str, y: np.ndarray) -> np.ndarray:
+    """h with sigma(h) = y (nan where none): odd activations mirror, relu has no negative values."""
+    out = np.full(y.shape, np.nan)
+    pos = y > 0
+    out[pos] = _inv_pos_vec(act, y[pos])
+    if act in ("tanh", "identity"):
+        neg = y < 0
+        out[neg] = -_inv_pos_vec(act, -y[neg])
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _gl(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _pieces(a: np.ndarray, b: np.ndarray, n: int):
+    """Gauss-Legendre nodes on [a_i, b_i] (vectorised over i; empty pieces get zero weight)."""
+    x, w = _gl(n)
+    a = np.asarray(a, float)[..., None]
+    b = np.maximum(np.asarray(b, float)[..., None], a)
+    return 0.5 * (a + b) + 0.5 * (b - a) * x, 0.5 * (b - a) * w
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Lebesgue-measure nodes in h-space for every hidden-variable value: c (M,), c weights
+    folded into ``w`` (M,), h1, h2 (M,), keep (M,) = 1[y1 y2 < 1 - m]; ``dim`` 1 or 2."""
+    c: np.ndarray
+    w: np.ndarray
+    h1: np.ndarray
+    h2: np.ndarray
+    keep: np.ndarray
+    dim: int
+
+
+def _sig(act: str) -> tuple[Callable, Callable]:
+    if act == "tanh":
+        return np.tanh, lambda h: 1.0 - np.tanh(h) ** 2
+    if act == "identity":
+        return (lambda h: h), (lambda h: np.ones_like(h))
+    if act == "relu":
+        return (lambda h: np.maximum(h, 0.0)), (lambda h: (h > 0).astype(float))
+    raise ValueError(f"the boundary-resolving quadrature supports tanh, identity and relu, not {act!r}")
+
+
+def _check(cfg: MFConfig) -> str:
+    if cfg.d != 1 or not cfg.normalize:
+        raise ValueError("the fluctuation theory is implemented for d = 1 with normalisation")
+    if cfg.reg == "l1":
+        raise ValueError("the mean-field theory does not close with the L1 regulariser")
+    act = cfg.act.name
+    _sig(act)
+    if cfg.sn > 0 and cfg.rho == -1.0:
+        raise ValueError("rho = -1 with sn > 0 (degenerate h-law) is not supported; use rho > -1")
+    if not 0.0 <= cfg.margin < 1.0:
+        raise ValueError(f"margin={cfg.margin} must lie in [0, 1) for the clamp region to be non-trivial")
+    return act
+
+
+def _one_d(cfg: MFConfig) -> bool:
+    return cfg.sn == 0.0 or cfg.rho == 1.0
+
+
+def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nodes:
+    """Nodes for the Gaussian law of h given c at overlap ``Q``, split at the clamp boundary.
+    The same nodes serve nearby Q (the window of +-9 SD has slack), which is what makes the
+    derivative in :func:`drift_slope` exact up to the stencil's O(delta^4)."""
+    act = _check(cfg)
+    sig, _ = _sig(act)
+    thr = 1.0 - cfg.margin
+    cx, cw = cfg.law.nodes_1d(n_gh_c)
+    cx = cx * math.sqrt(cfg.m2[0])
+    s2 = max(1.0 - Q * Q, 0.0)
+    v = s2 + cfg.sn ** 2
+    if v <= 0:
+        raise ValueError("Q = 1 with sn = 0: the h-law is degenerate")
+    sd = math.sqrt(v)
+    Cs, Ws, H1, H2, K = [], [], [], [], []
+    if _one_d(cfg):
+        n = n or _N_1D
+        # clamp region sigma(h)^2 >= thr: breakpoints where |sigma(h)| = sqrt(thr)
+        r = _inv_pos(act, math.sqrt(thr))
+        bps = [-r, r] if act in ("tanh", "identity") else [r]
+        for c, wc in zip(cx, cw):
+            lo, hi = Q * c - _L * sd, Q * c + _L * sd
+            edges = [lo] + [b for b in bps if lo < b < hi] + [hi]
+            a_, b_ = np.array(edges[:-1]), np.array(edges[1:])
+            h, w = _pieces(a_, b_, n)
+            h, w = h.ravel(), w.ravel()
+            Cs.append(np.full(h.size, c)); Ws.append(wc * w); H1.append(h); H2.append(h)
+            mid = sig(0.5 * (a_ + b_))
+            K.append(np.repeat((mid * mid < thr).astype(float), n))
+        dim = 1
+    else:
+        n = n or _N_2D
+        kk = s2 + cfg.rho * cfg.sn ** 2
+        v2 = v - kk * kk / v
+        sd2 = math.sqrt(v2)
+        r = _inv_pos(act, thr)  # |sigma(h1)| = thr: beyond it the inner clamp boundary exists
+        bps = [-r, r] if act in ("tanh", "identity") else [r]
+        for c, wc in zip(cx, cw):
+            lo, hi = Q * c - _L * sd, Q * c + _L * sd
+            edges = [lo] + [b for b in bps if lo < b < hi] + [hi]
+            h1, w1 = _pieces(np.array(edges[:-1]), np.array(edges[1:]), n)
+            h1, w1 = h1.ravel(), w1.ravel()
+            mu2 = Q * c + kk / v * (h1 - Q * c)
+            lo2, hi2 = mu2 - _L * sd2, mu2 + _L * sd2
+            s1 = sig(h1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                b = _solve_h(act, np.where(s1 != 0, thr / np.where(s1 != 0, s1, 1.0), np.inf))
+            b = np.where(np.isnan(b), hi2, np.clip(b, lo2, hi2))
+            for a_, e_ in ((lo2, b), (b, hi2)):
+                h2, w2 = _pieces(a_, e_, n)
+                mid = sig(0.5 * (a_ + np.maximum(e_, a_)))
+                keep = (s1 * mid < thr).astype(float)
+                M = h1.size
+                Cs.append(np.full(M * n, c)); Ws.append((wc * w1[:, None] * w2).ravel())
+                H1.append(np.repeat(h1, n)); H2.append(h2.ravel()); K.append(np.repeat(keep, n))
+        dim = 2
+    w = np.concatenate(Ws)
+    sel = w > 0
+    return Nodes(np.concatenate(Cs)[sel], w[sel], np.concatenate(H1)[sel], np.concatenate(H2)[sel],
+                 np.concatenate(K)[sel], dim)
+
+
+def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None) -> dict:
+    """E Y, E Y^2, Var Y and the clamp activation rate at overlap Q (see the module docstring),
+    with ``nodes`` from :func:`build_nodes` (built at Q if omitted)."""
+    act = _check(cfg)
+    nd = nodes if nodes is not None else build_nodes(cfg, Q)
+    sig, dsig = _sig(act)
+    tau, sn, rho, B = cfg.tau, cfg.sn, cfg.rho, cfg.batch
+    s2 = 1.0 - Q * Q
+    v = s2 + sn * sn
+    c, h1, h2 = nd.c, nd.h1, nd.h2
+    z1 = h1 - Q * c
+    if nd.dim == 1:
+        dens = np.exp(-0.5 * z1 * z1 / v) / math.sqrt(2 * math.pi * v)
+        M1 = M2 = Q * sn * sn / v * z1                       # E[nu | h]
+        cnu = sn * sn - Q * Q * sn ** 4 / v                  # Var[nu | h] (nu1 = nu2)
+        C11 = C22 = C12 = cnu
+    else:
+        kk = s2 + rho * sn * sn
+        det = v * v - kk * kk
+        z2 = h2 - Q * c
+        dens = np.exp(-0.5 * (v * z1 * z1 - 2 * kk * z1 * z2 + v * z2 * z2) / det) / (2 * math.pi * math.sqrt(det))
+        Se = sn * sn * np.array([[1.0, rho], [rho, 1.0]])
+        Shi = np.array([[v, -kk], [-kk, v]]) / det
+        G = Q * Se @ Shi                                     # E[nu | h] = G (h - Q c)
+        M1 = G[0, 0] * z1 + G[0, 1] * z2
+        M2 = G[1, 0] * z1 + G[1, 1] * z2
+        Cn = Se - Q * Q * Se @ Shi @ Se
+        C11, C22, C12 = Cn[0, 0], Cn[1, 1], Cn[0, 1]
+    S1, S2, D1, D2 = sig(h1), sig(h2), dsig(h1), dsig(h2)
+    kp = nd.keep if cfg.mode == "clamp" else 1.0
+    a1, a2 = kp * D1 * S2, kp * S1 * D2
+    Bsq = (1 + sn * sn) * (a1 * a1 + a2 * a2) + 2 * (1 + rho * sn * sn) * a1 * a2
+    mY = tau * (a1 * (c + M1) + a2 * (c + M2) - Q * (a1 * h1 + a2 * h2)) - tau * tau / (2 * B) * Q * Bsq
+    EY2 = mY * mY + tau * tau * (a1 * a1 * C11 + a2 * a2 * C22 + 2 * a1 * a2 * C12)
+    W = nd.w * dens
+    m1, m2 = float(np.sum(W * mY)), float(np.sum(W * EY2))
+    return {"drift": m1, "EY2": m2, "varY": m2 - m1 * m1, "car": float(np.sum(W * (1.0 - nd.keep))),
+            "mass": float(np.sum(W))}
+
+
+def drift(cfg: MFConfig, Q: float) -> float:
+    """dQ/dt = E Y at overlap Q (the ODE right-hand side, boundary-resolving quadrature)."""
+    return increment_moments(cfg, Q)["drift"]
+
+
+def drift_slope(cfg: MFConfig, Q: float, delta: float = 1e-3) -> float:
+    """lambda = f'(Q): 5-point stencil in Q on FIXED h-space nodes, i.e. the derivative of the
+    exact drift including the clamp-boundary term (see the module docstring)."""
+    # the h-law varies with Q on the scale v = 1 - Q^2 + sn^2: keep delta well inside it
+    delta = min(delta, 0.01 * (1.0 - Q * Q + cfg.sn ** 2))
+    nd = build_nodes(cfg, Q)
+    f = lambda q: increment_moments(cfg, q, nd)["drift"]  # noqa: E731
+    return (f(Q - 2 * delta) - 8 * f(Q - delta) + 8 * f(Q + delta) - f(Q + 2 * delta)) / (12 * delta)
+
+
+@dataclass(frozen=True)
+class StationaryPoint:
+    """A stable interior fixed point Q* of the d = 1 flow and its linear-noise prediction."""
+    Q: float
+    lam: float            # f'(Q*) < 0
+    var_step: float       # Var Y at Q*
+    car: float            # clamp activation rate at Q*
+    batch: int
+
+    @property
+    def n_var(self) -> float:
+        """N Var(Q) = Var Y / (2 B |lambda|)."""
+        return self.var_step / (2 * self.batch * abs(self.lam))
+
+    @property
+    def corr_time(self) -> float:
+        return 1.0 / abs(self.lam)
+
+    def as_dict(self) -> dict:
+        return {"outcome": "interior", "Q_star": self.Q, "lambda": self.lam, "var_step": self.var_step,
+                "diffusion_N": self.var_step / self.batch, "N_var": self.n_var,
+                "corr_time": self.corr_time, "car_star": self.car}
+
+
+def stationary_point(cfg: MFConfig, q0: float = 0.5, *, n_scan: int = 50,
+                     q_max: float = 1.0 - 1e-6) -> StationaryPoint:
+    """The stable fixed point of the d = 1 flow reached from ``q0`` in (0, 1) (scan of the
+    sign of the drift, refined by brentq).  Raises :class:`NoInteriorFixedPoint` with outcome
+    ``fully_clamped`` (drift > 0 up to Q -> 1) or ``collapse`` (flow from q0 goes to 0)."""
+    from scipy.optimize import brentq
+
+    _check(cfg)
+    # geometric refinement towards Q = 1, where the fully clamped flow creeps
+    grid = np.unique(np.concatenate([np.linspace(1e-3, 0.99, n_scan),
+                                     1.0 - np.geomspace(1e-2, 1.0 - q_max, 16)]))
+    vals = np.array([drift(cfg, q) for q in grid])
+    stable = [i for i in range(grid.size - 1) if vals[i] > 0 > vals[i + 1]]
+    roots = [brentq(lambda q: drift(cfg, q), grid[i], grid[i + 1], xtol=1e-14) for i in stable]
+    if drift(cfg, q0) >= 0:
+        cand = [r for r in roots if r >= q0]
+        if not cand:
+            raise NoInteriorFixedPoint(
+                "fully_clamped" if cfg.mode == "clamp" else "boundary",
+                f"no stable interior fixed point above q0={q0}: the drift stays positive up to Q -> 1"
+                + (" (every sample clamped, updates stop)" if cfg.mode == "clamp" else ""))
+        q = cand[0]
+    else:
+        cand = [r for r in roots if r <= q0]
+        if not cand:
+            raise NoInteriorFixedPoint("collapse", f"no stable interior fixed point below q0={q0}: Q -> 0")
+        q = cand[-1]
+    lam = drift_slope(cfg, q)
+    if not lam < 0:
+        raise NoInteriorFixedPoint("marginal", f"fixed point Q*={q:.6f} has slope {lam:.3g} >= 0")
+    mom = increment_moments(cfg, q)
+    return StationaryPoint(Q=float(q), lam=float(lam), var_step=mom["varY"], car=mom["car"], batch=cfg.batch)
+
+
+def fluctuation_variance(cfg: MFConfig, Q: float | None = None, N: int | None = None, *,
+                         q0: float = 0.5) -> dict:
+    """Linear-noise prediction at the stable fixed point (``Q`` given, or found from ``q0``):
+    lambda, Var Y, N Var(Q), correlation time, CAR, and Var(Q) itself if ``N`` is given.
+    A configuration without a stable interior fixed point returns ``{"outcome": ...}`` with
+    the reason and no numbers (never None/inf/NaN)."""
+    try:
+        if Q is None:
+            sp = stationary_point(cfg, q0)
+        else:
+            lam = drift_slope(cfg, Q)
+            if not lam < 0:
+                raise NoInteriorFixedPoint("marginal", f"Q={Q} has slope {lam:.3g} >= 0")
+            mom = increment_moments(cfg, Q)
+            sp = StationaryPoint(Q=float(Q), lam=float(lam), var_step=mom["varY"], car=mom["car"],
+                                 batch=cfg.batch)
+    except NoInteriorFixedPoint as exc:
+        return {"outcome": exc.outcome, "reason": str(exc)}
+    out = sp.as_dict()
+    if N is not None:
+        out["var"] = sp.n_var / N
+    return out
+
+
+def find_fixed_points(cfg: MFConfig, *, n_starts: int = 9, tol: float = 1e-10, **quad) -> list[dict]:
+    """Fixed points of the normalised ODE from a grid of starts (scipy.optimize.root, hybr),
+    deduplicated, with Jacobian eigenvalues and stability label.  Without the clamp the
+    Jacobian is a central difference of the (smooth) ODE right-hand side; with the clamp
+    (d = 1 only) it is :func:`drift_slope`, which includes the clamp-boundary term that a
+    finite difference on the fixed-node ODE quadrature misses."""
+    from scipy.optimize import root
+
+    if not cfg.normalize:
+        raise ValueError("fixed points are computed for the normalised ODE only")
+    if cfg.mode == "clamp" and cfg.d != 1:
+        raise ValueError("under the clamp, fixed-point eigenvalues are computed for d = 1 only "
+                         "(boundary-resolving quadrature, sim.fluctuations)")
+    f = rhs_numpy(cfg, **quad)
+    d = cfg.d
+    axes = [np.linspace(-0.97, 0.97, n_starts)] * d
+    starts = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+    starts = starts[np.sum(starts ** 2, axis=1) < 0.97 ** 2]
+    axis_starts = [sgn * r * np.eye(d)[k] for k in range(d) for sgn in (-1, 1) for r in (0.5, 0.9, 0.98, 0.995)]
+    starts = np.vstack([starts, np.array(axis_starts)])
+    found: list[np.ndarray] = []
+
+    def safe(y):
+        if np.sum(y ** 2) > 1.0:
+            return np.full(d, 1e3) * np.sign(y + 1e-300)
+        return f(y)
+    for y0 in starts:
+        sol = root(safe, y0, method="hybr", tol=1e-13)
+        y = sol.x
+        if np.sum(y ** 2) > 1.0 or not np.all(np.isfinite(y)):
+            continue
+        if np.max(np.abs(f(y))) > tol:
+            continue
+        if any(np.max(np.abs(y - z)) < 1e-4 for z in found):
+            continue
+        found.append(y)
+    out = []
+    for y in sorted(found, key=lambda z: tuple(np.round(z, 8))):
+        if cfg.mode == "clamp":
+            ev = np.array([complex(drift_slope(cfg, float(y[0])))])
+        else:
+            ev = np.linalg.eigvals(jacobian_fd(f, y, 1e-6))
+        re = ev.real
+        kind = "stable" if np.all(re < 0) else ("unstable" if np.all(re > 0) else "saddle")
+        out.append({"Q": y, "eigenvalues": ev, "stability": kind, "residual": float(np.max(np.abs(f(y))))})
+    return out

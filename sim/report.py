@@ -1,0 +1,46 @@
+"""Shared plumbing of the sim studies: matplotlib (Agg), atomic PNG, reuse of a recorded JSON
+whose config matches, and the final write of ``<name>.json`` + ``<name>.png``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from cffdyn.io import atomic_write_bytes, atomic_write_json, read_json, to_jsonable
+
+__all__ = ["pyplot", "save_fig", "reuse_recorded", "finish"]
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_fig(fig, path: Path) -> None:
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def reuse_recorded(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | None:
+    path = out_dir / f"{name}.json"
+    if reuse and path.exists() and (out_dir / f"{name}.png").exists():
+        old = read_json(path)
+        if old.get("config") == to_jsonable(cfg):
+            old["reused"] = True
+            return old
+    return None
+
+
+def finish(out_dir: Path, name: str, cfg: Any, res: dict, fig, t0: float) -> dict:
+    res = {"study": name, "config": to_jsonable(cfg), **res,
+           "elapsed_s": time.perf_counter() - t0}
+    save_fig(fig, out_dir / f"{name}.png")
+    atomic_write_json(out_dir / f"{name}.json", res)
+    res = to_jsonable(res)
+    res["reused"] = False
+    return res
