@@ -26,18 +26,23 @@ def save_fig(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: Version of what the study JSONs hold.  A result recorded by code with another schema (say,
+#: before a key was added) is recomputed, not reused: the same config does not mean the same file.
+SCHEMA = 2
+
+
 def reuse_recorded(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | None:
     path = out_dir / f"{name}.json"
     if reuse and path.exists() and (out_dir / f"{name}.png").exists():
         old = read_json(path)
-        if old.get("config") == to_jsonable(cfg):
+        if old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
             old["reused"] = True
             return old
     return None
 
 
 def finish(out_dir: Path, name: str, cfg: Any, res: dict, fig, t0: float) -> dict:
-    res = {"study": name, "config": to_jsonable(cfg), **res,
+    res = {"study": name, "schema": SCHEMA, "config": to_jsonable(cfg), **res,
            "elapsed_s": time.perf_counter() - t0}
     save_fig(fig, out_dir / f"{name}.png")
     atomic_write_json(out_dir / f"{name}.json", res)

@@ -162,3 +162,15 @@ def test_eigen_cli_bad_input_before_any_setting(tmp_path):
     with pytest.raises(UserError, match="is a file"):
         eigen_main(["all", "--out", str(f), "--quiet"])
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_reuse_refuses_a_result_of_another_schema(tmp_path):
+    """Same config, older file layout (a key added since): recomputed, not reused."""
+    from cffdyn.io import atomic_write_json, to_jsonable
+    from sim.report import SCHEMA, reuse_recorded
+    cfg = {"a": 1}
+    (tmp_path / "phase.png").write_bytes(b"png")
+    atomic_write_json(tmp_path / "phase.json", {"study": "phase", "config": to_jsonable(cfg)})
+    assert reuse_recorded(tmp_path, "phase", cfg, True) is None
+    atomic_write_json(tmp_path / "phase.json", {"study": "phase", "schema": SCHEMA, "config": to_jsonable(cfg)})
+    assert reuse_recorded(tmp_path, "phase", cfg, True)["reused"] is True
