@@ -773,6 +773,25 @@ def _sample_c(kind, p, table):
 def _make_sgd(act: Activation):
     sig, dsig = act.sig, act.dsig
 
+    @njit(inline="always")
+    def pair_grad(h1, h2, thr, clamp):
+        """One pair's gradient factors (g1, g2) and whether its clamp is active (S1 S2 >= 1 - m).
+        Under the clamp an active pair's gradient is cut: (0, 0).  Every engine uses this rule."""
+        S1 = sig(h1)
+        S2 = sig(h2)
+        active = S1 * S2 >= thr
+        if active and clamp:
+            return 0.0, 0.0, True
+        return dsig(h1) * S2, S1 * dsig(h2), active
+
+    @njit(inline="always")
+    def accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho):
+        """Add a pair's update to the feature directions ``uf`` (in place); return its parts
+        along the background direction (g1 p1 + g2 p2) and its background variance."""
+        for k in range(uf.size):
+            uf[k] += g1 * x1[k] + g2 * x2[k]
+        return g1 * p1 + g2 * p2, (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+
     @njit(parallel=True, cache=False)
     def reduced(seeds, Q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta,
                 law_kind, law_p, table, rec_every, n_rec):
@@ -833,18 +852,14 @@ def _make_sgd(act: Activation):
                         h2 += wf[k] * x2[k]
                     h1 /= sqN
                     h2 /= sqN
-                    S1 = sig(h1)
-                    S2 = sig(h2)
-                    if S1 * S2 >= thr:
+                    g1, g2, active = pair_grad(h1, h2, thr, clamp)
+                    if active:
                         ncar += 1
                         if clamp:
                             continue
-                    g1 = dsig(h1) * S2
-                    g2 = S1 * dsig(h2)
-                    for k in range(d):
-                        uf[k] += g1 * x1[k] + g2 * x2[k]
-                    upar += g1 * p1 + g2 * p2
-                    V += (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+                    du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
+                    upar += du
+                    V += dv
                 lr = tau / sqN / B
                 for k in range(d):
                     wf[k] = decay * wf[k] + lr * uf[k]
@@ -933,15 +948,9 @@ def _make_sgd(act: Activation):
                         h2 += w[j] * a2
                     h1 /= sqN
                     h2 /= sqN
-                    S1 = sig(h1)
-                    S2 = sig(h2)
-                    g1s[b] = dsig(h1) * S2
-                    g2s[b] = S1 * dsig(h2)
-                    if S1 * S2 >= thr:
+                    g1s[b], g2s[b], active = pair_grad(h1, h2, thr, clamp)
+                    if active:
                         ncar += 1
-                        if clamp:
-                            g1s[b] = 0.0
-                            g2s[b] = 0.0
                 lr = tau / sqN / B
                 nrm2 = 0.0
                 for j in range(N):
@@ -1047,18 +1056,14 @@ def _make_sgd(act: Activation):
                     p2 = apar
                 h1 = (h1 + sR * p1) / sqN
                 h2 = (h2 + sR * p2) / sqN
-                S1 = sig(h1)
-                S2 = sig(h2)
-                if S1 * S2 >= thr:
+                g1, g2, active = pair_grad(h1, h2, thr, clamp)
+                if active:
                     ncar += 1
                     if clamp:
                         continue
-                g1 = dsig(h1) * S2
-                g2 = S1 * dsig(h2)
-                for k in range(d):
-                    uf[k] += g1 * x1[k] + g2 * x2[k]
-                upar += g1 * p1 + g2 * p2
-                V += (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+                du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
+                upar += du
+                V += dv
             lr = tau / sqN / B
             dec = tau * beta / N
             # background: w_bg + lr (upar u + sqrt(V) (zeta - (zeta.u) u)), zeta ~ N(0, I)
