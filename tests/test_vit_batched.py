@@ -14,12 +14,7 @@ BASE = TrainConfig(dataset="digits", subset=400, patch=2, embed_dim=16, heads=2,
 SEEDS = [dict(seed=0), dict(seed=1), dict(seed=2, seed_init=7)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class _Data64(DeviceData):

@@ -17,12 +17,7 @@ TINY = TrainConfig(dataset="digits", subset=300, embed_dim=16, heads=2, layers=3
                    head_epochs=5, batch_size=64, head_lr=5e-3, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)      # the spawned stages use 1 thread each: same kernels, same rounding
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _ckpt(d):

@@ -18,12 +18,7 @@ BASE = TrainConfig(dataset="digits", subset=200, embed_dim=16, heads=2, layers=2
 CFG = StudyConfig(base=BASE, factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2, n_boot=200, n_perm=200)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)      # the spawned ranks use 1 thread each: same kernels, same rounding
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_two_rank_study_equals_single_process(tmp_path):

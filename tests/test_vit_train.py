@@ -22,13 +22,7 @@ TINY = TrainConfig(dataset="digits", subset=300, embed_dim=16, heads=2, layers=2
                    head_epochs=30, batch_size=64, head_lr=5e-3, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
