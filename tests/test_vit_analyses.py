@@ -151,3 +151,11 @@ def test_vit_plot_epoch_axes_have_integer_ticks(tmp_path, monkeypatch):
             n += 1
     assert n >= 5
     real_close(fig)
+
+
+def test_missing_input_directory_is_refused_and_not_created(tmp_path):
+    """The input is checked before the output directory (which defaults to it) is made."""
+    missing = tmp_path / "missing"
+    with pytest.raises(UserError, match="does not exist"):
+        analyze_main(["car", str(missing)])
+    assert not missing.exists()

@@ -63,10 +63,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     out = Path(args.out or (args.dirs[0] if args.dirs else "results/vit/analyses"))
     if args.dirs and args.out is None and (out / "result.json").is_file():
         out = out / "analyses"
+    runs = A.load_runs(args.dirs) if args.dirs else None   # inputs first: a bad one must leave nothing behind
     ensure_writable_dir(out, "--out")
     name = args.analysis.replace("-", "_")
     fig = out / f"{name}.png"
-    runs = A.load_runs(args.dirs) if args.dirs else None
     if args.analysis == "factorial":
         res = A.factorial(runs, second=args.second, metric=args.metric, n_boot=args.n_boot, n_perm=args.n_perm,
                           figure=fig)
