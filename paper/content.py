@@ -680,10 +680,51 @@ def vit_data_phrase(results: dict) -> str:
     return f"a \\VitSubset-image {name} pool" if b.get("subset") else f"the full {name} training set"
 
 
+_SEED_SOURCES = (("seed_init", "the initialisation"), ("seed_split", "the train/validation split"),
+                 ("seed_order", "the data order"), ("seed_aug", "the augmentation"))
+
+
+def vit_seed_phrase(results: dict) -> str:
+    """What a seed of the ViT study varies and what the config holds fixed, as text (from the
+    recorded base config: the ``seed_*`` fields that are set are fixed for every seed)."""
+    b = results["vit_study"]["config"]["base"]
+    varied = [what for f, what in _SEED_SOURCES if b.get(f) is None]
+    fixed = [what for f, what in _SEED_SOURCES if b.get(f) is not None]
+    if b.get("subset"):
+        subset_fixed = b.get("seed_subset") is not None or b.get("seed_split") is not None
+        (fixed if subset_fixed else varied).insert(0, "the image subset")
+    join = lambda xs: xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]  # noqa: E731
+    out = f"A seed fixes {join(varied)} of a run" if varied else "No part of a run varies with its seed"
+    if fixed:
+        out += f"; {join(fixed)} {'is' if len(fixed) == 1 else 'are'} the same for every seed"
+        if "the image subset" in fixed:
+            out += ", so the seed-to-seed variance contains no data-subset variance"
+    return out + "."
+
+
+def vit_departures_phrase(results: dict) -> str:
+    """The protocol of the ViT study's runs and every departure from the ContrastiveFF code that
+    their ``result.json`` names (:func:`vit.train.departures`), as text."""
+    runs = results["vit_study"].get("runs") or []
+    protos = sorted({r["protocol"] for r in runs if r.get("protocol")})
+    if not protos:
+        return "The runs' protocol was not recorded (a study written before protocols were recorded)."
+    deps = sorted({d for r in runs for d in (r.get("departures") or [])})
+    name = " and ".join(r"\texttt{" + tex_escape(p) + "}" for p in protos)
+    if not deps:
+        return f"The runs use protocol {name}, with no departure from the ContrastiveFF code."
+    listed = ", ".join(r"\texttt{" + tex_escape(d).replace(r"\_", r"\_\allowbreak{}").replace(":", r":\allowbreak{}") + "}"
+                       for d in deps)
+    return (f"The runs use protocol {name}; their departures from the ContrastiveFF code, as each run's "
+            f"\\texttt{{result.json}} names them, are {listed}.")
+
+
 def write_tables(results: dict, gen_dir: Path) -> list[Path]:
     out = []
     if "vit_study" in results:
         out.append(atomic_write_text(gen_dir / "vit_data.tex", vit_data_phrase(results) + "%\n"))
+        out.append(atomic_write_text(gen_dir / "vit_seeds.tex", vit_seed_phrase(results) + "%\n"))
+        out.append(atomic_write_text(gen_dir / "vit_departures.tex", vit_departures_phrase(results) + "%\n"))
     for name, (needs, fn) in TABLES.items():
         if all(n in results for n in needs):
             out.append(atomic_write_text(gen_dir / f"tab_{name}.tex", fn(results) + "\n"))

@@ -659,3 +659,31 @@ def test_epoch_times_carry_device_and_load():
     d = {"runs": runs, "timing": {"load_avg_start": [3.25, 1.0, 1.0], "machine": {"load_avg": [5.14, 2.0, 1.0]}}}
     assert _vit_timing_context(d) == "cpu; 1-min load 3.2--5.1 during the study"
     assert "sec:limitations" in _vit_timing_context({"runs": runs})
+
+
+def test_vit_seed_phrase_follows_the_recorded_seed_fields():
+    from paper.content import vit_seed_phrase
+
+    def phrase(**base):
+        return vit_seed_phrase({"vit_study": {"config": {"base": {"subset": 6000, **base}}}})
+
+    p = phrase(seed_subset=0)
+    assert p.startswith("A seed fixes the initialisation, the train/validation split, the data order and the "
+                        "augmentation of a run; the image subset is the same for every seed")
+    p = phrase(seed_split=0)        # a fixed split seed fixes the subset drawn with it
+    assert "the image subset and the train/validation split are the same for every seed" in p
+    assert "A seed fixes the image subset" in phrase()
+    assert phrase(seed_init=1, seed_split=1, seed_order=1, seed_aug=1).startswith("No part of a run varies")
+
+
+def test_vit_departures_phrase_names_every_recorded_departure_once():
+    from paper.content import vit_departures_phrase
+
+    runs = [{"protocol": "cffdyn", "departures": ["selection:clean_plus_fixed_augmented_view"]},
+            {"protocol": "cffdyn", "departures": ["cff1:mean_over_anchors_with_positive",
+                                                  "selection:clean_plus_fixed_augmented_view"]}]
+    p = vit_departures_phrase({"vit_study": {"runs": runs}})
+    assert p.count("selection:") == 1 and p.count("cff1:") == 1 and r"\texttt{cffdyn}" in p
+    assert "no departure" in vit_departures_phrase({"vit_study": {"runs": [{"protocol": "reference",
+                                                                                "departures": []}]}})
+    assert "not recorded" in vit_departures_phrase({"vit_study": {"runs": [{"seed": 0}]}})

@@ -27,6 +27,18 @@ def test_crop_padding_is_the_reference_per_dataset():
     assert zero_rows.max() > 4 and zero_rows.max() <= 12
 
 
+def test_an_explicit_crop_pad_overrides_the_dataset_padding_and_is_a_named_departure():
+    x = torch.rand(256, 1, 28, 28) + 0.1                     # no zero pixel of its own
+    for pad in (0, 1, 3):
+        y = A.augment(x, torch.Generator().manual_seed(0), "crop_flip", dataset="fashion_mnist", pad=pad)
+        zero_rows = (y.abs().sum(dim=(1, 3)) == 0).sum(dim=1)
+        assert zero_rows.max() == pad                         # the crop never reaches further in
+    from vit.train import TrainConfig, departures
+    assert departures(TrainConfig(dataset="cifar10", protocol="reference", crop_pad=4)) == ["augment:crop_pad_4_not_12"]
+    assert departures(TrainConfig(dataset="cifar10", protocol="reference", crop_pad=12)) == []
+    assert departures(TrainConfig(protocol="reference", crop_pad=1)) == []   # no reference padding for Fashion-MNIST
+
+
 def test_magnitudes_follow_torchvision_scale_of_31_bins():
     h = w = 32
     assert A.op_magnitude("ShearX", 30, 31, h, w) == pytest.approx(0.3)

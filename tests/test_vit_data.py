@@ -79,6 +79,25 @@ def test_split_protocol():
         split_indices(10, 0, subset=11)
 
 
+def test_subset_seed_fixes_the_images_and_the_split_seed_moves_the_split():
+    pools = []
+    for seed in (0, 1, 2):
+        tr, va = split_indices(1000, seed, subset=300, subset_seed=7)
+        assert len(tr) == 270 and len(va) == 30 and not set(tr) & set(va)
+        pools.append((set(tr) | set(va), set(va)))
+    assert pools[0][0] == pools[1][0] == pools[2][0]          # the same 300 images for every seed
+    assert len({frozenset(v) for _, v in pools}) == 3          # three different validation sets
+    assert pools[0][0] != set(np.concatenate(split_indices(1000, 0, subset=300, subset_seed=8)))
+    # a subset seed equal to the split seed (or none) is the one-permutation draw of before
+    for a, b in zip(split_indices(1000, 4, subset=300, subset_seed=4), split_indices(1000, 4, subset=300)):
+        np.testing.assert_array_equal(a, b)
+    from vit.train import TrainConfig, data_key
+    c = TrainConfig(subset=300, seed_subset=7)
+    assert c.resolved_seeds()["subset"] == 7 and c.replace(seed=1).resolved_seeds()["split"] == 1
+    assert TrainConfig(seed_split=3).resolved_seeds()["subset"] == 3
+    assert data_key(c) != data_key(c.replace(seed=1)) and data_key(c) == data_key(c.replace(seed_order=5))
+
+
 def _write_cifar(root, fine: bool, n_per=6):
     rng = np.random.default_rng(2)
     key = b"fine_labels" if fine else b"labels"

@@ -62,7 +62,7 @@ def _manual_block(blk: Block, s: int, x: torch.Tensor, heads: int) -> torch.Tens
     return x1 + lin(torch.nn.functional.gelu(lin(ln(x1, blk.ln2), blk.fc1)), blk.fc2)
 
 
-@pytest.mark.parametrize("init", ["reference", "cffdyn"])
+@pytest.mark.parametrize("init", ["reference", "small"])
 def test_block_matches_manual_attention_per_seed(init):
     m = ViT((1, 8, 8), 16, 4, 2, 2, seeds=(5, 6, 7), init=init).double()
     blk = m.layers[1]
@@ -127,7 +127,7 @@ def test_layer0_is_patch_relu_pos_block():
 def test_initialisations():
     e = 64
     ref = ViT((1, 32, 32), e, 4, 2, 2, seeds=(0,), init="reference")
-    ours = ViT((1, 32, 32), e, 4, 2, 2, seeds=(0,), init="cffdyn")
+    ours = ViT((1, 32, 32), e, 4, 2, 2, seeds=(0,), init="small")
     # reference: position embedding plain randn (std 1) as the ContrastiveFF code; ours 0.02
     assert 0.95 < float(ref.layers[0].pos.std()) < 1.05
     assert 0.019 < float(ours.layers[0].pos.std()) < 0.021

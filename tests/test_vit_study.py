@@ -189,7 +189,7 @@ def test_presets_print_a_projected_wall_time():
     cs = study.PRESETS["cifar10-steier"]
     assert cs.base.dataset == "cifar10" and (cs.base.epochs, cs.base.head_epochs, cs.n_seeds) == (600, 50, 7)
     # the quick preset keeps its image subset fixed across seeds
-    assert study.QUICK.base.seed_split is not None
+    assert study.QUICK.base.seed_subset is not None and study.QUICK.base.seed_split is None
 
 
 def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):

@@ -289,7 +289,8 @@ def test_reference_protocol_has_no_departures(digits):
     assert res["departures"] == [] and res["protocol"] == "reference"
     assert res["head"]["selection"] == "val_ce_aug_view0"
     ours = vt.departures(TINY.replace(method="cff1"))
-    assert "cff1:mean_over_anchors_with_positive" in ours and "init:pos_embedding_std_0.02" in ours
+    assert "cff1:mean_over_anchors_with_positive" in ours and not any(d.startswith("init:") for d in ours)
+    assert "init:pos_embedding_std_0.02" in vt.departures(TINY.replace(init="small", protocol="reference"))
     assert TINY.replace(method="bp", protocol="reference").method_lr() == 5e-4
 
 
@@ -326,3 +327,17 @@ def test_cff1_reference_averages_over_all_anchors():
 def test_gpu_run_each_precision(digits, precision):
     res = train_run(TINY.replace(device="cuda", precision=precision, epochs=2), progress=False, dataset=digits)
     assert np.isfinite([r["loss"] for r in res["per_layer"]]).all() and "cuda" in res["device"]
+
+
+def test_crop_pad_of_the_config_reaches_the_views(digits):
+    """crop_pad=0: every view is the clean image or its mirror image (flip only)."""
+    data = DeviceData.for_config(digits, TINY.replace(crop_pad=0), torch.device("cpu"))
+    x = data.x["train"][:64]
+    v = data.views(x, torch.Generator().manual_seed(0), 1)
+    c = data.clean(x)
+    same = (v - c).abs().flatten(1).amax(1) < 1e-6
+    flipped = (v - c.flip(-1)).abs().flatten(1).amax(1) < 1e-6
+    assert bool((same | flipped).all()) and same.any() and flipped.any()
+    padded = DeviceData.for_config(digits, TINY.replace(crop_pad=2), torch.device("cpu"))
+    w = padded.views(x, torch.Generator().manual_seed(0), 1)
+    assert not bool(((w - c).abs().flatten(1).amax(1) < 1e-6).all())

@@ -13,7 +13,8 @@ path.
                dataset is the reference's (ContrastiveFF ``utils.py`` at HEAD, see
                :func:`crop_padding`): CIFAR-10 12, CIFAR-100 4, 64-pixel Tiny ImageNet 6;
                datasets the reference does not train on (Fashion-MNIST, SVHN, digits) use
-               ``size // 8`` (3 for 28 pixels, 4 for 32), our choice.
+               ``size // 8`` (3 for 28 pixels, 4 for 32), our choice.  ``TrainConfig.crop_pad``
+               overrides it (the quick study uses 1 on Fashion-MNIST; see ``vit.study.QUICK``).
 ``randaug``    RandAugment(num_ops=3, magnitude=14, num_magnitude_bins=31) with the operation
                list, magnitude scale and sign rule of torchvision ``transforms.v2.RandAugment``
                (what the reference uses; see :data:`RANDAUG_OPS`), applied to the uint8 image
@@ -264,10 +265,11 @@ def randaug(x: torch.Tensor, gen: torch.Generator, n_ops: int = RANDAUG_NUM_OPS,
     return crop_flip(v, gen, pad) if crop else v
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, kind: str, *, dataset: str | None = None) -> torch.Tensor:
-    """Apply augmentation ``kind`` (one of ``AUGMENTS``) to a [0, 1] float batch; ``dataset``
-    selects the reference's crop padding (:func:`crop_padding`; None: ``size // 8``)."""
-    pad = crop_padding(dataset, x.shape[-1])
+def augment(x: torch.Tensor, gen: torch.Generator, kind: str, *, dataset: str | None = None,
+            pad: int | None = None) -> torch.Tensor:
+    """Apply augmentation ``kind`` (one of ``AUGMENTS``) to a [0, 1] float batch; ``pad`` is the
+    crop padding, None: ``dataset``'s (:func:`crop_padding`; the reference's, else ``size // 8``)."""
+    pad = crop_padding(dataset, x.shape[-1]) if pad is None else int(pad)
     if kind == "crop_flip":
         return crop_flip(x, gen, pad)
     if kind == "none":

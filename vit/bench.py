@@ -172,7 +172,7 @@ class _OursLoop:
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, n_seeds: int) -> None:
         cfgs = [cfg.replace(seed=s) for s in range(n_seeds)]
-        self.m = build_method(cfgs, [DeviceData(ds, device, cfg.augment) for _ in cfgs])
+        self.m = build_method(cfgs, [DeviceData.for_config(ds, cfg, device) for _ in cfgs])
         self.epoch = 0
         self._new_epoch()
 

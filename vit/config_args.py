@@ -43,21 +43,27 @@ FIELD_HELP: dict[str, str] = {
     "ff_threshold": "FF goodness threshold theta (the reference: 2)",
     "seed": "run seed (derives the init/order/augmentation seeds; is the split seed)",
     "seed_init": "fix the weight-init seed ('none' = derived from --seed)",
-    "seed_split": "fix the subset/train/val split seed ('none' = --seed)",
+    "seed_split": "fix the train/val split seed ('none' = --seed)",
+    "seed_subset": "fix the seed of the image subset drawn before the split ('none' = the split seed: "
+                   "subset and split drawn together)",
     "seed_order": "fix the batch-order seed ('none' = derived from --seed)",
     "seed_aug": "fix the augmentation seed ('none' = derived from --seed)",
     "augment": "augmentation: crop_flip | none | randaug (batched, on the device)",
+    "crop_pad": "crop padding in pixels ('none' = the reference's for its datasets (CIFAR-10 12, CIFAR-100 4), "
+                "else image side // 8); a padding other than the reference's is a listed departure",
     "device": "auto | cpu | cuda",
     "precision": "fp32 (the reference) | tf32 (CUDA TF32 matmuls) | bf16 (bf16 autocast); recorded in result.json",
     "protocol": "reference (the ContrastiveFF code's init, selection, head, cff1 averaging, BP lr) | cffdyn "
                 "(ours; result.json lists the departures)",
+    "init": "weight init: reference (the ContrastiveFF code: position embedding std 1, nn.MultiheadAttention "
+            "projections) | small (position embedding std 0.02, Linear-default projections; a departure)",
     "cuda_graph": "capture the training step as a CUDA graph (CUDA only; full batches, the last partial batch eager)",
     "fisher": "Fisher criterion Tr(S_W^-1 S_B) per layer each epoch (validation features)",
     "topk": "also report top-k accuracy for this k (at most the number of classes)",
 }
 
-_INT_KIND = {"seed": nonneg_int, "seed_init": nonneg_int, "seed_split": nonneg_int, "seed_order": nonneg_int,
-             "seed_aug": nonneg_int, "head_epochs": nonneg_int}
+_INT_KIND = {"seed": nonneg_int, "seed_init": nonneg_int, "seed_split": nonneg_int, "seed_subset": nonneg_int,
+             "seed_order": nonneg_int, "seed_aug": nonneg_int, "head_epochs": nonneg_int, "crop_pad": nonneg_int}
 _FLOAT_KIND = {"m0": nonneg_float, "m_last": nonneg_float, "tau": positive_float, "lr": positive_float,
                "wd": nonneg_float, "head_lr": positive_float}
 

@@ -349,24 +349,36 @@ def _read_digits(image_size: int | None) -> tuple[np.ndarray, ...]:
 # ----------------------------------------------------------------------------- public API
 
 def split_indices(n: int, seed: int, val_fraction: float = VAL_FRACTION,
-                  subset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (subset, then) train/val index split of a pool of ``n`` samples."""
+                  subset: int | None = None, subset_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (subset, then) train/val index split of a pool of ``n`` samples.
+
+    With ``subset_seed`` None (or equal to ``seed``) one permutation drawn from ``seed`` gives
+    both the subset (its first ``subset`` entries) and the split.  With another ``subset_seed`` the
+    subset is drawn from ``subset_seed`` and then split by ``seed``: the same images for every
+    ``seed``, a different train/validation split each."""
     if subset is not None:
         if not 2 <= int(subset) <= n:
             raise DataArgumentError(f"subset={subset} must be in [2, {n}] (size of the training pool)",
                                     f"give a subset between 2 and {n}, or none for the whole pool")
     if not 0.0 < val_fraction < 1.0:
         raise DataArgumentError(f"val_fraction={val_fraction} must be in (0, 1)", "give a fraction such as 0.1")
-    perm = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED])).permutation(n)
-    if subset is not None:
-        perm = perm[: int(subset)]
+    def draw(s: int, m: int) -> np.ndarray:
+        return np.random.default_rng(np.random.SeedSequence([int(s), 0x5EED])).permutation(m)
+
+    if subset is not None and subset_seed is not None and int(subset_seed) != int(seed):
+        pool = draw(subset_seed, n)[: int(subset)]
+        perm = pool[draw(seed, len(pool))]
+    else:
+        perm = draw(seed, n)
+        if subset is not None:
+            perm = perm[: int(subset)]
     n_val = max(1, int(round(val_fraction * len(perm))))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: int | None = None,
                  seed: int = 0, val_fraction: float = VAL_FRACTION,
-                 image_size: int | None = None) -> Dataset:
+                 image_size: int | None = None, subset_seed: int | None = None) -> Dataset:
     """Load ``name`` (one of ``DATASETS``) as uint8 tensors with a seeded train/val split.
 
     Args:
@@ -374,9 +386,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         root: directory with the files (Fashion-MNIST default: env CFFDYN_FMNIST or
             /usr/share/datasets/fashion-mnist; ignored for ``digits``).
         subset: size of the training pool before the 90/10 split (None: all).
-        seed: seed of the subset draw and of the train/val split.
+        seed: seed of the train/val split (and of the subset draw unless ``subset_seed`` is given).
         val_fraction: held-out share of the pool.
         image_size: only for ``digits``: 8 (native) or 16 (2x nearest upsampling).
+        subset_seed: seed of the subset draw (None: ``seed``); see :func:`split_indices`.
     """
     if name not in DATASETS:
         raise DataArgumentError(f"unknown dataset {name!r}", f"choose from {', '.join(DATASETS)}")
@@ -410,7 +423,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         if lab.size and (lab.min() < 0 or lab.max() >= nc):
             raise CorruptFileError(f"{name}{where}: labels outside [0, {nc})",
                                    "replace the files with the original dataset files")
-    tr, va = split_indices(len(ytr), seed, val_fraction, subset)
+    tr, va = split_indices(len(ytr), seed, val_fraction, subset, subset_seed)
     x_train = torch.from_numpy(np.ascontiguousarray(xtr[tr]))
     xf = x_train.double() / 255.0
     mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))

@@ -33,8 +33,9 @@ trained alone or with others:
                (q, k, v stacked, (3E, E)) xavier-uniform with zero bias and its out-projection
                with ``nn.Linear``'s weight init and zero bias, as ``nn.MultiheadAttention`` does;
                position embedding plain ``randn`` (std 1); LayerNorm ones/zeros.
-``cffdyn``     our earlier choice: every Linear (qkv and out-projection included) with the
-               ``nn.Linear`` default, position embedding ``0.02·randn``.
+``small``      our earlier choice (``TrainConfig.init``; a named departure): every Linear (qkv
+               and out-projection included) with the ``nn.Linear`` default, position embedding
+               ``0.02·randn``.
 
 Every encoder exposes ``.layers`` (an ``nn.ModuleList`` trained layer by layer), ``.n_seeds``
 and ``.embed_dim``; ``encoder(x)`` runs all layers.
@@ -52,7 +53,7 @@ __all__ = ["patchify", "pool", "SLinear", "SLayerNorm", "Block", "PatchLayer", "
            "FFCLNet", "build_encoder", "MODELS", "INITS", "seed_slice"]
 
 MODELS: tuple[str, ...] = ("vit", "mlp")
-INITS: tuple[str, ...] = ("reference", "cffdyn")
+INITS: tuple[str, ...] = ("reference", "small")
 
 
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:

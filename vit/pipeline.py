@@ -62,12 +62,12 @@ import torch
 import torch.distributed as dist
 
 from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
-from vit.data import Dataset, load_dataset
+from vit.data import Dataset
 from vit.models import pool
 from vit.config_args import add_train_config_args, train_config_from_args
 from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _mark_bad,
                        _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch, load_checkpoint,
-                       resolve_device, train_run)
+                       load_run_dataset, resolve_device, train_run)
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
            "launch_local", "free_port", "init_from_env", "bench_pipeline", "format_bench",
@@ -409,11 +409,9 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
         return train_run(cfg, out, progress=False) if rank == 0 else None
 
     device = resolve_device(cfg.device)
-    seeds = cfg.resolved_seeds()
     if dataset is None:
-        dataset = load_dataset(cfg.dataset, cfg.data_root, subset=cfg.subset, seed=seeds["split"],
-                               image_size=cfg.image_size)
-    data = DeviceData(dataset, device, cfg.augment)
+        dataset = load_run_dataset(cfg)
+    data = DeviceData.for_config(dataset, cfg, device)
     method = build_method(cfg, data)
     histories: list[list[dict[str, Any]]] = [[]]
     bests: list[dict[str, Any]] = [{"epoch": -1, "metric": None, "state": method.model_state(0)}]
@@ -526,10 +524,10 @@ def _bench_worker(cfg_dict: dict, epochs: int, depth: int, n_stages: int, out_js
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     cores = os.cpu_count() or 1
     own = torch.get_num_threads()
-    ds = load_dataset(cfg.dataset, cfg.data_root, subset=cfg.subset, seed=cfg.resolved_seeds()["split"])
+    ds = load_run_dataset(cfg)
 
     def mk(c: TrainConfig):
-        return build_method(c, DeviceData(ds, dev, c.augment))
+        return build_method(c, DeviceData.for_config(ds, c, dev))
 
     variants: list[tuple[str, Any, Callable, int]] = [
         (f"sequential CFF, 1 process x {cores} threads", mk(cfg), lambda m, e: m.train_epoch(e), cores)]

@@ -55,7 +55,7 @@ def run_shard(cfg: StudyConfig, out_dir: str | Path, rank: int, world: int, *, p
         raise ValueError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
     if cfg.batched:
         raise ValueError("shard: batched studies train a whole cell at once; shard with batched=False")
-    from vit.data import load_dataset
+    from vit.train import data_key, load_run_dataset
 
     out = Path(out_dir)
     mine = shard_runs(cfg, rank, world)
@@ -69,12 +69,10 @@ def run_shard(cfg: StudyConfig, out_dir: str | Path, rank: int, world: int, *, p
         if done:
             res = train_run(rc, rd, progress=False)
         else:
-            split = rc.resolved_seeds()["split"]
-            key = (rc.dataset, rc.data_root, rc.subset, split, rc.image_size)
+            key = data_key(rc)
             if key not in cache:
                 cache.clear()
-                cache[key] = load_dataset(rc.dataset, rc.data_root, subset=rc.subset, seed=split,
-                                          image_size=rc.image_size)
+                cache[key] = load_run_dataset(rc)
             res = train_run(rc, rd, progress=run_progress, dataset=cache[key])
         dirs.append(rd)
         prog.update(k + 1, f"run {i}: {dict(zip(cfg.factor_names, cell))} seed {seed}: "

@@ -49,7 +49,7 @@ Methods (``TrainConfig.method``)
 Protocols (``TrainConfig.protocol``)
 ------------------------------------
 ``reference`` reproduces the public ContrastiveFF code (HEAD) where this module controls it:
-          initialisation (:mod:`vit.models`, ``init="reference"``), fp32, cff1's loss averaged
+          fp32, cff1's loss averaged
           over all anchors, stage-1 selection on the best last-layer validation contrastive loss
           with two fresh augmented views of the validation split each epoch, and the stage-2 head
           trained on augmented view 0 through the frozen encoder keeping the best validation
@@ -64,6 +64,13 @@ Protocols (``TrainConfig.protocol``)
           ``ff:label_token_gaussian_embedding``.  Augmentation (crop padding, RandAugment)
           belongs to :mod:`vit.augment`.
 ``cffdyn`` our earlier choices; ``result.json["departures"]`` names each (:func:`departures`).
+Initialisation is a setting of its own (``init``): ``reference`` (the ContrastiveFF code's, the
+default under both protocols) or ``small`` (:mod:`vit.models`; listed as two ``init:``
+departures under either protocol).
+
+Stage 2 (CFF): :func:`fit_heads`, a LayerNorm + Linear head per seed on the frozen last layer's
+token mean under the protocol's head rule; :mod:`vit.probe` trains the raw-pixel probe through
+the same function, so the two differ only in their input.
 
 Per-epoch diagnostics, read once per epoch: per-layer training loss, CAR, gradient norm, mean
 positive/negative similarity; validation loss and CAR per layer; a nearest-class-mean accuracy
@@ -93,7 +100,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -101,11 +108,11 @@ import torch.nn.functional as F
 
 from cffdyn.errors import CorruptFileError
 from cffdyn.io import Progress, append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from vit.augment import AUGMENTS, augment
+from vit.augment import AUGMENTS, REFERENCE_PADDING, augment
 from vit.data import DATASETS, Dataset, load_dataset, normalize
 from vit.diagnostics import fisher_criterion, grad_norm, topk_accuracy
 from vit.losses import LOSS_MODES, check_margin, margin_schedule, supcon_loss
-from vit.models import MODELS, FFCLNet, Head, build_encoder, pool, seed_slice
+from vit.models import INITS, MODELS, FFCLNet, Head, build_encoder, pool, seed_slice
 
 __all__ = ["TrainConfig", "QUICK", "QUICK_DIGITS", "FULL_CIFAR10", "METHODS", "PRECISIONS", "PROTOCOLS",
            "NonFiniteLoss", "RunInterrupted", "train_run", "train_runs", "derive_seed", "resolve_device",
@@ -120,7 +127,7 @@ FFCL_HIDDEN = (64, 64)
 REFERENCE_BP_LR = 5e-4   # main_BP.py trains end to end with lr2 = 5e-4
 N_STATS = 5  # loss, car, grad_norm, pos_sim, neg_sim
 PER_EPOCH_TEST_N = 2048  # CFF per-epoch NCM test accuracy uses the first 2048 test images (cost)
-_SEED_FIELDS = ("seed", "seed_init", "seed_split", "seed_order", "seed_aug")
+_SEED_FIELDS = ("seed", "seed_init", "seed_split", "seed_subset", "seed_order", "seed_aug")
 
 
 @dataclass(frozen=True)
@@ -153,12 +160,15 @@ class TrainConfig:
     seed: int = 0
     seed_init: int | None = None        # None: derived from seed
     seed_split: int | None = None       # None: = seed
+    seed_subset: int | None = None      # None: = the split seed (subset and split drawn together)
     seed_order: int | None = None
     seed_aug: int | None = None
     augment: str = "crop_flip"          # 'crop_flip' | 'none' | 'randaug'
+    crop_pad: int | None = None         # crop padding (None: the reference's per dataset, else side // 8)
     device: str = "auto"                # 'auto' | 'cpu' | 'cuda'
     precision: str = "fp32"             # 'fp32' | 'tf32' | 'bf16'
     protocol: str = "cffdyn"            # 'reference' | 'cffdyn'
+    init: str = "reference"             # 'reference' | 'small' (vit.models.INITS; 'small' is a departure)
     cuda_graph: bool = True             # capture the training step as a CUDA graph (CUDA only)
     fisher: bool = False                # Fisher criterion per layer and epoch (validation)
     topk: int = 1                       # also report top-k accuracy for this k
@@ -182,6 +192,10 @@ class TrainConfig:
             bad(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if self.protocol not in PROTOCOLS:
             bad(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.crop_pad is not None and int(self.crop_pad) < 0:
+            bad(f"crop_pad={self.crop_pad} must be >= 0 (or none for the dataset's padding)")
+        if self.init not in INITS:
+            bad(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         for name in ("m0", "m_last"):
             try:
                 check_margin(getattr(self, name))
@@ -194,7 +208,7 @@ class TrainConfig:
             bad(f"head_epochs={self.head_epochs} must be >= 0")
         if self.batch_size < 2:
             bad(f"batch_size={self.batch_size} must be >= 2 (the contrastive loss needs pairs)")
-        for name in ("seed", "seed_init", "seed_split", "seed_order", "seed_aug"):
+        for name in _SEED_FIELDS:
             v = getattr(self, name)
             if v is not None and int(v) < 0:
                 bad(f"{name}={v} must be >= 0")
@@ -246,24 +260,44 @@ class TrainConfig:
         return REFERENCE_BP_LR if (self.method == "bp" and self.reference) else self.lr
 
     def resolved_seeds(self) -> dict[str, int]:
-        """The four seeds actually used (explicit ones, else derived from ``seed``)."""
+        """The seeds actually used (explicit ones, else derived from ``seed``)."""
         return {
             "init": self.seed_init if self.seed_init is not None else derive_seed(self.seed, "init"),
             "split": self.seed_split if self.seed_split is not None else int(self.seed),
+            "subset": (self.seed_subset if self.seed_subset is not None
+                       else self.seed_split if self.seed_split is not None else int(self.seed)),
             "order": self.seed_order if self.seed_order is not None else derive_seed(self.seed, "order"),
             "aug": self.seed_aug if self.seed_aug is not None else derive_seed(self.seed, "aug"),
         }
 
 
+def data_key(cfg: TrainConfig) -> tuple:
+    """What fixes a run's images and split: runs with equal keys can share one loaded dataset."""
+    sd = cfg.resolved_seeds()
+    return (cfg.dataset, cfg.data_root, cfg.subset, sd["split"], sd["subset"], cfg.image_size)
+
+
+def load_run_dataset(cfg: TrainConfig) -> Dataset:
+    """The run's dataset: its subset (``seed_subset``) and train/validation split (``seed_split``)."""
+    sd = cfg.resolved_seeds()
+    return load_dataset(cfg.dataset, cfg.data_root, subset=cfg.subset, seed=sd["split"], image_size=cfg.image_size,
+                        subset_seed=sd["subset"])
+
+
 def departures(cfg: TrainConfig) -> list[str]:
     """Names of this config's departures from the reference protocol (empty under 'reference'
     for everything this module controls; augmentation details belong to ``vit.augment``)."""
+    init = (["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
+            if cfg.init == "small" and cfg.method != "ffcl" else [])
+    ref_pad = REFERENCE_PADDING.get(cfg.dataset)
+    if cfg.crop_pad is not None and ref_pad is not None and cfg.crop_pad != ref_pad and cfg.augment != "none":
+        init.append(f"augment:crop_pad_{cfg.crop_pad}_not_{ref_pad}")
     if cfg.reference:
         # the reference's FF label token sets one element of a patch, so classes can collide;
         # ours is a Gaussian embedding per class (a known defect not copied, named here)
         out = ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
-        return out + ([f"precision:{cfg.precision}"] if cfg.precision != "fp32" else [])
-    out = ["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
+        return init + out + ([f"precision:{cfg.precision}"] if cfg.precision != "fp32" else [])
+    out = list(init)
     if cfg.method in ("cff2", "cff1"):
         out += ["selection:clean_plus_fixed_augmented_view", "head:clean_precomputed_features_best_val_acc"]
         if cfg.method == "cff1":
@@ -353,12 +387,18 @@ def _sync(device: torch.device) -> None:
 class DeviceData:
     """A :class:`Dataset` as uint8 tensors on the device + the batch pipeline."""
 
-    def __init__(self, ds: Dataset, device: torch.device, augment_kind: str) -> None:
+    def __init__(self, ds: Dataset, device: torch.device, augment_kind: str, crop_pad: int | None = None) -> None:
         self.ds = ds
         self.device = device
         self.kind = augment_kind
+        self.crop_pad = crop_pad
         self.x = {s: getattr(ds, f"x_{s}").to(device) for s in ("train", "val", "test")}
         self.y = {s: getattr(ds, f"y_{s}").to(device) for s in ("train", "val", "test")}
+
+    @classmethod
+    def for_config(cls, ds: Dataset, cfg: "TrainConfig", device: torch.device) -> "DeviceData":
+        """The data of a run: ``cfg``'s augmentation and crop padding."""
+        return cls(ds, device, cfg.augment, cfg.crop_pad)
 
     def clean(self, x: torch.Tensor) -> torch.Tensor:
         return normalize(x, self.ds.mean, self.ds.std)
@@ -366,7 +406,7 @@ class DeviceData:
     def views(self, x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
         """``n`` independently augmented, normalised views, view-major (n·B, C, H, W)."""
         x01 = x.float() / 255.0
-        aug = lambda: augment(x01, gen, self.kind, dataset=self.ds.name)  # noqa: E731 (padding per dataset)
+        aug = lambda: augment(x01, gen, self.kind, dataset=self.ds.name, pad=self.crop_pad)  # noqa: E731
         v = torch.cat([aug() for _ in range(n)]) if n > 1 else aug()
         return normalize(v * 255.0, self.ds.mean, self.ds.std)
 
@@ -525,7 +565,7 @@ class _CFF(_Method):
         cfg = self.cfg
         self.encoder = build_encoder(cfg.model, self.data.ds.image_shape, embed_dim=cfg.embed_dim, heads=cfg.heads,
                                      layers=cfg.layers, patch=cfg.patch, seeds=[sd["init"] for sd in self.seeds],
-                                     init="reference" if cfg.reference else "cffdyn").to(self.device)
+                                     init=cfg.init).to(self.device)
         self.modules = {"encoder": self.encoder}
         self.use_graph = bool(cfg.cuda_graph and self.device.type == "cuda")
         self.optimizers = [_adamw(l.parameters(), cfg.method_lr(), cfg.wd, self.device, capturable=self.use_graph)
@@ -766,78 +806,109 @@ class _CFF(_Method):
 
     # ---------------------------------------------------------------- stage 2
     def finish(self) -> list[dict[str, Any]]:
-        """Stage 2 for every seed: LayerNorm + Linear head on the frozen last layer's token mean.
-        'cffdyn': precomputed clean features, best validation accuracy kept.  'reference':
-        augmented view 0 through the frozen encoder every epoch, best validation cross-entropy
-        (validation on augmented view 0 as well) kept; test on clean images."""
+        """Stage 2 for every seed: :func:`fit_heads` on the frozen last layer's token mean, then
+        validation and test accuracy on clean images."""
         cfg, S = self.cfg, self.S
-        ref = cfg.reference
-        heads, opts, gens, gaugs = [], [], [], []
-        for sd in self.seeds:
-            torch.manual_seed(derive_seed(sd["init"], "head"))
-            h = Head(cfg.embed_dim, self.num_classes).to(self.device, self._param_dtype())
-            heads.append(h)
-            opts.append(torch.optim.AdamW(h.parameters(), lr=cfg.head_lr, weight_decay=cfg.wd))
-            gens.append(_gen(self.device, derive_seed(sd["order"], "head")))
-            gaugs.append(_gen(self.device, derive_seed(sd["aug"], "head")))
-        xtr, ytr = self._stack_split("train")
-        xva, yva = self._stack_split("val")
-        if not ref:
-            ftr, fva = self.pooled("train")[-1], self.pooled("val")[-1]
-
-        def aug_feats(x: torch.Tensor, s_gens) -> torch.Tensor:
-            v = torch.stack([d.views(x[s], s_gens[s], 1) for s, d in enumerate(self.datas)])
-            self.encoder.eval()
-            return self._layer_features(v)[-1]
-
-        best = [(math.inf if ref else -1.0, -1, {k: v.clone() for k, v in h.state_dict().items()}) for h in heads]
-        curves: list[list[float]] = [[] for _ in range(S)]
-        n = xtr.shape[1]
-        for ep in range(cfg.head_epochs):
-            perms = [torch.randperm(n, generator=g, device=self.device) for g in gens]
-            for i in range(0, n, cfg.batch_size):
-                idx = [p[i:i + cfg.batch_size] for p in perms]
-                if ref:
-                    fb = aug_feats(torch.stack([xtr[s][idx[s]] for s in range(S)]), gaugs)
-                for s in range(S):
-                    f = fb[s] if ref else ftr[s][idx[s]]
-                    loss = F.cross_entropy(heads[s](f), ytr[s][idx[s]])
-                    opts[s].zero_grad(set_to_none=True)
-                    loss.backward()
-                    opts[s].step()
-            with torch.no_grad():
-                if ref:
-                    ce = torch.zeros(S, dtype=torch.float64, device=self.device)
-                    for i in range(0, xva.shape[1], cfg.batch_size):
-                        fb = aug_feats(xva[:, i:i + cfg.batch_size], gaugs)
-                        for s in range(S):
-                            ce[s] += F.cross_entropy(heads[s](fb[s]), yva[s][i:i + cfg.batch_size],
-                                                     reduction="sum").double()
-                    vals = (ce / xva.shape[1]).cpu().tolist()
-                else:
-                    vals = [float(topk_accuracy(heads[s](fva[s]), yva[s], 1)) for s in range(S)]
-            for s in range(S):
-                curves[s].append(vals[s])
-                better = vals[s] < best[s][0] if ref else vals[s] > best[s][0]
-                if better:
-                    best[s] = (vals[s], ep, {k: v.clone() for k, v in heads[s].state_dict().items()})
+        self.encoder.eval()
+        clean = None if cfg.reference else (self.pooled("train")[-1], self.pooled("val")[-1])
+        heads, info = fit_heads(self.cfgs, self.datas, lambda v: self._layer_features(v)[-1], cfg.embed_dim,
+                                clean=clean, dtype=self._param_dtype())
         fva_c, fte = self.pooled("val")[-1], self.pooled("test")[-1]
         pv = self.pooled("val") if cfg.fisher else None
         out = []
         for s in range(S):
-            heads[s].load_state_dict(best[s][2])
-            yv, yt = yva[s], self.datas[s].y["test"]
+            yv, yt = self.datas[s].y["val"], self.datas[s].y["test"]
             with torch.no_grad():
                 sv, st = heads[s](fva_c[s]), heads[s](fte[s])
                 r = {"val_acc": float(topk_accuracy(sv, yv, 1)), "test_acc": float(topk_accuracy(st, yt, 1)),
                      "val_topk_acc": float(topk_accuracy(sv, yv, cfg.topk)),
-                     "test_topk_acc": float(topk_accuracy(st, yt, cfg.topk)),
-                     "head": {"best_epoch": best[s][1], "selection": "val_ce_aug_view0" if ref else "val_acc_clean",
-                              "val_curve": curves[s]}}
+                     "test_topk_acc": float(topk_accuracy(st, yt, cfg.topk)), "head": info[s]}
             if pv is not None:
                 r["fisher_val"] = [fisher_criterion(f[s], yv, self.num_classes) for f in pv]
             out.append(r)
         return out
+
+
+def fit_heads(cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData],
+              encode: Callable[[torch.Tensor], torch.Tensor], in_dim: int, *,
+              clean: tuple[torch.Tensor, torch.Tensor] | None = None,
+              dtype: torch.dtype = torch.float32) -> tuple[list[Head], list[dict[str, Any]]]:
+    """Stage 2, the one head protocol of this package (the CFF heads and the raw-pixel probe of
+    :mod:`vit.probe` both train here): per seed a LayerNorm + Linear head (:class:`Head`),
+    AdamW(``head_lr``, ``wd``), ``head_epochs`` epochs of ``batch_size`` mini-batches in an order
+    drawn from the seed's order seed, on features ``encode(v)`` of normalised images
+    v (S, b, C, H, W) -> (S, b, in_dim).
+
+    'reference' (the ContrastiveFF code): features of augmented view 0, drawn afresh for every
+    batch; the epoch with the lowest validation cross-entropy on augmented view 0 is kept.
+    'cffdyn': features of the clean images computed once (``clean`` = (train, val), each
+    (S, N, in_dim), when the caller has them); the epoch with the best validation accuracy is kept.
+
+    Returns the heads with their kept state loaded, and per seed ``{"best_epoch", "selection",
+    "val_curve"}``."""
+    cfg, S = cfgs[0], len(cfgs)
+    ref = cfg.reference
+    device = datas[0].device
+    seeds = [c.resolved_seeds() for c in cfgs]
+    heads, opts, gens, gaugs = [], [], [], []
+    for sd in seeds:
+        torch.manual_seed(derive_seed(sd["init"], "head"))
+        h = Head(in_dim, datas[0].ds.num_classes).to(device, dtype)
+        heads.append(h)
+        opts.append(torch.optim.AdamW(h.parameters(), lr=cfg.head_lr, weight_decay=cfg.wd))
+        gens.append(_gen(device, derive_seed(sd["order"], "head")))
+        gaugs.append(_gen(device, derive_seed(sd["aug"], "head")))
+    xtr, ytr = torch.stack([d.x["train"] for d in datas]), torch.stack([d.y["train"] for d in datas])
+    xva, yva = torch.stack([d.x["val"] for d in datas]), torch.stack([d.y["val"] for d in datas])
+    bs = cfg.batch_size
+
+    @torch.no_grad()
+    def features(x: torch.Tensor, augmented: bool) -> torch.Tensor:
+        if augmented:
+            v = torch.stack([d.views(x[s], gaugs[s], 1) for s, d in enumerate(datas)])
+        else:
+            v = torch.stack([d.clean(x[s]) for s, d in enumerate(datas)])
+        return encode(v)
+
+    if not ref:
+        if clean is None:
+            clean = tuple(torch.cat([features(x[:, i:i + 2 * bs], False) for i in range(0, x.shape[1], 2 * bs)], 1)
+                          for x in (xtr, xva))
+        ftr, fva = clean
+    best = [(math.inf if ref else -1.0, -1, {k: v.clone() for k, v in h.state_dict().items()}) for h in heads]
+    curves: list[list[float]] = [[] for _ in range(S)]
+    n = xtr.shape[1]
+    for ep in range(cfg.head_epochs):
+        perms = [torch.randperm(n, generator=g, device=device) for g in gens]
+        for i in range(0, n, bs):
+            idx = [p[i:i + bs] for p in perms]
+            if ref:
+                fb = features(torch.stack([xtr[s][idx[s]] for s in range(S)]), True)
+            for s in range(S):
+                f = fb[s] if ref else ftr[s][idx[s]]
+                loss = F.cross_entropy(heads[s](f), ytr[s][idx[s]])
+                opts[s].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[s].step()
+        with torch.no_grad():
+            if ref:
+                ce = torch.zeros(S, dtype=torch.float64, device=device)
+                for i in range(0, xva.shape[1], bs):
+                    fb = features(xva[:, i:i + bs], True)
+                    for s in range(S):
+                        ce[s] += F.cross_entropy(heads[s](fb[s]), yva[s][i:i + bs], reduction="sum").double()
+                vals = (ce / xva.shape[1]).cpu().tolist()
+            else:
+                vals = [float(topk_accuracy(heads[s](fva[s]), yva[s], 1)) for s in range(S)]
+        for s in range(S):
+            curves[s].append(vals[s])
+            if (vals[s] < best[s][0]) if ref else (vals[s] > best[s][0]):
+                best[s] = (vals[s], ep, {k: v.clone() for k, v in heads[s].state_dict().items()})
+    for s in range(S):
+        heads[s].load_state_dict(best[s][2])
+    info = [{"best_epoch": best[s][1], "selection": "val_ce_aug_view0" if ref else "val_acc_clean",
+             "val_curve": curves[s]} for s in range(S)]
+    return heads, info
 
 
 class _BP(_Method):
@@ -850,7 +921,7 @@ class _BP(_Method):
         cfg, data, seeds = self.cfg, self.data, self.seeds[0]
         self.encoder = build_encoder(cfg.model, data.ds.image_shape, embed_dim=cfg.embed_dim, heads=cfg.heads,
                                      layers=cfg.layers, patch=cfg.patch, seeds=[seeds["init"]],
-                                     init="reference" if cfg.reference else "cffdyn").to(self.device)
+                                     init=cfg.init).to(self.device)
         torch.manual_seed(derive_seed(seeds["init"], "head"))
         self.head = Head(cfg.embed_dim, self.num_classes).to(self.device)
         self.modules = {"encoder": self.encoder, "head": self.head}
@@ -938,7 +1009,7 @@ class _FF(_Method):
             raise ValueError("method 'ff' is implemented for model 'vit' (label token)")
         self.encoder = build_encoder("vit", data.ds.image_shape, embed_dim=cfg.embed_dim, heads=cfg.heads,
                                      layers=cfg.layers, patch=cfg.patch, seeds=[seeds["init"]],
-                                     init="reference" if cfg.reference else "cffdyn").to(self.device)
+                                     init=cfg.init).to(self.device)
         g = torch.Generator().manual_seed(derive_seed(seeds["init"], "label_token"))
         self.label_emb = torch.randn(self.num_classes, cfg.embed_dim, generator=g).to(self.device)
         self.modules = {"encoder": self.encoder}
@@ -1264,8 +1335,7 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
     check_precision(cfg.precision, device)
     seeds = [c.resolved_seeds() for c in cfgs]
     if datasets is None:
-        datasets = [load_dataset(c.dataset, c.data_root, subset=c.subset, seed=sd["split"], image_size=c.image_size)
-                    for c, sd in zip(cfgs, seeds)]
+        datasets = [load_run_dataset(c) for c in cfgs]
     for ds in datasets:
         if ds.name != cfg.dataset:
             raise ValueError(f"dataset {ds.name!r} passed for a config on {cfg.dataset!r}")
@@ -1277,7 +1347,7 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {datasets[0].x_train.shape[0]} training images, so "
                          f"no batch has the captured step's static shape; use a smaller --batch-size or "
                          f"--cuda-graph false")
-    method = build_method(cfgs, [DeviceData(ds, device, c.augment) for ds, c in zip(datasets, cfgs)])
+    method = build_method(cfgs, [DeviceData.for_config(ds, c, device) for ds, c in zip(datasets, cfgs)])
     S = method.S
 
     histories: list[list[dict[str, Any]]] = [[] for _ in range(S)]
