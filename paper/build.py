@@ -297,6 +297,7 @@ def _pandoc_html(full_tex: str, out: Path, timeout: float = 300.0) -> Path:
     exe = shutil.which("pandoc")
     if exe is None:
         raise FileNotFoundError("pandoc is not installed")
+    given, out = Path(out), Path(out).resolve()   # pandoc runs in ``out``: relative paths would not resolve
     src = out / "manuscript.html.tex"
     atomic_write_text(src, html_source(full_tex, out))
     tmp = out / ".manuscript.html.tmp"
@@ -304,7 +305,7 @@ def _pandoc_html(full_tex: str, out: Path, timeout: float = 300.0) -> Path:
                "-o", str(tmp), str(src)], out, timeout, "pandoc")
     tmp.replace(out / "manuscript.html")
     src.unlink()
-    return out / "manuscript.html"
+    return given / "manuscript.html"
 
 
 # --------------------------------------------------------------------------- the build

@@ -702,6 +702,28 @@ def vit_seed_phrase(results: dict) -> str:
     return out + "."
 
 
+_IMAGE_SIDE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 8}
+
+
+def vit_augment_phrase(results: dict) -> str:
+    """The ViT study's augmentation (kind and crop padding, from the recorded base config)."""
+    from vit.augment import REFERENCE_PADDING, crop_padding
+
+    b = results["vit_study"]["config"]["base"]
+    kind, ds = b.get("augment", "crop_flip"), b.get("dataset", "")
+    if kind == "none":
+        return "The two views are the clean image (no augmentation)."
+    side = b.get("image_size") or _IMAGE_SIDE.get(ds, 32)
+    pad = b.get("crop_pad")
+    pad = crop_padding(ds, side) if pad is None else int(pad)
+    ref = REFERENCE_PADDING.get(ds)
+    whose = (f"the ContrastiveFF code pads {ref}" if ref is not None and ref != pad
+             else "as in the ContrastiveFF code" if ref is not None
+             else f"our choice: the ContrastiveFF code defines no padding for {tex_escape(_DATASET_NAMES.get(ds, ds))}")
+    ra = "RandAugment(3, 14), then " if kind == "randaug" else ""
+    return f"Each view is {ra}a random crop with zero padding {pad} ({whose}) and a horizontal flip with probability 1/2."
+
+
 def vit_departures_phrase(results: dict) -> str:
     """The protocol of the ViT study's runs and every departure from the ContrastiveFF code that
     their ``result.json`` names (:func:`vit.train.departures`), as text."""
@@ -725,6 +747,7 @@ def write_tables(results: dict, gen_dir: Path) -> list[Path]:
         out.append(atomic_write_text(gen_dir / "vit_data.tex", vit_data_phrase(results) + "%\n"))
         out.append(atomic_write_text(gen_dir / "vit_seeds.tex", vit_seed_phrase(results) + "%\n"))
         out.append(atomic_write_text(gen_dir / "vit_departures.tex", vit_departures_phrase(results) + "%\n"))
+        out.append(atomic_write_text(gen_dir / "vit_augment.tex", vit_augment_phrase(results) + "%\n"))
     for name, (needs, fn) in TABLES.items():
         if all(n in results for n in needs):
             out.append(atomic_write_text(gen_dir / f"tab_{name}.tex", fn(results) + "\n"))

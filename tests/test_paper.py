@@ -687,3 +687,38 @@ def test_vit_departures_phrase_names_every_recorded_departure_once():
     assert "no departure" in vit_departures_phrase({"vit_study": {"runs": [{"protocol": "reference",
                                                                                 "departures": []}]}})
     assert "not recorded" in vit_departures_phrase({"vit_study": {"runs": [{"seed": 0}]}})
+
+
+def test_html_rendering_works_with_a_relative_output_directory(tmp_path, monkeypatch):
+    """`cffdyn paper build` defaults to the relative build/paper; pandoc runs inside it, so every
+    path it is given must still name the file (a stand-in pandoc copies its input or fails)."""
+    import stat
+
+    import paper.build as pb
+    fake = tmp_path / "bin" / "pandoc"
+    fake.parent.mkdir()
+    fake.write_text("#!/usr/bin/env python3\nimport sys\na = sys.argv[1:]\n"
+                    "if a == ['--version']:\n    print('pandoc 3.1.2')\n    sys.exit(0)\n"
+                    "open(a[a.index('-o') + 1], 'w').write(open(a[-1]).read())\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(pb.shutil, "which", lambda t: str(fake) if t == "pandoc" else None)
+    monkeypatch.chdir(tmp_path)
+    out = Path("build") / "paper"
+    out.mkdir(parents=True)
+    html = pb._pandoc_html("\\section{A}\nText.\n", out)
+    assert html.is_file() and "Text." in html.read_text()
+    assert not (out / "manuscript.html.tex").exists()
+
+
+def test_vit_augment_phrase_states_the_padding_that_ran_and_whose_it_is():
+    from paper.content import vit_augment_phrase
+
+    def phrase(**base):
+        return vit_augment_phrase({"vit_study": {"config": {"base": base}}})
+
+    assert "zero padding 1 (our choice" in phrase(dataset="fashion_mnist", augment="crop_flip", crop_pad=1)
+    assert "zero padding 3 (our choice" in phrase(dataset="fashion_mnist", augment="crop_flip", crop_pad=None)
+    assert "zero padding 12 (as in the ContrastiveFF code)" in phrase(dataset="cifar10", augment="crop_flip")
+    assert "padding 4 (the ContrastiveFF code pads 12)" in phrase(dataset="cifar10", augment="crop_flip", crop_pad=4)
+    assert phrase(dataset="cifar10", augment="randaug").startswith("Each view is RandAugment(3, 14), then")
+    assert "no augmentation" in phrase(dataset="digits", augment="none")
