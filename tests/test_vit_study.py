@@ -234,3 +234,11 @@ def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
         # (30 validation images: one image flipped by fp32 rounding is 0.033)
         assert rb["val_acc"] == pytest.approx(rs["val_acc"], abs=0.035)
         assert rb["best_epoch"] == rs["best_epoch"]
+
+
+def test_the_quick_preset_help_names_the_preset_as_configured():
+    from vit.study_cli import PRESET_HELP
+    b, text = study.QUICK.base, PRESET_HELP["quick"]
+    assert f"x {study.QUICK.n_seeds} seeds" in text and f"{b.subset:,}-image" in text
+    assert f"ViT[{b.embed_dim} {b.heads} {b.layers}] patch {b.patch}, batch {b.batch_size}, {b.epochs} epochs" in text
+    assert f"crop padding {b.crop_pad}" in text
