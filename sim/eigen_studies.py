@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cffdyn.io import Progress, append_jsonl, atomic_write_json, read_json, read_jsonl, to_jsonable
+from sim.report import SCHEMA
 from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_update_euc, get_setting,
                        init_weights, integrate_per_mode, per_mode_map, simulate_toy)
 
@@ -41,7 +42,9 @@ __all__ = ["SettingsConfig", "SpreadConfig", "SETTINGS_QUICK", "SETTINGS_FULL", 
 
 
 def _cfg_key(cfg) -> str:
-    return hashlib.sha256(json.dumps(to_jsonable(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    # the schema is part of the key: parts recorded by code with another layout are not resumed from
+    blob = json.dumps({"schema": SCHEMA, "config": to_jsonable(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _reuse(path: Path, cfg) -> dict | None:
@@ -50,7 +53,7 @@ def _reuse(path: Path, cfg) -> dict | None:
             old = read_json(path)
         except (OSError, ValueError):
             return None
-        if old.get("config") == to_jsonable(cfg):
+        if old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
             return old
     return None
 
@@ -167,7 +170,7 @@ def _run_settings(cfg: SettingsConfig, out_dir, name: str, *, progress: bool = T
                 "trace_end": float(mu[-1].sum()), "seconds": time.perf_counter() - t0}
         append_jsonl(parts_path, [rec_])
         done[s.name] = to_jsonable(rec_)
-    res = {"config": to_jsonable(cfg), "name": name, "seed": cfg.seed, "n_inits": 1,
+    res = {"schema": SCHEMA, "config": to_jsonable(cfg), "name": name, "seed": cfg.seed, "n_inits": 1,
            "sampling": {k: done[k]["sampling"] for k in SETTING_ORDER},
            "settings": {k: {kk: v for kk, v in done[k].items() if kk != "key"} for k in SETTING_ORDER},
            "outcomes": {k: done[k]["outcome"] for k in SETTING_ORDER},
@@ -325,7 +328,7 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
     if old is not None:
         return old
     t_start = time.perf_counter()
-    res: dict = {"config": to_jsonable(cfg), "name": "eigen_spread", "n_seeds": len(cfg.seeds), "sampling": {},
+    res: dict = {"schema": SCHEMA, "config": to_jsonable(cfg), "name": "eigen_spread", "n_seeds": len(cfg.seeds), "sampling": {},
                  "losses": {}}
     for name in cfg.losses:
         s = get_setting(name)

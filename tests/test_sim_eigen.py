@@ -280,6 +280,20 @@ def test_run_eigen_settings_writes_reuses_and_resumes(tmp_path):
     assert json.loads((tmp_path / "eigen_settings.json").read_text())["config"]["n_steps"] == 150
 
 
+def test_eigen_reuse_refuses_a_result_of_another_schema(tmp_path):
+    """Same config, file written by code with another schema (or none): recomputed, not reused."""
+    from cffdyn.io import atomic_write_json
+    from sim.report import SCHEMA
+    res = ES.run_eigen_settings(TINY_SETTINGS, tmp_path, progress=False)
+    assert res["schema"] == SCHEMA and ES._reuse(tmp_path / "eigen_settings.json", TINY_SETTINGS) is not None
+    stale = {k: v for k, v in res.items() if k != "schema"}
+    atomic_write_json(tmp_path / "eigen_settings.json", stale)
+    assert ES._reuse(tmp_path / "eigen_settings.json", TINY_SETTINGS) is None
+    (tmp_path / "eigen_settings.parts.jsonl").write_text("")       # force a recomputation
+    again = ES.run_eigen_settings(TINY_SETTINGS, tmp_path, progress=False)
+    assert again["schema"] == SCHEMA and again["seconds"] != res["seconds"]
+
+
 def test_run_eigen_spread_isoloss_narrows_the_spread(tmp_path):
     res = ES.run_eigen_spread(TINY_SPREAD, tmp_path, progress=False)
     L = res["losses"]
