@@ -702,20 +702,17 @@ def vit_seed_phrase(results: dict) -> str:
     return out + "."
 
 
-_IMAGE_SIDE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "svhn": 32, "digits": 8}
-
-
 def vit_augment_phrase(results: dict) -> str:
     """The ViT study's augmentation (kind and crop padding, from the recorded base config)."""
     from vit.augment import REFERENCE_PADDING, crop_padding
+    from vit.data import image_side
 
     b = results["vit_study"]["config"]["base"]
     kind, ds = b.get("augment", "crop_flip"), b.get("dataset", "")
     if kind == "none":
         return "The two views are the clean image (no augmentation)."
-    side = b.get("image_size") or _IMAGE_SIDE.get(ds, 32)
     pad = b.get("crop_pad")
-    pad = crop_padding(ds, side) if pad is None else int(pad)
+    pad = crop_padding(ds, image_side(ds, b.get("image_size"))) if pad is None else int(pad)
     ref = REFERENCE_PADDING.get(ds)
     whose = (f"the ContrastiveFF code pads {ref}" if ref is not None and ref != pad
              else "as in the ContrastiveFF code" if ref is not None

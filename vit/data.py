@@ -59,12 +59,15 @@ from cffdyn.errors import CorruptFileError, UserError
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx", "read_cifar", "read_svhn",
            "normalize", "split_indices", "DEFAULT_FMNIST_ROOT", "MissingDataError",
-           "DataArgumentError", "RestrictedUnpickler", "load_pickle_restricted", "FMNIST_APT"]
+           "DataArgumentError", "RestrictedUnpickler", "load_pickle_restricted", "FMNIST_APT", "IMAGE_SIDE",
+           "image_side"]
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "cifar10", "cifar100", "svhn")
 DEFAULT_FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FMNIST_APT = "apt-get install -y dataset-fashion-mnist"
 VAL_FRACTION = 0.1
+#: native image side of each dataset (digits: 8, or ``image_size`` when upsampled)
+IMAGE_SIDE: dict[str, int] = {"fashion_mnist": 28, "digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32}
 _ROOT_HINT = "('vit train --data-root DIR', or data_root=DIR in a study config)"
 
 
@@ -347,6 +350,11 @@ def _read_digits(image_size: int | None) -> tuple[np.ndarray, ...]:
 
 
 # ----------------------------------------------------------------------------- public API
+
+def image_side(name: str, image_size: int | None = None) -> int:
+    """Side in pixels of the images a run on dataset ``name`` sees (``image_size`` for digits)."""
+    return int(image_size) if image_size else IMAGE_SIDE[name]
+
 
 def split_indices(n: int, seed: int, val_fraction: float = VAL_FRACTION,
                   subset: int | None = None, subset_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -84,6 +84,7 @@ from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, read_json
 from vit import stats
 from vit import train as _train
+from vit.data import image_side
 from vit.train import TrainConfig, train_run
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "cell_runs",
@@ -322,7 +323,6 @@ def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:
 
 
 # ----------------------------------------------------------------------------- wall-time estimate
-_IMAGE_SIDE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "svhn": 32}
 _POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73257, "digits": 1438}
 
 
@@ -330,7 +330,7 @@ def _cost_per_image(cfg: TrainConfig, device: str) -> float:
     """Forward multiply-adds per training image (all layers and views; MLP ratio 2) — the
     scaling of the wall-time model between configurations.  On CUDA a step is launch-bound
     (issue 11: one cff1 step costs as much as a cff2 step), so views do not scale there."""
-    side = cfg.image_size or _IMAGE_SIDE.get(cfg.dataset, 8)
+    side = image_side(cfg.dataset, cfg.image_size)
     t = max(1, (side // cfg.patch) ** 2)
     e, chans = cfg.embed_dim, (3 if cfg.dataset in ("cifar10", "cifar100", "svhn") else 1)
     views = 1 if cfg.method == "cff1" else 2

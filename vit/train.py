@@ -810,11 +810,11 @@ class _CFF(_Method):
         validation and test accuracy on clean images."""
         cfg, S = self.cfg, self.S
         self.encoder.eval()
-        clean = None if cfg.reference else (self.pooled("train")[-1], self.pooled("val")[-1])
+        pv = self.pooled("val")          # every layer: the head reads the last, Fisher all of them
+        clean = None if cfg.reference else (self.pooled("train")[-1], pv[-1])
         heads, info = fit_heads(self.cfgs, self.datas, lambda v: self._layer_features(v)[-1], cfg.embed_dim,
                                 clean=clean, dtype=self._param_dtype())
-        fva_c, fte = self.pooled("val")[-1], self.pooled("test")[-1]
-        pv = self.pooled("val") if cfg.fisher else None
+        fva_c, fte = pv[-1], self.pooled("test")[-1]
         out = []
         for s in range(S):
             yv, yt = self.datas[s].y["val"], self.datas[s].y["test"]
@@ -823,7 +823,7 @@ class _CFF(_Method):
                 r = {"val_acc": float(topk_accuracy(sv, yv, 1)), "test_acc": float(topk_accuracy(st, yt, 1)),
                      "val_topk_acc": float(topk_accuracy(sv, yv, cfg.topk)),
                      "test_topk_acc": float(topk_accuracy(st, yt, cfg.topk)), "head": info[s]}
-            if pv is not None:
+            if cfg.fisher:
                 r["fisher_val"] = [fisher_criterion(f[s], yv, self.num_classes) for f in pv]
             out.append(r)
         return out
