@@ -1,4 +1,4 @@
-"""Command-line options for every :class:`vit.train.TrainConfig` field (shared by ``cffdyn vit
+"""Command-line options for every :class:`vit.config.TrainConfig` field (shared by ``cffdyn vit
 train`` and ``python -m vit.pipeline train``; a library module below both CLIs).
 
 Each field gets one ``--field-name`` option with a typed converter, so bad values fail at parse
@@ -86,7 +86,7 @@ def _bool(s: str) -> bool:
 
 def add_train_config_args(p: argparse.ArgumentParser, defaults=None) -> None:
     """One ``--field`` option per :class:`TrainConfig` field (help from ``FIELD_HELP``)."""
-    from vit.train import QUICK, TrainConfig
+    from vit.config import QUICK, TrainConfig
 
     base = defaults or QUICK
     for f in dataclasses.fields(TrainConfig):
@@ -109,7 +109,7 @@ def add_train_config_args(p: argparse.ArgumentParser, defaults=None) -> None:
 def train_config_from_args(ns: argparse.Namespace, argv: Sequence[str] | None = None):
     """The :class:`TrainConfig` of parsed options.  With ``argv``, options not given on the
     command line take the dataset's preset (``QUICK_DIGITS`` for digits)."""
-    from vit.train import QUICK, QUICK_DIGITS, TrainConfig
+    from vit.config import QUICK, QUICK_DIGITS, TrainConfig
 
     vals = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
     if argv is not None and vals["dataset"] == "digits":

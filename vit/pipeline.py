@@ -61,19 +61,20 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
-from vit.data import Dataset
-from vit.models import pool
+from cffdyn.io import atomic_write_json, read_json
+from vit.config import CFF_METHODS, TrainConfig, load_run_dataset
 from vit.config_args import add_train_config_args, train_config_from_args
-from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _mark_bad,
-                       _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch, load_checkpoint,
-                       load_run_dataset, resolve_device, train_run)
+from vit.data import Dataset
+from vit.device import DeviceData, autocast, resolve_device, sync, use_precision
+from vit.models import pool
+from vit.train import Epochs, RunInterrupted, build_method, train_run
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
            "launch_local", "free_port", "init_from_env", "bench_pipeline", "format_bench",
-           "add_pipeline_args", "run_pipeline_from_args", "main", "PIPELINE_METHODS"]
+           "add_pipeline_args", "run_pipeline_from_args", "main", "PIPELINE_METHODS", "pipelined_epochs",
+           "local_train", "local_train_many"]
 
-PIPELINE_METHODS: tuple[str, ...] = ("cff2", "cff1")
+PIPELINE_METHODS: tuple[str, ...] = CFF_METHODS
 DEFAULT_DEPTH = 2
 
 
@@ -106,7 +107,7 @@ def _output_specs(method) -> list[_Spec]:
     c, h, w = method.data.ds.image_shape
     x = torch.zeros(1, 1, c, h, w, device=method.device)       # stacked: one seed, one image
     specs = []
-    with _autocast(method.cfg, method.device):
+    with autocast(method.cfg, method.device):
         for layer in method.encoder.layers:
             x = layer(x)
             specs.append(_Spec(tuple(x.shape[2:]), x.dtype))
@@ -143,11 +144,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     mine = stages[rank]
     L = len(method.encoder.layers)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)[0]
-    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
-    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
-    csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
-    ccnt = torch.zeros(method.num_classes, device=dev)
+    g_order, g_aug = method.epoch_gens(epoch)[0]
+    stats = method.new_epoch_stats()                              # stacked engine at S = 1
     method.encoder.train()
     batches = data.epoch_order(g_order, cfg.batch_size)   # same stream on every rank (cheap)
     n = len(batches)
@@ -183,8 +181,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
         t = clock()
         for l in mine:
             h, row, loss = method.layer_step(l, h, y)
-            acc[:, l] += row.to(acc.dtype)
-            _mark_bad(bad, l, loss, step)
+            stats.add(l, row)
+            stats.mark(l, loss, step)
         tm["compute"] += clock() - t
         t = clock()
         if rank < world - 1:
@@ -195,9 +193,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
                     wk.wait()
             tm["send_wait"] += clock() - t
         else:
-            yy = y[0].repeat(nv)
-            csum.index_add_(0, yy, pool(h)[0].float())
-            ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
+            stats.add_classes(y.repeat(1, nv), pool(h))
             tm["compute"] += clock() - t
     t = clock()
     while send_q:
@@ -205,18 +201,16 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
             wk.wait()
     tm["send_wait"] += clock() - t
     t = clock()
-    dist.all_reduce(acc)                       # rows are zero off their owner: the sum is exact
-    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    means = csum / ccnt.clamp(min=1)[:, None]
-    dist.broadcast(means, src=world - 1)
-    method.class_means = means.unsqueeze(0)
+    dist.all_reduce(stats.sums)                # rows are zero off their owner: the sum is exact
+    dist.all_reduce(stats.bad, op=dist.ReduceOp.MAX)
+    dist.all_reduce(stats.csum)                # zero off the last stage: the sum is exact
+    dist.all_reduce(stats.ccnt)
     _broadcast_layers(method, stages)
     tm["sync"] += clock() - t
     if timing is not None:
         for k, v in tm.items():
             timing[k] = timing.get(k, 0.0) + v
-    method._check_bad(bad, epoch)
-    return {"layers": method._layer_records(acc, n)[0]}
+    return method.end_epoch(stats, epoch, n)
 
 
 def _layer_tensors(method, layers: range) -> list[torch.Tensor]:
@@ -267,11 +261,8 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
     L = len(method.encoder.layers)
     stages = stage_layers(L, n_stages)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)[0]
-    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
-    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
-    csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
-    ccnt = torch.zeros(method.num_classes, device=dev)
+    g_order, g_aug = method.epoch_gens(epoch)[0]
+    stats = method.new_epoch_stats()                              # stacked engine at S = 1
     method.encoder.train()
     batches = data.epoch_order(g_order, cfg.batch_size)
     main = torch.cuda.current_stream(dev)
@@ -299,21 +290,17 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
                 y.record_stream(streams[s])
                 for l in layers:
                     h, row, loss = method.layer_step(l, h, y)
-                    acc[:, l] += row.to(acc.dtype)
-                    _mark_bad(bad, l, loss, step)
+                    stats.add(l, row)
+                    stats.mark(l, loss, step)
                 if s + 1 < len(stages):
                     e = torch.cuda.Event()
                     e.record(streams[s])
                     handoff[s + 1][step] = (h, y, e)
                 else:
-                    yy = y[0].repeat(nv)
-                    csum.index_add_(0, yy, pool(h)[0].float())
-                    ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
+                    stats.add_classes(y.repeat(1, nv), pool(h))
     for st in streams:
         main.wait_stream(st)
-    method._check_bad(bad, epoch)
-    method.class_means = (csum / ccnt.clamp(min=1)[:, None]).unsqueeze(0)
-    return {"layers": method._layer_records(acc, n)[0]}
+    return method.end_epoch(stats, epoch, n)
 
 
 # ============================================================================ process groups
@@ -368,6 +355,31 @@ def launch_local(fn: Callable, args: tuple, world: int, *, backend: str = "gloo"
 
 
 # ============================================================================ a whole run
+def _decide_on_rank0(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 (the run directory lives on its file system), its value or its error
+    given to every rank."""
+    msg: list[Any] = [None]
+    err = None
+    if dist.get_rank() == 0:
+        try:
+            msg[0] = ("ok", fn())
+        except Exception as exc:   # every rank must hear of it, or the others wait forever
+            err, msg[0] = exc, ("error", f"{type(exc).__name__}: {exc}")
+    dist.broadcast_object_list(msg, src=0)
+    kind, value = msg[0]
+    if kind == "error":
+        raise err if err is not None else ValueError(value)
+    return value
+
+
+def pipelined_epochs(stages: Sequence[range], depth: int = DEFAULT_DEPTH) -> Epochs:
+    """The run loop's :class:`vit.train.Epochs` of this process's stage: the pipelined epoch,
+    rank 0 recording (evaluation, checkpoint, log, selection, stage 2, ``result.json``)."""
+    rank = dist.get_rank()
+    return Epochs(train=lambda m, e: pipelined_train_epoch(m, e, stages, rank, depth), lead=rank == 0,
+                  decide=_decide_on_rank0, barrier=dist.barrier, label=f"pipeline x{len(stages)} ")
+
+
 def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = DEFAULT_DEPTH,
                         progress: bool = True, dataset: Dataset | None = None,
                         stop_after_epoch: int | None = None) -> dict[str, Any] | None:
@@ -381,75 +393,12 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
                          f"{', '.join(PIPELINE_METHODS)}")
     if not dist.is_initialized():
         raise ValueError("train_run_pipelined needs an initialised process group (torchrun or launch_local)")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    stages = stage_layers(cfg.n_layers, world)
-    out = Path(out_dir)
-    cfg_dict = cfg.to_dict()
-    res_path, ckpt_path = out / "result.json", out / "ckpt.pt"
-    # rank 0 decides (the run directory lives on its file system) and tells the others
-    msg: list[Any] = [None]
-    if rank == 0:
-        ck = None
-        if res_path.is_file():
-            prev = read_json(res_path)
-            msg[0] = ("done", None) if prev.get("config") == cfg_dict else \
-                ("error", f"{res_path} holds a run with a different config; use another out_dir")
-        else:
-            if ckpt_path.is_file():
-                ck = load_checkpoint(ckpt_path, "cpu")
-                if ck["configs"] != [cfg_dict]:
-                    msg[0] = ("error", f"{ckpt_path} belongs to a different config; use another out_dir")
-            if msg[0] is None:
-                msg[0] = ("run", ck)
-    dist.broadcast_object_list(msg, src=0)
-    kind, payload = msg[0]
-    if kind == "error":
-        raise ValueError(payload)
-    if kind == "done":
-        return train_run(cfg, out, progress=False) if rank == 0 else None
-
-    device = resolve_device(cfg.device)
-    if dataset is None:
-        dataset = load_run_dataset(cfg)
-    data = DeviceData.for_config(dataset, cfg, device)
-    method = build_method(cfg, data)
-    histories: list[list[dict[str, Any]]] = [[]]
-    bests: list[dict[str, Any]] = [{"epoch": -1, "metric": None, "state": method.model_state(0)}]
-    start, t_all = 0, []
-    if payload is not None:
-        method.load_state(payload["state"])
-        histories, bests, start = payload["histories"], payload["bests"], int(payload["epoch"]) + 1
-        t_all = list(payload["t_all"])
-        if "class_means" in payload:
-            method.class_means = payload["class_means"].to(device)
-    if rank == 0:  # the log mirrors the checkpointed history (a killed run may have torn it)
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in histories[0]))
-    prog = Progress(cfg.epochs, f"pipeline x{world} {cfg.method}/{cfg.loss_mode} {cfg.dataset} seed {cfg.seed}",
-                    enabled=progress and rank == 0)
-    prog.update(start)
-    for epoch in range(start, cfg.epochs):
-        dist.barrier()                        # all stages start together (rank 0 evaluated last epoch)
-        _sync(device)
-        t0 = time.perf_counter()
-        rec = pipelined_train_epoch(method, epoch, stages, rank, depth)
-        _sync(device)
-        t_train = time.perf_counter() - t0
-        t_all.append(t_train)
-        if rank == 0:
-            rec = finish_epoch(method, epoch, [rec], t_train, t0 + t_train, histories, bests)[0]
-            _save_ckpt(ckpt_path, ckpt_payload(method, [cfg_dict], epoch, histories, bests, t_all))
-            append_jsonl(out / "log.jsonl", [rec])
-            prog.update(epoch + 1, f"val {rec['metric']:.4f} acc {rec.get('val_acc', float('nan')):.3f} "
-                                   f"epoch {t_train:.2f} s")
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
-            dist.barrier()
-            raise RunInterrupted(f"stopped after epoch {epoch} (stop_after_epoch)")
-    dist.barrier()
-    # stage 1 is complete in the checkpoint: train_run skips it and does selection, head, result.json
-    return train_run(cfg, out, progress=False, dataset=dataset) if rank == 0 else None
+    stages = stage_layers(cfg.n_layers, dist.get_world_size())
+    return train_run(cfg, out_dir, progress=progress, stop_after_epoch=stop_after_epoch, dataset=dataset,
+                     epochs=pipelined_epochs(stages, depth))
 
 
-def _local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_after_epoch: int | None) -> None:
+def local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_after_epoch: int | None) -> None:
     """Spawned stage: one pipelined run (a RunInterrupted from ``stop_after_epoch`` ends it quietly)."""
     try:
         train_run_pipelined(TrainConfig.from_dict(cfg_dict), out_dir, depth=depth, progress=progress,
@@ -458,10 +407,10 @@ def _local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_
         pass
 
 
-def _local_train_many(jobs: list[tuple]) -> None:
-    """Spawned stage: several :func:`_local_train` argument tuples in one process group (tests)."""
+def local_train_many(jobs: list[tuple]) -> None:
+    """Spawned stage: several :func:`local_train` argument tuples in one process group (tests)."""
     for job in jobs:
-        _local_train(*job)
+        local_train(*job)
 
 
 # ============================================================================ CLI hook
@@ -499,7 +448,7 @@ def run_pipeline_from_args(args: argparse.Namespace, cfg: TrainConfig, out: str 
                          f"{', '.join(PIPELINE_METHODS)}")
     backend = _backend_for(cfg.device)
     threads = args.pipeline_threads or max(1, (os.cpu_count() or 1) // procs)
-    launch_local(_local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
+    launch_local(local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
                  backend=backend, threads=threads)
     return read_json(Path(out) / "result.json")
 
@@ -525,6 +474,7 @@ def _bench_worker(cfg_dict: dict, epochs: int, depth: int, n_stages: int, out_js
     cores = os.cpu_count() or 1
     own = torch.get_num_threads()
     ds = load_run_dataset(cfg)
+    use_precision(cfg.precision, dev)
 
     def mk(c: TrainConfig):
         return build_method(c, DeviceData.for_config(ds, c, dev))
@@ -551,18 +501,18 @@ def _bench_worker(cfg_dict: dict, epochs: int, depth: int, n_stages: int, out_js
                 dist.barrier()
             if rank == 0:
                 torch.set_num_threads(th)
-                _sync(dev)
+                sync(dev)
                 t0 = time.perf_counter()
                 fn(m, e)
-                _sync(dev)
+                sync(dev)
                 times[name].append(time.perf_counter() - t0)
                 torch.set_num_threads(own)
         if pipe is not None:
             dist.barrier()
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             pipelined_train_epoch(pipe, e, stages, rank, depth, timing=breakdown if e > 0 else None)
-            _sync(dev)
+            sync(dev)
             times[pipe_name].append(time.perf_counter() - t0)
     per_rank: list[Any] = [None] * world
     if distributed:
