@@ -113,14 +113,14 @@ def test_cuda_streams_epoch_matches_sequential():
     from vit.device import DeviceData
     from vit.train import build_method
 
-    cfg = TINY.replace(device="cuda", amp=False, layers=4)
+    cfg = TINY.replace(device="cuda", layers=4)
     ds = load_dataset("digits", subset=300, seed=cfg.seed)
     a = build_method(cfg, DeviceData(ds, torch.device("cuda"), cfg.augment))
     b = build_method(cfg, DeviceData(ds, torch.device("cuda"), cfg.augment))
     for e in range(2):
         ra = a.train_epoch(e)
         rb = streams_train_epoch(b, e, n_stages=2)
-        for x, y in zip(ra["layers"], rb["layers"]):
+        for x, y in zip(ra[0]["layers"], rb[0]["layers"]):
             assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-5)
     for pa, pb in zip(a.encoder.parameters(), b.encoder.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)

@@ -66,11 +66,9 @@ class BP(Method):
         return self.head(outs[-1]), outs
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        g_order, g_aug = self.epoch_gens(epoch)[0]
         L = len(self.encoder.layers)
-        stats = self.new_stats(L)
         self.encoder.train()
-        batches = self.data.epoch_order(g_order, self.cfg.batch_size)
+        g_aug, batches, stats = self.one_seed_epoch(epoch, L)
         opt = self.optimizers[0]
         probes = not self.cfg.reference          # the reference computes no per-step SupCon probes
         ce_sum = torch.zeros((), device=self.device)
@@ -173,11 +171,9 @@ class FF(Method):
         return (y + off) % self.num_classes
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        g_order, g_aug = self.epoch_gens(epoch)[0]
         L = len(self.encoder.layers)
-        stats = self.new_stats(L)
         self.encoder.train()
-        batches = self.data.epoch_order(g_order, self.cfg.batch_size)
+        g_aug, batches, stats = self.one_seed_epoch(epoch, L)
         for step, idx in enumerate(batches):
             y = self.data.y["train"][idx]
             b = y.shape[0]
@@ -277,10 +273,8 @@ class FFCL(Method):
                            torch.optim.Adam(self.b.parameters(), lr=FFCL_LR)]
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        g_order, g_aug = self.epoch_gens(epoch)[0]
         L = len(self.a.layers)
-        stats = self.new_stats(L)
-        batches = self.data.epoch_order(g_order, self.cfg.batch_size)
+        g_aug, batches, stats = self.one_seed_epoch(epoch, L)
         for step, idx in enumerate(batches):
             y = self.data.y["train"][idx]
             x = self.data.views(self.data.x["train"][idx], g_aug, 1).flatten(1)

@@ -183,6 +183,11 @@ class Method:
         return [(generator(self.device, derive_seed(sd["order"], f"epoch{epoch}")),
                  generator(self.device, derive_seed(sd["aug"], f"epoch{epoch}"))) for sd in self.seeds]
 
+    def one_seed_epoch(self, epoch: int, L: int) -> tuple[torch.Generator, list[torch.Tensor], EpochStats]:
+        """The augmentation generator, batch indices and statistics of one seed's epoch (S = 1)."""
+        g_order, g_aug = self.epoch_gens(epoch)[0]
+        return g_aug, self.data.epoch_order(g_order, self.cfg.batch_size), self.new_stats(L)
+
     def new_stats(self, L: int, dtype: torch.dtype | None = None,
                   classes: tuple[int, int] | None = None) -> EpochStats:
         return EpochStats(self.S, L, self.device, dtype, classes)

@@ -9,7 +9,7 @@ Stages
 One process per contiguous group of layers (:func:`stage_layers`; when the layers do not divide
 evenly the *later* stages get the extra layer, because layer 0 also holds the patch embedding).
 Stage 0 draws the batch order and the augmented views from exactly the generators of
-:meth:`vit.train._CFF.train_epoch`; every stage runs :meth:`vit.train._CFF.layer_step` (the one
+:meth:`vit.cff.CFF.train_epoch`; every stage runs :meth:`vit.cff.CFF.layer_step` (the one
 definition of the local forward / SupCon-margin loss / backward / AdamW step) on its layers and
 sends the detached output (both views, view-major) and the labels to the next stage with
 ``isend``; the next stage has ``irecv`` posted for at most ``depth`` batches ahead and the
@@ -19,18 +19,17 @@ link exist at any time (flat memory).  Message tags are ``2·step`` (activations
 trainer (layer ``l``'s output for batch ``s`` is computed before its own step ``s``, in both), so
 **the same seed gives the same weights** (bit for bit with the same kernels; the tests check it).
 
-After each epoch the per-layer statistics are summed (``all_reduce``; each row is non-zero on
-its owner only, so the sum is exact), the last stage broadcasts the nearest-class-mean class
-means, and every layer's parameters and AdamW state are broadcast from its owner, so every
-rank holds the full model.  Rank 0 then runs :meth:`_CFF.evaluate`, writes the epoch
-checkpoint in :func:`vit.train.train_run`'s format and, after the last epoch, calls
-:func:`vit.train.train_run` itself, which finds the complete checkpoint, skips stage 1 and does
-model selection, the stage-2 head and ``result.json`` -- so a pipelined run and a sequential run
-write the same files, and either can resume the other's checkpoint.
+After each epoch the statistics (:class:`vit.method.EpochStats`) are summed over the ranks
+(``all_reduce``; each layer's rows, and the class sums of the last layer, are non-zero on their
+owner only, so the sums are exact), and every layer's parameters and AdamW state are broadcast
+from its owner, so every rank holds the full model.  The epoch plugs into the one run loop of
+:mod:`vit.train` (:func:`pipelined_epochs`): rank 0 evaluates, checkpoints, logs, selects and
+runs stage 2, so a pipelined run and a sequential run write the same files, and either can
+resume the other's checkpoint.
 
-Backends: gloo on CPU, nccl on GPU (one GPU per process, ``cuda:LOCAL_RANK``).  On a single
-GPU, :func:`streams_train_epoch` is the single-device form: stage ``s`` runs on its own CUDA
-stream and batch ``t - s`` at pipeline tick ``t``, dependencies by CUDA events.
+Backends: gloo on CPU, nccl on GPU (one GPU per process, ``cuda:LOCAL_RANK``; :mod:`vit.distributed`).
+On a single GPU, :func:`streams_train_epoch` is the single-device form: stage ``s`` runs on its
+own CUDA stream and batch ``t - s`` at pipeline tick ``t``, dependencies by CUDA events.
 
 Entry points::
 
@@ -39,17 +38,13 @@ Entry points::
     python -m vit.pipeline bench                        # sequential vs pipelined epoch time, ratios
 
 Python API: :func:`train_run_pipelined` (inside an initialised process group),
-:func:`launch_local` (spawn ``world`` gloo processes on 127.0.0.1), :func:`pipelined_train_epoch`,
-:func:`streams_train_epoch`, :func:`bench_pipeline`, :func:`add_pipeline_args` /
-:func:`run_pipeline_from_args` (the ``cffdyn vit train --pipeline`` hook).
+:func:`pipelined_train_epoch`, :func:`streams_train_epoch`, :func:`bench_pipeline`,
+:func:`add_pipeline_args` / :func:`run_pipeline_from_args` (the ``cffdyn vit train --pipeline`` hook).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -66,13 +61,14 @@ from vit.config import CFF_METHODS, TrainConfig, load_run_dataset
 from vit.config_args import add_train_config_args, train_config_from_args
 from vit.data import Dataset
 from vit.device import DeviceData, autocast, resolve_device, sync, use_precision
+from vit.distributed import backend_for, init_from_env, launch_local
 from vit.models import pool
 from vit.train import Epochs, RunInterrupted, build_method, train_run
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
-           "launch_local", "free_port", "init_from_env", "bench_pipeline", "format_bench",
+           "bench_pipeline", "format_bench",
            "add_pipeline_args", "run_pipeline_from_args", "main", "PIPELINE_METHODS", "pipelined_epochs",
-           "local_train", "local_train_many"]
+           "local_train", "local_train_many", "check_pipeline_method"]
 
 PIPELINE_METHODS: tuple[str, ...] = CFF_METHODS
 DEFAULT_DEPTH = 2
@@ -114,22 +110,26 @@ def _output_specs(method) -> list[_Spec]:
     return specs
 
 
+def check_pipeline_method(method: str) -> None:
+    """Refuse a method whose layers are not trained locally (only those can be pipelined)."""
+    if method not in PIPELINE_METHODS:
+        raise ValueError(f"pipeline: method {method!r} is not layer-local; choose from {', '.join(PIPELINE_METHODS)}")
+
+
 def _check_method(method) -> None:
-    if method.cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"pipeline: method {method.cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
+    check_pipeline_method(method.cfg.method)
     if method.S != 1:
         raise ValueError(f"pipeline: one seed per pipeline (S=1), got S={method.S}")
 
 
 # ============================================================================ one epoch, one stage
 def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int,
-                          depth: int = DEFAULT_DEPTH, timing: dict[str, float] | None = None) -> dict[str, Any]:
+                          depth: int = DEFAULT_DEPTH, timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """This rank's part of one pipelined CFF epoch (collective: every rank of the default
     process group calls it with the same arguments but its own ``rank``).
 
-    ``method`` is a :class:`vit.train._CFF` built identically on every rank.  Returns what
-    :meth:`_CFF.train_epoch` returns (``{"layers": [...]}``), on every rank, and leaves every
+    ``method`` is a :class:`vit.cff.CFF` built identically on every rank.  Returns what
+    :meth:`vit.cff.CFF.train_epoch` returns (``[{"layers": [...]}]``), on every rank, and leaves every
     rank with the full updated model, optimiser states and ``class_means``.  With a ``timing``
     dict, host wall seconds are added to its keys ``input`` (stage 0: views), ``compute`` (layer
     steps), ``recv_wait``, ``send_wait`` and ``sync`` (end-of-epoch collectives); on CUDA
@@ -250,10 +250,10 @@ def _broadcast_layers(method, stages: Sequence[range]) -> None:
 
 
 # ============================================================================ one GPU: CUDA streams
-def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]:
+def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> list[dict[str, Any]]:
     """Single-device pipeline form: ``n_stages`` CUDA streams, stage ``s`` processes batch
     ``t - s`` at tick ``t`` on its own stream; a CUDA event orders each hand-over.  Same updates
-    as :meth:`_CFF.train_epoch` (same per-layer input order).  CUDA only (ValueError on CPU)."""
+    as :meth:`vit.cff.CFF.train_epoch` (same per-layer input order) and returns what it returns.  CUDA only (ValueError on CPU)."""
     _check_method(method)
     if method.device.type != "cuda":
         raise ValueError("streams_train_epoch needs a CUDA device")
@@ -303,57 +303,6 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
     return method.end_epoch(stats, epoch, n)
 
 
-# ============================================================================ process groups
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _backend_for(device: str) -> str:
-    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
-
-
-def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> tuple[int, int]:
-    """Initialise the default process group from torchrun's environment (``env://``); on CUDA
-    select ``cuda:LOCAL_RANK``.  Returns (rank, world)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ValueError("not launched by torchrun (RANK/WORLD_SIZE unset)")
-    backend = _backend_for(device)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _local_entry(rank: int, world: int, port: int, backend: str, threads: int, fn: Callable, args: tuple) -> None:
-    torch.set_num_threads(threads)
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(hours=24))
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_local(fn: Callable, args: tuple, world: int, *, backend: str = "gloo", threads: int = 1) -> None:
-    """Run ``fn(*args)`` in ``world`` fresh processes (spawn) joined in a process group on
-    127.0.0.1 (free port); ``threads`` intra-op threads each.  ``fn`` must be a module-level
-    function; it reads its rank from ``torch.distributed``.  Raises if any process fails."""
-    import torch.multiprocessing as mp
-
-    if world < 1:
-        raise ValueError(f"launch_local: world={world} must be >= 1")
-    if backend == "nccl" and torch.cuda.device_count() < world:
-        raise ValueError(f"launch_local: nccl needs one GPU per process ({world}); "
-                         f"{torch.cuda.device_count()} visible")
-    mp.spawn(_local_entry, args=(world, free_port(), backend, int(threads), fn, args), nprocs=world, join=True)
-
-
 # ============================================================================ a whole run
 def _decide_on_rank0(fn: Callable[[], Any]) -> Any:
     """``fn()`` on rank 0 (the run directory lives on its file system), its value or its error
@@ -388,9 +337,7 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
     (``None`` elsewhere); writes the same ``out_dir`` files as ``train_run``."""
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    if cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"pipeline: method {cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
+    check_pipeline_method(cfg.method)
     if not dist.is_initialized():
         raise ValueError("train_run_pipelined needs an initialised process group (torchrun or launch_local)")
     stages = stage_layers(cfg.n_layers, dist.get_world_size())
@@ -443,10 +390,8 @@ def run_pipeline_from_args(args: argparse.Namespace, cfg: TrainConfig, out: str 
         return train_run_pipelined(cfg, out, depth=args.pipeline_depth, progress=progress)
     procs = int(args.pipeline_procs)
     stage_layers(cfg.n_layers, procs)          # validate before spawning
-    if cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"--pipeline: method {cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
-    backend = _backend_for(cfg.device)
+    check_pipeline_method(cfg.method)
+    backend = backend_for(cfg.device)
     threads = args.pipeline_threads or max(1, (os.cpu_count() or 1) // procs)
     launch_local(local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
                  backend=backend, threads=threads)
@@ -537,7 +482,7 @@ def bench_pipeline(cfg: TrainConfig | None = None, *, epochs: int = 3, world: in
     cores = os.cpu_count() or 1
     n_stages = min(world, cfg.n_layers)
     stage_layers(cfg.n_layers, n_stages)
-    backend = _backend_for(cfg.device)
+    backend = backend_for(cfg.device)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         jf = str(Path(tmp) / "bench.json")
