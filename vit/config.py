@@ -204,7 +204,7 @@ def load_run_dataset(cfg: TrainConfig) -> Dataset:
 
 def departures(cfg: TrainConfig) -> list[str]:
     """Names of this config's departures from the reference protocol (empty under 'reference'
-    for everything this module controls; augmentation details belong to ``vit.augment``)."""
+    for everything this package controls; augmentation details belong to ``vit.augment``)."""
     init = (["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
             if cfg.init == "small" and cfg.method != "ffcl" else [])
     ref_pad = REFERENCE_PADDING.get(cfg.dataset)
@@ -216,7 +216,7 @@ def departures(cfg: TrainConfig) -> list[str]:
         out = ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
         return init + out + ([f"precision:{cfg.precision}"] if cfg.precision != "fp32" else [])
     out = list(init)
-    if cfg.method in ("cff2", "cff1"):
+    if cfg.method in CFF_METHODS:
         out += ["selection:clean_plus_fixed_augmented_view", "head:clean_precomputed_features_best_val_acc"]
         if cfg.method == "cff1":
             out.append("cff1:mean_over_anchors_with_positive")
