@@ -33,7 +33,7 @@ def test_an_explicit_crop_pad_overrides_the_dataset_padding_and_is_a_named_depar
         y = A.augment(x, torch.Generator().manual_seed(0), "crop_flip", dataset="fashion_mnist", pad=pad)
         zero_rows = (y.abs().sum(dim=(1, 3)) == 0).sum(dim=1)
         assert zero_rows.max() == pad                         # the crop never reaches further in
-    from vit.train import TrainConfig, departures
+    from vit.config import TrainConfig, departures
     assert departures(TrainConfig(dataset="cifar10", protocol="reference", crop_pad=4)) == ["augment:crop_pad_4_not_12"]
     assert departures(TrainConfig(dataset="cifar10", protocol="reference", crop_pad=12)) == []
     assert departures(TrainConfig(protocol="reference", crop_pad=1)) == []   # no reference padding for Fashion-MNIST

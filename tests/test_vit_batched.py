@@ -6,7 +6,9 @@ import torch
 
 from vit.data import load_dataset
 from vit.models import seed_slice
-from vit.train import DeviceData, TrainConfig, build_method, train_run, train_runs
+from vit.config import TrainConfig
+from vit.device import DeviceData
+from vit.train import build_method, train_run, train_runs
 
 BASE = TrainConfig(dataset="digits", subset=400, patch=2, embed_dim=16, heads=2, layers=2, epochs=2,
                    head_epochs=2, batch_size=96, device="cpu", loss_mode="clamp")

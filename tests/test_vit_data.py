@@ -91,7 +91,7 @@ def test_subset_seed_fixes_the_images_and_the_split_seed_moves_the_split():
     # a subset seed equal to the split seed (or none) is the one-permutation draw of before
     for a, b in zip(split_indices(1000, 4, subset=300, subset_seed=4), split_indices(1000, 4, subset=300)):
         np.testing.assert_array_equal(a, b)
-    from vit.train import TrainConfig, data_key
+    from vit.config import TrainConfig, data_key
     c = TrainConfig(subset=300, seed_subset=7)
     assert c.resolved_seeds()["subset"] == 7 and c.replace(seed=1).resolved_seeds()["split"] == 1
     assert TrainConfig(seed_split=3).resolved_seeds()["subset"] == 3

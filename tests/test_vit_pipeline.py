@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("sklearn")
 
 from cffdyn.io import read_json  # noqa: E402
-from vit.pipeline import (_local_train_many, add_pipeline_args, launch_local, stage_layers,  # noqa: E402
+from vit.pipeline import (local_train_many, add_pipeline_args, launch_local, stage_layers,  # noqa: E402
                           streams_train_epoch)
 from vit.train import TrainConfig, train_run  # noqa: E402
 
@@ -52,7 +52,7 @@ JOBS = {"cff2": (TINY, 2, None), "cff1": (TINY.replace(method="cff1"), 1, None),
 @pytest.fixture(scope="module")
 def piped(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
-    launch_local(_local_train_many, ([(c.to_dict(), str(root / k), d, False, s) for k, (c, d, s) in JOBS.items()],),
+    launch_local(local_train_many, ([(c.to_dict(), str(root / k), d, False, s) for k, (c, d, s) in JOBS.items()],),
                  2, threads=1)
     return root
 
@@ -110,16 +110,17 @@ def test_bad_input():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams form needs a GPU")
 def test_cuda_streams_epoch_matches_sequential():
     from vit.data import load_dataset
-    from vit.train import DeviceData, build_method
+    from vit.device import DeviceData
+    from vit.train import build_method
 
-    cfg = TINY.replace(device="cuda", amp=False, layers=4)
+    cfg = TINY.replace(device="cuda", layers=4)
     ds = load_dataset("digits", subset=300, seed=cfg.seed)
     a = build_method(cfg, DeviceData(ds, torch.device("cuda"), cfg.augment))
     b = build_method(cfg, DeviceData(ds, torch.device("cuda"), cfg.augment))
     for e in range(2):
         ra = a.train_epoch(e)
         rb = streams_train_epoch(b, e, n_stages=2)
-        for x, y in zip(ra["layers"], rb["layers"]):
+        for x, y in zip(ra[0]["layers"], rb[0]["layers"]):
             assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-5)
     for pa, pb in zip(a.encoder.parameters(), b.encoder.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)

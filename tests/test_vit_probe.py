@@ -12,7 +12,9 @@ pytest.importorskip("sklearn")
 from vit.data import load_dataset  # noqa: E402
 from vit.diagnostics import topk_accuracy  # noqa: E402
 from vit.probe import raw_pixel_probe  # noqa: E402
-from vit.train import DeviceData, TrainConfig, fit_heads  # noqa: E402
+from vit.config import TrainConfig  # noqa: E402
+from vit.device import DeviceData  # noqa: E402
+from vit.head import fit_heads  # noqa: E402
 
 CFG = TrainConfig(dataset="digits", subset=600, batch_size=64, head_epochs=12, head_lr=5e-3, device="cpu")
 

@@ -193,6 +193,7 @@ def test_presets_print_a_projected_wall_time():
 
 
 def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
+    import vit.cff as vc
     import vit.train as vb
 
     cfg = CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=2)
@@ -207,17 +208,17 @@ def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
             return real(rcs, dirs, **kw)
         state["n"] += 1
         if state["n"] == 2:
-            orig = vb._CFF.train_epoch
+            orig = vc.CFF.train_epoch
 
             def once(self, epoch):
                 if epoch == 1:
                     raise RunInterrupted("killed")
                 return orig(self, epoch)
-            monkeypatch.setattr(vb._CFF, "train_epoch", once)
+            monkeypatch.setattr(vc.CFF, "train_epoch", once)
             try:
                 return real(rcs, dirs, **kw)
             finally:
-                monkeypatch.setattr(vb._CFF, "train_epoch", orig)
+                monkeypatch.setattr(vc.CFF, "train_epoch", orig)
         return real(rcs, dirs, **kw)
 
     monkeypatch.setattr(vb, "train_runs", killing)

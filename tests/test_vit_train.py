@@ -10,13 +10,18 @@ import torch
 
 pytest.importorskip("sklearn")
 
-import vit.train as vt  # noqa: E402
+import vit.config as vc  # noqa: E402
+import vit.device as vd  # noqa: E402
+import vit.method as vm  # noqa: E402
+from cffdyn.errors import CorruptFileError  # noqa: E402
 from vit.cli import main as cli_main  # noqa: E402
 from vit.data import load_dataset  # noqa: E402
 from vit.diagnostics import fisher_criterion  # noqa: E402
 from vit.losses import supcon_loss  # noqa: E402
-from vit.train import (DeviceData, NonFiniteLoss, RunInterrupted, TrainConfig, build_method,  # noqa: E402
-                       train_run)
+from vit.config import TrainConfig  # noqa: E402
+from vit.device import DeviceData  # noqa: E402
+from vit.method import NonFiniteLoss  # noqa: E402
+from vit.train import RunInterrupted, build_method, train_run  # noqa: E402
 
 TINY = TrainConfig(dataset="digits", subset=300, embed_dim=16, heads=2, layers=2, patch=2, epochs=2,
                    head_epochs=30, batch_size=64, head_lr=5e-3, device="cpu")
@@ -112,7 +117,7 @@ def test_resume_equals_uninterrupted(tmp_path, digits):
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, digits, monkeypatch):
     calls = {"n": 0}
-    real = vt.supcon_loss
+    real = vm.supcon_loss
 
     def poisoned(*a, **k):
         calls["n"] += 1
@@ -123,7 +128,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, digits, monkeypatch
             return loss * float("nan"), st
         return out
 
-    monkeypatch.setattr(vt, "supcon_loss", poisoned)
+    monkeypatch.setattr(vm, "supcon_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"layer 1, epoch 1, step 0"):
         train_run(TINY, tmp_path, progress=False, dataset=digits)
     ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -258,7 +263,7 @@ def test_checkpoint_with_code_is_refused(tmp_path, digits, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "ckpt.pt").write_bytes(pickle.dumps({"configs": [TINY.to_dict()], "epoch": 0, "x": _Evil()}))
-    with pytest.raises(vt.CorruptFileError, match="weights_only") as ei:
+    with pytest.raises(CorruptFileError, match="weights_only") as ei:
         train_run(TINY, out, progress=False, dataset=digits)
     assert "pwned" not in capsys.readouterr().out
     assert str(out / "ckpt.pt") in str(ei.value) and "delete it" in str(ei.value)
@@ -269,7 +274,7 @@ def test_corrupt_checkpoint_names_path_and_fix(tmp_path, digits):
     out = tmp_path / "run"
     out.mkdir()
     (out / "ckpt.pt").write_bytes(b"PK\x03\x04 garbage, a torn write")
-    with pytest.raises(vt.CorruptFileError) as ei:
+    with pytest.raises(CorruptFileError) as ei:
         train_run(TINY, out, progress=False, dataset=digits)
     msg = str(ei.value)
     assert str(out / "ckpt.pt") in msg and "delete it" in msg and len(msg.splitlines()) == 1
@@ -279,7 +284,7 @@ def test_precision_recorded_and_in_config_hash():
     from vit.cli import _run_name
     assert _run_name(TINY) != _run_name(TINY.replace(precision="bf16"))
     with pytest.raises(ValueError, match="precision=tf32"):
-        vt.check_precision("tf32", torch.device("cpu"))
+        vd.check_precision("tf32", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
         TINY.replace(precision="fp16")
 
@@ -288,9 +293,9 @@ def test_reference_protocol_has_no_departures(digits):
     res = train_run(TINY.replace(protocol="reference", epochs=1, head_epochs=2), progress=False, dataset=digits)
     assert res["departures"] == [] and res["protocol"] == "reference"
     assert res["head"]["selection"] == "val_ce_aug_view0"
-    ours = vt.departures(TINY.replace(method="cff1"))
+    ours = vc.departures(TINY.replace(method="cff1"))
     assert "cff1:mean_over_anchors_with_positive" in ours and not any(d.startswith("init:") for d in ours)
-    assert "init:pos_embedding_std_0.02" in vt.departures(TINY.replace(init="small", protocol="reference"))
+    assert "init:pos_embedding_std_0.02" in vc.departures(TINY.replace(init="small", protocol="reference"))
     assert TINY.replace(method="bp", protocol="reference").method_lr() == 5e-4
 
 

@@ -9,7 +9,7 @@ Rows (one CFF two-forward training step over all layers, ``cff2``, clamp margins
                with 4 workers (capped at the CPU count) and pinned memory (on CUDA), the batch
                copied to the device, then per layer two separate forwards (one per view), the loss
                in fp32, backward, AdamW, and ``loss.item()`` (one host sync per layer).
-``ours S=1``   :class:`vit.train._CFF` 's training step (``train_step``: on-device batched
+``ours S=1``   :class:`vit.cff.CFF` 's training step (``train_step``: on-device batched
                augmentation, both views in one forward, diagnostics on the device, fused/foreach
                AdamW, CUDA-graph replay on CUDA) for one seed, at every precision the device
                supports (CPU: fp32, and bf16 where the CPU has it; CUDA: fp32, tf32, bf16).
@@ -42,7 +42,9 @@ from vit.augment import default_pad
 from vit.data import Dataset, load_dataset
 from vit.losses import supcon_loss
 from vit.models import patchify
-from vit.train import PRECISIONS, DeviceData, TrainConfig, _sync, build_method, check_precision, resolve_device
+from vit.config import TrainConfig
+from vit.device import DeviceData, resolve_device, supported_precisions, sync, use_precision
+from vit.train import build_method
 
 __all__ = ["RefViT", "run_bench", "format_bench", "synthetic_dataset", "bench_configs", "PROTOCOL_RUNS"]
 
@@ -177,11 +179,11 @@ class _OursLoop:
         self._new_epoch()
 
     def _new_epoch(self) -> None:
-        self.gens = self.m._epoch_gens(self.epoch)
-        self.orders = self.m._batch_orders(self.gens)
+        self.gens = self.m.epoch_gens(self.epoch)
+        self.orders = self.m.batch_orders(self.gens)
         self.orders = [[b for b in o if b.shape[0] == self.m.cfg.batch_size] for o in self.orders]
         self.k = 0
-        self.buf = self.m._new_buf()
+        self.buf = self.m.new_epoch_stats()
         self.epoch += 1
 
     def step(self) -> None:
@@ -192,7 +194,7 @@ class _OursLoop:
 
 
 def bench_configs(device: torch.device) -> TrainConfig:
-    """GPU: ViT[128 4 5], patch 4, 32×32, batch 512 (the issue's configuration); CPU (2 cores):
+    """GPU: ViT[128 4 5], patch 4, 32×32, batch 512; CPU (2 cores):
     ViT[64 4 4], patch 7, Fashion-MNIST 28×28, batch 128."""
     if device.type == "cuda":
         return TrainConfig(dataset="cifar10", subset=None, embed_dim=128, heads=4, layers=5, patch=4,
@@ -208,23 +210,12 @@ def _count_ops(fn: Callable[[], Any], device: torch.device) -> int:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         fn()
-        _sync(device)
+        sync(device)
     names = [e.name for e in prof.events()]
     if device.type == "cuda":
         return sum(1 for n in names if n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
                                              "cudaGraphLaunch", "cuLaunchKernelEx"))
     return sum(1 for n in names if n.startswith("aten::"))
-
-
-def _precisions(device: torch.device) -> list[str]:
-    ok = []
-    for p in PRECISIONS:
-        try:
-            check_precision(p, device)
-            ok.append(p)
-        except ValueError:
-            pass
-    return ok
 
 
 def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: int = 7, workers: int | None = None,
@@ -258,18 +249,19 @@ def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: i
     loops: list[tuple[dict[str, Any], Callable[[], Any]]] = []
     ref = _ReferenceLoop(cfg, ds, dev, workers)
     loops.append(({"impl": "reference", "precision": "fp32", "seeds": 1}, ref.step))
-    for p in _precisions(dev):
+    for p in supported_precisions(dev):
         for s in ((1, seeds) if seeds > 1 else (1,)):
             o = _OursLoop(cfg.replace(precision=p), ds, dev, s)
             loops.append(({"impl": "ours", "precision": p, "seeds": s}, o.step))
     times: list[list[float]] = [[] for _ in loops]
     for r in range(rounds + 1):                       # round 0: warm-up (capture, allocator, workers)
-        for k, (_, fn) in enumerate(loops):
-            _sync(dev)
+        for k, (meta, fn) in enumerate(loops):
+            use_precision(meta["precision"], dev)        # each row at its own matmul mode
+            sync(dev)
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
-            _sync(dev)
+            sync(dev)
             if r > 0:
                 times[k].append((time.perf_counter() - t0) / steps * 1e3)
     ops = [_count_ops(fn, dev) for _, fn in loops]

@@ -1,4 +1,4 @@
-"""Command-line options for every :class:`vit.train.TrainConfig` field (shared by ``cffdyn vit
+"""Command-line options for every :class:`vit.config.TrainConfig` field (shared by ``cffdyn vit
 train`` and ``python -m vit.pipeline train``; a library module below both CLIs).
 
 Each field gets one ``--field-name`` option with a typed converter, so bad values fail at parse
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from cffdyn.errors import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
 
-__all__ = ["FIELD_HELP", "add_train_config_args", "train_config_from_args"]
+__all__ = ["FIELD_HELP", "field_parser", "parse_field_value", "add_train_config_args", "train_config_from_args"]
 
 FIELD_HELP: dict[str, str] = {
     "dataset": "dataset: fashion_mnist | digits | cifar10 | cifar100 | svhn",
@@ -84,37 +84,51 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
-def add_train_config_args(p: argparse.ArgumentParser, defaults=None) -> None:
-    """One ``--field`` option per :class:`TrainConfig` field (help from ``FIELD_HELP``)."""
-    from vit.train import QUICK, TrainConfig
+def field_parser(name: str) -> Callable[[str], Any]:
+    """The typed converter of :class:`TrainConfig` field ``name``'s command-line text (the one text
+    parser of a TrainConfig value: ``cffdyn vit train`` options and study overrides and levels)."""
+    from vit.config import TrainConfig
 
-    base = defaults or QUICK
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if name not in fields:
+        raise ValueError(f"unknown TrainConfig field {name!r}; choose from {', '.join(fields)}")
+    t = fields[name].type if isinstance(fields[name].type, str) else str(fields[name].type)
+    if "bool" in t:
+        kind = _bool
+    elif "int" in t:
+        kind = _INT_KIND.get(name, positive_int)
+    elif "float" in t:
+        kind = _FLOAT_KIND.get(name, finite_float)
+    else:
+        kind = str
+    return _optional(kind) if "None" in t else kind
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """``text`` as a value of :class:`TrainConfig` field ``name`` (ValueError naming both when it is not)."""
+    try:
+        return field_parser(name)(text.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"{name}={text!r}: {exc}") from None
+
+
+def add_train_config_args(p: argparse.ArgumentParser) -> None:
+    """One ``--field`` option per :class:`TrainConfig` field (help from ``FIELD_HELP``).  An option
+    not given leaves no value in the namespace (``argparse.SUPPRESS``), so
+    :func:`train_config_from_args` can take it from the preset."""
+    from vit.config import TrainConfig
+
     for f in dataclasses.fields(TrainConfig):
-        d = getattr(base, f.name)
-        t = f.type if isinstance(f.type, str) else str(f.type)
-        if "bool" in t:
-            kind = _bool
-        elif "int" in t:
-            kind = _INT_KIND.get(f.name, positive_int)
-        elif "float" in t:
-            kind = _FLOAT_KIND.get(f.name, finite_float)
-        else:
-            kind = str
-        if "None" in t:
-            kind = _optional(kind)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=d,
-                       metavar=f.name.upper(), help=FIELD_HELP.get(f.name, f.name))
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=field_parser(f.name),
+                       default=argparse.SUPPRESS, metavar=f.name.upper(), help=FIELD_HELP.get(f.name, f.name))
 
 
 def train_config_from_args(ns: argparse.Namespace, argv: Sequence[str] | None = None):
-    """The :class:`TrainConfig` of parsed options.  With ``argv``, options not given on the
-    command line take the dataset's preset (``QUICK_DIGITS`` for digits)."""
-    from vit.train import QUICK, QUICK_DIGITS, TrainConfig
+    """The :class:`TrainConfig` of parsed options: the options given on top of the dataset's preset
+    (``QUICK_DIGITS`` for digits, else ``QUICK``); an option not given never overrides the preset.
+    (``argv`` is not needed: the namespace holds exactly the options given.)"""
+    from vit.config import QUICK, QUICK_DIGITS, TrainConfig
 
-    vals = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
-    if argv is not None and vals["dataset"] == "digits":
-        given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-        for name, v in dataclasses.asdict(QUICK_DIGITS).items():
-            if name not in given and vals[name] == getattr(QUICK, name):
-                vals[name] = v
-    return TrainConfig(**vals)
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
+    preset = QUICK_DIGITS if given.get("dataset", QUICK.dataset) == "digits" else QUICK
+    return preset.replace(**given)

@@ -33,7 +33,7 @@ trained alone or with others:
                (q, k, v stacked, (3E, E)) xavier-uniform with zero bias and its out-projection
                with ``nn.Linear``'s weight init and zero bias, as ``nn.MultiheadAttention`` does;
                position embedding plain ``randn`` (std 1); LayerNorm ones/zeros.
-``small``      our earlier choice (``TrainConfig.init``; a named departure): every Linear (qkv
+``small``      this package's alternative (``TrainConfig.init``; a named departure): every Linear (qkv
                and out-projection included) with the ``nn.Linear`` default, position embedding
                ``0.02·randn``.
 

@@ -9,7 +9,7 @@ Stages
 One process per contiguous group of layers (:func:`stage_layers`; when the layers do not divide
 evenly the *later* stages get the extra layer, because layer 0 also holds the patch embedding).
 Stage 0 draws the batch order and the augmented views from exactly the generators of
-:meth:`vit.train._CFF.train_epoch`; every stage runs :meth:`vit.train._CFF.layer_step` (the one
+:meth:`vit.cff.CFF.train_epoch`; every stage runs :meth:`vit.cff.CFF.layer_step` (the one
 definition of the local forward / SupCon-margin loss / backward / AdamW step) on its layers and
 sends the detached output (both views, view-major) and the labels to the next stage with
 ``isend``; the next stage has ``irecv`` posted for at most ``depth`` batches ahead and the
@@ -19,18 +19,17 @@ link exist at any time (flat memory).  Message tags are ``2·step`` (activations
 trainer (layer ``l``'s output for batch ``s`` is computed before its own step ``s``, in both), so
 **the same seed gives the same weights** (bit for bit with the same kernels; the tests check it).
 
-After each epoch the per-layer statistics are summed (``all_reduce``; each row is non-zero on
-its owner only, so the sum is exact), the last stage broadcasts the nearest-class-mean class
-means, and every layer's parameters and AdamW state are broadcast from its owner, so every
-rank holds the full model.  Rank 0 then runs :meth:`_CFF.evaluate`, writes the epoch
-checkpoint in :func:`vit.train.train_run`'s format and, after the last epoch, calls
-:func:`vit.train.train_run` itself, which finds the complete checkpoint, skips stage 1 and does
-model selection, the stage-2 head and ``result.json`` -- so a pipelined run and a sequential run
-write the same files, and either can resume the other's checkpoint.
+After each epoch the statistics (:class:`vit.method.EpochStats`) are summed over the ranks
+(``all_reduce``; each layer's rows, and the class sums of the last layer, are non-zero on their
+owner only, so the sums are exact), and every layer's parameters and AdamW state are broadcast
+from its owner, so every rank holds the full model.  The epoch plugs into the one run loop of
+:mod:`vit.train` (:func:`pipelined_epochs`): rank 0 evaluates, checkpoints, logs, selects and
+runs stage 2, so a pipelined run and a sequential run write the same files, and either can
+resume the other's checkpoint.
 
-Backends: gloo on CPU, nccl on GPU (one GPU per process, ``cuda:LOCAL_RANK``).  On a single
-GPU, :func:`streams_train_epoch` is the single-device form: stage ``s`` runs on its own CUDA
-stream and batch ``t - s`` at pipeline tick ``t``, dependencies by CUDA events.
+Backends: gloo on CPU, nccl on GPU (one GPU per process, ``cuda:LOCAL_RANK``; :mod:`vit.distributed`).
+On a single GPU, :func:`streams_train_epoch` is the single-device form: stage ``s`` runs on its
+own CUDA stream and batch ``t - s`` at pipeline tick ``t``, dependencies by CUDA events.
 
 Entry points::
 
@@ -39,17 +38,13 @@ Entry points::
     python -m vit.pipeline bench                        # sequential vs pipelined epoch time, ratios
 
 Python API: :func:`train_run_pipelined` (inside an initialised process group),
-:func:`launch_local` (spawn ``world`` gloo processes on 127.0.0.1), :func:`pipelined_train_epoch`,
-:func:`streams_train_epoch`, :func:`bench_pipeline`, :func:`add_pipeline_args` /
-:func:`run_pipeline_from_args` (the ``cffdyn vit train --pipeline`` hook).
+:func:`pipelined_train_epoch`, :func:`streams_train_epoch`, :func:`bench_pipeline`,
+:func:`add_pipeline_args` / :func:`run_pipeline_from_args` (the ``cffdyn vit train --pipeline`` hook).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -61,19 +56,21 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
-from vit.data import Dataset
-from vit.models import pool
+from cffdyn.io import atomic_write_json, read_json
+from vit.config import CFF_METHODS, TrainConfig, load_run_dataset
 from vit.config_args import add_train_config_args, train_config_from_args
-from vit.train import (N_STATS, DeviceData, RunInterrupted, TrainConfig, _autocast, _mark_bad,
-                       _save_ckpt, _sync, build_method, ckpt_payload, finish_epoch, load_checkpoint,
-                       load_run_dataset, resolve_device, train_run)
+from vit.data import Dataset
+from vit.device import DeviceData, autocast, resolve_device, sync, use_precision
+from vit.distributed import backend_for, init_from_env, launch_local
+from vit.models import pool
+from vit.train import Epochs, RunInterrupted, build_method, train_run
 
 __all__ = ["stage_layers", "pipelined_train_epoch", "streams_train_epoch", "train_run_pipelined",
-           "launch_local", "free_port", "init_from_env", "bench_pipeline", "format_bench",
-           "add_pipeline_args", "run_pipeline_from_args", "main", "PIPELINE_METHODS"]
+           "bench_pipeline", "format_bench",
+           "add_pipeline_args", "run_pipeline_from_args", "main", "PIPELINE_METHODS", "pipelined_epochs",
+           "local_train", "local_train_many", "check_pipeline_method"]
 
-PIPELINE_METHODS: tuple[str, ...] = ("cff2", "cff1")
+PIPELINE_METHODS: tuple[str, ...] = CFF_METHODS
 DEFAULT_DEPTH = 2
 
 
@@ -106,29 +103,33 @@ def _output_specs(method) -> list[_Spec]:
     c, h, w = method.data.ds.image_shape
     x = torch.zeros(1, 1, c, h, w, device=method.device)       # stacked: one seed, one image
     specs = []
-    with _autocast(method.cfg, method.device):
+    with autocast(method.cfg, method.device):
         for layer in method.encoder.layers:
             x = layer(x)
             specs.append(_Spec(tuple(x.shape[2:]), x.dtype))
     return specs
 
 
+def check_pipeline_method(method: str) -> None:
+    """Refuse a method whose layers are not trained locally (only those can be pipelined)."""
+    if method not in PIPELINE_METHODS:
+        raise ValueError(f"pipeline: method {method!r} is not layer-local; choose from {', '.join(PIPELINE_METHODS)}")
+
+
 def _check_method(method) -> None:
-    if method.cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"pipeline: method {method.cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
+    check_pipeline_method(method.cfg.method)
     if method.S != 1:
         raise ValueError(f"pipeline: one seed per pipeline (S=1), got S={method.S}")
 
 
 # ============================================================================ one epoch, one stage
 def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int,
-                          depth: int = DEFAULT_DEPTH, timing: dict[str, float] | None = None) -> dict[str, Any]:
+                          depth: int = DEFAULT_DEPTH, timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """This rank's part of one pipelined CFF epoch (collective: every rank of the default
     process group calls it with the same arguments but its own ``rank``).
 
-    ``method`` is a :class:`vit.train._CFF` built identically on every rank.  Returns what
-    :meth:`_CFF.train_epoch` returns (``{"layers": [...]}``), on every rank, and leaves every
+    ``method`` is a :class:`vit.cff.CFF` built identically on every rank.  Returns what
+    :meth:`vit.cff.CFF.train_epoch` returns (``[{"layers": [...]}]``), on every rank, and leaves every
     rank with the full updated model, optimiser states and ``class_means``.  With a ``timing``
     dict, host wall seconds are added to its keys ``input`` (stage 0: views), ``compute`` (layer
     steps), ``recv_wait``, ``send_wait`` and ``sync`` (end-of-epoch collectives); on CUDA
@@ -143,11 +144,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     mine = stages[rank]
     L = len(method.encoder.layers)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)[0]
-    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
-    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
-    csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
-    ccnt = torch.zeros(method.num_classes, device=dev)
+    g_order, g_aug = method.epoch_gens(epoch)[0]
+    stats = method.new_epoch_stats()                              # stacked engine at S = 1
     method.encoder.train()
     batches = data.epoch_order(g_order, cfg.batch_size)   # same stream on every rank (cheap)
     n = len(batches)
@@ -183,8 +181,8 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
         t = clock()
         for l in mine:
             h, row, loss = method.layer_step(l, h, y)
-            acc[:, l] += row.to(acc.dtype)
-            _mark_bad(bad, l, loss, step)
+            stats.add(l, row)
+            stats.mark(l, loss, step)
         tm["compute"] += clock() - t
         t = clock()
         if rank < world - 1:
@@ -195,9 +193,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
                     wk.wait()
             tm["send_wait"] += clock() - t
         else:
-            yy = y[0].repeat(nv)
-            csum.index_add_(0, yy, pool(h)[0].float())
-            ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
+            stats.add_classes(y.repeat(1, nv), pool(h))
             tm["compute"] += clock() - t
     t = clock()
     while send_q:
@@ -205,18 +201,16 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
             wk.wait()
     tm["send_wait"] += clock() - t
     t = clock()
-    dist.all_reduce(acc)                       # rows are zero off their owner: the sum is exact
-    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    means = csum / ccnt.clamp(min=1)[:, None]
-    dist.broadcast(means, src=world - 1)
-    method.class_means = means.unsqueeze(0)
+    dist.all_reduce(stats.sums)                # rows are zero off their owner: the sum is exact
+    dist.all_reduce(stats.bad, op=dist.ReduceOp.MAX)
+    dist.all_reduce(stats.csum)                # zero off the last stage: the sum is exact
+    dist.all_reduce(stats.ccnt)
     _broadcast_layers(method, stages)
     tm["sync"] += clock() - t
     if timing is not None:
         for k, v in tm.items():
             timing[k] = timing.get(k, 0.0) + v
-    method._check_bad(bad, epoch)
-    return {"layers": method._layer_records(acc, n)[0]}
+    return method.end_epoch(stats, epoch, n)
 
 
 def _layer_tensors(method, layers: range) -> list[torch.Tensor]:
@@ -256,10 +250,10 @@ def _broadcast_layers(method, stages: Sequence[range]) -> None:
 
 
 # ============================================================================ one GPU: CUDA streams
-def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]:
+def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> list[dict[str, Any]]:
     """Single-device pipeline form: ``n_stages`` CUDA streams, stage ``s`` processes batch
     ``t - s`` at tick ``t`` on its own stream; a CUDA event orders each hand-over.  Same updates
-    as :meth:`_CFF.train_epoch` (same per-layer input order).  CUDA only (ValueError on CPU)."""
+    as :meth:`vit.cff.CFF.train_epoch` (same per-layer input order) and returns what it returns.  CUDA only (ValueError on CPU)."""
     _check_method(method)
     if method.device.type != "cuda":
         raise ValueError("streams_train_epoch needs a CUDA device")
@@ -267,11 +261,8 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
     L = len(method.encoder.layers)
     stages = stage_layers(L, n_stages)
     nv = method.n_views
-    g_order, g_aug = method._epoch_gens(epoch)[0]
-    acc = torch.zeros(1, L, N_STATS, device=dev)                  # stacked engine at S = 1
-    bad = torch.full((1, L), -1, dtype=torch.long, device=dev)
-    csum = torch.zeros(method.num_classes, method.encoder.embed_dim, device=dev)
-    ccnt = torch.zeros(method.num_classes, device=dev)
+    g_order, g_aug = method.epoch_gens(epoch)[0]
+    stats = method.new_epoch_stats()                              # stacked engine at S = 1
     method.encoder.train()
     batches = data.epoch_order(g_order, cfg.batch_size)
     main = torch.cuda.current_stream(dev)
@@ -299,75 +290,45 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> dict[str, Any]
                 y.record_stream(streams[s])
                 for l in layers:
                     h, row, loss = method.layer_step(l, h, y)
-                    acc[:, l] += row.to(acc.dtype)
-                    _mark_bad(bad, l, loss, step)
+                    stats.add(l, row)
+                    stats.mark(l, loss, step)
                 if s + 1 < len(stages):
                     e = torch.cuda.Event()
                     e.record(streams[s])
                     handoff[s + 1][step] = (h, y, e)
                 else:
-                    yy = y[0].repeat(nv)
-                    csum.index_add_(0, yy, pool(h)[0].float())
-                    ccnt.index_add_(0, yy, torch.ones_like(yy, dtype=torch.float32))
+                    stats.add_classes(y.repeat(1, nv), pool(h))
     for st in streams:
         main.wait_stream(st)
-    method._check_bad(bad, epoch)
-    method.class_means = (csum / ccnt.clamp(min=1)[:, None]).unsqueeze(0)
-    return {"layers": method._layer_records(acc, n)[0]}
-
-
-# ============================================================================ process groups
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _backend_for(device: str) -> str:
-    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
-
-
-def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> tuple[int, int]:
-    """Initialise the default process group from torchrun's environment (``env://``); on CUDA
-    select ``cuda:LOCAL_RANK``.  Returns (rank, world)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ValueError("not launched by torchrun (RANK/WORLD_SIZE unset)")
-    backend = _backend_for(device)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _local_entry(rank: int, world: int, port: int, backend: str, threads: int, fn: Callable, args: tuple) -> None:
-    torch.set_num_threads(threads)
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(hours=24))
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_local(fn: Callable, args: tuple, world: int, *, backend: str = "gloo", threads: int = 1) -> None:
-    """Run ``fn(*args)`` in ``world`` fresh processes (spawn) joined in a process group on
-    127.0.0.1 (free port); ``threads`` intra-op threads each.  ``fn`` must be a module-level
-    function; it reads its rank from ``torch.distributed``.  Raises if any process fails."""
-    import torch.multiprocessing as mp
-
-    if world < 1:
-        raise ValueError(f"launch_local: world={world} must be >= 1")
-    if backend == "nccl" and torch.cuda.device_count() < world:
-        raise ValueError(f"launch_local: nccl needs one GPU per process ({world}); "
-                         f"{torch.cuda.device_count()} visible")
-    mp.spawn(_local_entry, args=(world, free_port(), backend, int(threads), fn, args), nprocs=world, join=True)
+    return method.end_epoch(stats, epoch, n)
 
 
 # ============================================================================ a whole run
+def _decide_on_rank0(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 (the run directory lives on its file system), its value or its error
+    given to every rank."""
+    msg: list[Any] = [None]
+    err = None
+    if dist.get_rank() == 0:
+        try:
+            msg[0] = ("ok", fn())
+        except Exception as exc:   # every rank must hear of it, or the others wait forever
+            err, msg[0] = exc, ("error", f"{type(exc).__name__}: {exc}")
+    dist.broadcast_object_list(msg, src=0)
+    kind, value = msg[0]
+    if kind == "error":
+        raise err if err is not None else ValueError(value)
+    return value
+
+
+def pipelined_epochs(stages: Sequence[range], depth: int = DEFAULT_DEPTH) -> Epochs:
+    """The run loop's :class:`vit.train.Epochs` of this process's stage: the pipelined epoch,
+    rank 0 recording (evaluation, checkpoint, log, selection, stage 2, ``result.json``)."""
+    rank = dist.get_rank()
+    return Epochs(train=lambda m, e: pipelined_train_epoch(m, e, stages, rank, depth), lead=rank == 0,
+                  decide=_decide_on_rank0, barrier=dist.barrier, label=f"pipeline x{len(stages)} ")
+
+
 def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = DEFAULT_DEPTH,
                         progress: bool = True, dataset: Dataset | None = None,
                         stop_after_epoch: int | None = None) -> dict[str, Any] | None:
@@ -376,80 +337,15 @@ def train_run_pipelined(cfg: TrainConfig, out_dir: str | Path, *, depth: int = D
     (``None`` elsewhere); writes the same ``out_dir`` files as ``train_run``."""
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    if cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"pipeline: method {cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
+    check_pipeline_method(cfg.method)
     if not dist.is_initialized():
         raise ValueError("train_run_pipelined needs an initialised process group (torchrun or launch_local)")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    stages = stage_layers(cfg.n_layers, world)
-    out = Path(out_dir)
-    cfg_dict = cfg.to_dict()
-    res_path, ckpt_path = out / "result.json", out / "ckpt.pt"
-    # rank 0 decides (the run directory lives on its file system) and tells the others
-    msg: list[Any] = [None]
-    if rank == 0:
-        ck = None
-        if res_path.is_file():
-            prev = read_json(res_path)
-            msg[0] = ("done", None) if prev.get("config") == cfg_dict else \
-                ("error", f"{res_path} holds a run with a different config; use another out_dir")
-        else:
-            if ckpt_path.is_file():
-                ck = load_checkpoint(ckpt_path, "cpu")
-                if ck["configs"] != [cfg_dict]:
-                    msg[0] = ("error", f"{ckpt_path} belongs to a different config; use another out_dir")
-            if msg[0] is None:
-                msg[0] = ("run", ck)
-    dist.broadcast_object_list(msg, src=0)
-    kind, payload = msg[0]
-    if kind == "error":
-        raise ValueError(payload)
-    if kind == "done":
-        return train_run(cfg, out, progress=False) if rank == 0 else None
-
-    device = resolve_device(cfg.device)
-    if dataset is None:
-        dataset = load_run_dataset(cfg)
-    data = DeviceData.for_config(dataset, cfg, device)
-    method = build_method(cfg, data)
-    histories: list[list[dict[str, Any]]] = [[]]
-    bests: list[dict[str, Any]] = [{"epoch": -1, "metric": None, "state": method.model_state(0)}]
-    start, t_all = 0, []
-    if payload is not None:
-        method.load_state(payload["state"])
-        histories, bests, start = payload["histories"], payload["bests"], int(payload["epoch"]) + 1
-        t_all = list(payload["t_all"])
-        if "class_means" in payload:
-            method.class_means = payload["class_means"].to(device)
-    if rank == 0:  # the log mirrors the checkpointed history (a killed run may have torn it)
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in histories[0]))
-    prog = Progress(cfg.epochs, f"pipeline x{world} {cfg.method}/{cfg.loss_mode} {cfg.dataset} seed {cfg.seed}",
-                    enabled=progress and rank == 0)
-    prog.update(start)
-    for epoch in range(start, cfg.epochs):
-        dist.barrier()                        # all stages start together (rank 0 evaluated last epoch)
-        _sync(device)
-        t0 = time.perf_counter()
-        rec = pipelined_train_epoch(method, epoch, stages, rank, depth)
-        _sync(device)
-        t_train = time.perf_counter() - t0
-        t_all.append(t_train)
-        if rank == 0:
-            rec = finish_epoch(method, epoch, [rec], t_train, t0 + t_train, histories, bests)[0]
-            _save_ckpt(ckpt_path, ckpt_payload(method, [cfg_dict], epoch, histories, bests, t_all))
-            append_jsonl(out / "log.jsonl", [rec])
-            prog.update(epoch + 1, f"val {rec['metric']:.4f} acc {rec.get('val_acc', float('nan')):.3f} "
-                                   f"epoch {t_train:.2f} s")
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
-            dist.barrier()
-            raise RunInterrupted(f"stopped after epoch {epoch} (stop_after_epoch)")
-    dist.barrier()
-    # stage 1 is complete in the checkpoint: train_run skips it and does selection, head, result.json
-    return train_run(cfg, out, progress=False, dataset=dataset) if rank == 0 else None
+    stages = stage_layers(cfg.n_layers, dist.get_world_size())
+    return train_run(cfg, out_dir, progress=progress, stop_after_epoch=stop_after_epoch, dataset=dataset,
+                     epochs=pipelined_epochs(stages, depth))
 
 
-def _local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_after_epoch: int | None) -> None:
+def local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_after_epoch: int | None) -> None:
     """Spawned stage: one pipelined run (a RunInterrupted from ``stop_after_epoch`` ends it quietly)."""
     try:
         train_run_pipelined(TrainConfig.from_dict(cfg_dict), out_dir, depth=depth, progress=progress,
@@ -458,10 +354,10 @@ def _local_train(cfg_dict: dict, out_dir: str, depth: int, progress: bool, stop_
         pass
 
 
-def _local_train_many(jobs: list[tuple]) -> None:
-    """Spawned stage: several :func:`_local_train` argument tuples in one process group (tests)."""
+def local_train_many(jobs: list[tuple]) -> None:
+    """Spawned stage: several :func:`local_train` argument tuples in one process group (tests)."""
     for job in jobs:
-        _local_train(*job)
+        local_train(*job)
 
 
 # ============================================================================ CLI hook
@@ -494,12 +390,10 @@ def run_pipeline_from_args(args: argparse.Namespace, cfg: TrainConfig, out: str 
         return train_run_pipelined(cfg, out, depth=args.pipeline_depth, progress=progress)
     procs = int(args.pipeline_procs)
     stage_layers(cfg.n_layers, procs)          # validate before spawning
-    if cfg.method not in PIPELINE_METHODS:
-        raise ValueError(f"--pipeline: method {cfg.method!r} is not layer-local; choose from "
-                         f"{', '.join(PIPELINE_METHODS)}")
-    backend = _backend_for(cfg.device)
+    check_pipeline_method(cfg.method)
+    backend = backend_for(cfg.device)
     threads = args.pipeline_threads or max(1, (os.cpu_count() or 1) // procs)
-    launch_local(_local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
+    launch_local(local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
                  backend=backend, threads=threads)
     return read_json(Path(out) / "result.json")
 
@@ -525,6 +419,7 @@ def _bench_worker(cfg_dict: dict, epochs: int, depth: int, n_stages: int, out_js
     cores = os.cpu_count() or 1
     own = torch.get_num_threads()
     ds = load_run_dataset(cfg)
+    use_precision(cfg.precision, dev)
 
     def mk(c: TrainConfig):
         return build_method(c, DeviceData.for_config(ds, c, dev))
@@ -551,18 +446,18 @@ def _bench_worker(cfg_dict: dict, epochs: int, depth: int, n_stages: int, out_js
                 dist.barrier()
             if rank == 0:
                 torch.set_num_threads(th)
-                _sync(dev)
+                sync(dev)
                 t0 = time.perf_counter()
                 fn(m, e)
-                _sync(dev)
+                sync(dev)
                 times[name].append(time.perf_counter() - t0)
                 torch.set_num_threads(own)
         if pipe is not None:
             dist.barrier()
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             pipelined_train_epoch(pipe, e, stages, rank, depth, timing=breakdown if e > 0 else None)
-            _sync(dev)
+            sync(dev)
             times[pipe_name].append(time.perf_counter() - t0)
     per_rank: list[Any] = [None] * world
     if distributed:
@@ -587,7 +482,7 @@ def bench_pipeline(cfg: TrainConfig | None = None, *, epochs: int = 3, world: in
     cores = os.cpu_count() or 1
     n_stages = min(world, cfg.n_layers)
     stage_layers(cfg.n_layers, n_stages)
-    backend = _backend_for(cfg.device)
+    backend = backend_for(cfg.device)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         jf = str(Path(tmp) / "bench.json")

@@ -2,7 +2,7 @@
 
 The probe trains the CFF stage-2 head on the flattened, normalised pixels instead of the
 encoder's last-layer token mean, through the same function as the CFF heads
-(:func:`vit.train.fit_heads`), so head, protocol ('reference' or 'cffdyn', with its augmentation
+(:func:`vit.head.fit_heads`), so head, protocol ('reference' or 'cffdyn', with its augmentation
 and its selection rule), seeds and images (the run's own train/validation/test split) are the
 same: the only difference from the CFF head is the input.
 """
@@ -12,7 +12,9 @@ from typing import Any
 
 from vit.data import Dataset
 from vit.diagnostics import topk_accuracy
-from vit.train import DeviceData, TrainConfig, fit_heads, resolve_device
+from vit.config import TrainConfig
+from vit.device import DeviceData, resolve_device
+from vit.head import fit_heads
 
 __all__ = ["raw_pixel_probe"]
 

@@ -55,7 +55,7 @@ def run_shard(cfg: StudyConfig, out_dir: str | Path, rank: int, world: int, *, p
         raise ValueError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
     if cfg.batched:
         raise ValueError("shard: batched studies train a whole cell at once; shard with batched=False")
-    from vit.train import data_key, load_run_dataset
+    from vit.config import data_key, load_run_dataset
 
     out = Path(out_dir)
     mine = shard_runs(cfg, rank, world)

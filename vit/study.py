@@ -83,7 +83,7 @@ from typing import Any, Mapping, Sequence
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, read_json
 from vit import stats
-from vit import train as _train
+from vit import config as _train
 from vit.data import image_side
 from vit.train import TrainConfig, train_run
 
@@ -557,7 +557,7 @@ def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None
 def _dataset_loader(out_progress: bool):
     """Load datasets once per (dataset, root, subset, split seed, size); data errors become one
     line naming the option."""
-    from vit.train import data_key, load_run_dataset
+    from vit.config import data_key, load_run_dataset
     cache: dict[tuple, Any] = {}
 
     def get(rc: TrainConfig):

@@ -1,0 +1,263 @@
+"""The run configuration: :class:`TrainConfig` (one frozen dataclass; every field is a CLI option
+of ``cffdyn vit train``), its presets, its departures from the reference protocol and its seeds.
+
+Presets: ``QUICK`` is the CPU quick preset (ViT[64 4 4], patch 7 on a 3000-image Fashion-MNIST
+pool = 2700 train + 300 val, 8 epochs, head lr 5e-3); ``QUICK_DIGITS`` the same on sklearn digits;
+``FULL_CIFAR10`` the CFF protocol (ViT[128 4 5], patch 4, 600 + 50 epochs, ``protocol="reference"``).
+
+Protocols (``TrainConfig.protocol``): ``reference`` reproduces the public ContrastiveFF code where
+this package controls it (fp32, cff1's loss averaged over all anchors, the reference's selection and
+head rules, BP at lr 5e-4, FF's threshold 2, goodness and normalisation); ``result.json["departures"]``
+is then empty except for FF's label token (the reference sets one element of a patch, so classes
+can collide; ours is a Gaussian embedding per class, ``ff:label_token_gaussian_embedding``) and a
+precision other than fp32.  ``cffdyn`` is this package's own variant; :func:`departures` names
+each difference.  Initialisation is a setting of its own (``init``): ``reference`` (the default
+under both protocols) or ``small`` (two ``init:`` departures).  Augmentation details (crop
+padding, RandAugment) belong to :mod:`vit.augment`; a crop padding other than the reference's is
+a departure.
+
+Seeds: ``seed`` derives the init, order and augmentation seeds (:func:`derive_seed`, stable
+across processes and platforms) and is the split seed; each can be fixed on its own.  Runs that
+differ only in their seed fields can train in one seed-stacked pass (:func:`check_seed_batch`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from vit.augment import AUGMENTS, REFERENCE_PADDING
+from vit.data import DATASETS, Dataset, load_dataset
+from vit.losses import LOSS_MODES, check_margin, margin_schedule
+from vit.models import INITS, MODELS
+
+__all__ = ["TrainConfig", "QUICK", "QUICK_DIGITS", "FULL_CIFAR10", "METHODS", "CFF_METHODS", "DEVICES",
+           "PRECISIONS", "PROTOCOLS", "SEED_FIELDS", "FFCL_LR", "FFCL_HIDDEN", "REFERENCE_BP_LR", "derive_seed",
+           "departures", "data_key", "load_run_dataset", "check_seed_batch"]
+
+METHODS: tuple[str, ...] = ("cff2", "cff1", "bp", "ff", "ffcl")
+CFF_METHODS: tuple[str, ...] = ("cff2", "cff1")   # the layer-local methods that train S seeds in one pass
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+PROTOCOLS: tuple[str, ...] = ("reference", "cffdyn")
+FFCL_LR = 1e-4
+FFCL_HIDDEN = (64, 64)
+REFERENCE_BP_LR = 5e-4   # main_BP.py trains end to end with lr2 = 5e-4
+SEED_FIELDS = ("seed", "seed_init", "seed_split", "seed_subset", "seed_order", "seed_aug")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.  Hyper-parameter defaults are the reference's (lr 0.004, wd 0.01, τ 0.15,
+    margins 0.4 -> 0.1, batch 512, head lr 5e-4); model/data/epoch defaults are small (CPU).
+    ``QUICK`` (below) is the CPU preset the studies and the CLI start from."""
+
+    dataset: str = "fashion_mnist"      # one of vit.data.DATASETS
+    data_root: str | None = None        # directory with the dataset files (None: dataset default)
+    subset: int | None = 3000           # training pool size before the 90/10 train/val split (None: all)
+    image_size: int | None = None       # digits only: 8 (native) or 16
+    model: str = "vit"                  # 'vit' | 'mlp' (ignored by ffcl)
+    embed_dim: int = 64
+    heads: int = 4
+    layers: int = 4
+    patch: int = 7
+    method: str = "cff2"                # 'cff2' | 'cff1' | 'bp' | 'ff' | 'ffcl'
+    loss_mode: str = "clamp"            # 'clamp' | 'subtract' | 'none'
+    m0: float = 0.4                     # margin of layer 0
+    m_last: float = 0.1                 # margin of the last layer
+    tau: float = 0.15
+    epochs: int = 4                     # stage-1 epochs (all epochs for bp/ff/ffcl)
+    head_epochs: int = 50               # stage-2 epochs (CFF only)
+    batch_size: int = 512
+    lr: float = 0.004                   # CFF/FF layer lr; BP uses 5e-4 under protocol 'reference'
+    wd: float = 0.01
+    head_lr: float = 5e-4              # reference value; QUICK uses 5e-3
+    ff_threshold: float = 2.0           # FF goodness threshold θ (the reference's)
+    seed: int = 0
+    seed_init: int | None = None        # None: derived from seed
+    seed_split: int | None = None       # None: = seed
+    seed_subset: int | None = None      # None: = the split seed (subset and split drawn together)
+    seed_order: int | None = None
+    seed_aug: int | None = None
+    augment: str = "crop_flip"          # 'crop_flip' | 'none' | 'randaug'
+    crop_pad: int | None = None         # crop padding (None: the reference's per dataset, else side // 8)
+    device: str = "auto"                # 'auto' | 'cpu' | 'cuda'
+    precision: str = "fp32"             # 'fp32' | 'tf32' | 'bf16'
+    protocol: str = "cffdyn"            # 'reference' | 'cffdyn'
+    init: str = "reference"             # 'reference' | 'small' (vit.models.INITS; 'small' is a departure)
+    cuda_graph: bool = True             # capture the training step as a CUDA graph (CUDA only)
+    fisher: bool = False                # Fisher criterion per layer and epoch (validation)
+    topk: int = 1                       # also report top-k accuracy for this k
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"TrainConfig: {msg}")
+        if self.dataset not in DATASETS:
+            bad(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.model not in MODELS:
+            bad(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        if self.method not in METHODS:
+            bad(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.loss_mode not in LOSS_MODES:
+            bad(f"unknown loss_mode {self.loss_mode!r}; choose from {', '.join(LOSS_MODES)}")
+        if self.augment not in AUGMENTS:
+            bad(f"unknown augment {self.augment!r}; choose from {', '.join(AUGMENTS)}")
+        if self.device not in DEVICES:
+            bad(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            bad(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.protocol not in PROTOCOLS:
+            bad(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.crop_pad is not None and int(self.crop_pad) < 0:
+            bad(f"crop_pad={self.crop_pad} must be >= 0 (or none for the dataset's padding)")
+        if self.init not in INITS:
+            bad(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        for name in ("m0", "m_last"):
+            try:
+                check_margin(getattr(self, name))
+            except ValueError as exc:
+                bad(f"{name}: {exc}")
+        for name in ("embed_dim", "heads", "layers", "patch", "topk", "epochs"):
+            if int(getattr(self, name)) < 1:
+                bad(f"{name}={getattr(self, name)} must be >= 1")
+        if int(self.head_epochs) < 0:
+            bad(f"head_epochs={self.head_epochs} must be >= 0")
+        if self.batch_size < 2:
+            bad(f"batch_size={self.batch_size} must be >= 2 (the contrastive loss needs pairs)")
+        for name in SEED_FIELDS:
+            v = getattr(self, name)
+            if v is not None and int(v) < 0:
+                bad(f"{name}={v} must be >= 0")
+        if self.embed_dim % self.heads:
+            bad(f"embed_dim={self.embed_dim} is not divisible by heads={self.heads}")
+        for name in ("tau", "lr", "head_lr"):
+            v = float(getattr(self, name))
+            if not math.isfinite(v) or v <= 0:
+                bad(f"{name}={v} must be finite and > 0")
+        if not math.isfinite(self.wd) or self.wd < 0:
+            bad(f"wd={self.wd} must be finite and >= 0")
+        if not math.isfinite(self.ff_threshold):
+            bad(f"ff_threshold={self.ff_threshold} must be finite")
+        if self.reference and self.method == "ff" and self.ff_threshold != 2.0:
+            bad(f"ff_threshold={self.ff_threshold}: protocol=reference uses the reference's threshold 2; "
+                f"use --ff-threshold 2 or --protocol cffdyn")
+        if self.subset is not None and self.subset < 20:
+            bad(f"subset={self.subset} is too small (>= 20 images)")
+        if self.image_size is not None and self.dataset != "digits":
+            bad("image_size is only supported for the digits dataset")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def n_layers(self) -> int:
+        return len(FFCL_HIDDEN) + 1 if self.method == "ffcl" else self.layers
+
+    @property
+    def reference(self) -> bool:
+        return self.protocol == "reference"
+
+    def margins(self) -> list[float]:
+        return margin_schedule(self.m0, self.m_last, self.n_layers)
+
+    def method_lr(self) -> float:
+        """The learning rate the method trains with (BP under 'reference': 5e-4, the reference's)."""
+        return REFERENCE_BP_LR if (self.method == "bp" and self.reference) else self.lr
+
+    def resolved_seeds(self) -> dict[str, int]:
+        """The seeds actually used (explicit ones, else derived from ``seed``)."""
+        return {
+            "init": self.seed_init if self.seed_init is not None else derive_seed(self.seed, "init"),
+            "split": self.seed_split if self.seed_split is not None else int(self.seed),
+            "subset": (self.seed_subset if self.seed_subset is not None
+                       else self.seed_split if self.seed_split is not None else int(self.seed)),
+            "order": self.seed_order if self.seed_order is not None else derive_seed(self.seed, "order"),
+            "aug": self.seed_aug if self.seed_aug is not None else derive_seed(self.seed, "aug"),
+        }
+
+
+def data_key(cfg: TrainConfig) -> tuple:
+    """What fixes a run's images and split: runs with equal keys can share one loaded dataset."""
+    sd = cfg.resolved_seeds()
+    return (cfg.dataset, cfg.data_root, cfg.subset, sd["split"], sd["subset"], cfg.image_size)
+
+
+def load_run_dataset(cfg: TrainConfig) -> Dataset:
+    """The run's dataset: its subset (``seed_subset``) and train/validation split (``seed_split``)."""
+    sd = cfg.resolved_seeds()
+    return load_dataset(cfg.dataset, cfg.data_root, subset=cfg.subset, seed=sd["split"], image_size=cfg.image_size,
+                        subset_seed=sd["subset"])
+
+
+def departures(cfg: TrainConfig) -> list[str]:
+    """Names of this config's departures from the reference protocol (empty under 'reference'
+    for everything this package controls; augmentation details belong to ``vit.augment``)."""
+    init = (["init:pos_embedding_std_0.02", "init:attention_projections_linear_default"]
+            if cfg.init == "small" and cfg.method != "ffcl" else [])
+    ref_pad = REFERENCE_PADDING.get(cfg.dataset)
+    if cfg.crop_pad is not None and ref_pad is not None and cfg.crop_pad != ref_pad and cfg.augment != "none":
+        init.append(f"augment:crop_pad_{cfg.crop_pad}_not_{ref_pad}")
+    if cfg.reference:
+        # the reference's FF label token sets one element of a patch, so classes can collide;
+        # ours is a Gaussian embedding per class (a known defect not copied, named here)
+        out = ["ff:label_token_gaussian_embedding"] if cfg.method == "ff" else []
+        return init + out + ([f"precision:{cfg.precision}"] if cfg.precision != "fp32" else [])
+    out = list(init)
+    if cfg.method in CFF_METHODS:
+        out += ["selection:clean_plus_fixed_augmented_view", "head:clean_precomputed_features_best_val_acc"]
+        if cfg.method == "cff1":
+            out.append("cff1:mean_over_anchors_with_positive")
+    if cfg.method == "bp":
+        out += [f"bp:lr_{cfg.lr:g}_not_5e-4", "bp:per_step_supcon_probes", "selection:bp_clean_val_ce"]
+    if cfg.method == "ff":
+        out += ["ff:label_token_gaussian_embedding", "ff:goodness_includes_label_token",
+                "ff:loss_sum_of_two_means", "ff:per_token_normalisation", "ff:score_sum_over_layers",
+                "selection:ff_last_layer_clean_val_loss"]
+        if cfg.ff_threshold != 2.0:
+            out.append(f"ff:threshold_{cfg.ff_threshold:g}_not_2")
+    if cfg.precision != "fp32":
+        out.append(f"precision:{cfg.precision}")
+    return out
+
+
+#: CPU quick preset: ViT[64 4 4], patch 7 (16 tokens) on 2700 + 300 Fashion-MNIST images, 8 epochs;
+#: head_lr 5e-3 (10x the reference) because a 2700-image head sees only 6 steps per epoch.
+QUICK = TrainConfig(epochs=8, head_lr=5e-3)
+#: the same on sklearn digits (8x8, patch 2 -> 16 tokens), whole pool (1438 images).
+QUICK_DIGITS = QUICK.replace(dataset="digits", subset=None, patch=2)
+#: CFF protocol on CIFAR-10 (needs --data-root and a GPU): ViT[128 4 5], patch 4, 600 + 50 epochs.
+FULL_CIFAR10 = TrainConfig(dataset="cifar10", subset=None, embed_dim=128, heads=4, layers=5, patch=4,
+                           epochs=600, head_epochs=50, protocol="reference")
+
+
+
+def derive_seed(seed: int, tag: str) -> int:
+    """Deterministic 63-bit seed from (seed, tag), stable across processes and platforms."""
+    h = hashlib.sha256(f"cffdyn:{int(seed)}:{tag}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def check_seed_batch(cfgs: Sequence[TrainConfig]) -> None:
+    """The configs of one pass: S >= 1, identical except for the seed fields, S > 1 only for CFF."""
+    if len(cfgs) < 1:
+        raise ValueError("seeds: S must be >= 1 (no config given)")
+    if not all(isinstance(c, TrainConfig) for c in cfgs):
+        raise ValueError("every config must be a TrainConfig")
+    strip = [{k: v for k, v in c.to_dict().items() if k not in SEED_FIELDS} for c in cfgs]
+    if any(s != strip[0] for s in strip):
+        raise ValueError("seed-batched runs must share every TrainConfig field except the seeds")
+    if len(cfgs) > 1 and cfgs[0].method not in CFF_METHODS:
+        raise ValueError(f"seed-batched training (S={len(cfgs)}) is for methods cff2/cff1, not {cfgs[0].method!r}")

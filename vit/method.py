@@ -1,0 +1,193 @@
+"""What every training method shares: the seed-stacked method object, its per-epoch statistics,
+its margin loss with diagnostics, its optimiser.
+
+A method object (:class:`Method`; the CFF engine in :mod:`vit.cff`, the baselines in
+:mod:`vit.baselines`) holds S seeds' configs and on-device data, its models and optimisers, and
+answers the run loop (:mod:`vit.train`): ``train_epoch(epoch)`` -> one record per seed,
+``evaluate(epoch)`` -> per seed a dict with the selection ``metric`` (``minimize`` says which
+way is better), ``finish()`` -> per seed the final accuracies; ``state``/``load_state`` for the
+checkpoint and ``model_state``/``load_model_state`` for model selection.  Baselines are S = 1.
+
+:class:`EpochStats` is the one accumulator of an epoch's training statistics: per seed and
+layer the sums of the per-step rows (loss, CAR, gradient norm, mean positive and negative
+similarity), the first step with a non-finite loss, and (CFF) per-class sums of the last layer's
+features for the nearest-class-mean classifier.  Everything stays on the device until the one
+host read at the end of the epoch; the tensors are updated in place, so a captured CUDA graph
+can write into them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from vit.config import TrainConfig, derive_seed
+from vit.device import DeviceData, generator, loss_dtype
+from vit.losses import supcon_loss
+from vit.models import seed_slice
+
+__all__ = ["N_STATS", "NonFiniteLoss", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
+
+N_STATS = 5  # loss, car, grad_norm, pos_sim, neg_sim
+
+
+class NonFiniteLoss(RuntimeError):
+    """A layer's loss became NaN/inf; the message names seed, layer, epoch and step."""
+
+
+class EpochStats:
+    """One epoch's statistics of S seeds x L layers on the device (module doc).
+
+    ``sums`` (S, L, N_STATS), ``bad`` (S, L) the first non-finite step (-1: none), and with
+    ``classes=(C, E)`` the class feature sums ``csum`` (S, C, E) and counts ``ccnt`` (S, C)."""
+
+    def __init__(self, S: int, L: int, device: torch.device, dtype: torch.dtype | None = None,
+                 classes: tuple[int, int] | None = None) -> None:
+        self.sums = torch.zeros(S, L, N_STATS, dtype=dtype, device=device)
+        self.bad = torch.full((S, L), -1, dtype=torch.long, device=device)
+        self.csum = self.ccnt = None
+        if classes is not None:
+            self.csum = torch.zeros(S, *classes, dtype=dtype, device=device)
+            self.ccnt = torch.zeros(S, classes[0], dtype=dtype, device=device)
+
+    def add(self, layer: int, row: torch.Tensor) -> None:
+        """Add one step's rows (S, N_STATS) of ``layer``."""
+        self.sums[:, layer] += row.to(self.sums.dtype)
+
+    def mark(self, layer: int, loss: torch.Tensor, step: int | torch.Tensor) -> None:
+        """Record ``step`` for each seed whose ``layer`` loss (S,) is non-finite for the first time
+        (``step`` an int, or a 0-dim long device tensor inside a captured graph)."""
+        col = self.bad[:, layer]
+        hit = (~torch.isfinite(loss.detach())) & (col < 0)
+        at = step if isinstance(step, torch.Tensor) else torch.full_like(col, step)
+        self.bad[:, layer] = torch.where(hit, at, col)
+
+    def add_classes(self, y: torch.Tensor, feats: torch.Tensor) -> None:
+        """Add features (S, N, E) of labels (S, N) to the class sums."""
+        S, c = y.shape[0], self.csum.shape[1]
+        off = (torch.arange(S, device=y.device) * c)[:, None]
+        idx = (y + off).reshape(-1)
+        self.csum.view(S * c, -1).index_add_(0, idx, feats.to(self.csum.dtype).reshape(S * y.shape[1], -1))
+        self.ccnt.view(-1).index_add_(0, idx, torch.ones_like(y, dtype=self.ccnt.dtype).reshape(-1))
+
+    def class_means(self) -> torch.Tensor:
+        return (self.csum / self.ccnt.clamp(min=1)[..., None]).float()
+
+    def reset(self) -> None:
+        """Zero in place (the tensors a captured graph writes into stay the same tensors)."""
+        for t in (self.sums, self.bad, self.csum, self.ccnt):
+            if t is not None:
+                t.fill_(-1) if t.dtype == torch.long else t.zero_()
+
+    def merge(self, other: "EpochStats") -> None:
+        """Add ``other`` (the same epoch's steps recorded elsewhere, e.g. by a graph replay)."""
+        self.sums += other.sums
+        self.bad = torch.where(self.bad < 0, other.bad,
+                               torch.where(other.bad < 0, self.bad, torch.minimum(self.bad, other.bad)))
+        if self.csum is not None:
+            self.csum += other.csum
+            self.ccnt += other.ccnt
+
+    def check(self, epoch: int, cfgs: Sequence[TrainConfig]) -> None:
+        """Raise :class:`NonFiniteLoss` for the first (seed, layer) with a non-finite loss (host read)."""
+        for s, row in enumerate(self.bad.cpu().tolist()):
+            for l, step in enumerate(row):
+                if step >= 0:
+                    seed = f"seed {cfgs[s].seed}, " if len(cfgs) > 1 else ""
+                    raise NonFiniteLoss(f"non-finite loss at {seed}layer {l}, epoch {epoch}, step {step} "
+                                        f"(method {cfgs[0].method}); the last good checkpoint is kept")
+
+    def records(self, margins: Sequence[float], n_steps: int) -> list[list[dict[str, Any]]]:
+        """Per seed, per layer the mean over the epoch's ``n_steps`` steps (one host read)."""
+        vals = (self.sums / max(n_steps, 1)).double().cpu().tolist()
+        return [[{"layer": l, "margin": margins[l], "loss": v[0], "car": v[1], "grad_norm": v[2],
+                  "pos_sim": v[3], "neg_sim": v[4]} for l, v in enumerate(vs)] for vs in vals]
+
+
+def margin_loss(feat: torch.Tensor, y: torch.Tensor, margin: float, cfg: TrainConfig) -> tuple[torch.Tensor, Any]:
+    """The SupCon margin loss of pooled features (S, N, E) or (N, E) with its diagnostics, as the
+    config sets it (mode, temperature, and the protocol's averaging: the reference averages over all
+    anchors, ``loss.view(count, n).mean()``; ours over the anchors that have a positive)."""
+    return supcon_loss(loss_dtype(feat), y, margin=margin, temperature=cfg.tau, mode=cfg.loss_mode,
+                       check_finite=False, diagnostics=True, average="all" if cfg.reference else "positive")
+
+
+def seed_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-seed L2 norm of the gradients of stacked parameters (S,) (on the device)."""
+    sq = [p.grad.detach().flatten(1).to(torch.float64 if p.dtype == torch.float64 else torch.float32).pow(2).sum(1)
+          for p in params if p.grad is not None]
+    return torch.stack(sq).sum(0).sqrt()
+
+
+def adamw(params, lr: float, wd: float, device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW over stacked parameters (elementwise, so S independent optimisers): one fused kernel
+    on CUDA, foreach on CPU."""
+    if device.type == "cuda":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=(0.9, 0.999), fused=True,
+                                 capturable=capturable)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=(0.9, 0.999), foreach=True)
+
+
+class Method:
+    """Shared state of every method: S seeds' configs and data, models, optimisers, selection
+    direction (module doc)."""
+
+    minimize = True
+    modules: dict[str, nn.Module]
+    optimizers: list[torch.optim.Optimizer]
+
+    def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
+        self.cfgs, self.datas = list(cfgs), list(datas)
+        self.cfg, self.data = self.cfgs[0], self.datas[0]
+        self.S = len(self.cfgs)
+        self.seeds = [c.resolved_seeds() for c in self.cfgs]
+        self.device = self.data.device
+        self.margins = self.cfg.margins()
+        self.num_classes = self.data.ds.num_classes
+
+    def one_seed(self) -> None:
+        """Refuse S > 1 (the baselines train one seed per pass)."""
+        if self.S != 1:
+            raise ValueError(f"method {self.cfg.method!r} trains one seed per pass (S=1); got S={self.S}")
+
+    # ---- checkpoint plumbing (stacked: every seed at once)
+    def state(self) -> dict[str, Any]:
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(st["modules"][k])
+        for o, s in zip(self.optimizers, st["optimizers"]):
+            o.load_state_dict(s)
+
+    def model_state(self, s: int = 0) -> dict[str, Any]:
+        """Seed ``s``'s model weights (stacked tensors sliced to S = 1)."""
+        if self.S == 1:
+            return {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in self.modules.items()}
+        return {k: seed_slice(m.state_dict(), s) for k, m in self.modules.items()}
+
+    @torch.no_grad()
+    def load_model_state(self, st: dict[str, Any], s: int = 0) -> None:
+        """Put a :meth:`model_state` into seed slot ``s``."""
+        for k, m in self.modules.items():
+            if self.S == 1:
+                m.load_state_dict(st[k])
+            else:
+                for n, t in m.state_dict().items():
+                    t[s:s + 1].copy_(st[k][n])
+
+    def epoch_gens(self, epoch: int) -> list[tuple[torch.Generator, torch.Generator]]:
+        """(order, augmentation) generators of every seed for ``epoch``."""
+        return [(generator(self.device, derive_seed(sd["order"], f"epoch{epoch}")),
+                 generator(self.device, derive_seed(sd["aug"], f"epoch{epoch}"))) for sd in self.seeds]
+
+    def one_seed_epoch(self, epoch: int, L: int) -> tuple[torch.Generator, list[torch.Tensor], EpochStats]:
+        """The augmentation generator, batch indices and statistics of one seed's epoch (S = 1)."""
+        g_order, g_aug = self.epoch_gens(epoch)[0]
+        return g_aug, self.data.epoch_order(g_order, self.cfg.batch_size), self.new_stats(L)
+
+    def new_stats(self, L: int, dtype: torch.dtype | None = None,
+                  classes: tuple[int, int] | None = None) -> EpochStats:
+        return EpochStats(self.S, L, self.device, dtype, classes)
