@@ -104,3 +104,19 @@ def test_paper_reads_a_studys_runs_under_results_never_the_cwd(tmp_path, monkeyp
     assert res["where"] == "abs"
     # a relative run_dir that exists only in the cwd is not read
     assert vit_run_results({"runs": [{"run_dir": "results/vit/study/quick/runs/only_cwd"}]}, study) == []
+
+
+@pytest.mark.parametrize("text", ['[]', '42', '{"status": "complete", "analysis": {}}',
+                                  '{"status": "complete", "analysis": {"comparisons": []}, "runs": []}'])
+def test_paper_study_json_of_the_wrong_shape_is_one_line(tmp_path, capsys, text):
+    from paper.sources import STUDIES, MissingResultError, obtain
+    study = next(s for s in STUDIES if s.name == "vit_study")
+    j = tmp_path / "vit" / "study" / "quick" / "study.json"
+    j.parent.mkdir(parents=True)
+    j.write_text(text)
+    with pytest.raises(MissingResultError):
+        obtain(study, tmp_path, "quick", reuse_only=True)
+    from paper.cli import main
+    err = _refused(lambda: main(["build", "--results", str(tmp_path), "--reuse-only", "--only", "vit_study",
+                                 "--out", str(tmp_path / "b"), "--pdf", "never", "--html", "never", "--quiet"]), capsys)
+    assert str(j) in err
