@@ -15,8 +15,8 @@ import math
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["UserError", "CorruptFileError", "DiskFullError", "disk_full_error", "guarded", "HelpFormatter", "ArgumentParser", "make_parser", "positive_int",
-           "nonneg_int", "finite_float", "positive_float", "nonneg_float", "EXIT_USAGE",
+__all__ = ["UserError", "CorruptFileError", "DiskFullError", "disk_full_error", "guarded", "HelpFormatter",
+           "ArgumentParser", "make_parser", "positive_int", "nonneg_int", "finite_float", "positive_float", "nonneg_float", "EXIT_USAGE",
            "EXIT_INTERRUPTED"]
 
 EXIT_USAGE = 2
@@ -46,10 +46,15 @@ class DiskFullError(UserError, OSError):
 def disk_full_error(path: object, atomic: bool = True) -> DiskFullError:
     """One line for ENOSPC/EDQUOT while writing ``path`` (``atomic``: by the atomic writer, so
     the old file, if any, is intact)."""
+    import os.path
+
     state = " (nothing was half-written: the old file, if any, is intact)" if atomic else ""
-    return DiskFullError(f"no space left on the device writing {path}{state}",
-                         f"free space on that filesystem (see 'df -h {path}'), or give --out a directory on "
-                         "another disk, then rerun")
+    where = os.path.dirname(str(path)) or "."
+    err = DiskFullError(f"no space left on the device writing {path}{state}",
+                        f"free space on that filesystem (see 'df -h {where}'), or give --out a directory on "
+                        "another disk, then rerun")
+    err.errno = errno.ENOSPC   # callers that test the errno of an OSError still see a full disk
+    return err
 
 
 _MEMORY_FIX = ("reduce the sizes (--cases, --N, --subset, --batch-size, --trials, model width) or free memory, "

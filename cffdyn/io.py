@@ -131,14 +131,15 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, hashed: bool = True) -> Path:
     """Atomic, strict JSON write (indented, keys in insertion order).
 
     A dict gets ``HASH_KEY``: the :func:`content_hash` of its other keys (a previous hash is
-    replaced), so an edit after writing is detected by :func:`read_json`.
+    replaced), so an edit after writing is detected by :func:`read_json`.  ``hashed=False`` is
+    for generated tables keyed by name (every key an entry), which are never reused as records.
     """
     data = to_jsonable(obj)
-    if isinstance(data, dict):
+    if hashed and isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != HASH_KEY}
         data[HASH_KEY] = content_hash(data)
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
