@@ -130,7 +130,11 @@ def _describe(a: np.ndarray) -> str:
     return f"{a.dtype.name} values"
 
 
-def check_images(path: object, x: object, fix: str, conversions: list[str] | None = None) -> np.ndarray:
+_IMAGES_FIX = "write the images as uint8 in 0..255 (floats in [0, 1] are converted), or use the original dataset file"
+_LABELS_FIX = "write the labels as integer class indices, or use the original dataset file"
+
+
+def check_images(path: object, x: object, conversions: list[str] | None = None) -> np.ndarray:
     """``x`` as uint8, refusing anything a cast would change (one line naming ``path``).
 
     uint8: as is.  Other integers: only when every value is in [0, 255].  Floats: only when
@@ -140,7 +144,7 @@ def check_images(path: object, x: object, fix: str, conversions: list[str] | Non
     try:
         a = np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: images are not an array ({exc})", fix) from None
+        raise CorruptFileError(f"{path}: images are not an array ({exc})", _IMAGES_FIX) from None
     if a.dtype == np.uint8:
         return a
     want = "uint8 images in [0, 255] (or floats in [0, 1])"
@@ -151,14 +155,14 @@ def check_images(path: object, x: object, fix: str, conversions: list[str] | Non
         note = f"{path}: float images in [0, 1] ({a.dtype.name}) converted to uint8 by round(255 x)"
         out = np.rint(a * 255.0).astype(np.uint8)
     else:
-        raise CorruptFileError(f"{path}: found {_describe(a)} as images, expected {want}", fix)
+        raise CorruptFileError(f"{path}: found {_describe(a)} as images, expected {want}", _IMAGES_FIX)
     print(f"note: {note}", file=sys.stderr)
     if conversions is not None:
         conversions.append(note)
     return out
 
 
-def check_labels(path: object, y: object, num_classes: int, fix: str,
+def check_labels(path: object, y: object, num_classes: int,
                  conversions: list[str] | None = None) -> np.ndarray:
     """``y`` as int64 class indices in [0, num_classes), refusing anything a cast would change.
 
@@ -168,7 +172,7 @@ def check_labels(path: object, y: object, num_classes: int, fix: str,
     try:
         a = np.asarray(y)
     except (TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: labels are not an array ({exc})", fix) from None
+        raise CorruptFileError(f"{path}: labels are not an array ({exc})", _LABELS_FIX) from None
     want = f"integer labels in [0, {num_classes})"
     if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and np.all(a == np.rint(a)):
         note = f"{path}: {a.dtype.name} labels hold whole numbers only; read as integers"
@@ -177,10 +181,10 @@ def check_labels(path: object, y: object, num_classes: int, fix: str,
             conversions.append(note)
         a = a.astype(np.int64)
     elif a.dtype.kind not in "iu":
-        raise CorruptFileError(f"{path}: found {_describe(a)} as labels, expected {want}", fix)
+        raise CorruptFileError(f"{path}: found {_describe(a)} as labels, expected {want}", _LABELS_FIX)
     a = a.astype(np.int64)
     if a.size and (a.min() < 0 or a.max() >= num_classes):
-        raise CorruptFileError(f"{path}: found labels {a.min()}..{a.max()}, expected {want}", fix)
+        raise CorruptFileError(f"{path}: found labels {a.min()}..{a.max()}, expected {want}", _LABELS_FIX)
     return a
 
 
@@ -260,8 +264,8 @@ def _read_fashion_mnist(root: Path | None, conv: list[str]) -> tuple[np.ndarray,
         if x.ndim != nd or (nd == 3 and x.shape[1:] != (28, 28)):
             raise CorruptFileError(f"{f}: expected {'(N, 28, 28) images' if nd == 3 else '(N,) labels'}, "
                                    f"got shape {x.shape}", fix)
-    xtr, xte = check_images(files[0], xtr, fix, conv), check_images(files[2], xte, fix, conv)
-    ytr, yte = check_labels(files[1], ytr, 10, fix, conv), check_labels(files[3], yte, 10, fix, conv)
+    xtr, xte = check_images(files[0], xtr, conv), check_images(files[2], xte, conv)
+    ytr, yte = check_labels(files[1], ytr, 10, conv), check_labels(files[3], yte, 10, conv)
     return xtr[:, None], ytr, xte[:, None], yte
 
 
@@ -359,8 +363,8 @@ def read_cifar(root: str | os.PathLike, fine: bool = False,
             if not isinstance(d, dict) or b"data" not in d or key not in d:
                 found = sorted(d) if isinstance(d, dict) else type(d).__name__
                 raise CorruptFileError(f"{f}: expected a dict with keys b'data' and {key!r}, found {found}", fix)
-            x = check_images(f, d[b"data"], fix, conversions)
-            y = check_labels(f, d[key], 100 if fine else 10, fix, conversions)
+            x = check_images(f, d[b"data"], conversions)
+            y = check_labels(f, d[key], 100 if fine else 10, conversions)
             if x.ndim != 2 or x.shape[1] != 3072:
                 raise CorruptFileError(f"{f}: b'data' must be (N, 3072) uint8, got {x.shape}", fix)
             if y.shape != (x.shape[0],):
@@ -401,15 +405,15 @@ def read_svhn(root: str | os.PathLike, conversions: list[str] | None = None) -> 
         if "X" not in d or "y" not in d:
             raise CorruptFileError(f"{f}: expected variables X and y, found "
                                    f"{sorted(k for k in d if not k.startswith('__'))}", fix)
-        x = check_images(f, d["X"], fix, conversions)
+        x = check_images(f, d["X"], conversions)
         y = np.asarray(d["y"])
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3] or y.ndim > 2:
             raise CorruptFileError(f"{f}: X must be (32, 32, 3, N) matching y (N, 1), got {x.shape}, {y.shape}", fix)
         y = y.reshape(-1)
-        y = check_labels(f, y, 11, fix, conversions)
+        y = check_labels(f, y, 11, conversions)
         if y.size and y.min() < 1:   # the format has no 0: the digit 0 is 10
             raise CorruptFileError(f"{f}: found labels {y.min()}..{y.max()} in y, expected 1..10 (10 means "
-                                   "the digit 0)", fix)
+                                   "the digit 0)", _LABELS_FIX)
         y = np.where(y == 10, 0, y)
         out += [np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y]
     return tuple(out)
@@ -430,7 +434,7 @@ def _read_digits(image_size: int | None) -> tuple[np.ndarray, ...]:
         raise CorruptFileError(f"{src}: found {img.shape} {_describe(img)} as images, expected (N, 8, 8) "
                                "whole numbers in 0..16", fix)
     x = np.rint(img * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N,1,8,8)
-    y = check_labels(src, d.target, 10, fix)
+    y = check_labels(src, d.target, 10)
     if image_size not in (None, 8, 16):
         raise DataArgumentError(f"digits: image_size must be 8 or 16, got {image_size}", "use 8 or 16")
     if image_size == 16:
