@@ -24,6 +24,10 @@ PARTS: dict[str, str] = {
 }
 
 
+#: parts whose interrupted runs resume when the same command is rerun
+RESUMABLE = frozenset({"vit", "sim", "paper"})
+
+
 def usage() -> str:
     lines = [f"usage: cffdyn {{{','.join(PARTS)}}} ... [-h]", "",
              "Margin clamping and training variance in Contrastive Forward-Forward learning.", "",
@@ -52,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"cffdyn {part}"
     # Each part's main already runs under guarded(); this outer guard catches a Ctrl-C that
     # lands during the (slow) imports above or in a part that forgot.
-    return guarded(lambda a: module.main(a, prog=prog), args[1:], prog)
+    # the parts whose long runs resume (python -m vit/sim/paper say so too) get the same hint
+    return guarded(lambda a: module.main(a, prog=prog), args[1:], prog, resumable=part in RESUMABLE)
 
 
 if __name__ == "__main__":  # pragma: no cover

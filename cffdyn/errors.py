@@ -10,12 +10,13 @@ Exit codes: 2 bad input (as argparse), 130 interrupted (Ctrl-C, as the shell).
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["UserError", "CorruptFileError", "guarded", "HelpFormatter", "ArgumentParser", "make_parser", "positive_int",
-           "nonneg_int", "finite_float", "positive_float", "nonneg_float", "EXIT_USAGE",
+__all__ = ["UserError", "CorruptFileError", "DiskFullError", "disk_full_error", "guarded", "HelpFormatter",
+           "ArgumentParser", "make_parser", "positive_int", "nonneg_int", "finite_float", "positive_float", "nonneg_float", "EXIT_USAGE",
            "EXIT_INTERRUPTED"]
 
 EXIT_USAGE = 2
@@ -38,6 +39,28 @@ class CorruptFileError(UserError, ValueError):
     """A recorded file (JSON, checkpoint, data) that cannot be read; names its path."""
 
 
+class DiskFullError(UserError, OSError):
+    """The filesystem (or quota) is full while writing a named file; nothing was half-written."""
+
+
+def disk_full_error(path: object, atomic: bool = True) -> DiskFullError:
+    """One line for ENOSPC/EDQUOT while writing ``path`` (``atomic``: by the atomic writer, so
+    the old file, if any, is intact)."""
+    import os.path
+
+    state = " (nothing was half-written: the old file, if any, is intact)" if atomic else ""
+    where = os.path.dirname(str(path)) or "."
+    err = DiskFullError(f"no space left on the device writing {path}{state}",
+                        f"free space on that filesystem (see 'df -h {where}'), or give --out a directory on "
+                        "another disk, then rerun")
+    err.errno = errno.ENOSPC   # callers that test the errno of an OSError still see a full disk
+    return err
+
+
+_MEMORY_FIX = ("reduce the sizes (--cases, --N, --subset, --batch-size, --trials, model width) or free memory, "
+               "then rerun")
+
+
 def guarded(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,
             prog: str, *, resumable: bool = False) -> int:
     """Run a command's ``main``; turn UserError and Ctrl-C into one line and an exit code.
@@ -55,6 +78,15 @@ def guarded(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `cffdyn ... | head`: the reader left, nothing to report
         return 0
+    except MemoryError:
+        print(f"{prog}: error: out of memory; {_MEMORY_FIX}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or "the output"
+        print(f"{prog}: error: {disk_full_error(where, atomic=False)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         cfg = BuildConfig(scale=args.scale, results=args.results, out=args.out, reuse_only=args.reuse_only,
                           skip_unavailable=args.skip_unavailable, pdf=args.pdf, html=args.html,
                           studies=tuple(args.only) if args.only else None, quiet=args.quiet)
-        summary = build(cfg)
+        from cffdyn.io import output_dir
+        with output_dir(cfg.out, "--out"):   # one build per output directory (a second one: one line, its pid)
+            summary = build(cfg)
     except (MissingResultError, StudyUnavailable, ValueError, RenderError) as exc:
         # one line: a rendering tool's log tail stays in build/paper/manuscript.log, named in the message
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -268,7 +268,10 @@ def vit_run_results(data: dict, study_json: Path) -> list[tuple[dict, dict]]:
     """``(run record, run result.json)`` for every run whose result file can be found."""
     out = []
     for r in data["runs"]:
-        cands = [Path(r["run_dir"]), study_json.parent / "runs" / Path(r["run_dir"]).name]
+        # the study's own runs/ (under --results) first; a recorded relative run_dir is relative to
+        # the study's working directory, so it is never looked up in the current one
+        rd = Path(r["run_dir"])
+        cands = [study_json.parent / "runs" / rd.name] + ([rd] if rd.is_absolute() else [])
         for c in cands:
             if (c / "result.json").is_file():
                 out.append((r, read_json(c / "result.json")))

@@ -148,7 +148,7 @@ def write_numbers(numbers: list[Number], out_dir: Path) -> tuple[Path, Path]:
                                "json_path": n.spec.path, "scale": n.spec.scale, "fmt": n.spec.fmt,
                                "reduce": n.spec.reduce, "desc": n.spec.desc}
     tex = atomic_write_text(Path(out_dir) / "generated" / "numbers.tex", "\n".join(lines) + "\n")
-    js = atomic_write_json(Path(out_dir) / "numbers.json", table)
+    js = atomic_write_json(Path(out_dir) / "numbers.json", table, hashed=False)   # a table: one entry per macro
     return tex, js
 
 

@@ -66,7 +66,10 @@ class Study:
 
 
 def _vit_complete(d: dict) -> bool:
-    return d.get("status") == "complete" and d.get("analysis") is not None
+    # the shape the manuscript reads (analysis.cells / .comparisons, runs), not only the status
+    a = d.get("analysis")
+    return d.get("status") == "complete" and isinstance(a, dict) and isinstance(a.get("cells"), list) \
+        and isinstance(a.get("comparisons"), list) and isinstance(d.get("runs"), list)
 
 
 STUDIES: tuple[Study, ...] = (

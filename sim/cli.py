@@ -24,7 +24,7 @@ from typing import Sequence
 
 from cffdyn.errors import (HelpFormatter, UserError, make_parser, nonneg_float, nonneg_int, positive_float,
                            positive_int)
-from cffdyn.io import atomic_write_json, ensure_writable_dir, ensure_writable_file
+from cffdyn.io import atomic_write_json, ensure_writable_file, output_dir, read_json
 
 __all__ = ["main"]
 
@@ -136,17 +136,19 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             atomic_write_json(args.json, res)
             print(f"bench: wrote {args.json}")
         return 0
-    ensure_writable_dir(args.out, "--out")
     run, quick, full = S.STUDIES[args.cmd]
     over = {k: getattr(args, k, None) for k in ("seed", "trials", "N", "window")}
     for k in ("margins", "sns", "batches"):
         if getattr(args, k, None):
             over[k] = tuple(getattr(args, k))
     cfg = S.replace(quick if args.preset == "quick" else full, **over)
+    if args.cmd == "clamp":
+        _check_clamp_inputs(cfg, args.vit, full)
     kw = {"vit": args.vit, "warn": lambda m: print(f"{prog} clamp: {m}", file=sys.stderr)} \
         if args.cmd == "clamp" else {}
     try:
-        res = run(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet, **kw)
+        with output_dir(args.out, "--out"):   # one writer per directory; a failed run leaves no empty --out
+            res = run(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet, **kw)
     except ValueError as exc:  # a config the model rejects (MFConfig / SGDConfig checks)
         raise UserError(f"{args.cmd}: {exc}", "change the offending option") from None
     out = Path(args.out)
@@ -160,6 +162,31 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.json_stdout:
         print(json.dumps(_summary(args.cmd, res), indent=1))
     return 0
+
+
+#: wall time of the FULL clamp preset on 2 shared cores (help text: 15-25 min), the unit of the estimate
+_CLAMP_FULL_MIN = 25.0
+#: a clamp run estimated to take longer than this is refused before any work
+CLAMP_MAX_HOURS = 24.0
+
+
+def _check_clamp_inputs(cfg, vit: Sequence[str], full) -> None:
+    """Before any compute: every --vit file exists, and the run fits in time.  SGD work grows as
+    trials x window x N^2 (window time units of N steps, each O(N)); scaled from the FULL preset."""
+    for p in vit:
+        if not Path(p).is_file():
+            raise UserError(f"--vit {p}: no such file", "give the study.json written by 'cffdyn vit study' "
+                                                          "(e.g. results/vit/study/quick/study.json)")
+        read_json(p, expect=dict)   # not JSON, another shape ([] or 42) or edited: one line, before any work
+    sizes = [cfg.N, *cfg.n_scaling]
+    work = cfg.trials * cfg.window * sum(n * n for n in sizes)
+    unit = full.trials * full.window * sum(n * n for n in [full.N, *full.n_scaling])
+    hours = _CLAMP_FULL_MIN / 60 * work / unit
+    if hours > CLAMP_MAX_HOURS:
+        raise UserError(f"clamp at N={cfg.N} ({cfg.trials} trials, window {cfg.window:g}) would take about "
+                        f"{hours:.3g} h (SGD work grows as trials x window x N^2; the full preset, N={full.N}, "
+                        f"takes about {_CLAMP_FULL_MIN:g} min)", f"use a smaller --N (the limit is about "
+                                                                  f"{CLAMP_MAX_HOURS:g} h of work)")
 
 
 def _summary_lines(name: str, r: dict) -> list[str]:

@@ -51,6 +51,7 @@ __all__ = [
     "toy_predictor", "DirectPredPredictor",
     "euc_loss", "cos_loss", "iso_euc_loss", "iso_cos_loss", "loss_grads",
     "ToyConfig", "init_weights", "sample_views", "toy_step", "sampled_update", "expected_update_euc", "simulate_toy",
+    "record_steps",
     "rate_factor", "per_mode_map", "per_mode_rhs", "integrate_per_mode", "eigvals_desc",
 ]
 
@@ -331,18 +332,27 @@ def simulate_toy(setting: Setting, W0: np.ndarray, cfg: ToyConfig, n_steps: int,
     if W.ndim == 2:
         W = W[None]
     rng = np.random.default_rng([seed, 0x5EED])
-    steps = np.arange(0, n_steps + 1, record_every)
+    steps = record_steps(n_steps, record_every)
     mu = np.empty((W.shape[0], steps.size, W.shape[-2]))
     mu[:, 0] = eigvals_desc(W)
-    for k in range(1, steps[-1] + 1):
+    r = 1
+    for k in range(1, n_steps + 1):
         W = toy_step(setting, W, cfg, rng)
-        if k % record_every == 0:
+        if k == steps[r]:
             if not np.all(np.isfinite(W)):
                 raise FloatingPointError(f"{setting.name}: W became non-finite by step {k}")
-            mu[:, k // record_every] = eigvals_desc(W)
+            mu[:, r] = eigvals_desc(W)
+            r += 1
             if progress is not None:
                 progress(k)
     return steps, mu
+
+
+def record_steps(n_steps: int, record_every: int) -> np.ndarray:
+    """Steps at which a run of ``n_steps`` is recorded: 0, every ``record_every``-th, and always
+    the final step ``n_steps`` (also when it is not a multiple, or smaller than ``record_every``)."""
+    steps = np.arange(0, n_steps + 1, record_every)
+    return steps if steps[-1] == n_steps else np.append(steps, n_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,13 +380,15 @@ def per_mode_map(setting: Setting, mu0: np.ndarray, eta: float, sigma: float, al
                  n_steps: int, record_every: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Iterate ``mu <- mu (1 - eta r(mu))^2`` (the exact image of the expected-gradient step)."""
     mu = np.array(mu0, dtype=np.float64)
-    steps = np.arange(0, n_steps + 1, record_every)
+    steps = record_steps(n_steps, record_every)
     out = np.empty((steps.size,) + mu.shape)
     out[0] = mu
-    for k in range(1, steps[-1] + 1):
+    r = 1
+    for k in range(1, n_steps + 1):
         mu = mu * (1.0 - eta * rate_factor(setting, mu, sigma, alpha)) ** 2
-        if k % record_every == 0:
-            out[k // record_every] = mu
+        if k == steps[r]:
+            out[r] = mu
+            r += 1
     return steps, out
 
 

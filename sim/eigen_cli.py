@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import HelpFormatter, UserError, make_parser
-from cffdyn.io import ensure_writable_dir
+from cffdyn.io import output_dir
 from sim import eigen_studies as es
 
 _STUDIES = {
@@ -36,6 +36,13 @@ def _coerce(cfg, key: str, text: str):
         conv = type(cur[0]) if cur else str
         return tuple(_finite(key, conv(v)) for v in text.split(",") if v)
     return _finite(key, type(cur)(text))
+
+
+def _kind(f: dataclasses.Field) -> str:
+    """The value type of a config field in words, for ``--set`` help."""
+    t = str(f.type)
+    return {"int": "integer", "float": "number", "bool": "true/false", "str": "text"}.get(
+        t, "comma-separated list" if t.startswith("tuple") else t)
 
 
 def _finite(key: str, v):
@@ -80,9 +87,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                         help="quick: small CPU run (exact expectations for linear Euclidean settings, fewer "
                              "samples per step elsewhere, recorded in the JSON); full: the notebook's parameters")
         sp.add_argument("--out", default="results/sim/eigen", help="output directory for <study>.json/.png")
+        keys = "" if name == "all" else "; keys: " + ", ".join(
+            f"{f.name} ({_kind(f)})" for f in dataclasses.fields(_STUDIES[name][1]))
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one field of the study's config dataclass (repeatable; tuples as "
-                             "comma-separated values, e.g. seeds=0,1,2); not allowed with 'all'")
+                             "comma-separated values, e.g. seeds=0,1,2; values are checked when parsed); "
+                             "not allowed with 'all'" + keys)
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
     names = list(_STUDIES) if args.cmd == "all" else [args.cmd]
@@ -96,11 +106,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         except (ValueError, TypeError) as e:
             raise UserError(f"--set: {e}", "give KEY=VALUE with a field of the study's config and a finite "
                                            "value of its type") from None
-    ensure_writable_dir(args.out, "--out")
-    for name in names:
-        res = _STUDIES[name][0](cfgs[name], args.out, progress=not args.quiet)
-        print(_summary(name, res))
-        print(f"  -> {Path(args.out) / (res['name'] + '.json')} ({res['seconds']:.1f} s)")
+    with output_dir(args.out, "--out"):   # one writer per directory; a failed first run leaves no empty --out
+        for name in names:
+            res = _STUDIES[name][0](cfgs[name], args.out, progress=not args.quiet)
+            print(_summary(name, res))
+            print(f"  -> {Path(args.out) / (res['name'] + '.json')} ({res['seconds']:.1f} s)")
     return 0
 
 

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cffdyn.io import Progress, append_jsonl, atomic_write_json, read_json, read_jsonl, to_jsonable
+from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_savefig, atomic_write_json, content_hash, read_json,
+                       read_jsonl, record_status, to_jsonable)
 from sim.report import SCHEMA
 from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_update_euc, get_setting,
                        init_weights, integrate_per_mode, per_mode_map, simulate_toy)
@@ -48,14 +50,43 @@ def _cfg_key(cfg) -> str:
 
 
 def _reuse(path: Path, cfg) -> dict | None:
+    """The recorded result at ``path`` when it is intact and has this config; otherwise None
+    (recompute).  An edited record (hash mismatch) or one without a hash (older code) is
+    recomputed, and the edited case is said on stderr."""
     if path.exists():
         try:
-            old = read_json(path)
+            old = read_json(path, expect=dict, verify=False)
         except (OSError, ValueError):
             return None
-        if old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
+        status = record_status(old)
+        if status == "edited":
+            print(f"note: {path} was changed after it was written (content hash mismatch); recomputing it",
+                  file=sys.stderr)
+        if status == "ok" and old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
             return old
     return None
+
+
+def _intact_parts(path: Path, key: str) -> dict[str, dict]:
+    """Finished settings recorded in ``path`` under ``key``; a line that is not an intact
+    record of ours (edited, hand-written, another layout) is recomputed."""
+    if not path.exists():
+        return {}
+    return {r["setting"]: r for r in read_jsonl(path)
+            if isinstance(r, dict) and r.get("key") == key and record_status(r) == "ok" and "setting" in r}
+
+
+def _check_common(cfg, *, etas: tuple[str, ...]) -> None:
+    """The toy's own ranges, checked when a study config is made (a ``--set`` value is refused
+    when it is parsed, not when the study reaches it)."""
+    for f in ("in_dim", "out_dim"):
+        if getattr(cfg, f) < 1:
+            raise ValueError(f"{f}={getattr(cfg, f)} must be >= 1")
+    for f in (*etas, "alpha"):
+        if not getattr(cfg, f) > 0:
+            raise ValueError(f"{f}={getattr(cfg, f)} must be > 0")
+    if cfg.sigma < 0:
+        raise ValueError(f"sigma={cfg.sigma} must be >= 0")
 
 
 def _plt():
@@ -94,6 +125,14 @@ class SettingsConfig:
     def __post_init__(self) -> None:
         if self.activation not in ("linear", "relu"):
             raise ValueError(f"activation={self.activation!r} must be 'linear' or 'relu'")
+        _check_common(self, etas=("eta", "eta_fast"))
+        for f in ("collapse_tol", "diverge_tol"):
+            if not getattr(self, f) > 0:
+                raise ValueError(f"{f}={getattr(self, f)} must be > 0")
+        if not 0 < self.iso_tol <= 1:
+            raise ValueError(f"iso_tol={self.iso_tol} must be in (0, 1]")
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed} must be >= 0")
         for f in ("n_steps", "n_steps_nopred", "record_every", "record_every_nopred"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f}={getattr(self, f)} must be >= 1")
@@ -145,7 +184,7 @@ def _run_settings(cfg: SettingsConfig, out_dir, name: str, *, progress: bool = T
         return old
     key = _cfg_key(cfg)
     parts_path = out / f"{name}.parts.jsonl"
-    done = {r["setting"]: r for r in (read_jsonl(parts_path) if parts_path.exists() else []) if r.get("key") == key}
+    done = _intact_parts(parts_path, key)
     W0 = init_weights(ToyConfig(in_dim=cfg.in_dim, out_dim=cfg.out_dim), [cfg.seed])
     t_start = time.perf_counter()
     for s in SETTINGS:
@@ -168,11 +207,13 @@ def _run_settings(cfg: SettingsConfig, out_dir, name: str, *, progress: bool = T
                 "min_over_max_start": float(mu[0].min() / mu[0].max()),
                 "min_over_max_end": float(mu[-1].min() / mu[-1].max()) if mu[-1].max() > 0 else None,
                 "trace_end": float(mu[-1].sum()), "seconds": time.perf_counter() - t0}
+        rec_ = to_jsonable(rec_)
+        rec_[HASH_KEY] = content_hash(rec_)
         append_jsonl(parts_path, [rec_])
-        done[s.name] = to_jsonable(rec_)
+        done[s.name] = rec_
     res = {"schema": SCHEMA, "config": to_jsonable(cfg), "name": name, "seed": cfg.seed, "n_inits": 1,
            "sampling": {k: done[k]["sampling"] for k in SETTING_ORDER},
-           "settings": {k: {kk: v for kk, v in done[k].items() if kk != "key"} for k in SETTING_ORDER},
+           "settings": {k: {kk: v for kk, v in done[k].items() if kk not in ("key", HASH_KEY)} for k in SETTING_ORDER},
            "outcomes": {k: done[k]["outcome"] for k in SETTING_ORDER},
            "seconds": time.perf_counter() - t_start}
     _plot_settings(res, out / f"{name}.png", cfg)
@@ -205,7 +246,7 @@ def _plot_settings(res: dict, path: Path, cfg: SettingsConfig) -> None:
     fig.suptitle(f"{cfg.activation} toy, M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
                  f"one W0 (seed {cfg.seed})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -255,6 +296,17 @@ class SpreadConfig:
     check_steps: tuple[int, ...] = (100, 300, 1000)
 
     def __post_init__(self) -> None:
+        _check_common(self, etas=("eta_euc", "eta_cos"))
+        if any(sd < 0 for sd in (*self.seeds, self.check_seed)):
+            raise ValueError(f"seeds={self.seeds} and check_seed={self.check_seed} must be >= 0")
+        if self.n_samples_euc < 0:
+            raise ValueError(f"n_samples_euc={self.n_samples_euc} must be >= 0 (0 = exact expectation)")
+        if self.min_log_distance < 0:
+            raise ValueError(f"min_log_distance={self.min_log_distance} must be >= 0")
+        if not self.check_steps or min(self.check_steps) < 1:
+            raise ValueError(f"check_steps={self.check_steps} must be steps >= 1")
+        if not self.losses:
+            raise ValueError("losses is empty")
         for l in self.losses:
             if get_setting(l).name not in SPREAD_LOSSES:
                 raise ValueError(f"loss {l!r} not in {SPREAD_LOSSES}")
@@ -395,5 +447,5 @@ def _plot_spread(res: dict, path: Path, cfg: SpreadConfig) -> None:
     fig.suptitle(f"linear toy M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
                  f"sampling: {res['sampling']}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -337,3 +337,80 @@ def test_fresh_sample_iteration_tracks_per_mode_map(name):
     _, mu = E.simulate_toy(s, W0, cfg, 100, seed=2)
     _, mm = E.per_mode_map(s, mu[0, 0], cfg.eta, cfg.sigma, cfg.alpha, 100)
     assert np.abs(mu[0, -1] - mm[-1]).max() < 1e-3
+
+
+# ------------------------------------------------------------------ n_steps, --set, records (issue: no silent wrong result)
+@pytest.mark.parametrize("n_steps,every", [(15, 10), (7, 10), (20, 10), (1, 3)])
+def test_simulate_toy_runs_exactly_n_steps_and_records_the_last(n_steps, every):
+    s = E.get_setting("euc_simsiam")
+    cfg = E.ToyConfig(in_dim=6, out_dim=4, n_samples=0)
+    W0 = E.init_weights(cfg, [0])
+    steps, mu = E.simulate_toy(s, W0, cfg, n_steps, record_every=every)
+    ref_steps, ref = E.simulate_toy(s, W0, cfg, n_steps, record_every=1)   # every step recorded
+    assert steps[0] == 0 and steps[-1] == n_steps and len(steps) == mu.shape[1]
+    np.testing.assert_array_equal(ref_steps[steps], steps)
+    np.testing.assert_allclose(mu, ref[:, steps], rtol=0, atol=0)          # the same states, none skipped
+    m_steps, m = E.per_mode_map(s, mu[0, 0], cfg.eta, cfg.sigma, cfg.alpha, n_steps, record_every=every)
+    np.testing.assert_array_equal(m_steps, steps)
+
+
+def test_settings_study_classifies_the_trained_state_when_n_steps_is_short(tmp_path):
+    cfg = ES.SettingsConfig(in_dim=6, out_dim=4, n_steps=15, n_steps_nopred=15, n_samples=50, n_samples_nopred=50,
+                            exact_euc=True, record_every=10, record_every_nopred=200)
+    res = ES.run_eigen_settings(cfg, tmp_path, progress=False)
+    s = E.get_setting("euc_simsiam")
+    tc, n, _ = cfg.toy(s)
+    _, ref = E.simulate_toy(s, E.init_weights(tc, [cfg.seed]), tc, 15, record_every=1, seed=cfg.seed)
+    for name, r in res["settings"].items():
+        assert r["n_steps"] == 15 and r["steps"][-1] == 15          # what ran is what is recorded
+        assert r["eigenvalues"][-1] != r["eigenvalues"][0]           # the outcome is of a trained state
+    np.testing.assert_allclose(res["settings"]["euc_simsiam"]["eigenvalues"][-1], ref[0, -1], rtol=1e-12)
+    assert res["outcomes"]["euc_simsiam"] == ES.classify_outcome(
+        ref[0, 0], ref[0, -1], collapse_tol=cfg.collapse_tol, iso_tol=cfg.iso_tol, diverge_tol=cfg.diverge_tol)
+
+
+@pytest.mark.parametrize("pair", ["eta=-1", "in_dim=0", "sigma=-0.5", "seed=-1", "collapse_tol=-1", "iso_tol=2",
+                                  "eta_fast=0", "alpha=0", "diverge_tol=0"])
+def test_eigen_set_values_are_checked_when_parsed(tmp_path, capsys, pair):
+    from cffdyn.errors import guarded
+    from sim.eigen_cli import main
+    out = tmp_path / "never"
+    rc = guarded(lambda a: main(["settings", "--set", pair, "--out", str(out)]), None, "cffdyn sim eigen")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and pair.split("=")[0] in err
+    assert not out.exists()                                          # refused before anything was made
+
+
+@pytest.mark.parametrize("pair", ["seeds=0,-1", "eta_cos=-1", "check_steps=0", "n_samples_euc=-1"])
+def test_eigen_spread_set_values_are_checked(pair):
+    from sim.eigen_cli import apply_overrides
+    with pytest.raises(ValueError, match=pair.split("=")[0]):
+        apply_overrides(ES.SPREAD_QUICK, [pair])
+
+
+def test_eigen_set_help_lists_every_key(capsys):
+    import dataclasses
+    from sim.eigen_cli import main
+    for cmd, cfg in (("settings", ES.SETTINGS_QUICK), ("spread", ES.SPREAD_QUICK)):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(f"{f.name} (" in text for f in dataclasses.fields(cfg))
+
+
+def test_edited_eigen_records_are_recomputed(tmp_path, capsys):
+    res = ES.run_eigen_settings(TINY_SETTINGS, tmp_path, progress=False)
+    j = tmp_path / "eigen_settings.json"
+    j.write_text(j.read_text().replace(f'"{res["outcomes"]["euc_simsiam"]}"', '"isotropic-FAKE"', 1))
+    again = ES.run_eigen_settings(TINY_SETTINGS, tmp_path, progress=False)
+    assert "changed after it was written" in capsys.readouterr().err
+    assert again["outcomes"] == res["outcomes"] and "isotropic-FAKE" not in j.read_text()
+    # an edited part (a fabricated outcome) is recomputed, not resumed from
+    parts = tmp_path / "eigen_settings.parts.jsonl"
+    j.unlink()
+    lines = parts.read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["outcome"] = "isotropic-FAKE"
+    parts.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    third = ES.run_eigen_settings(TINY_SETTINGS, tmp_path, progress=False)
+    assert third["outcomes"] == res["outcomes"]

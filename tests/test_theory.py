@@ -13,6 +13,7 @@ import torch
 from theory import symbolic as S
 from theory.autograd_check import (BOUNDARY_GAP, check_autograd, make_cases, symbolic_gradients,
                                    _positive_mask)
+from cffdyn.errors import UserError
 from theory.cli import main
 from theory.verify import VerifyConfig, run_verify
 
@@ -371,3 +372,44 @@ def test_normal_form_rejects_too_deep_nesting():
     deep = sp.Sum(x[idx], *[(q, 1, 2) for q in idx])
     with pytest.raises(S.NormalFormError, match="nested deeper"):
         S._zero(deep)
+
+
+def test_verify_cases_beyond_memory_are_refused_before_work(tmp_path, monkeypatch, capsys):
+    """--cases 100000000000: one line with the estimate, nothing made, nothing computed."""
+    import theory.cli as tc
+    import theory.verify as tv
+    from cffdyn.errors import guarded
+    monkeypatch.setattr(tv, "verify", lambda *a, **k: pytest.fail("verify ran"))
+    out = tmp_path / "never"
+    rc = guarded(lambda a: main(["verify", "--cases", "100000000000", "--out", str(out)]), None, "cffdyn theory")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "GiB" in err and "--cases <=" in err
+    assert not out.exists()
+    # the bound is the estimate: half the RAM over the bytes per case
+    ram = __import__("os").sysconf("SC_PHYS_PAGES") * __import__("os").sysconf("SC_PAGE_SIZE")
+    fit = (ram // 2) // tc.BYTES_PER_CASE
+    tc.check_cases_fit(fit)
+    with pytest.raises(UserError):
+        tc.check_cases_fit(fit + 1)
+    tc.check_cases_fit(100_000)            # the paper's full check fits on any machine that runs it
+
+
+def test_run_verify_recomputes_an_edited_or_unhashed_result(tmp_path, monkeypatch):
+    import theory.verify as tv
+    from cffdyn.io import HASH_KEY
+    cfg = VerifyConfig(cases=20, seed=1)
+    res = run_verify(cfg, tmp_path)
+    j = tmp_path / "verify.json"
+    for damage in ("edit", "unhashed"):
+        rec = json.loads(j.read_text())
+        if damage == "edit":
+            rec["autograd"]["max_rel_err"] = 0.0          # a fabricated perfect agreement, old hash kept
+        else:
+            rec.pop(HASH_KEY)                               # written by older code
+        j.write_text(json.dumps(rec))
+        calls = []
+        monkeypatch.setattr(tv, "verify", lambda *a, _c=calls, **k: _c.append(1) or {
+            **res, "autograd": {**res["autograd"], "per_case_rel_err": {"none": [1e-15]}}})
+        run_verify(cfg, tmp_path)
+        assert calls == [1], damage
+        assert json.loads(j.read_text())["autograd"]["max_rel_err"] == res["autograd"]["max_rel_err"]

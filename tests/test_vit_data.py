@@ -354,3 +354,109 @@ def test_bad_arguments_are_one_line(capsys):
     assert "unknown dataset" in _one_line(lambda: load_dataset("mnist"), capsys)
     assert "subset" in _one_line(lambda: load_dataset("digits", subset=10 ** 6), capsys)
     assert "data root" in _one_line(lambda: load_dataset("cifar10"), capsys)
+
+
+# --------------------------------------------------------------------------- contents: dtype, range, labels
+_IDX_CODE = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
+
+
+def _write_idx_typed(path, arr: np.ndarray) -> None:
+    """An IDX file of any element type the format defines (big-endian, as the format says)."""
+    arr = arr.astype(arr.dtype.newbyteorder(">")) if arr.dtype.itemsize > 1 else arr
+    code = _IDX_CODE[np.dtype(arr.dtype)]
+    raw = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape) + arr.tobytes()
+    path.write_bytes(gzip.compress(raw))
+
+
+def _cifar_with(root, data, labels):
+    """CIFAR-10 batches whose test_batch holds ``data``/``labels`` (the others are valid)."""
+    _write_cifar(root, False)
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({b"data": data, b"labels": labels, b"batch_label": b"x"}, fh)
+    return root / "cifar-10-batches-py" / "test_batch"
+
+
+_U8 = np.random.default_rng(5).integers(0, 256, size=(6, 3072)).astype(np.uint8)
+_BAD_CIFAR = {
+    "float images above 1": (_U8.astype(np.float32), [1] * 6, "float32 values"),
+    "int8 that would wrap": (_U8.astype(np.int8), [1] * 6, "int8 values -"),
+    "int64 above 255": (_U8.astype(np.int64) + 200, [1] * 6, "int64 values"),
+    "object images": (np.array([[None] * 3072] * 6, dtype=object), [1] * 6, "object"),
+    "NaN images": (np.full((6, 3072), np.nan, np.float64), [1] * 6, "NaN"),
+    "fractional labels": (_U8, [9.7, 1.0, 2.0, 3.0, 4.0, 5.0], "float64 values 1..9.7 as labels"),
+    "labels out of range": (_U8, [10, 1, 2, 3, 4, 5], "labels 1..10"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_CIFAR))
+def test_cifar_contents_that_a_cast_would_change_are_refused(tmp_path, capsys, case):
+    data, labels, found = _BAD_CIFAR[case]
+    f = _cifar_with(tmp_path, data, labels)
+    err = _one_line(lambda: load_dataset("cifar10", tmp_path), capsys)
+    assert str(f) in err and found in err and "expected" in err
+
+
+def test_float_images_in_unit_range_are_converted_and_said(tmp_path, capsys):
+    unit = _U8.astype(np.float64) / 255.0
+    _cifar_with(tmp_path, unit, [3] * 6)
+    ds = load_dataset("cifar10", tmp_path)
+    np.testing.assert_array_equal(ds.x_test.numpy(), _U8.reshape(-1, 3, 32, 32))   # round(255 x) is exact here
+    assert any("round(255 x)" in c for c in ds.conversions)
+    assert ds.summary()["conversions"] == list(ds.conversions)      # what result.json records
+    assert "converted to uint8" in capsys.readouterr().err
+    # uint8 files convert nothing
+    assert load_dataset("cifar10", _fresh(tmp_path)).conversions == ()
+
+
+def _fresh(tmp_path):
+    d = tmp_path / "fresh"
+    d.mkdir()
+    _write_cifar(d, False)
+    return d
+
+
+@pytest.mark.parametrize("what", ["float labels", "int8 images", "float images above 1"])
+def test_fashion_mnist_contents_are_checked(tmp_path, capsys, what):
+    _fmnist_dir(tmp_path)
+    rng = np.random.default_rng(0)
+    if what == "float labels":
+        f = tmp_path / "t10k-labels-idx1-ubyte.gz"
+        _write_idx_typed(f, np.array([9.7] + [1.0] * 19, np.float32))
+        found = "float32 values 1..9.7 as labels"
+    elif what == "int8 images":
+        f = tmp_path / "t10k-images-idx3-ubyte.gz"
+        _write_idx_typed(f, rng.integers(-128, 128, size=(20, 28, 28)).astype(np.int8))
+        found = "int8 values -128"
+    else:
+        f = tmp_path / "train-images-idx3-ubyte.gz"
+        _write_idx_typed(f, rng.uniform(0, 255, size=(50, 28, 28)).astype(np.float32))
+        found = "float32 values"
+    err = _one_line(lambda: load_dataset("fashion_mnist", tmp_path), capsys)
+    assert str(f) in err and found in err and "expected" in err
+
+
+def test_fashion_mnist_whole_float_labels_are_read_as_integers_and_said(tmp_path, capsys):
+    _, _, _, yte = _fmnist_dir(tmp_path)
+    _write_idx_typed(tmp_path / "t10k-labels-idx1-ubyte.gz", yte.astype(np.float32))
+    ds = load_dataset("fashion_mnist", tmp_path)
+    np.testing.assert_array_equal(ds.y_test.numpy(), yte)
+    assert len(ds.conversions) == 1 and "whole numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what", ["float X", "label 0", "fractional y"])
+def test_svhn_contents_are_checked(tmp_path, capsys, what):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 10), ("test", 4)):
+        X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = np.array([[10], [1], [2], [3]] * 3, np.uint8)[:n]
+        if split == "test" and what == "float X":
+            X = X.astype(np.float64)            # 0..255 stored as double
+        if split == "test" and what == "label 0":
+            y = np.array([[0], [1], [2], [3]], np.uint8)
+        if split == "test" and what == "fractional y":
+            y = np.array([[1.5], [1], [2], [3]], np.float64)
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": X, "y": y})
+    err = _one_line(lambda: load_dataset("svhn", tmp_path), capsys)
+    assert str(tmp_path / "test_32x32.mat") in err and "expected" in err

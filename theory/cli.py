@@ -20,6 +20,8 @@ Every output path is checked before any work starts; bad options end in one line
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -80,6 +82,25 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     return p
 
 
+#: memory the autograd check holds per random case (its inputs and per-case errors), measured as
+#: the growth of the peak RSS from 2,000 to 8,000 cases (~15 KB/case), rounded up
+BYTES_PER_CASE = 16_000
+
+
+def check_cases_fit(cases: int) -> None:
+    """Refuse, before any work, a case count whose estimated memory exceeds half the machine's RAM."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    need = cases * BYTES_PER_CASE
+    if need > ram // 2:
+        fit = max(1, (ram // 2) // BYTES_PER_CASE)
+        raise UserError(f"--cases {cases} needs about {need / 2**30:.3g} GiB of memory (~{BYTES_PER_CASE // 1000} KB "
+                        f"per case), more than half of this machine's {ram / 2**30:.3g} GiB",
+                        f"use --cases <= {fit} (the paper's full check is 100000)")
+
+
 def _check_plot_path(path: str) -> None:
     from cffdyn.io import ensure_writable_file
 
@@ -89,7 +110,7 @@ def _check_plot_path(path: str) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from cffdyn.io import atomic_write_json, ensure_writable_dir, ensure_writable_file
+    from cffdyn.io import atomic_write_json, ensure_writable_file, output_dir
     from theory.verify import VerifyConfig, format_report, plot_errors, verify
 
     # every output is checked before the (tens of seconds of) work
@@ -97,22 +118,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         ensure_writable_file(args.json, "--json")
     if args.plot is not None:
         _check_plot_path(args.plot)
-    if args.out is not None:
-        ensure_writable_dir(args.out, "--out")
+    check_cases_fit(args.cases)
     cfg = VerifyConfig(cases=args.cases, seed=args.seed, tol_rel=args.tol)
     want_cases = args.plot is not None or args.out is not None
-    result = verify(cfg, per_case=want_cases)
-    per_case = result["autograd"].pop("per_case_rel_err", None)
-    print(format_report(result))
-    if args.plot is not None and per_case is not None:
-        plot_errors(per_case, cfg, args.plot)
-    if args.json is not None:
-        atomic_write_json(args.json, result)
-    if args.out is not None and per_case is not None:
-        out = Path(args.out)
-        plot_errors(per_case, cfg, out / "verify.png")
-        atomic_write_json(out / "verify.json", result)
-        print(f"wrote {out / 'verify.json'} and {out / 'verify.png'}")
+    with contextlib.ExitStack() as stack:
+        if args.out is not None:   # one writer per directory; a failed run leaves no empty --out
+            stack.enter_context(output_dir(args.out, "--out"))
+        result = verify(cfg, per_case=want_cases)
+        per_case = result["autograd"].pop("per_case_rel_err", None)
+        print(format_report(result))
+        if args.plot is not None and per_case is not None:
+            plot_errors(per_case, cfg, args.plot)
+        if args.json is not None:
+            atomic_write_json(args.json, result)
+        if args.out is not None and per_case is not None:
+            out = Path(args.out)
+            plot_errors(per_case, cfg, out / "verify.png")
+            atomic_write_json(out / "verify.json", result)
+            print(f"wrote {out / 'verify.json'} and {out / 'verify.png'}")
     return 0 if result["passed"] else 1
 
 

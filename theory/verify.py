@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cffdyn.io import atomic_write_json, ensure_writable_dir, read_json
+from cffdyn.io import atomic_savefig, atomic_write_json, ensure_writable_dir, read_json, record_status
 
 __all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report", "RESIDUAL_METHOD"]
 
@@ -173,11 +173,10 @@ def plot_errors(per_case: dict[str, list[float]], cfg: VerifyConfig, path: str |
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_savefig(fig, path, dpi=120)   # whole or not at all, never through a planted symlink
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -191,9 +190,11 @@ def run_verify(cfg: VerifyConfig = QUICK, out_dir: str | Path = "results/theory"
             old = read_json(jpath)
         except (OSError, ValueError):
             old = None
-        if isinstance(old, dict) and old.get("config") == asdict(cfg) and old.get("schema") == SCHEMA \
-                and "passed" in old:
-            return old   # same config and the current schema (files of older versions are recomputed)
+        # same config, the current schema and an intact content hash (files of older versions, or
+        # edited ones, are recomputed)
+        if isinstance(old, dict) and record_status(old) == "ok" and old.get("config") == asdict(cfg) \
+                and old.get("schema") == SCHEMA and "passed" in old:
+            return old
     ensure_writable_dir(out, "out_dir")       # before the work, not after it
     result = verify(cfg, per_case=True)
     per_case = result["autograd"].pop("per_case_rel_err")

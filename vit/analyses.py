@@ -37,7 +37,7 @@ from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_bytes, read_json
 from vit import stats
 
-__all__ = ["load_runs", "factorial", "car_per_epoch", "grad_norms", "dose_response", "pair_density",
+__all__ = ["load_runs", "check_fields", "factorial", "car_per_epoch", "grad_norms", "dose_response", "pair_density",
            "expected_positive_share", "prob_no_positive", "ANALYSES", "CLASS_COUNTS"]
 
 #: training-pool class counts used by :func:`pair_density` (balanced datasets)
@@ -67,16 +67,33 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             if d.resolve() in seen:
                 continue
             seen.add(d.resolve())
-            res = read_json(d / "result.json")
-            if "config" not in res or "test_acc" not in res:
-                raise UserError(f"{d / 'result.json'} is not a run result (no config/test_acc)",
-                                "point at directories written by 'cffdyn vit train' or 'cffdyn vit study'")
+            res = read_json(d / "result.json", expect=dict)
+            if not isinstance(res.get("config"), dict) or not _is_number(res.get("test_acc")) \
+                    or not isinstance(res["config"].get("seed"), int):
+                raise UserError(f"{d / 'result.json'} is not a run result (needs a config with a seed and a "
+                                "numeric test_acc)",
+                                "point at directories written by 'cffdyn vit train' or 'cffdyn vit study', or "
+                                "move this file away")
             res["run_dir"] = str(d)
             out.append(res)
     if not out:
         raise UserError(f"no recorded runs (result.json) under {', '.join(map(str, paths))}",
                         "run 'cffdyn vit study' first, or give its --out directory")
     return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_fields(runs: Sequence[Mapping[str, Any]], fields: Sequence[str], option: str = "--group") -> None:
+    """Every name in ``fields`` is a config field of every run (an unknown one is an error, not a
+    cell that pools every run)."""
+    common = set(runs[0]["config"]).intersection(*(r["config"] for r in runs[1:]))
+    bad = [f for f in fields if f not in common]
+    if bad:
+        raise UserError(f"{option} {','.join(bad)}: not a TrainConfig field of the recorded runs",
+                        f"choose from {', '.join(sorted(common))}")
 
 
 def _levels(runs: Sequence[Mapping[str, Any]], field: str) -> list[Any]:
@@ -242,7 +259,7 @@ def _plot_per_layer_epoch(res: Mapping[str, Any], group: Sequence[str], ylabel: 
 def car_per_epoch(runs: Sequence[Mapping[str, Any]], *, group: Sequence[str] = ("loss_mode", "method"),
                   figure: Path | None = None) -> dict[str, Any]:
     """Clamp activation rate per layer per epoch (training batches), mean ± SD per cell."""
-    group = [g for g in group if g in runs[0]["config"]]
+    check_fields(runs, group)
     res = _per_layer_epoch(runs, "car", group)
     res.update(analysis="car", group=list(group))
     res["figure"] = _plot_per_layer_epoch(res, group, "clamp activation rate (%)",
@@ -253,7 +270,7 @@ def car_per_epoch(runs: Sequence[Mapping[str, Any]], *, group: Sequence[str] = (
 def grad_norms(runs: Sequence[Mapping[str, Any]], *, group: Sequence[str] = ("loss_mode", "method"),
                figure: Path | None = None) -> dict[str, Any]:
     """Gradient norm of each layer's parameters per epoch, mean ± SD per cell."""
-    group = [g for g in group if g in runs[0]["config"]]
+    check_fields(runs, group)
     res = _per_layer_epoch(runs, "grad_norm", group)
     res.update(analysis="grad_norms", group=list(group))
     res["figure"] = _plot_per_layer_epoch(res, group, "gradient norm of the layer's parameters",

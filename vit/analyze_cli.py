@@ -53,7 +53,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    from cffdyn.io import atomic_write_json, ensure_writable_dir
+    from cffdyn.io import atomic_write_json, output_dir
     from vit import analyses as A
 
     parser = build_parser(prog)
@@ -64,22 +64,24 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.dirs and args.out is None and (out / "result.json").is_file():
         out = out / "analyses"
     runs = A.load_runs(args.dirs) if args.dirs else None   # inputs first: a bad one must leave nothing behind
-    ensure_writable_dir(out, "--out")
+    group = [g.strip() for g in getattr(args, "group", "").split(",") if g.strip()]
+    if runs is not None and args.analysis in ("car", "grad-norms"):
+        A.check_fields(runs, group)
     name = args.analysis.replace("-", "_")
     fig = out / f"{name}.png"
-    if args.analysis == "factorial":
-        res = A.factorial(runs, second=args.second, metric=args.metric, n_boot=args.n_boot, n_perm=args.n_perm,
-                          figure=fig)
-    elif args.analysis in ("car", "grad-norms"):
-        group = [g.strip() for g in args.group.split(",") if g.strip()]
-        fn = A.car_per_epoch if args.analysis == "car" else A.grad_norms
-        res = fn(runs, group=group, figure=fig)
-        res["table"] = _per_layer_table(res, 100.0 if args.analysis == "car" else 1.0)
-    elif args.analysis == "dose-response":
-        res = A.dose_response(runs, figure=fig)
-    else:
-        res = A.pair_density(runs, figure=fig)
-    atomic_write_json(out / f"{name}.json", res)
+    with output_dir(out, "--out"):   # one writer per directory; a failed analysis leaves no empty --out
+        if args.analysis == "factorial":
+            res = A.factorial(runs, second=args.second, metric=args.metric, n_boot=args.n_boot,
+                              n_perm=args.n_perm, figure=fig)
+        elif args.analysis in ("car", "grad-norms"):
+            fn = A.car_per_epoch if args.analysis == "car" else A.grad_norms
+            res = fn(runs, group=group, figure=fig)
+            res["table"] = _per_layer_table(res, 100.0 if args.analysis == "car" else 1.0)
+        elif args.analysis == "dose-response":
+            res = A.dose_response(runs, figure=fig)
+        else:
+            res = A.pair_density(runs, figure=fig)
+        atomic_write_json(out / f"{name}.json", res)
     print(res["table"])
     print(f"\nwritten: {out / f'{name}.json'}, {fig}")
     return 0

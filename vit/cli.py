@@ -64,9 +64,16 @@ def _run_name(cfg) -> str:
 
 
 def _cmd_plot(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    from vit.plot import plot_run
+    from vit.plot import plot_run, read_run
 
-    path = plot_run(Path(ns.run_dir), Path(ns.out) if ns.out else None)
+    from cffdyn.io import output_dir
+    out = Path(ns.out) if ns.out else Path(ns.run_dir)
+    if out.suffix.lower() == ".png" and not out.is_dir():
+        raise UserError(f"--out {out} names a PNG; --out is a directory (it gets diagnostics.png)",
+                        f"give --out {out.parent}")
+    read_run(Path(ns.run_dir))   # the input first: a bad one leaves no --out behind
+    with output_dir(out, "--out"):
+        path = plot_run(Path(ns.run_dir), out)
     print(f"wrote {path}")
     return 0
 
@@ -100,7 +107,8 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
                         description="Per-layer loss, CAR, gradient norm, pos/neg similarity over epochs "
                                     "(and Fisher when logged) from RUN_DIR/log.jsonl -> PNG.")
     pp.add_argument("run_dir", help="directory written by 'train' (holds log.jsonl)")
-    pp.add_argument("--out", default=None, help="PNG path (default RUN_DIR/diagnostics.png)")
+    pp.add_argument("--out", default=None, metavar="DIR",
+                    help="output directory: writes DIR/diagnostics.png (default: RUN_DIR)")
     bp = sub.add_parser("bench", help="reference training loop vs ours, interleaved rounds",
                         description="Times one CFF training step (cff2, all layers) of the reference loop as "
                                     "the reference runs it (two forwards per layer, .item() per layer, "

@@ -37,6 +37,15 @@ for pickles written by Python 3 at protocol < 3, a latin-1-only ``_codecs.encode
 any other global, so a file crafted to run code (``__reduce__`` -> ``os.system``) is rejected
 before anything runs.
 
+Contents: every reader checks what the arrays hold (:func:`check_images`, :func:`check_labels`)
+before anything is cast: images must be uint8 in [0, 255] (other integer dtypes are accepted only
+when every value lies in [0, 255]; float images only when every value lies in [0, 1], converted
+by ``round(255 x)``), labels integers in [0, num_classes) (floats only when every value is a
+whole number).  Each accepted conversion is printed on stderr and kept in
+``Dataset.conversions`` (recorded in ``result.json`` through :meth:`Dataset.summary`); anything
+else - values that would wrap, NaN, object or bool arrays, fractional labels - is one
+:class:`cffdyn.errors.CorruptFileError` line naming the file, what it holds and what was expected.
+
 Split protocol: the training pool (optionally a ``subset`` of it, drawn with ``seed``) is split
 90/10 into train/validation with the same ``seed`` (the CFF protocol: 10% held out for model
 selection).  ``subset=3000`` therefore gives 2700 train + 300 validation images; the test set
@@ -48,6 +57,7 @@ import gzip
 import io
 import os
 import pickle
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +70,7 @@ from cffdyn.errors import CorruptFileError, UserError
 __all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx", "read_cifar", "read_svhn",
            "normalize", "split_indices", "DEFAULT_FMNIST_ROOT", "MissingDataError",
            "DataArgumentError", "RestrictedUnpickler", "load_pickle_restricted", "FMNIST_APT", "IMAGE_SIDE",
-           "image_side"]
+           "image_side", "check_images", "check_labels"]
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "cifar10", "cifar100", "svhn")
 DEFAULT_FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -93,6 +103,7 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]   # per channel, in [0, 1] units, over x_train
     std: tuple[float, ...]
+    conversions: tuple[str, ...] = ()   # explicit conversions of what the files held (see check_images)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -102,7 +113,79 @@ class Dataset:
     def summary(self) -> dict:
         return {"name": self.name, "image_shape": list(self.image_shape), "num_classes": self.num_classes,
                 "n_train": int(self.x_train.shape[0]), "n_val": int(self.x_val.shape[0]),
-                "n_test": int(self.x_test.shape[0])}
+                "n_test": int(self.x_test.shape[0]), "conversions": list(self.conversions)}
+
+
+# ----------------------------------------------------------------------------- content checks
+
+def _describe(a: np.ndarray) -> str:
+    if a.dtype.kind in "biuf" and a.size:
+        import warnings
+
+        with warnings.catch_warnings():   # an all-NaN array: the message says NaN below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanmin(a), np.nanmax(a)
+        nan = ", with NaN" if a.dtype.kind == "f" and np.isnan(a).any() else ""
+        return f"{a.dtype.name} values {lo:g}..{hi:g}{nan}"
+    return f"{a.dtype.name} values"
+
+
+_IMAGES_FIX = "write the images as uint8 in 0..255 (floats in [0, 1] are converted), or use the original dataset file"
+_LABELS_FIX = "write the labels as integer class indices, or use the original dataset file"
+
+
+def check_images(path: object, x: object, conversions: list[str] | None = None) -> np.ndarray:
+    """``x`` as uint8, refusing anything a cast would change (one line naming ``path``).
+
+    uint8: as is.  Other integers: only when every value is in [0, 255].  Floats: only when
+    every value is finite and in [0, 1], converted by ``round(255 x)``.  Each conversion is
+    printed on stderr and appended to ``conversions``.  Object, bool, complex or string arrays,
+    values that would wrap and NaN are refused."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise CorruptFileError(f"{path}: images are not an array ({exc})", _IMAGES_FIX) from None
+    if a.dtype == np.uint8:
+        return a
+    want = "uint8 images in [0, 255] (or floats in [0, 1])"
+    if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
+        note = f"{path}: {a.dtype.name} images (values {a.min()}..{a.max()}) converted to uint8 (no value changed)"
+        out = a.astype(np.uint8)
+    elif a.dtype.kind == "f" and a.size and np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0:
+        note = f"{path}: float images in [0, 1] ({a.dtype.name}) converted to uint8 by round(255 x)"
+        out = np.rint(a * 255.0).astype(np.uint8)
+    else:
+        raise CorruptFileError(f"{path}: found {_describe(a)} as images, expected {want}", _IMAGES_FIX)
+    print(f"note: {note}", file=sys.stderr)
+    if conversions is not None:
+        conversions.append(note)
+    return out
+
+
+def check_labels(path: object, y: object, num_classes: int,
+                 conversions: list[str] | None = None) -> np.ndarray:
+    """``y`` as int64 class indices in [0, num_classes), refusing anything a cast would change.
+
+    Integer labels: as they are.  Float labels only when every value is a whole number (a
+    MATLAB file stores doubles), said on stderr and appended to ``conversions``; fractional
+    labels (9.7) are refused, never truncated."""
+    try:
+        a = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise CorruptFileError(f"{path}: labels are not an array ({exc})", _LABELS_FIX) from None
+    want = f"integer labels in [0, {num_classes})"
+    if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and np.all(a == np.rint(a)):
+        note = f"{path}: {a.dtype.name} labels hold whole numbers only; read as integers"
+        print(f"note: {note}", file=sys.stderr)
+        if conversions is not None:
+            conversions.append(note)
+        a = a.astype(np.int64)
+    elif a.dtype.kind not in "iu":
+        raise CorruptFileError(f"{path}: found {_describe(a)} as labels, expected {want}", _LABELS_FIX)
+    a = a.astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() >= num_classes):
+        raise CorruptFileError(f"{path}: found labels {a.min()}..{a.max()}, expected {want}", _LABELS_FIX)
+    return a
 
 
 # ----------------------------------------------------------------------------- file readers
@@ -157,7 +240,7 @@ def _missing(name: str, looked: list[Path], how: str) -> MissingDataError:
     return MissingDataError(f"dataset {name!r}: files not found (looked in {where})", how)
 
 
-def _read_fashion_mnist(root: Path | None) -> tuple[np.ndarray, ...]:
+def _read_fashion_mnist(root: Path | None, conv: list[str]) -> tuple[np.ndarray, ...]:
     env = os.environ.get("CFFDYN_FMNIST")
     base = root if root is not None else Path(env or DEFAULT_FMNIST_ROOT)
     via = "" if root is not None else (f" (CFFDYN_FMNIST={env})" if env else "")
@@ -181,6 +264,8 @@ def _read_fashion_mnist(root: Path | None) -> tuple[np.ndarray, ...]:
         if x.ndim != nd or (nd == 3 and x.shape[1:] != (28, 28)):
             raise CorruptFileError(f"{f}: expected {'(N, 28, 28) images' if nd == 3 else '(N,) labels'}, "
                                    f"got shape {x.shape}", fix)
+    xtr, xte = check_images(files[0], xtr, conv), check_images(files[2], xte, conv)
+    ytr, yte = check_labels(files[1], ytr, 10, conv), check_labels(files[3], yte, 10, conv)
     return xtr[:, None], ytr, xte[:, None], yte
 
 
@@ -252,7 +337,8 @@ def load_pickle_restricted(path: str | os.PathLike, fix: str) -> object:
                                fix) from None
 
 
-def read_cifar(root: str | os.PathLike, fine: bool = False) -> tuple[np.ndarray, ...]:
+def read_cifar(root: str | os.PathLike, fine: bool = False,
+               conversions: list[str] | None = None) -> tuple[np.ndarray, ...]:
     """CIFAR-10 (``fine=False``) or CIFAR-100 python pickles -> (x_train, y_train, x_test, y_test)."""
     root = Path(root)
     sub = "cifar-100-python" if fine else "cifar-10-batches-py"
@@ -277,11 +363,8 @@ def read_cifar(root: str | os.PathLike, fine: bool = False) -> tuple[np.ndarray,
             if not isinstance(d, dict) or b"data" not in d or key not in d:
                 found = sorted(d) if isinstance(d, dict) else type(d).__name__
                 raise CorruptFileError(f"{f}: expected a dict with keys b'data' and {key!r}, found {found}", fix)
-            try:
-                x = np.asarray(d[b"data"], dtype=np.uint8)
-                y = np.asarray(d[key], dtype=np.int64)
-            except (TypeError, ValueError) as exc:
-                raise CorruptFileError(f"{f}: b'data'/{key!r} are not numeric arrays ({exc})", fix) from None
+            x = check_images(f, d[b"data"], conversions)
+            y = check_labels(f, d[key], 100 if fine else 10, conversions)
             if x.ndim != 2 or x.shape[1] != 3072:
                 raise CorruptFileError(f"{f}: b'data' must be (N, 3072) uint8, got {x.shape}", fix)
             if y.shape != (x.shape[0],):
@@ -296,7 +379,7 @@ def read_cifar(root: str | os.PathLike, fine: bool = False) -> tuple[np.ndarray,
     return xtr, ytr, xte, yte
 
 
-def read_svhn(root: str | os.PathLike) -> tuple[np.ndarray, ...]:
+def read_svhn(root: str | os.PathLike, conversions: list[str] | None = None) -> tuple[np.ndarray, ...]:
     """SVHN cropped digits (``train_32x32.mat``, ``test_32x32.mat``); label 10 -> 0."""
     from scipy.io import loadmat
 
@@ -322,11 +405,17 @@ def read_svhn(root: str | os.PathLike) -> tuple[np.ndarray, ...]:
         if "X" not in d or "y" not in d:
             raise CorruptFileError(f"{f}: expected variables X and y, found "
                                    f"{sorted(k for k in d if not k.startswith('__'))}", fix)
-        x, y = np.asarray(d["X"]), np.asarray(d["y"]).reshape(-1).astype(np.int64)
-        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.shape[0]:
-            raise CorruptFileError(f"{f}: X must be (32, 32, 3, N) matching y (N,), got {x.shape}, {y.shape}", fix)
+        x = check_images(f, d["X"], conversions)
+        y = np.asarray(d["y"])
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3] or y.ndim > 2:
+            raise CorruptFileError(f"{f}: X must be (32, 32, 3, N) matching y (N, 1), got {x.shape}, {y.shape}", fix)
+        y = y.reshape(-1)
+        y = check_labels(f, y, 11, conversions)
+        if y.size and y.min() < 1:   # the format has no 0: the digit 0 is 10
+            raise CorruptFileError(f"{f}: found labels {y.min()}..{y.max()} in y, expected 1..10 (10 means "
+                                   "the digit 0)", _LABELS_FIX)
         y = np.where(y == 10, 0, y)
-        out += [np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8), y]
+        out += [np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y]
     return tuple(out)
 
 
@@ -337,8 +426,15 @@ def _read_digits(image_size: int | None) -> tuple[np.ndarray, ...]:
         raise MissingDataError("dataset 'digits' needs scikit-learn, which is not installed",
                                "pip install scikit-learn (it ships the digits)") from None
     d = load_digits()
-    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N,1,8,8)
-    y = d.target.astype(np.int64)
+    img = np.asarray(d.images)
+    src = "scikit-learn's digits"
+    fix = "reinstall scikit-learn (pip install --force-reinstall scikit-learn)"
+    if img.ndim != 3 or img.shape[1:] != (8, 8) or img.dtype.kind not in "iuf" \
+            or not np.isfinite(img).all() or img.min() < 0 or img.max() > 16 or np.any(img != np.rint(img)):
+        raise CorruptFileError(f"{src}: found {img.shape} {_describe(img)} as images, expected (N, 8, 8) "
+                               "whole numbers in 0..16", fix)
+    x = np.rint(img * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N,1,8,8)
+    y = check_labels(src, d.target, 10)
     if image_size not in (None, 8, 16):
         raise DataArgumentError(f"digits: image_size must be 8 or 16, got {image_size}", "use 8 or 16")
     if image_size == 16:
@@ -405,8 +501,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         raise DataArgumentError(f"image_size is only supported for 'digits', not {name!r}",
                                 "leave image_size unset for this dataset")
     rootp = Path(root) if root is not None else None
+    conv: list[str] = []
     if name == "fashion_mnist":
-        xtr, ytr, xte, yte = _read_fashion_mnist(rootp)
+        xtr, ytr, xte, yte = _read_fashion_mnist(rootp, conv)
         nc = 10
     elif name == "digits":
         xtr, ytr, xte, yte = _read_digits(image_size)
@@ -415,13 +512,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         if rootp is None:
             raise MissingDataError(f"dataset {name!r} needs a data root (nothing is downloaded)",
                                    f"give the directory with the python pickle batches as the data root {_ROOT_HINT}")
-        xtr, ytr, xte, yte = read_cifar(rootp, fine=name == "cifar100")
+        xtr, ytr, xte, yte = read_cifar(rootp, fine=name == "cifar100", conversions=conv)
         nc = 100 if name == "cifar100" else 10
     else:
         if rootp is None:
             raise MissingDataError("dataset 'svhn' needs a data root (nothing is downloaded)",
                                    f"give the directory with train_32x32.mat and test_32x32.mat as the data root {_ROOT_HINT}")
-        xtr, ytr, xte, yte = read_svhn(rootp)
+        xtr, ytr, xte, yte = read_svhn(rootp, conversions=conv)
         nc = 10
     where = f" in {rootp}" if rootp is not None else ""
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
@@ -441,7 +538,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
         x_train=x_train, y_train=torch.from_numpy(ytr[tr].astype(np.int64)),
         x_val=torch.from_numpy(np.ascontiguousarray(xtr[va])), y_val=torch.from_numpy(ytr[va].astype(np.int64)),
         x_test=torch.from_numpy(np.ascontiguousarray(xte)), y_test=torch.from_numpy(yte.astype(np.int64)),
-        num_classes=nc, mean=mean, std=std)
+        num_classes=nc, mean=mean, std=std, conversions=tuple(conv))
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],

@@ -1,4 +1,5 @@
-"""Per-layer diagnostics of one run directory (``cffdyn vit plot RUN_DIR``).
+"""Per-layer diagnostics of one run directory (``cffdyn vit plot RUN_DIR [--out DIR]`` writes
+``DIR/diagnostics.png``, default DIR = RUN_DIR).
 
 Reads ``RUN_DIR/log.jsonl`` (and ``result.json`` when present for the title) and draws, over
 epochs, one line per layer: training loss, clamp activation rate (CAR), gradient norm, mean
@@ -15,9 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cffdyn.io import read_json, read_jsonl  # noqa: E402
+from cffdyn.errors import CorruptFileError, UserError  # noqa: E402
+from cffdyn.io import atomic_savefig, read_json, read_jsonl  # noqa: E402
 
-__all__ = ["plot_run", "TITLES", "title"]
+__all__ = ["plot_run", "read_run", "TITLES", "title", "FIGURE_NAME"]
 
 #: names in words for figure titles and legends (datasets, methods, margin forms, factors)
 TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN",
@@ -33,16 +35,53 @@ def title(x: object) -> str:
     return TITLES.get(str(x), str(x))
 
 
-def plot_run(run_dir: Path, out: Path | None = None) -> Path:
-    """Draw the diagnostics of ``run_dir`` to ``out`` (default ``run_dir/diagnostics.png``)."""
+#: the file :func:`plot_run` writes in its output directory
+FIGURE_NAME = "diagnostics.png"
+
+
+def _check_history(log: Path, hist: list) -> None:
+    """Each line of a run's log is an epoch record: ``epoch`` (int) and ``layers`` (the same
+    number of per-layer dicts with a ``margin`` in every epoch); anything else is one line."""
+    fix = "point at a run directory written by 'cffdyn vit train' (its log.jsonl is one epoch per line)"
+    n = None
+    for k, h in enumerate(hist):
+        ok = isinstance(h, dict) and isinstance(h.get("epoch"), int) and isinstance(h.get("layers"), list) \
+            and h["layers"] and all(isinstance(l, dict) and isinstance(l.get("margin"), (int, float))
+                                    for l in h["layers"])
+        if not ok or (n is not None and len(h["layers"]) != n):
+            raise CorruptFileError(f"{log}:{k + 1}: not an epoch record (expected epoch and the same per-layer "
+                                   "records with a margin in every line)", fix)
+        n = len(h["layers"])
+
+
+def read_run(run_dir: Path) -> tuple[list[dict], dict | None]:
+    """``(epoch records of log.jsonl, result.json or None)`` of a run directory, checked for
+    shape; a missing, empty or malformed file is one line naming it."""
     run_dir = Path(run_dir)
     log = run_dir / "log.jsonl"
     if not log.is_file():
-        raise FileNotFoundError(f"{log} not found (is {run_dir} a directory written by 'cffdyn vit train'?)")
+        raise UserError(f"{log} not found (is {run_dir} a directory written by 'cffdyn vit train'?)",
+                        "give the run directory of a training run")
     hist = read_jsonl(log)
     if not hist:
-        raise ValueError(f"{log} holds no epochs yet")
-    res = read_json(run_dir / "result.json") if (run_dir / "result.json").is_file() else None
+        raise UserError(f"{log} holds no epochs yet", "plot again after the first epoch has finished")
+    _check_history(log, hist)
+    res = read_json(run_dir / "result.json", expect=dict) if (run_dir / "result.json").is_file() else None
+    cfg = (res or {}).get("config", {})
+    if not isinstance(cfg, dict) or (cfg and not {"method", "loss_mode", "dataset", "model", "embed_dim", "heads",
+                                                  "layers", "seed"} <= set(cfg)):
+        raise CorruptFileError(f"{run_dir / 'result.json'}: its config is not a training config",
+                               "move it away (the figure is drawn from log.jsonl alone) or rerun the training")
+    if res is not None and not (isinstance(res.get("test_acc"), (int, float)) and isinstance(res.get("best_epoch"), int)):
+        res = None   # a result without the summary numbers: the title says the seed only
+    return hist, res
+
+
+def plot_run(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Draw the diagnostics of ``run_dir`` to ``out_dir/diagnostics.png`` (default ``out_dir``:
+    ``run_dir``); returns the PNG's path."""
+    run_dir = Path(run_dir)
+    hist, res = read_run(run_dir)
     cfg = (res or {}).get("config", {})
     epochs = [h["epoch"] + 1 for h in hist]
     n_layers = len(hist[0]["layers"])
@@ -89,8 +128,9 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         title += f"; test acc {100 * res['test_acc']:.2f}% (best epoch {res['best_epoch'] + 1})"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / "diagnostics.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    out = (Path(out_dir) if out_dir is not None else run_dir) / FIGURE_NAME
+    try:
+        atomic_savefig(fig, out, dpi=110)   # whole or not at all, never through a planted symlink
+    finally:
+        plt.close(fig)
     return out
