@@ -15,7 +15,7 @@ from typing import Sequence
 
 from cffdyn.errors import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
 
-__all__ = ["FIELD_HELP", "add_train_config_args", "train_config_from_args"]
+__all__ = ["FIELD_HELP", "add_train_config_args", "train_config_from_args", "parse_field_value"]
 
 FIELD_HELP: dict[str, str] = {
     "dataset": "dataset: fashion_mnist | digits | cifar10 | cifar100 | svhn",
@@ -91,19 +91,36 @@ def add_train_config_args(p: argparse.ArgumentParser, defaults=None) -> None:
     base = defaults or QUICK
     for f in dataclasses.fields(TrainConfig):
         d = getattr(base, f.name)
-        t = f.type if isinstance(f.type, str) else str(f.type)
-        if "bool" in t:
-            kind = _bool
-        elif "int" in t:
-            kind = _INT_KIND.get(f.name, positive_int)
-        elif "float" in t:
-            kind = _FLOAT_KIND.get(f.name, finite_float)
-        else:
-            kind = str
-        if "None" in t:
-            kind = _optional(kind)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=d,
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_kind(f), default=d,
                        metavar=f.name.upper(), help=FIELD_HELP.get(f.name, f.name))
+
+
+def _kind(f: dataclasses.Field):
+    """The text converter of one TrainConfig field (argparse ``type``)."""
+    t = f.type if isinstance(f.type, str) else str(f.type)
+    if "bool" in t:
+        kind = _bool
+    elif "int" in t:
+        kind = _INT_KIND.get(f.name, positive_int)
+    elif "float" in t:
+        kind = _FLOAT_KIND.get(f.name, finite_float)
+    else:
+        kind = str
+    return _optional(kind) if "None" in t else kind
+
+
+def parse_field_value(name: str, text: str):
+    """The value of TrainConfig field ``name`` from its text (``FIELD=VALUE`` options of the
+    study CLI), with the converter of its ``--field`` option; ValueError names the field."""
+    from vit.train import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if name not in fields:
+        raise ValueError(f"unknown TrainConfig field {name!r}; choose from {', '.join(fields)}")
+    try:
+        return _kind(fields[name])(text.strip())
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ValueError(f"{name}={text!r}: {exc}") from None
 
 
 def train_config_from_args(ns: argparse.Namespace, argv: Sequence[str] | None = None):
