@@ -55,7 +55,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "pooled F, Levene/Brown-Forsythe, permutation and bootstrap for independent cells, "
             "means by Welch's and the paired t-test, power and seeds for 80% power; and the "
             "raw-pixel linear probe with the same head on the same images.  Writes OUT/study.json, "
-            "OUT/study.png and one train_run directory per run under OUT/runs; resumable."))
+            "OUT/study.png, one train_run directory per run under OUT/runs and the task records under "
+            "OUT/tasks; resumable."))
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--preset", choices=tuple(PRESET_HELP), default=None,
                         help="study preset: " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())

@@ -23,14 +23,16 @@ task that another one runs finds its claim and exits.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from cffdyn.errors import UserError
 from vit.study import collect_study, projected_wall_s
@@ -236,11 +238,32 @@ def _wait(jobs: dict[int, Any], cfg: StudyConfig, out: Path, tasks: list[StudyTa
             time.sleep(poll_s)
 
 
+@contextlib.contextmanager
+def _stop_on_interrupt(running: dict[int, Any], stop) -> Iterator[None]:
+    """Ctrl-C in the submitting process interrupts the running local tasks too (each records
+    ``interrupted`` and frees its claim), so the same command resumes them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for job in running.values():
+            try:
+                stop(job)
+            except Exception:   # noqa: BLE001 -- already gone
+                pass
+        time.sleep(2.0)
+        raise
+
+
 def _run_local_submitit(submitit, cfg: StudyConfig, out: Path, todo: list[StudyTask], tasks: list[StudyTask],
                         plan_hash: str, workers: int, say) -> None:
     ex = submitit.LocalExecutor(folder=out / LOGS_DIR)
     gpus = _visible_gpus() if cfg.base.device in ("cuda", "auto") else 0
-    pending, running, logs = list(todo), {}, {}
+    pending, running = list(todo), {}
+    with _stop_on_interrupt(running, lambda job: job.cancel(check=False)):
+        _local_loop(ex, cfg, out, pending, running, tasks, plan_hash, workers, gpus, say)
+
+
+def _local_loop(ex, cfg, out, pending, running, tasks, plan_hash, workers, gpus, say) -> None:
     slot = 0
     while pending or running:
         while pending and len(running) < workers:
@@ -250,8 +273,7 @@ def _run_local_submitit(submitit, cfg: StudyConfig, out: Path, todo: list[StudyT
             slot += 1
             job = ex.submit(TaskJob(str(out), t.index, plan_hash))
             running[t.index] = job
-            logs[t.index] = (job.job_id, str(job.paths.stderr))
-            record_submission(out, "local", {t.index: logs[t.index]})
+            record_submission(out, "local", {t.index: (job.job_id, str(job.paths.stderr))})
         for i, job in list(running.items()):
             if job.done():
                 del running[i]
@@ -265,6 +287,11 @@ def _run_local_pool(cfg: StudyConfig, out: Path, todo: list[StudyTask], tasks: l
     gpus = _visible_gpus() if cfg.base.device in ("cuda", "auto") else 0
     (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     pending, running = list(todo), {}
+    with _stop_on_interrupt(running, lambda proc: proc.send_signal(signal.SIGINT)):
+        _pool_loop(cfg, out, pending, running, tasks, plan_hash, workers, gpus, say)
+
+
+def _pool_loop(cfg, out, pending, running, tasks, plan_hash, workers, gpus, say) -> None:
     slot = 0
     while pending or running:
         while pending and len(running) < workers:

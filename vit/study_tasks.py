@@ -119,8 +119,12 @@ def _plan_dict(cfg: StudyConfig, seeds_per_task: int, tasks: Sequence[StudyTask]
                    "probe_seeds": list(t.probe_seeds)} for t in tasks]}))
 
 
+_PLAN_KEYS = ("schema", "config", "seeds_per_task", "tasks")
+
+
 def _hash(d: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of the plan's own keys (keys a writer adds to every record do not count)."""
+    return hashlib.sha256(json.dumps({k: d.get(k) for k in _PLAN_KEYS}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_plan(out: Path, cfg: StudyConfig, seeds_per_task: int | None = None) -> tuple[list[StudyTask], str]:
@@ -130,7 +134,7 @@ def write_plan(out: Path, cfg: StudyConfig, seeds_per_task: int | None = None) -
     tasks = plan_tasks(cfg, k)
     d = _plan_dict(cfg, k, tasks)
     p = plan_path(out)
-    if not p.is_file() or read_json(p) != d:
+    if not p.is_file() or _hash(read_json(p)) != _hash(d):
         atomic_write_json(p, d)
     return tasks, _hash(d)
 
