@@ -9,8 +9,9 @@ import json
 
 from cffdyn.errors import CorruptFileError, UserError
 from cffdyn.io import read_json
-from vit import study
-from vit.study import StudyConfig, parse_field_value, run_study
+from vit import study, study_tasks
+from vit.config_args import parse_field_value
+from vit.study import StudyConfig, run_study
 from vit.study_cli import main as study_main
 from vit.train import RunInterrupted, TrainConfig
 
@@ -28,7 +29,7 @@ def test_killed_study_resumes_to_the_same_table_without_retraining(tmp_path, mon
     n_runs = len(ref["runs"])
     assert ref["status"] == "complete" and n_runs == 8
 
-    real = study.train_run
+    real = study_tasks.train_run
     trained: list[tuple] = []
     k = 3
 
@@ -41,7 +42,7 @@ def test_killed_study_resumes_to_the_same_table_without_retraining(tmp_path, mon
             trained.append((cfg.seed, cfg.loss_mode, cfg.method))
         return real(cfg, out_dir, **kw)
 
-    monkeypatch.setattr(study, "train_run", killing)
+    monkeypatch.setattr(study_tasks, "train_run", killing)
     with pytest.raises(RunInterrupted):
         run_study(CFG, tmp_path / "b", progress=False)
     part = read_json(tmp_path / "b" / "study.json")
@@ -56,7 +57,7 @@ def test_killed_study_resumes_to_the_same_table_without_retraining(tmp_path, mon
             calls.append((cfg.seed, cfg.loss_mode, cfg.method))
         return real(cfg, out_dir, **kw)
 
-    monkeypatch.setattr(study, "train_run", counting)
+    monkeypatch.setattr(study_tasks, "train_run", counting)
     res = run_study(CFG, tmp_path / "b", progress=False)
     assert len(calls) == n_runs - k                       # finished runs were not retrained
     assert not set(calls) & set(trained)
@@ -72,7 +73,7 @@ def test_killed_study_resumes_to_the_same_table_without_retraining(tmp_path, mon
 def test_extending_seeds_reuses_existing_runs(tmp_path, monkeypatch):
     small = CFG.replace(n_seeds=2, factors=(("loss_mode", ("clamp", "subtract")),), base=TINY.replace(epochs=1))
     run_study(small, tmp_path, progress=False)
-    real = study.train_run
+    real = study_tasks.train_run
     calls = []
 
     def counting(cfg, out_dir=None, **kw):
@@ -80,7 +81,7 @@ def test_extending_seeds_reuses_existing_runs(tmp_path, monkeypatch):
             calls.append(cfg.seed)
         return real(cfg, out_dir, **kw)
 
-    monkeypatch.setattr(study, "train_run", counting)
+    monkeypatch.setattr(study_tasks, "train_run", counting)
     res = run_study(small.replace(n_seeds=3), tmp_path, progress=False)
     assert sorted(calls) == [2, 2]
     assert [c["n"] for c in res["analysis"]["cells"]] == [3, 3]

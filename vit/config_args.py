@@ -108,7 +108,7 @@ def parse_field_value(name: str, text: str) -> Any:
     """``text`` as a value of :class:`TrainConfig` field ``name`` (ValueError naming both when it is not)."""
     try:
         return field_parser(name)(text.strip())
-    except argparse.ArgumentTypeError as exc:
+    except (argparse.ArgumentTypeError, ValueError) as exc:
         raise ValueError(f"{name}={text!r}: {exc}") from None
 
 

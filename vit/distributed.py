@@ -1,4 +1,4 @@
-"""Process groups for the layer pipeline and the sharded studies: one machine (spawned local
+"""Process groups for the layer pipeline: one machine (spawned local
 processes joined on 127.0.0.1) or torchrun's environment.  gloo on CPU, nccl on GPU (one GPU per
 process)."""
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Multi-seed factorial variance study (Steier 2026 design): one command, resumable.
+"""Multi-seed factorial variance study (Steier 2026 design): one command, resumable, on one
+machine or a cluster.
 
 Python API (the paper build calls this)::
 
@@ -6,13 +7,11 @@ Python API (the paper build calls this)::
     res = run_study(QUICK, "results/vit/study_quick")     # -> dict, also study.json + study.png
     print(res["table"])
 
-A :class:`StudyConfig` names a base :class:`vit.train.TrainConfig`, the factors (each a
-``TrainConfig`` field with its levels, e.g. ``loss_mode = clamp, subtract`` x
-``method = cff2, cff1``) and the number of seeds per cell.  Every cell runs the same seeds
-``seed0 .. seed0 + n_seeds - 1`` (common random numbers across cells); ``TrainConfig.seed``
-derives the initialisation, split, data-order and augmentation seeds, and fixing any of them in
-the base config (``seed_init=0`` etc.) removes that source of variance, which is how the
-variance is attributed to its sources.
+The config, presets, seeds and run names are :mod:`vit.study_config` (re-exported here); the
+study is a list of tasks, one per seed in every cell (:mod:`vit.study_tasks`); this module
+runs them in this process (:func:`run_study`) and assembles ``study.json`` from whatever has
+finished (:func:`collect_study`), which is also how a study run by local subprocesses or a
+Slurm job array (:mod:`vit.study_exec`) is put together.
 
 Presets (:data:`PRESETS`; each prints its projected wall time before starting)
 -------------------------------------------------------------------------------
@@ -26,8 +25,7 @@ Presets (:data:`PRESETS`; each prints its projected wall time before starting)
 ``fmnist-full``    all 60,000 Fashion-MNIST training images (54,000 train + 6,000 validation),
                    ViT[128 4 5], patch 4, the 2x2 with 7 seeds per cell, the reference
                    hyper-parameters, on one GPU with the seed-batched engine; epochs chosen for
-                   about 10 minutes on one H100 (an ESTIMATE from issue 11's measured figure, see
-                   :data:`WALL_MODEL`).
+                   about 10 minutes on one H100 (an ESTIMATE, see :data:`WALL_MODEL`).
 ``cifar10-steier`` Steier's design: CIFAR-10 (``--data-root``), ViT[128 4 5], patch 4, 600 + 50
                    epochs, 2x2 x 7 seeds per cell.
 ``full``           the same on CIFAR-10 with 12 seeds per cell (80% power for the within-cell
@@ -37,8 +35,7 @@ Seeds
 -----
 Matched (default): every cell runs seeds ``seed0 .. seed0 + n_seeds - 1``, so the runs of one
 seed share split, initialisation, data order and augmentation across cells and the paired
-analysis of :mod:`vit.stats` applies.  ``independent_seeds=True``: cell ``c`` (in
-:meth:`StudyConfig.cells` order) runs seeds ``seed0 + c n_seeds ...``, no seed is shared, and the
+analysis of :mod:`vit.stats` applies.  ``independent_seeds=True``: no seed is shared and the
 independent-sample tests are the right ones.  A study recorded one way is never resumed the
 other way.
 
@@ -49,243 +46,49 @@ same protocol, same images); the table reports its test accuracy beside each cel
 
 Files under ``out_dir``
 -----------------------
-``runs/<cell>__seed<k>__<hash>/``  one :func:`vit.train.train_run` directory per run
-           (``result.json``, ``ckpt.pt``, ``log.jsonl``); ``<hash>`` is a digest of the run's
-           full ``TrainConfig``, so a changed base config never collides with old runs and an
-           extended study (more seeds, another level) reuses every run it already has.
-``study.json``  config, design, per-run records, statistics (:func:`vit.stats.factorial_analysis`),
-           the printed table; rewritten atomically after every run (``status: running``) and at
-           the end (``status: complete``).  A complete ``study.json`` whose config equals the
-           requested one is returned without touching anything.
+``runs/``       one :func:`vit.train.train_run` directory per run (``result.json``, ``ckpt.pt``,
+                ``log.jsonl``) and one probe record per seed (:mod:`vit.study_config`).
+``tasks/``      the plan, one claim and one record per task (:mod:`vit.study_tasks`).
+``study.json``  schema (:data:`STUDY_SCHEMA`), config, design, per-run records, statistics
+                (:func:`vit.stats.factorial_analysis`), the printed table, the tasks and timing.
+                :func:`run_study` rewrites it atomically after every run (``status: running``);
+                :func:`collect_study` writes ``status: complete`` only when every task is
+                complete, else ``status: incomplete`` with the missing tasks (by id, with their
+                state and log) and statistics over the finished seeds only (whole matched
+                pairs).  A complete ``study.json`` of the same schema whose config equals the
+                requested one is returned without touching anything.
 ``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate.
 
-Batched mode (``batched=True``, methods cff2/cff1): the seeds of a cell that have no
-``result.json`` yet are trained in one pass with a leading seed dimension
-(:func:`vit.train.train_runs`; same algorithm, float rounding aside), writing the same
-per-run ``result.json`` files (tagged ``"batched"``), so the analysis is unchanged and either
-mode reuses the other's runs.
+Batched mode (``batched=True``, methods cff2/cff1): the seeds of a task without a
+``result.json`` are trained per cell in one pass with a leading seed dimension
+(:func:`vit.train.train_runs`; same algorithm, float rounding aside), writing the same per-run
+``result.json`` files, so the analysis is unchanged and either mode reuses the other's runs.
 
 Resuming: a killed study is simply run again.  Finished runs are read back from their
 ``result.json`` (not retrained); an interrupted run resumes from its last epoch checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import math
-import time
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, read_json
 from vit import stats
-from vit import config as _train
 from vit.data import image_side
-from vit.train import TrainConfig, train_run
+from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
+                              StudyConfig, cell_runs, probe_path, run_dir)
+from vit.study_tasks import DatasetCache, check_not_running, read_plan, read_result, run_task, task_state, write_plan
+from vit.config import TrainConfig
 
-__all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "cell_runs",
-           "parse_field_value", "projected_wall_s", "describe_projection", "STUDY_NAME", "SEED_FIELDS",
-           "WALL_MODEL"]
+__all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
+           "cell_runs", "run_dir", "projected_wall_s", "describe_projection", "STUDY_NAME", "STUDY_SCHEMA",
+           "SEED_FIELDS", "METRICS", "WALL_MODEL"]
 
-STUDY_NAME = "study"
-#: TrainConfig fields that a factor may not vary (the study owns the seed axis).
-SEED_FIELDS = ("seed",)
-METRICS = ("test_acc", "val_acc", "test_topk_acc", "val_topk_acc")
+#: version of the layout of study.json (a complete record of another schema is re-assembled)
+STUDY_SCHEMA = 1
 
-
-def _train_fields() -> dict[str, Any]:
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
-
-
-def parse_field_value(name: str, text: str) -> Any:
-    """Parse the command-line text of a ``TrainConfig`` field to the field's type.
-
-    ``none``/``None`` gives None for optional fields; bools accept true/false/1/0/yes/no."""
-    fields = _train_fields()
-    if name not in fields:
-        raise ValueError(f"unknown TrainConfig field {name!r}; choose from {', '.join(fields)}")
-    tp = fields[name]
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), tp) if args else tp
-    t = text.strip()
-    if optional and t.lower() == "none":
-        return None
-    try:
-        if base is bool:
-            low = t.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(t)
-        if base is int:
-            return int(t)
-        if base is float:
-            return float(t)
-        return str(t)
-    except ValueError:
-        raise ValueError(f"{name}={text!r}: expected a value of type {getattr(base, '__name__', base)}") from None
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """A factorial multi-seed study (see module doc).
-
-    factors: ((TrainConfig field, (level, level, ...)), ...); levels in the field's type.
-    n_seeds: seeds per cell (>= 2: a variance needs two runs); seeds are ``seed0 .. seed0 +
-        n_seeds - 1`` in every cell, or distinct per cell with ``independent_seeds``.
-    metric: the per-run result entry analysed (``test_acc`` ...).
-    alpha, n_boot, n_perm, stats_seed, assumed_ratio, target_power: see :mod:`vit.stats`.
-    batched, batched_impl: train each cell's seeds in one pass of the seed-batched engine
-        (:func:`vit.train.train_runs`, weights stacked (S, ...)); ``"stacked"`` is the one engine.
-    independent_seeds: every cell gets its own seeds (no pairing; see module doc).
-    assumed_corr: correlation of paired runs assumed in the paired power calculation.
-    probe: also train the raw-pixel linear probe for every seed (:mod:`vit.probe`).
-    """
-
-    base: TrainConfig = field(default_factory=lambda: _train.QUICK)
-    factors: tuple[tuple[str, tuple[Any, ...]], ...] = (("loss_mode", ("clamp", "subtract")),
-                                                        ("method", ("cff2", "cff1")))
-    n_seeds: int = 3
-    seed0: int = 0
-    metric: str = "test_acc"
-    alpha: float = 0.05
-    n_boot: int = 9999
-    n_perm: int = 9999
-    stats_seed: int = 0
-    assumed_ratio: float = stats.STEIER_RATIO
-    target_power: float = 0.8
-    batched: bool = False
-    batched_impl: str = "stacked"
-    independent_seeds: bool = False
-    assumed_corr: float = 0.5
-    probe: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(f"StudyConfig: {msg}")
-        if not isinstance(self.base, TrainConfig):
-            bad(f"base must be a TrainConfig, got {type(self.base).__name__}")
-        if not self.factors:
-            bad("at least one factor is needed")
-        fields = _train_fields()
-        names = [f for f, _ in self.factors]
-        if len(set(names)) != len(names):
-            bad(f"factor names repeat: {names}")
-        for name, levels in self.factors:
-            if name not in fields:
-                bad(f"factor {name!r} is not a TrainConfig field")
-            if name in SEED_FIELDS:
-                bad(f"factor {name!r}: the seed axis is set by n_seeds/seed0")
-            if len(levels) < 2:
-                bad(f"factor {name!r} has {len(levels)} level ({', '.join(map(str, levels))}); a factor needs "
-                    f"at least 2 levels to compare")
-            if len(set(map(repr, levels))) != len(levels):
-                bad(f"factor {name!r} has repeated levels {list(levels)}")
-        if self.n_seeds < 2:
-            bad(f"{self.n_seeds} seed per cell: a variance test needs at least 2 seeds per cell "
-                f"(3 for Levene, the permutation and bootstrap tests and the paired analysis)")
-        if not -1 < self.assumed_corr < 1:
-            bad(f"assumed_corr={self.assumed_corr} must be in (-1, 1)")
-        if self.metric not in METRICS:
-            bad(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
-        if not 0 < self.alpha < 1 or not 0 < self.target_power < 1:
-            bad("alpha and target_power must be in (0, 1)")
-        if self.n_boot < 100 or self.n_perm < 100:
-            bad("n_boot and n_perm must be >= 100")
-        if not (self.assumed_ratio > 0 and math.isfinite(self.assumed_ratio)):
-            bad(f"assumed_ratio={self.assumed_ratio} must be finite and > 0")
-        for cell in self.cells():        # every level combination must be a valid TrainConfig
-            rc = self.run_config(cell, self.seed0)
-            if self.batched and rc.method not in ("cff2", "cff1"):
-                bad(f"batched=True needs method cff2/cff1 in every cell, cell {cell} has {rc.method!r}")
-        if self.batched_impl != "stacked":
-            bad(f"batched_impl {self.batched_impl!r}: the one seed-batched engine is 'stacked'")
-
-    def replace(self, **changes: Any) -> "StudyConfig":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def factor_names(self) -> list[str]:
-        return [f for f, _ in self.factors]
-
-    def cells(self) -> list[tuple[Any, ...]]:
-        """All level combinations, first factor slowest."""
-        out: list[tuple[Any, ...]] = [()]
-        for _, levels in self.factors:
-            out = [c + (lv,) for c in out for lv in levels]
-        return out
-
-    def seeds(self, cell: Sequence[Any] | None = None) -> list[int]:
-        """Seeds of ``cell``: the same for every cell (matched), or a block of its own
-        (``independent_seeds``; then ``cell`` is required)."""
-        if not self.independent_seeds:
-            return list(range(self.seed0, self.seed0 + self.n_seeds))
-        if cell is None:
-            raise ValueError("independent_seeds: the seeds depend on the cell")
-        c = self.cells().index(tuple(cell))
-        return list(range(self.seed0 + c * self.n_seeds, self.seed0 + (c + 1) * self.n_seeds))
-
-    def all_seeds(self) -> list[int]:
-        out: list[int] = []
-        for cell in self.cells():
-            out += [sd for sd in self.seeds(cell) if sd not in out]
-        return out
-
-    def run_config(self, cell: Sequence[Any], seed: int) -> TrainConfig:
-        try:
-            return self.base.replace(seed=int(seed), **dict(zip(self.factor_names, cell)))
-        except ValueError as exc:
-            raise ValueError(f"StudyConfig: cell {dict(zip(self.factor_names, cell))}: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"base": self.base.to_dict(), "factors": [[f, list(lv)] for f, lv in self.factors],
-                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("base", "factors")}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StudyConfig":
-        d = dict(d)
-        base = TrainConfig.from_dict(d.pop("base"))
-        factors = tuple((str(f), tuple(lv)) for f, lv in d.pop("factors"))
-        return cls(base=base, factors=factors, **d)
-
-
-def _reference(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` under the reference protocol where :class:`TrainConfig` has a ``protocol`` field
-    (issue 12 item 1); its hyper-parameter defaults are the reference's either way."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return cfg.replace(protocol="reference") if "protocol" in names else cfg
-
-
-#: CPU quick preset, sized for about 10 minutes on 2 idle cores: ViT[64 4 2] patch 7, batch 128,
-#: 16 epochs, crop padding 1 on a 6,000-image Fashion-MNIST pool.  ``seed_subset=0``: the same
-#: images for every seed; the train/validation split, initialisation, order and augmentation vary
-#: with the seed.  Chosen by single-seed runs on the same pool (seed 0, cff2 clamp, test accuracy
-#: against 81.65% for the raw-pixel probe): crop padding 3 (side // 8) 81.1%, 1 83.4%; position
-#: embedding std 0.02 instead of the reference's 1: -2.1 points; 1 layer x 32 epochs, 2 layers x 16,
-#: 3 layers x 16: 84.2/84.2/83.9% at 43/45/62 s; patch 4, width 128/256, RandAugment or a cosine
-#: learning-rate decay did not help.  The measured study is in the README.
-QUICK = StudyConfig(base=_train.QUICK.replace(subset=6000, layers=2, batch_size=128, epochs=16, crop_pad=1,
-                                              seed_subset=0), n_seeds=3)
-#: Fashion-MNIST, all 60,000 training images, ViT[128 4 5] patch 4, 2x2 x 7 seeds, GPU, batched
-#: seeds; epochs from the wall-time estimate (about 10 minutes on one H100, see WALL_MODEL).
-FMNIST_FULL = StudyConfig(base=_reference(_train.TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4,
-                                                  layers=5, patch=4, epochs=6, head_epochs=50, device="cuda")),
-                          n_seeds=7, batched=True)
-#: Steier's CIFAR-10 design: 600 + 50 epochs, 2x2 x 7 seeds per cell (needs --data-root and a GPU).
-CIFAR10_STEIER = StudyConfig(base=_reference(_train.FULL_CIFAR10.replace(device="cuda")), n_seeds=7, batched=True,
-                             )
-#: full study: 2x2 x 12 seeds on the CFF CIFAR-10 protocol (GPU, data_root needed).
-FULL = StudyConfig(base=_train.FULL_CIFAR10, n_seeds=12)
-#: command-line preset name -> study config
-PRESETS: dict[str, StudyConfig] = {"quick": QUICK, "fmnist-full": FMNIST_FULL, "cifar10-steier": CIFAR10_STEIER,
-                                   "full": FULL}
 
 #: Wall-time model: seconds per (training image x epoch x seed) of ViT[128 4 5] with 49 tokens,
 #: two views, measured (issue 11): H100, batched explicit engine, 7 seeds x 10 epochs of full
@@ -300,26 +103,6 @@ WALL_MODEL = {"cuda": {"s_per_image_epoch_seed": 226.0 / (10 * 7 * 54000),
                       "source": "the quick study measured on 2026-11-26: 414.6 s wall for its 12 runs and 3 probes "
                                 "on 2 torch threads, 2 cores (load average 0.6 at the start, 2.0 at the end)"}}
 
-
-def _cell_name(names: Sequence[str], cell: Sequence[Any]) -> str:
-    s = "__".join(f"{n}-{v}" for n, v in zip(names, cell))
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)
-
-
-def _cfg_hash(cfg: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def run_dir(out_dir: Path, cfg: StudyConfig, cell: Sequence[Any], seed: int) -> Path:
-    rc = cfg.run_config(cell, seed)
-    return Path(out_dir) / "runs" / f"{_cell_name(cfg.factor_names, cell)}__seed{seed}__{_cfg_hash(rc)}"
-
-
-def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:
-    """The study's runs in execution order: seed-major (the i-th seed of every cell, then the
-    next), so a partial study is balanced across cells."""
-    cells = cfg.cells()
-    return [(cell, cfg.seeds(cell)[i]) for i in range(cfg.n_seeds) for cell in cells]
 
 
 # ----------------------------------------------------------------------------- wall-time estimate
@@ -386,6 +169,7 @@ def describe_projection(cfg: StudyConfig, device: str | None = None) -> str:
             f" -- an estimate from {WALL_MODEL[dev]['source']}, scaled by model size; not a measurement")
 
 
+
 # ----------------------------------------------------------------------------- records and analysis
 def _record(cfg: StudyConfig, cell: tuple[Any, ...], seed: int, res: Mapping[str, Any], path: Path,
             trained: bool, wall: float) -> dict[str, Any]:
@@ -449,28 +233,6 @@ def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
     return an, table
 
 
-def _probe_runs(cfg: StudyConfig, out: Path, dataset_for, progress: bool) -> dict[str, Any] | None:
-    """The raw-pixel probe for every seed of the study (cached per seed in ``runs/``)."""
-    if not cfg.probe:
-        return None
-    from vit.probe import raw_pixel_probe
-
-    runs = []
-    cell0 = cfg.cells()[0]
-    for seed in cfg.all_seeds():
-        cells = [c for c in cfg.cells() if seed in cfg.seeds(c)]
-        rc = cfg.run_config(cells[0] if cells else cell0, seed)
-        path = out / "runs" / f"probe__seed{seed}__{_cfg_hash(rc)}.json"
-        if path.is_file():
-            rec = read_json(path)
-        else:
-            rec = {"seed": seed, **raw_pixel_probe(rc, dataset_for(rc))}
-            atomic_write_json(path, rec)
-        runs.append(rec)
-    acc = [r["test_acc"] for r in runs]
-    m = sum(acc) / len(acc)
-    sd = (sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else None
-    return {"runs": runs, "test_acc_mean": m, "test_acc_sd": sd, "protocol": runs[0]["protocol"] if runs else None}
 
 
 def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
@@ -519,24 +281,6 @@ def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _train_cells_batched(cfg: StudyConfig, out: Path, progress: bool) -> None:
-    """Batched mode: per cell, train the seeds without a ``result.json`` in one batched pass
-    (:func:`vit.train.train_runs`), which writes each seed's ``result.json`` into its
-    run directory; a killed cell resumes from its batched checkpoint."""
-    from vit.train import train_runs
-
-    cells = cfg.cells()
-    prog = Progress(len(cells), "study batched cells", enabled=progress, min_interval=0.0)
-    for k, cell in enumerate(cells):
-        seeds = [s for s in cfg.seeds(cell) if not (run_dir(out, cfg, cell, s) / "result.json").is_file()]
-        if seeds:
-            rcs = [cfg.run_config(cell, s) for s in seeds]
-            tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
-            ck = out / "runs" / f"{_cell_name(cfg.factor_names, cell)}__batched__{tag}.pt"
-            dirs = [run_dir(out, cfg, cell, s) for s in seeds]
-            train_runs(rcs, dirs, ckpt=ck, progress=False)
-            ck.unlink(missing_ok=True)
-        prog.update(k + 1, f"{dict(zip(cfg.factor_names, cell))}: {len(seeds)} seeds trained batched")
 
 
 def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None:
@@ -554,95 +298,139 @@ def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None
     return prev
 
 
-def _dataset_loader(out_progress: bool):
-    """Load datasets once per (dataset, root, subset, split seed, size); data errors become one
-    line naming the option."""
-    from vit.config import data_key, load_run_dataset
-    cache: dict[tuple, Any] = {}
-
-    def get(rc: TrainConfig):
-        key = data_key(rc)
-        if key not in cache:
-            cache.clear()   # one dataset in memory at a time (runs are seed-major)
-            try:
-                cache[key] = load_run_dataset(rc)
-            except FileNotFoundError as exc:
-                raise UserError(f"dataset {rc.dataset!r} not found ({exc})",
-                                "give the directory that holds its files with --data-root DIR "
-                                "(or --set data_root=DIR)") from None
-        return cache[key]
-    return get
 
 
-def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True,
-              run_progress: bool = False) -> dict[str, Any]:
-    """Run (or resume, or reuse) the study; write ``study.json`` and ``study.png``; return the
-    result dict (keys: config, design, status, runs, probe, analysis, table, timing)."""
+def _probe_summary(cfg: StudyConfig, out: Path, seeds: Sequence[int]) -> dict[str, Any] | None:
+    """The recorded raw-pixel probes of ``seeds`` (in :meth:`StudyConfig.all_seeds` order)."""
+    if not cfg.probe:
+        return None
+    want = set(seeds)
+    runs = [read_json(probe_path(out, cfg, sd)) for sd in cfg.all_seeds() if sd in want]
+    if not runs:
+        return None
+    acc = [r["test_acc"] for r in runs]
+    m = sum(acc) / len(acc)
+    sd = (sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else None
+    return {"runs": runs, "test_acc_mean": m, "test_acc_sd": sd, "protocol": runs[0]["protocol"] if runs else None}
+
+
+def _design(cfg: StudyConfig) -> dict[str, Any]:
+    return {"factors": cfg.factor_names, "levels": {f: list(lv) for f, lv in cfg.factors},
+            "cells": [dict(zip(cfg.factor_names, c)) for c in cfg.cells()],
+            "seeds": {_cell_label(dict(zip(cfg.factor_names, c))): cfg.seeds(c) for c in cfg.cells()},
+            "seed_design": "independent" if cfg.independent_seeds else "matched",
+            "n_runs": len(cell_runs(cfg))}
+
+
+def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, run_progress: bool = False,
+              seeds_per_task: int | None = None) -> dict[str, Any]:
+    """Run (or resume, or reuse) the study in this process, task after task; write
+    ``study.json`` and ``study.png``; return the result dict (keys: schema, config, design,
+    status, runs, probe, analysis, table, tasks, timing)."""
     if not isinstance(cfg, StudyConfig):
         raise ValueError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
     out = Path(out_dir)
     path = out / f"{STUDY_NAME}.json"
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     prev = _check_design_matches(cfg, path)
-    if prev is not None and prev.get("config") == cfg_dict and prev.get("status") == "complete":
+    if prev is not None and prev.get("config") == cfg_dict and prev.get("status") == "complete" \
+            and prev.get("schema") == STUDY_SCHEMA:
         return prev
+    check_not_running(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = cell_runs(cfg)
-    design = {"factors": cfg.factor_names, "levels": {f: list(lv) for f, lv in cfg.factors},
-              "cells": [dict(zip(cfg.factor_names, c)) for c in cfg.cells()],
-              "seeds": {_cell_label(dict(zip(cfg.factor_names, c))): cfg.seeds(c) for c in cfg.cells()},
-              "seed_design": "independent" if cfg.independent_seeds else "matched",
-              "n_runs": len(todo)}
-    get_data = _dataset_loader(progress)
-    recorded = sum((run_dir(out, cfg, c, sd) / "result.json").is_file() for c, sd in todo)
+    design = _design(cfg)
+    recorded = [(c, sd) for c, sd in todo if (run_dir(out, cfg, c, sd) / "result.json").is_file()]
     if progress:
         import sys
         print(f"[study] {len(todo)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "
-              f"{design['seed_design']} seeds), {recorded} recorded, {len(todo) - recorded} to train; "
+              f"{design['seed_design']} seeds), {len(recorded)} recorded, {len(todo) - len(recorded)} to train; "
               f"{describe_projection(cfg)}; results: {path}", file=sys.stderr, flush=True)
-    if recorded < len(todo):
-        get_data(cfg.run_config(*todo[0]))     # a missing dataset fails here, before any training
+    data = DatasetCache()
+    if len(recorded) < len(todo):
+        data(cfg.run_config(*next(r for r in todo if r not in recorded)))   # a missing dataset fails here
+    tasks, plan_hash = write_plan(out, cfg, seeds_per_task)
     records: list[dict[str, Any]] = []
     prog = Progress(len(todo), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
                     enabled=progress, min_interval=0.0)
-    t_start = time.perf_counter()
-    cpu_start = time.process_time()     # CPU seconds of this process: with one thread, the compute
-    from cffdyn.machine import load_average
-    load_start = load_average()
-    if cfg.batched:
-        _train_cells_batched(cfg, out, progress)
-    for k, (cell, seed) in enumerate(todo):
-        rc = cfg.run_config(cell, seed)
-        rd = run_dir(out, cfg, cell, seed)
-        done = (rd / "result.json").is_file()
-        t0 = time.perf_counter()
-        if done:
-            res = train_run(rc, rd, progress=False)     # a corrupt result.json: one line naming it
-        else:
-            res = train_run(rc, rd, progress=run_progress, dataset=get_data(rc))
-        rec = _record(cfg, tuple(cell), seed, res, rd, not done, time.perf_counter() - t0)
+
+    def on_run(cell, seed, res, rd, trained, wall):
+        rec = _record(cfg, tuple(cell), seed, res, rd, trained, wall)
         records.append(rec)
-        result = {"config": cfg_dict, "design": design, "status": "running", "runs": records}
-        result["analysis"], result["table"] = None, ""
-        atomic_write_json(path, result)
-        prog.update(k + 1, f"{_cell_label(rec['cell'])}, seed {seed}: "
-                           f"{cfg.metric} {100 * rec['metric']:.2f}%" + ("" if not done else " (recorded)"))
-    t_probe = time.perf_counter()
-    probe = _probe_runs(cfg, out, get_data, progress)
-    t_probe = time.perf_counter() - t_probe
-    analysis, table = _analysis(cfg, records, probe)
-    trained = [r for r in records if r["trained_now"]]
-    from cffdyn.machine import machine_info
-    import torch
-    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
-              "torch_threads": torch.get_num_threads(), "n_trained_now": len(trained),
-              "n_reused": len(records) - len(trained), "probe_s": t_probe,
-              "mean_run_wall_s": (sum(r["wall_s"] for r in trained) / len(trained)) if trained else None,
-              "mean_epoch_time_s": sum(r["epoch_time_s"] or 0.0 for r in records) / len(records),
-              "projected_wall_s": projected_wall_s(cfg), "load_avg_start": load_start,
-              "machine": machine_info(records[0].get("device"))}
-    result = {"config": cfg_dict, "design": design, "status": "complete", "runs": records, "probe": probe,
-              "analysis": analysis, "table": table, "timing": timing}
-    _plot(cfg, result, out / f"{STUDY_NAME}.png")
+        atomic_write_json(path, {"schema": STUDY_SCHEMA, "config": cfg_dict, "design": design, "status": "running",
+                                 "runs": records, "analysis": None, "table": ""})
+        prog.update(len(records), f"{_cell_label(rec['cell'])}, seed {seed}: {cfg.metric} "
+                                  f"{100 * rec['metric']:.2f}%" + ("" if trained else " (recorded)"))
+
+    for task in tasks:
+        run_task(cfg, out, task, plan_hash=plan_hash, run_progress=run_progress, on_run=on_run, data=data)
+    return collect_study(out, cfg)
+
+
+def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[str, Any]:
+    """Assemble ``study.json`` (and ``study.png``) from the tasks recorded under ``out_dir``
+    (the config is the plan's; ``cfg``, if given, must equal it).  ``status`` is ``complete``
+    only when every task is; otherwise ``incomplete``, with ``tasks.missing`` naming each
+    unfinished task (id, seeds, state, error, log) and the statistics over the complete tasks
+    (whole seeds in every cell) when each cell has at least 2 of them.  Trains nothing."""
+    out = Path(out_dir)
+    pcfg, tasks, plan_hash = read_plan(out)
+    if cfg is not None and json.loads(json.dumps(cfg.to_dict())) != json.loads(json.dumps(pcfg.to_dict())):
+        raise UserError(f"{out} holds the plan of another study config", "give its own --out, or collect it as is")
+    cfg = pcfg
+    path = out / f"{STUDY_NAME}.json"
+    _check_design_matches(cfg, path)
+    states = [task_state(cfg, out, t) for t in tasks]
+    records: list[dict[str, Any]] = []
+    task_recs = []
+    for t, s in zip(tasks, states):
+        if s["state"] != "complete":
+            continue
+        task_recs.append(s["record"])
+        meta = {(json.dumps(r["cell"], sort_keys=True), r["seed"]): r for r in s["record"]["runs"]}
+        for cell, seed in t.runs:
+            rc, rd = cfg.run_config(cell, seed), run_dir(out, cfg, cell, seed)
+            m = meta.get((json.dumps(dict(zip(cfg.factor_names, cell)), sort_keys=True), seed), {})
+            records.append(_record(cfg, tuple(cell), seed, read_result(rc, rd), rd, bool(m.get("trained_now")),
+                                   float(m.get("wall_s") or 0.0)))
+    complete = all(s["state"] == "complete" for s in states)
+    done_seeds = sorted({sd for t, s in zip(tasks, states) if s["state"] == "complete" for sd in t.seeds})
+    probe = _probe_summary(cfg, out, done_seeds)
+    counts = [sum(r["cell"] == dict(zip(cfg.factor_names, c)) for r in records) for c in cfg.cells()]
+    if complete or min(counts) >= 2:
+        analysis, table = _analysis(cfg, records, probe)
+    else:
+        analysis, table = None, f"(too few finished seeds for statistics: {min(counts)} per cell)"
+    missing = [{k: v for k, v in s.items() if k != "record"} for s in states if s["state"] != "complete"]
+    if missing:
+        table = (f"INCOMPLETE: {len(missing)} of {len(tasks)} tasks not finished (seeds "
+                 f"{', '.join(str(sd) for s in missing for sd in s['seeds'])}); statistics over the "
+                 f"{len(done_seeds)} finished seed(s) only\n" + table)
+    result = {"schema": STUDY_SCHEMA, "config": json.loads(json.dumps(cfg.to_dict())), "design": _design(cfg),
+              "status": "complete" if complete else "incomplete", "runs": records, "probe": probe,
+              "analysis": analysis, "table": table,
+              "tasks": {"n": len(tasks), "plan": plan_hash, "complete": [s["task"] for s in states
+                                                                          if s["state"] == "complete"],
+                        "missing": missing},
+              "timing": _timing(cfg, records, task_recs)}
+    if records:
+        _plot(cfg, result, out / f"{STUDY_NAME}.png")
     atomic_write_json(path, result)
     return read_json(path)   # exactly what a later call reuses (NaN statistics become null)
+
+
+def _timing(cfg: StudyConfig, records: list[dict[str, Any]], task_recs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Wall (first task start to last task end), CPU seconds of the tasks, and the machine."""
+    if not task_recs:
+        return None
+    from cffdyn.machine import machine_info
+    trained = [r for r in records if r["trained_now"]]
+    return {"wall_s": max(t["t_end"] for t in task_recs) - min(t["t_start"] for t in task_recs),
+            "cpu_s": sum(t["cpu_s"] for t in task_recs), "torch_threads": task_recs[0].get("torch_threads"),
+            "n_tasks": len(task_recs), "n_trained_now": len(trained), "n_reused": len(records) - len(trained),
+            "probe_s": sum(t.get("probe_s") or 0.0 for t in task_recs),
+            "mean_run_wall_s": (sum(r["wall_s"] for r in trained) / len(trained)) if trained else None,
+            "mean_epoch_time_s": sum(r["epoch_time_s"] or 0.0 for r in records) / len(records) if records else None,
+            "projected_wall_s": projected_wall_s(cfg), "load_avg_start": task_recs[0].get("load_avg_start"),
+            "hosts": sorted({(t.get("owner") or {}).get("host") for t in task_recs} - {None}),
+            "machine": machine_info(records[0].get("device") if records else None)}
