@@ -45,7 +45,7 @@ from numba import njit
 from cffdyn.io import Progress, to_jsonable
 from sim.report import finish, pyplot, reuse_recorded
 from sim.clamp_study import CLAMP_FULL, CLAMP_QUICK, ClampConfig, run_clamp
-from sim.fluctuations import find_fixed_points
+from sim.fluctuations import NoInteriorFixedPoint, find_fixed_points, stable_root
 from sim.model import (Law, MFConfig, SGDConfig,
                        integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy,
                        run_sgd)
@@ -69,26 +69,15 @@ NOTES_NOISE_TABLE = {  # (tau, rho) -> {sigma_n^2: Q*}; None = recovery fixed po
 
 
 def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
-    """The stable fixed point of the d = 1 ODE reached from ``q0 > 0`` (None if the flow goes
-    to Q = 0): scan the sign of Qdot on a grid of (0, 1), then refine the crossing by brentq.
-    A scan, not a time integration, so critical slowing-down near a bifurcation cannot fake a
-    fixed point (or its absence)."""
-    from scipy.optimize import brentq
-
+    """The stable fixed point of the d = 1 ODE reached from ``q0 > 0`` (None where the flow goes
+    to Q = 0 or has no stable interior point): :func:`sim.fluctuations.stable_root` on the ODE
+    right-hand side."""
     f = rhs_numpy(cfg)
-    g = lambda q: float(f(np.array([q]))[0])  # noqa: E731
-    grid = np.linspace(1e-3, 0.999, n_scan)
-    vals = np.array([g(q) for q in grid])
-    down = [i for i in range(n_scan - 1) if vals[i] > 0 >= vals[i + 1]]  # stable crossings
-    roots = [brentq(g, grid[i], grid[i + 1], xtol=1e-13) if vals[i + 1] < 0 else float(grid[i + 1])
-             for i in down]
-    if not roots:
+    try:
+        q, _ = stable_root(lambda q: float(f(np.array([q]))[0]), q0, np.linspace(1e-3, 0.999, n_scan), xtol=1e-13)
+    except NoInteriorFixedPoint:
         return None
-    if g(q0) >= 0:
-        above = [r for r in roots if r >= q0]
-        return float(above[0]) if above else float(roots[-1])
-    below = [r for r in roots if r <= q0]
-    return float(below[-1]) if below else None
+    return q
 
 
 # =========================================================================== 1. convergence
