@@ -118,7 +118,7 @@ def run_validate(cfg: ValidateConfig, out_path, *, progress: bool = True, comman
     if not cfg.cells or not cfg.Ns or min(cfg.Ns) < 100 or cfg.trials < 2:
         raise UserError("validate needs at least one cell, N >= 100 and >= 2 trials", "use the defaults")
     t0, c0 = time.perf_counter(), time.process_time()
-    before = machine_info()
+    before, commit = machine_info(), _commit()  # the code that runs, not the tree at the end
     prog = Progress(len(cfg.cells) * len(cfg.Ns), "validate", enabled=progress)
     rows = []
     for i, (label, mf) in enumerate(cfg.cells):
@@ -135,7 +135,7 @@ def run_validate(cfg: ValidateConfig, out_path, *, progress: bool = True, comman
            "summary": {"valid_checks": len(checked), "fp_in_ci": sum(r["fp_in_ci"] for r in checked),
                        "ou_in_ci": sum(r["ou_in_ci"] for r in checked),
                        "outside_validity": sum(1 for c in rows for r in c["by_N"] if not r["prediction"]["valid"])},
-           "provenance": {"commit": _commit(), "command": command, "machine_before": before,
+           "provenance": {"commit": commit, "command": command, "machine_before": before,
                           "machine_after": machine_info(), "wall_s": time.perf_counter() - t0,
                           "cpu_s": time.process_time() - c0, "threads": "NUMBA_NUM_THREADS as set in the environment"}}
     atomic_write_json(Path(out_path), res)
