@@ -43,7 +43,7 @@ import numpy as np
 from sim.fluctuations import StationaryPoint, increment_moments
 from sim.model import MFConfig
 
-__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "validity"]
+__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "frozen_reason", "validity"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _moments_of(Q: np.ndarray, f: np.ndarray, v: np.ndarray, lo: float, hi: floa
     return mean, var, float(p[0]), float(p[-1])
 
 
-def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int = 65, window_sd: float = 14.0,
+def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int = 33, window_sd: float = 14.0,
                   n_fine: int = 8001) -> dict:
     """N Var(Q), the mean and its shift N (mean - Q*) of the stationary diffusion density at
     dimension ``N`` (see the module docstring), with its convergence figure ``fp_change`` and
@@ -115,6 +115,21 @@ def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int =
             "n_points": n_points}
 
 
+def frozen_reason(corr_time: float, car: float, batch: int, N: int, rule: ValidityRule = VALIDITY) -> str | None:
+    """Why a stationary point is quasi-frozen at dimension N (None if it is not): the rule of
+    :class:`ValidityRule`, the one place it is applied."""
+    active = N * batch * (1.0 - car) * corr_time
+    reasons = []
+    if active < rule.min_active:
+        reasons.append(f"{active:.3g} active samples per correlation time < {rule.min_active:g}: rare jumps, "
+                       "not a diffusion")
+    if corr_time > rule.horizon:
+        reasons.append(f"correlation time {corr_time:.3g} > horizon {rule.horizon:g} with "
+                       f"{N * batch * (1.0 - car):.3g} active samples per unit time: the stationary state is not "
+                       "reached")
+    return "; ".join(reasons) if reasons else None
+
+
 def validity(sp: StationaryPoint, fp: dict, N: int, rule: ValidityRule = VALIDITY) -> dict:
     """The validity figures of a prediction at ``N`` (module docstring) and its verdict:
     ``outcome`` is ``interior`` (a diffusion, FP value valid), ``quasi_frozen`` or
@@ -132,15 +147,10 @@ def validity(sp: StationaryPoint, fp: dict, N: int, rule: ValidityRule = VALIDIT
            "active_per_corr_time": active, "active_per_unit_time": N * sp.batch * (1.0 - sp.car),
            "corr_time": sp.corr_time, "fp_change": fp["fp_change"], "rule": rule.__dict__.copy()}
     reasons = []
-    if active < rule.min_active or sp.corr_time > rule.horizon:
+    frozen = frozen_reason(sp.corr_time, sp.car, sp.batch, N, rule)
+    if frozen:
         outcome = "quasi_frozen"
-        if active < rule.min_active:
-            reasons.append(f"{active:.3g} active samples per correlation time < {rule.min_active:g}: rare jumps, "
-                           "not a diffusion")
-        if sp.corr_time > rule.horizon:
-            reasons.append(f"correlation time {sp.corr_time:.3g} > horizon {rule.horizon:g} with "
-                           f"{N * sp.batch * (1.0 - sp.car):.3g} active samples per unit time: the stationary "
-                           "state is not reached")
+        reasons.append(frozen)
     elif escape and min(escape.values()) / sd < rule.min_edge_sigmas:
         outcome = "escapes"
         reasons.append(f"an unstable fixed point {min(escape.values()) / sd:.3g} SD from Q* "
