@@ -1,4 +1,4 @@
-"""The five one-layer-model studies (issue 4) and the speed benchmark.
+"""The five one-layer-model studies and the speed benchmark.
 
 Python API (the paper build calls these)::
 
