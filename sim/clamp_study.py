@@ -26,6 +26,7 @@ import numpy as np
 
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, read_json
+from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
 from sim.model import MFConfig, SGDConfig, run_sgd
 from sim.report import finish, pyplot, reuse_recorded, save_fig
@@ -60,7 +61,7 @@ class ClampConfig:
     n_scaling: tuple[int, ...] = (500, 2000, 8000)
     scaling_cells: tuple[tuple[str, float, float, int], ...] = (("clamp", 0.3, 0.7, 1), ("subtract", 0.0, 0.7, 1),
                                                                 ("oja", 0.0, 0.0, 1))
-    bridge_margins: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+    bridge_margins: tuple[float, ...] = (0.02, 0.05, 0.07, 0.085, 0.1, 0.12, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
     q0: float = 0.5
     fc_trials: int = 16
     fc_t_end: float = 20.0
@@ -106,12 +107,17 @@ def _predict_all(cfg: ClampConfig, progress: bool) -> dict:
     prog = Progress(len(keys), "clamp: predictions", enabled=progress)
     pred = {}
     for i, k in enumerate(keys):
-        pred[k] = fluctuation_variance(_mf(cfg, *k), q0=cfg.q0)
+        pred[k] = _predict(cfg, k, cfg.N)
         prog.update(i + 1, f"{k[0]} m={k[1]} sn={k[2]} B={k[3]}: {pred[k]['outcome']}")
-    if not any(p["outcome"] == "interior" for k, p in pred.items() if k[0] == "clamp"):
-        raise UserError("no clamped cell of the grid has a stable interior fixed point (the clamped flow runs to "
-                        "Q = 1 and stops: nothing stationary to measure)",
-                        "add noise (--sns 0.7) or smaller margins (--margins 0.1)")
+    outcomes = {p["outcome"] for k, p in pred.items() if k[0] == "clamp"}
+    if "interior" not in outcomes:
+        why = {"fully_clamped": "runs to Q = 1 and stops (every sample clamped)",
+               "collapse": "runs to Q = 0 (no alignment with the feature)",
+               "quasi_frozen": "is quasi-frozen (too few active samples or too long a correlation time)"}
+        raise UserError("no clamped cell of the grid has a stationary state to measure: the clamped flow " +
+                        "; or ".join(why.get(o, o) for o in sorted(outcomes)),
+                        ("add noise (--sns 0.7) or smaller margins (--margins 0.1)" if "collapse" not in outcomes
+                         else "use less noise (--sns 0.7) or smaller margins (--margins 0.1)"))
     short = [(k, p["corr_time"]) for k, p in pred.items() if p["outcome"] == "interior"
              and cfg.window < 10 * p["corr_time"]]
     if short:
@@ -119,6 +125,21 @@ def _predict_all(cfg: ClampConfig, progress: bool) -> dict:
         raise UserError(f"window {cfg.window:g} is shorter than 10 correlation times of {k[0]} m={k[1]} sn={k[2]} "
                         f"B={k[3]} (1/|lambda| = {tc:.3g})", f"use --window >= {10 * tc:.3g}")
     return pred
+
+
+def _predict(cfg: ClampConfig, key, N: int) -> dict:
+    """The linear-noise prediction of one arm; an interior point that is quasi-frozen at N
+    (:func:`sim.diffusion.frozen_reason`) becomes that outcome, its numbers kept under
+    ``linear_noise``; no CAR where the margin is 0 (the clamp rate of a score without a margin
+    is not a quantity of the model)."""
+    p = fluctuation_variance(_mf(cfg, *key), q0=cfg.q0)
+    if p["outcome"] == "interior":
+        why = frozen_reason(p["corr_time"], p["car_star"], key[3], N)
+        if why:
+            p = {"outcome": "quasi_frozen", "reason": why, "linear_noise": p}
+    if key[1] == 0.0 and "car_star" in p:
+        p["car_star"] = None
+    return p
 
 
 def _arm(cfg: ClampConfig, key, pred: dict, N: int, seed: int) -> dict:
@@ -130,10 +151,12 @@ def _arm(cfg: ClampConfig, key, pred: dict, N: int, seed: int) -> dict:
         out["measured"] = {"outcome": pred["outcome"], "trials": cfg.fc_trials, "t_end": cfg.fc_t_end,
                            "final_Q_mean": float(np.mean(np.abs(r.Q[:, -1, 0]))),
                            "final_Q_min": float(np.min(np.abs(r.Q[:, -1, 0]))),
-                           "final_car": float(np.nanmean(r.car[:, -1]))}
+                           "final_car": float(np.nanmean(r.car[:, -1])) if key[1] > 0 else None}
         out["in_ci"] = None
         return out
     meas = measure_nvar(mf, pred["Q_star"], N, cfg.trials, _window(cfg, pred["corr_time"]), seed)
+    if key[1] == 0.0:
+        meas["car"] = None
     lo, hi = meas["N_var"]["ci95"]
     out["measured"] = meas
     out["in_ci"] = bool(lo <= pred["N_var"] <= hi)
@@ -241,6 +264,8 @@ def run_clamp(cfg: ClampConfig, out_dir, *, reuse: bool = True, progress: bool =
     summary = {"arms_checked": len(checked), "arms_in_ci": sum(a["in_ci"] for a in checked),
                "ratios_checked": len(ratios), "ratios_in_ci": sum(r["ratio_in_ci"] for r in ratios),
                "fully_clamped_cells": sum(r["outcome"] == "fully_clamped" for r in rows),
+               "collapse_cells": sum(r["outcome"] == "collapse" for r in rows),
+               "quasi_frozen_cells": sum(r["outcome"] == "quasi_frozen" for r in rows),
                "scaling_checked": len(scaling), "scaling_in_ci": sum(s["in_ci"] for s in scaling),
                "max_abs_z": max(abs(a["z"]) for a in checked) if checked else None}
     res = {"rows": rows, "subtract": [a for k, a in arms.items() if k[0] == "subtract"], "oja": oja,
@@ -262,12 +287,12 @@ def _bridge(cfg: ClampConfig, pred: dict) -> list[dict]:
                 continue
             pts = []
             for m in sorted(set(cfg.bridge_margins) | set(cfg.margins)):
-                p = pred.get(("clamp", m, sn, B)) or fluctuation_variance(_mf(cfg, "clamp", m, sn, B), q0=cfg.q0)
+                p = pred.get(("clamp", m, sn, B)) or _predict(cfg, ("clamp", m, sn, B), cfg.N)
                 if p["outcome"] == "interior":
                     pts.append({"margin": m, "car": p["car_star"], "ratio_pred": p["N_var"] / sub["N_var"],
                                 "Q_star": p["Q_star"]})
-                else:
-                    pts.append({"margin": m, "outcome": p["outcome"]})
+                else:  # quasi-frozen, fully clamped or collapsed: no point on the curve
+                    pts.append({"margin": m, "outcome": p["outcome"], "reason": p.get("reason")})
             curves.append({"sn": sn, "batch": B, "points": pts})
     return curves
 
@@ -338,10 +363,18 @@ def _figure(cfg, rows, oja, scaling, res):
 def _bridge_figure(cfg, bridge, vit_pts):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for cv in bridge:
-        p = [x for x in cv["points"] if "car" in x]
-        ax.plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3,
-                label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}")
+    for j, cv in enumerate(bridge):
+        runs, cur = [], []
+        for x in cv["points"]:  # valid runs of margins are joined, never across an invalid one
+            if "car" in x:
+                cur.append(x)
+            elif cur:
+                runs.append(cur)
+                cur = []
+        runs += [cur] if cur else []
+        for k, p in enumerate(runs):
+            ax.plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3, color=f"C{j}",
+                    label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}" if k == 0 else None)
     for v in vit_pts:
         lo, hi = v["ci95"]
         yerr = None if lo is None or hi is None else [[v["ratio"] - lo], [hi - v["ratio"]]]
@@ -362,7 +395,8 @@ def summary_lines(res: dict) -> list[str]:
     s = res["summary"]
     out = [f"N Var(Q) inside the measured 95% CI: {s['arms_in_ci']}/{s['arms_checked']} arms; ratio clamp/subtract "
            f"inside its CI: {s['ratios_in_ci']}/{s['ratios_checked']} cells; fully clamped cells: "
-           f"{s['fully_clamped_cells']}; N-scaling cells in CI: {s['scaling_in_ci']}/{s['scaling_checked']}"]
+           f"{s['fully_clamped_cells']}, collapsed: {s.get('collapse_cells', 0)}, quasi-frozen: "
+           f"{s.get('quasi_frozen_cells', 0)}; N-scaling cells in CI: {s['scaling_in_ci']}/{s['scaling_checked']}"]
     for r in res["rows"]:
         if r["ratio"] is not None:
             lo, hi = r["ratio"]["ci95"]

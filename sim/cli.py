@@ -7,6 +7,8 @@ hfunc        h(Q) = Qdot/tau with fixed points and stability; learnability const
 phase        two-feature phase portrait, attraction regions, m4 sweep (claim ii).
 noise        stationary cosine similarity vs noise strength and correlation rho.
 clamp        N Var(Q) and the clamp/subtract ratio: linear-noise theory vs SGD with 95% CIs; ViT bridge.
+predict      the VR map in sigma_n (tanh, relu; per margin), its crossing of 1, power, prediction.json.
+validate     predictions (diffusion, linear noise) vs SGD for the validation cells at N = 500, 1000, 2000.
 bench        engines vs a NumPy loop and vs their normals alone, 1 vs 2 threads (interleaved).
 eigen        eigenmode (IsoLoss) dynamics: handed to ``sim.eigen_cli``.
 
@@ -42,7 +44,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     p = make_parser(prog=prog, formatter_class=fmt,
                     description="Numba simulators of the one-layer nonlinear contrastive model "
                                 "(online SGD, mean-field ODEs, fixed points) and eigenmode dynamics.")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join([*_HELP, "bench", "eigen"]) + "}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join([*_HELP, "predict", "validate", "bench", "eigen"]) + "}")
     for name, hlp in _HELP.items():
         s = sub.add_parser(name, formatter_class=fmt, help=hlp.replace("%", "%%"),
                            description=hlp + ". Writes NAME.json + NAME.png.")
@@ -90,6 +92,33 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     b.add_argument("--n-steps", type=positive_int, default=B.n_steps, help="RK4 steps per phase-portrait trajectory")
     b.add_argument("--table", type=_table, default=B.table, help="mu-points of the tabulated phase-portrait RHS")
     b.add_argument("--json", metavar="PATH", default=None, help="also write the figures as JSON (atomic)")
+    pr = sub.add_parser("predict", formatter_class=fmt,
+                        help="the clamp/subtract variance-ratio map against sigma_n: prediction.json + predict.pdf/png",
+                        description="VR = N Var(clamp) / N Var(subtract) of the one-unit model against the within-pair "
+                                    "noise sigma_n, per activation and margin, from the exact 1-D diffusion at N with "
+                                    "the linear-noise limit and validity figures; the crossing of 1 with its spread; "
+                                    "seeds per arm for the paired test. Writes OUT/prediction.json (the record a ViT "
+                                    "analysis reads: sim.prediction_record.load_prediction), OUT/predict.json (every "
+                                    "cell) and OUT/predict.pdf/.png. No SGD.")
+    pr.add_argument("--preset", choices=("quick", "full"), default="full",
+                    help="FULL: 12 noise levels x 3 margins x tanh, relu; QUICK: 5 noise levels x 2 margins")
+    pr.add_argument("--out", default="results/sim", help="output directory")
+    pr.add_argument("--activations", nargs="+", default=None, help="tanh, relu (identity also covered)")
+    pr.add_argument("--margins", type=nonneg_float, nargs="+", default=None, help="margins m in (0, 1)")
+    pr.add_argument("--sns", type=nonneg_float, nargs="+", default=None, help="noise levels sigma_n in [0, 2]")
+    pr.add_argument("--record-margin", type=nonneg_float, default=None, help="the margin the record states")
+    pr.add_argument("--N", type=positive_int, default=None, help="dimension of the diffusion values (>= 100)")
+    pr.add_argument("--no-reuse", action="store_true", help="recompute even if OUT/predict.json matches")
+    pr.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    va = sub.add_parser("validate", formatter_class=fmt, help="predictions vs SGD for the validation cells (long)",
+                        description="For each validation cell (relu, B = 2, sigma_n = 1.3, rho = -0.5, the collapse "
+                                    "and the quasi-frozen case) at N = 500, 1000, 2000: the diffusion and "
+                                    "linear-noise predictions, then SGD from Q* with batch-means 95%% CIs. Writes "
+                                    "OUT/validation.json with provenance (commit, command, machine, wall time, load). "
+                                    "About an hour on 2 loaded cores.")
+    va.add_argument("--out", default="recorded/sim", help="output directory")
+    va.add_argument("--trials", type=positive_int, default=None, help="SGD trials per cell and N")
+    va.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     e = sub.add_parser("eigen", help="eigenmode (IsoLoss) dynamics; 'eigen --help' lists its commands",
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the eigenmode command line")
@@ -136,6 +165,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             atomic_write_json(args.json, res)
             print(f"bench: wrote {args.json}")
         return 0
+    if args.cmd in ("predict", "validate"):
+        with output_dir(args.out, "--out"):   # one writer per directory; a failed run leaves no empty --out
+            return _predict_or_validate(args, argv, prog)
     run, quick, full = S.STUDIES[args.cmd]
     over = {k: getattr(args, k, None) for k in ("seed", "trials", "N", "window")}
     for k in ("margins", "sns", "batches"):
@@ -187,6 +219,39 @@ def _check_clamp_inputs(cfg, vit: Sequence[str], full) -> None:
                         f"{hours:.3g} h (SGD work grows as trials x window x N^2; the full preset, N={full.N}, "
                         f"takes about {_CLAMP_FULL_MIN:g} min)", f"use a smaller --N (the limit is about "
                                                                   f"{CLAMP_MAX_HOURS:g} h of work)")
+
+
+def _predict_or_validate(args, argv, prog) -> int:
+    import dataclasses
+
+    command = " ".join([prog, *argv])
+    if args.cmd == "validate":
+        from sim.validate import VALIDATE_DEFAULT, run_validate
+        cfg = VALIDATE_DEFAULT if args.trials is None else dataclasses.replace(VALIDATE_DEFAULT, trials=args.trials)
+        res = run_validate(cfg, Path(args.out) / "validation.json", progress=not args.quiet, command=command)
+        s = res["summary"]
+        print(f"validate: wrote {Path(args.out) / 'validation.json'} in {res['provenance']['wall_s']:.0f}s; diffusion "
+              f"prediction inside the SGD 95% CI: {s['fp_in_ci']}/{s['valid_checks']} (linear noise: "
+              f"{s['ou_in_ci']}/{s['valid_checks']}); {s['outside_validity']} cell-N outside validity")
+        return 0
+    from sim.predict import PREDICT_FULL, PREDICT_QUICK, run_predict
+    from sim.studies import replace
+    over = {"N": args.N, "record_margin": args.record_margin,
+            "activations": tuple(args.activations) if args.activations else None,
+            "margins": tuple(args.margins) if args.margins else None, "sns": tuple(args.sns) if args.sns else None}
+    cfg = replace(PREDICT_QUICK if args.preset == "quick" else PREDICT_FULL, **over)
+    res = run_predict(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet, command=command)
+    out = Path(args.out)
+    print(f"predict: {'reused' if res.get('reused') else 'computed'} in {res.get('elapsed_s', 0):.1f}s; wrote "
+          f"{out / 'prediction.json'}, {out / 'predict.json'}, {out / 'predict.pdf'}, {out / 'predict.png'}")
+    for a, c in res["crossings"].items():
+        if c["sigma_n_cross"] is None:
+            print(f"  {a}: {c['note']}")
+        else:
+            lo, hi = c["interval"]
+            print(f"  {a}: VR crosses 1 at sigma_n = {c['sigma_n_cross']:.3f} (m = {c['margin']:g}; spread "
+                  f"{lo:.3f} to {hi:.3f} over {c['spans']})")
+    return 0
 
 
 def _summary_lines(name: str, r: dict) -> list[str]:

@@ -20,18 +20,22 @@ approximation gives
 
     N Var(Q) = Var(Y) / (2 B |lambda|),     correlation time 1 / |lambda|.
 
-Why a new quadrature.  In the variables (c, e, eps) used by the ODE code the clamp region
-moves with Q, so the drift has a boundary term that a finite difference on a fixed-node rule
-misses (issue 13: lambda -1.240 instead of -1.384).  Here the Gaussian part is integrated in
-the pre-activations ``h = (h1, h2)`` themselves: given c they are Gaussian with mean ``Q c``
-and covariance ``[[v, k], [k, v]]``, ``v = 1 - Q^2 + sn^2``, ``k = 1 - Q^2 + rho sn^2``, and the
-clamp region ``{sigma(h1) sigma(h2) >= 1 - m}`` does not depend on Q.  Gauss-Legendre pieces
-split exactly at that region's boundary make every piece's integrand analytic (spectral
-accuracy), and since the nodes do not move with Q the derivative passes under the integral
-(Leibniz without a boundary term; in the e-variables it is exactly the boundary term).  It is
-evaluated by a 5-point stencil in Q at FIXED nodes (truncation O(delta^4) ~ 1e-12).  The
-feature-noise projections nu enter D linearly and are Gaussian given h:
+The quadrature.  The Gaussian part is integrated in the pre-activations ``h = (h1, h2)``
+themselves: given c they are Gaussian with mean ``Q c`` and covariance ``[[v, k], [k, v]]``,
+``v = 1 - Q^2 + sn^2``, ``k = 1 - Q^2 + rho sn^2``, and neither the clamp region
+``{sigma(h1) sigma(h2) >= 1 - m}`` nor the activation's kinks (relu: h1 = 0, h2 = 0) depend on
+Q.  Gauss-Legendre pieces split exactly at the clamp boundary AND at every kink make each
+piece's integrand analytic (spectral accuracy); the order per piece is chosen by doubling until
+the moments stop changing (:func:`choose_order`, reported with every prediction).  Since the
+nodes do not move with Q the derivative passes under the integral (Leibniz without a boundary
+term; in variables that move with Q, such as the ODE code's (c, e, eps), it is exactly the
+boundary term that a finite difference on fixed nodes misses).  It is evaluated by a 5-point
+stencil in Q at FIXED nodes (truncation O(delta^4) ~ 1e-12).  The feature-noise projections nu
+enter D linearly and are Gaussian given h:
 ``E[nu | h] = Q S_eps S_h^-1 (h - Q c)``, ``Cov[nu | h] = S_eps - Q^2 S_eps S_h^-1 S_eps``.
+
+The linear-noise value is the small-noise limit of the stationary density of the full
+one-dimensional diffusion (:mod:`sim.diffusion`), which is what a prediction at finite N uses.
 
 Supported: d = 1, normalised, activations tanh / identity / relu (whose inverse on the
 positive half-line is known), sn = 0 (any rho), sn > 0 with -1 < rho <= 1.
@@ -47,12 +51,17 @@ import numpy as np
 
 from sim.model import MFConfig, jacobian_fd, rhs_numpy
 
-__all__ = ["Nodes", "build_nodes", "increment_moments", "drift", "drift_slope", "StationaryPoint",
-           "stationary_point", "fluctuation_variance", "find_fixed_points", "NoInteriorFixedPoint"]
+__all__ = ["Nodes", "build_nodes", "increment_moments", "drift", "drift_slope", "QUAD_TOL", "QuadCheck",
+           "choose_order", "StationaryPoint", "stable_root", "stationary_point", "fluctuation_variance",
+           "find_fixed_points", "NoInteriorFixedPoint"]
 
 _L = 9.0       # Gaussian window half-width in standard deviations (mass outside ~ 2e-19)
-_N_1D = 160    # Gauss-Legendre nodes per piece, one Gaussian dimension
-_N_2D = 72     # ... per piece and dimension, two Gaussian dimensions
+_N_1D = 48     # Gauss-Legendre nodes per piece (default order), one Gaussian dimension
+_N_2D = 24     # ... per piece and dimension, two Gaussian dimensions
+_GRADE, _N_GRADE = 2.0, 16   # graded mesh: 2 * 2^-k, k < 16, from each point where the clamp boundary diverges
+_SPLIT = 8    # the +-9 SD window is also cut into this many equal pieces (Gaussian resolved at low order)
+#: points where an activation (or its derivative) is not analytic: every piece is cut there too
+_KINKS = {"relu": (0.0,)}
 
 
 class NoInteriorFixedPoint(ValueError):
@@ -164,10 +173,10 @@ def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nod
         n = n or _N_1D
         # clamp region sigma(h)^2 >= thr: breakpoints where |sigma(h)| = sqrt(thr)
         r = _inv_pos(act, math.sqrt(thr))
-        bps = [-r, r] if act in ("tanh", "identity") else [r]
+        bps = sorted(([-r, r] if act in ("tanh", "identity") else [r]) + list(_KINKS.get(act, ())))
         for c, wc in zip(cx, cw):
             lo, hi = Q * c - _L * sd, Q * c + _L * sd
-            edges = [lo] + [b for b in bps if lo < b < hi] + [hi]
+            edges = sorted(set(np.linspace(lo, hi, _SPLIT + 1)) | {b for b in bps if lo < b < hi})
             a_, b_ = np.array(edges[:-1]), np.array(edges[1:])
             h, w = _pieces(a_, b_, n)
             h, w = h.ravel(), w.ravel()
@@ -181,10 +190,19 @@ def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nod
         v2 = v - kk * kk / v
         sd2 = math.sqrt(v2)
         r = _inv_pos(act, thr)  # |sigma(h1)| = thr: beyond it the inner clamp boundary exists
-        bps = [-r, r] if act in ("tanh", "identity") else [r]
+        kinks = tuple(_KINKS.get(act, ()))
+        # where the inner boundary runs off to infinity (sigma(h1) -> +-thr for tanh, h1 -> 0 for
+        # relu and identity) the h1-integrand is smooth but not analytic: a mesh graded
+        # geometrically towards those points keeps the convergence spectral
+        grade = _GRADE * np.exp2(-np.arange(_N_GRADE))
+        if act == "tanh":
+            graded = [*(r + grade), *(-r - grade)] if math.isfinite(r) else []
+        else:
+            graded = [*grade, *(-grade)] if act == "identity" else list(grade)
+        bps = sorted(([-r, r] if act in ("tanh", "identity") else [r]) + list(kinks) + graded)
         for c, wc in zip(cx, cw):
             lo, hi = Q * c - _L * sd, Q * c + _L * sd
-            edges = [lo] + [b for b in bps if lo < b < hi] + [hi]
+            edges = sorted(set(np.linspace(lo, hi, _SPLIT + 1)) | {b for b in bps if lo < b < hi})
             h1, w1 = _pieces(np.array(edges[:-1]), np.array(edges[1:]), n)
             h1, w1 = h1.ravel(), w1.ravel()
             mu2 = Q * c + kk / v * (h1 - Q * c)
@@ -193,7 +211,11 @@ def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nod
             with np.errstate(divide="ignore", invalid="ignore"):
                 b = _solve_h(act, np.where(s1 != 0, thr / np.where(s1 != 0, s1, 1.0), np.inf))
             b = np.where(np.isnan(b), hi2, np.clip(b, lo2, hi2))
-            for a_, e_ in ((lo2, b), (b, hi2)):
+            # inner edges: the clamp boundary and the activation's kinks in h2, sorted per row
+            even = [lo2 + (hi2 - lo2) * (j / _SPLIT) for j in range(1, _SPLIT)]
+            cuts = np.sort(np.stack([b, *even] + [np.clip(np.full_like(b, k), lo2, hi2) for k in kinks]), axis=0)
+            edges2 = [lo2, *cuts, hi2]
+            for a_, e_ in zip(edges2[:-1], edges2[1:]):
                 h2, w2 = _pieces(a_, e_, n)
                 mid = sig(0.5 * (a_ + np.maximum(e_, a_)))
                 keep = (s1 * mid < thr).astype(float)
@@ -207,11 +229,11 @@ def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nod
                  np.concatenate(K)[sel], dim)
 
 
-def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None) -> dict:
+def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None, *, n: int = 0) -> dict:
     """E Y, E Y^2, Var Y and the clamp activation rate at overlap Q (see the module docstring),
-    with ``nodes`` from :func:`build_nodes` (built at Q if omitted)."""
+    with ``nodes`` from :func:`build_nodes` (built at Q with order ``n`` if omitted)."""
     act = _check(cfg)
-    nd = nodes if nodes is not None else build_nodes(cfg, Q)
+    nd = nodes if nodes is not None else build_nodes(cfg, Q, n=n)
     sig, dsig = _sig(act)
     tau, sn, rho, B = cfg.tau, cfg.sn, cfg.rho, cfg.batch
     s2 = 1.0 - Q * Q
@@ -247,29 +269,75 @@ def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None) -> di
             "mass": float(np.sum(W))}
 
 
-def drift(cfg: MFConfig, Q: float) -> float:
+def drift(cfg: MFConfig, Q: float, *, n: int = 0) -> float:
     """dQ/dt = E Y at overlap Q (the ODE right-hand side, boundary-resolving quadrature)."""
-    return increment_moments(cfg, Q)["drift"]
+    return increment_moments(cfg, Q, n=n)["drift"]
 
 
-def drift_slope(cfg: MFConfig, Q: float, delta: float = 1e-3) -> float:
+def drift_slope(cfg: MFConfig, Q: float, delta: float = 1e-3, *, n: int = 0) -> float:
     """lambda = f'(Q): 5-point stencil in Q on FIXED h-space nodes, i.e. the derivative of the
     exact drift including the clamp-boundary term (see the module docstring)."""
     # the h-law varies with Q on the scale v = 1 - Q^2 + sn^2: keep delta well inside it
     delta = min(delta, 0.01 * (1.0 - Q * Q + cfg.sn ** 2))
-    nd = build_nodes(cfg, Q)
+    nd = build_nodes(cfg, Q, n=n)
     f = lambda q: increment_moments(cfg, q, nd)["drift"]  # noqa: E731
     return (f(Q - 2 * delta) - 8 * f(Q - delta) + 8 * f(Q + delta) - f(Q + 2 * delta)) / (12 * delta)
 
 
+#: convergence criterion of the quadrature order: |change of E Y| and |relative change of Var Y|
+#: between an order and its double
+QUAD_TOL = (1e-8, 1e-7)
+
+
+@dataclass(frozen=True)
+class QuadCheck:
+    """The Gauss-Legendre order per piece chosen by doubling until E Y and Var Y change by less
+    than :data:`QUAD_TOL` (``converged``), with the last changes seen and the orders tried."""
+    order: int
+    drift_change: float
+    var_change: float
+    orders: tuple[int, ...]
+    converged: bool
+
+    def as_dict(self) -> dict:
+        return {"order": self.order, "drift_change": self.drift_change, "var_change": self.var_change,
+                "orders_tried": list(self.orders), "converged": self.converged}
+
+
+def choose_order(cfg: MFConfig, Q: float, *, start: int = 0, max_order: int = 0) -> QuadCheck:
+    """Smallest order (start, 2 start, ...) whose moments at ``Q`` agree with the next order's to
+    :data:`QUAD_TOL`; the changes reported are that difference, the error estimate of the order
+    returned (the convergence is spectral: the finer order's error is far smaller)."""
+    one = _one_d(cfg)
+    n = start or (8 if one else 6)
+    top = max_order or (256 if one else 96)
+    prev = increment_moments(cfg, Q, n=n)
+    tried = [n]
+    dd = dv = math.inf
+    while 2 * n <= top:
+        n *= 2
+        cur = increment_moments(cfg, Q, n=n)
+        tried.append(n)
+        dd = abs(cur["drift"] - prev["drift"])
+        dv = abs(cur["varY"] - prev["varY"]) / max(abs(cur["varY"]), 1e-300)
+        if dd < QUAD_TOL[0] and dv < QUAD_TOL[1]:
+            return QuadCheck(n // 2, dd, dv, tuple(tried), True)
+        prev = cur
+    return QuadCheck(n, dd, dv, tuple(tried), False)
+
+
 @dataclass(frozen=True)
 class StationaryPoint:
-    """A stable interior fixed point Q* of the d = 1 flow and its linear-noise prediction."""
+    """A stable interior fixed point Q* of the d = 1 flow and its linear-noise prediction;
+    ``basin`` is the interval (lo, hi) of the flow's attraction to Q* (an unstable fixed point
+    or the end of [0, 1]) and ``quad`` the quadrature order check."""
     Q: float
     lam: float            # f'(Q*) < 0
     var_step: float       # Var Y at Q*
     car: float            # clamp activation rate at Q*
     batch: int
+    basin: tuple[float, float] = (0.0, 1.0)
+    quad: QuadCheck | None = None
 
     @property
     def n_var(self) -> float:
@@ -283,41 +351,95 @@ class StationaryPoint:
     def as_dict(self) -> dict:
         return {"outcome": "interior", "Q_star": self.Q, "lambda": self.lam, "var_step": self.var_step,
                 "diffusion_N": self.var_step / self.batch, "N_var": self.n_var,
-                "corr_time": self.corr_time, "car_star": self.car}
+                "corr_time": self.corr_time, "car_star": self.car, "basin": list(self.basin),
+                "quad": None if self.quad is None else self.quad.as_dict()}
 
 
-def stationary_point(cfg: MFConfig, q0: float = 0.5, *, n_scan: int = 50,
-                     q_max: float = 1.0 - 1e-6) -> StationaryPoint:
-    """The stable fixed point of the d = 1 flow reached from ``q0`` in (0, 1) (scan of the
-    sign of the drift, refined by brentq).  Raises :class:`NoInteriorFixedPoint` with outcome
-    ``fully_clamped`` (drift > 0 up to Q -> 1) or ``collapse`` (flow from q0 goes to 0)."""
+def stable_root(g: Callable[[float], float], q0: float, grid: np.ndarray, *, xtol: float = 1e-14,
+                g_scan: Callable[[float], float] | None = None, boundary_outcome: str = "boundary",
+                boundary_reason: str = "") -> tuple[float, tuple[float, float]]:
+    """THE stationary-point finder of the d = 1 flow ``dQ/dt = g(Q)`` on Q in (0, 1): the stable
+    fixed point reached from ``q0`` and its basin.  The sign of ``g`` is scanned on ``grid``
+    (increasing, inside (0, 1)) and each sign change refined by brentq: a scan, not a time
+    integration, so critical slowing-down near a bifurcation cannot fake a fixed point (or its
+    absence).  ``g_scan`` (a cheaper evaluation of the same drift) may do the scan: a bracket
+    whose ends ``g`` does not confirm makes the scan rerun with ``g``.  Raises
+    :class:`NoInteriorFixedPoint` with outcome ``boundary_outcome`` (the drift stays positive up
+    to the top of the grid) or ``collapse`` (the flow from q0 goes to 0)."""
     from scipy.optimize import brentq
 
-    _check(cfg)
-    # geometric refinement towards Q = 1, where the fully clamped flow creeps
-    grid = np.unique(np.concatenate([np.linspace(1e-3, 0.99, n_scan),
-                                     1.0 - np.geomspace(1e-2, 1.0 - q_max, 16)]))
-    vals = np.array([drift(cfg, q) for q in grid])
+    vals = np.array([(g_scan or g)(q) for q in grid])
+    if g_scan is not None:
+        ends = {j for i in range(grid.size - 1) if (vals[i] > 0) != (vals[i + 1] > 0) for j in (i, i + 1)}
+        if any((g(grid[j]) > 0) != (vals[j] > 0) for j in sorted(ends)):
+            vals = np.array([g(q) for q in grid])
+        else:
+            for j in ends:
+                vals[j] = g(grid[j])
+    # strict signs: a flow that stops (drift exactly 0, every sample clamped) has no fixed point
     stable = [i for i in range(grid.size - 1) if vals[i] > 0 > vals[i + 1]]
-    roots = [brentq(lambda q: drift(cfg, q), grid[i], grid[i + 1], xtol=1e-14) for i in stable]
-    if drift(cfg, q0) >= 0:
+    unstable = [i for i in range(grid.size - 1) if vals[i] < 0 < vals[i + 1]]
+
+    def refine(i):
+        return brentq(g, grid[i], grid[i + 1], xtol=xtol)
+    roots = [refine(i) for i in stable]
+    if g(q0) >= 0:
         cand = [r for r in roots if r >= q0]
         if not cand:
-            raise NoInteriorFixedPoint(
-                "fully_clamped" if cfg.mode == "clamp" else "boundary",
-                f"no stable interior fixed point above q0={q0}: the drift stays positive up to Q -> 1"
-                + (" (every sample clamped, updates stop)" if cfg.mode == "clamp" else ""))
+            raise NoInteriorFixedPoint(boundary_outcome, f"no stable interior fixed point above q0={q0}: the drift "
+                                                         f"stays positive up to Q -> 1{boundary_reason}")
         q = cand[0]
     else:
         cand = [r for r in roots if r <= q0]
         if not cand:
-            raise NoInteriorFixedPoint("collapse", f"no stable interior fixed point below q0={q0}: Q -> 0")
+            raise NoInteriorFixedPoint("collapse", f"no stable interior fixed point below q0={q0}: the flow "
+                                                   "runs to Q = 0 (no alignment with the feature)")
         q = cand[-1]
-    lam = drift_slope(cfg, q)
+    below = [refine(i) for i in unstable if grid[i + 1] <= q]
+    above = [refine(i) for i in unstable if grid[i] >= q]
+    return float(q), (max(below) if below else 0.0, min(above) if above else 1.0)
+
+
+def _scan_grid(n_scan: int, q_max: float) -> np.ndarray:
+    # geometric refinement towards Q = 1, where the fully clamped flow creeps
+    return np.unique(np.concatenate([np.linspace(1e-3, 0.99, n_scan), 1.0 - np.geomspace(1e-2, 1.0 - q_max, 16)]))
+
+
+def stationary_point(cfg: MFConfig, q0: float = 0.5, *, n_scan: int = 50,
+                     q_max: float = 1.0 - 1e-6) -> StationaryPoint:
+    """The stable fixed point of the d = 1 flow reached from ``q0`` in (0, 1) by
+    :func:`stable_root` on the boundary-resolving drift, at the quadrature order chosen by
+    :func:`choose_order` at q0 and re-checked at Q*.  Raises :class:`NoInteriorFixedPoint` with
+    outcome ``fully_clamped`` (drift > 0 up to Q -> 1), ``collapse`` (the flow from q0 goes to 0)
+    or ``marginal`` (zero slope)."""
+    _check(cfg)
+    qc = choose_order(cfg, q0)
+    clamp = cfg.mode == "clamp"
+    n = qc.order
+
+    n_scan_order = qc.orders[0]
+
+    def root(order):
+        return stable_root(lambda x: drift(cfg, x, n=order), q0, _scan_grid(n_scan, q_max),
+                           g_scan=lambda x: drift(cfg, x, n=min(order, n_scan_order)),
+                           boundary_outcome="fully_clamped" if clamp else "boundary",
+                           boundary_reason=" (every sample clamped, updates stop)" if clamp else "")
+    for _ in range(3):
+        q, basin = root(n)
+        qs = choose_order(cfg, q, start=qc.orders[0])
+        if qs.order <= n:
+            qc = QuadCheck(n, max(qc.drift_change, qs.drift_change), max(qc.var_change, qs.var_change),
+                           tuple(sorted(set(qc.orders) | set(qs.orders))), qc.converged and qs.converged)
+            break
+        n, qc = qs.order, qs
+    else:
+        q, basin = root(n)
+    lam = drift_slope(cfg, q, n=n)
     if not lam < 0:
         raise NoInteriorFixedPoint("marginal", f"fixed point Q*={q:.6f} has slope {lam:.3g} >= 0")
-    mom = increment_moments(cfg, q)
-    return StationaryPoint(Q=float(q), lam=float(lam), var_step=mom["varY"], car=mom["car"], batch=cfg.batch)
+    mom = increment_moments(cfg, q, n=n)
+    return StationaryPoint(Q=float(q), lam=float(lam), var_step=mom["varY"], car=mom["car"], batch=cfg.batch,
+                           basin=basin, quad=qc)
 
 
 def fluctuation_variance(cfg: MFConfig, Q: float | None = None, N: int | None = None, *,
@@ -330,12 +452,13 @@ def fluctuation_variance(cfg: MFConfig, Q: float | None = None, N: int | None = 
         if Q is None:
             sp = stationary_point(cfg, q0)
         else:
-            lam = drift_slope(cfg, Q)
+            qc = choose_order(cfg, Q)
+            lam = drift_slope(cfg, Q, n=qc.order)
             if not lam < 0:
                 raise NoInteriorFixedPoint("marginal", f"Q={Q} has slope {lam:.3g} >= 0")
-            mom = increment_moments(cfg, Q)
+            mom = increment_moments(cfg, Q, n=qc.order)
             sp = StationaryPoint(Q=float(Q), lam=float(lam), var_step=mom["varY"], car=mom["car"],
-                                 batch=cfg.batch)
+                                 batch=cfg.batch, quad=qc)
     except NoInteriorFixedPoint as exc:
         return {"outcome": exc.outcome, "reason": str(exc)}
     out = sp.as_dict()

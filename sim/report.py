@@ -18,12 +18,16 @@ def pyplot():
     return plt
 
 
-def save_fig(fig, path: Path) -> None:
+def save_fig(fig, path: Path, *, formats: tuple[str, ...] = ("png",), dpi: int = 110) -> None:
+    """Write ``fig`` to ``path`` (its suffix replaced by each of ``formats``, atomically) and
+    close it; PDF keeps the figure vector."""
     import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    path = Path(path)
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+        atomic_write_bytes(path.with_suffix("." + fmt), buf.getvalue())
     pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 #: Version of what the study JSONs hold.  A result recorded by code with another schema (say,
@@ -42,9 +46,12 @@ def reuse_recorded(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | No
 
 
 def finish(out_dir: Path, name: str, cfg: Any, res: dict, fig, t0: float) -> dict:
+    """Write ``<name>.json`` (with schema, config and elapsed time) and, unless ``fig`` is None
+    (the study drew its own), ``<name>.png``."""
     res = {"study": name, "schema": SCHEMA, "config": to_jsonable(cfg), **res,
            "elapsed_s": time.perf_counter() - t0}
-    save_fig(fig, out_dir / f"{name}.png")
+    if fig is not None:
+        save_fig(fig, out_dir / f"{name}.png")
     atomic_write_json(out_dir / f"{name}.json", res)
     res = to_jsonable(res)
     res["reused"] = False

@@ -1,6 +1,6 @@
 """Measuring the stationary seed-to-seed variance of Q by SGD, with honest errors.
 
-Protocol (issue 13): every trial starts AT the mean-field fixed point Q* (no transient to
+Protocol: every trial starts AT the mean-field fixed point Q* (no transient to
 discard beyond a burn-in of a few correlation times ``1/|lambda|``), runs the exact-in-law
 engine over a stationary window, and N Var(Q) is the time average of ``N (Q - mean)^2`` over
 the window, pooled over trials (the mean is the pooled mean).  Its error is a batch-means
