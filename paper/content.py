@@ -527,8 +527,9 @@ def tab_vit(results: dict) -> str:
     head_cols = "lcccc" + ("c" if probe else "")
     head = r"cell & n & mean (\%) & SD (points) & layer-0 CAR (\%)" + (r" & CFF $-$ probe (points)" if probe else "")
     probe_txt = (r" The raw-pixel linear probe (the same LayerNorm+Linear head and protocol on the flattened pixels of "
-                 r"the same images) reaches \VitProbeAcc\% on the test set; the last column is each cell's accuracy "
-                 r"minus the probe's, averaged over matched seeds.") if probe else ""
+                 r"the same images) reaches \VitProbeAcc\% on the test set " + vit_probe_spread_phrase(results)
+                 + r"; the last column is each cell's accuracy minus the probe's, averaged over matched seeds.") \
+        if probe else ""
     return "\n".join([
         r"\begin{table}[tbp]", r"\centering\footnotesize",
         r"\caption{ViT factorial study: test accuracy per cell (n seeds, mean and SD in percentage points, "
@@ -1382,7 +1383,6 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
     ax[1].plot([], [], "kx", label="predicted")
     ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped (no prediction)")
     ax[1].set(xlabel="margin $m$", ylabel=r"$N\,\mathrm{Var}(Q)$ clamp / subtract", title="(b) variance ratio")
-    ax[1].legend(loc="best")
     theory_y = []
     for i, cv in enumerate(d.get("bridge") or []):
         p = [x for x in cv["points"] if "car" in x]
@@ -1407,8 +1407,16 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
     ax[2].axhline(1, color="k", lw=0.5)
     ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract (log)",
               title="(c) bridge to the ViT: prediction against CAR")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # plain 0.5, 1, 2, 5: not 6 x 10^0
+    ax[2].yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax[2].yaxis.set_minor_formatter(NullFormatter())
+    # the legends of (b) and (c) in the free fourth panel: they cover no data
+    h1, l1 = ax[1].get_legend_handles_labels()
     h2, l2 = ax[2].get_legend_handles_labels()
-    axs[1, 1].legend(h2, l2, loc="center", title="panel (c)")
+    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)")
+    axs[1, 1].add_artist(leg)
+    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)")
     fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
     return _save(fig, out, "mf_clamp")
 

@@ -53,8 +53,15 @@ def number_floats(tex: str) -> str:
 
 
 def tidy_mathml(html: str) -> str:
-    """Fences and bars as ``<mo>`` without the operator spacing browsers add around them."""
+    """Fences and bars as ``<mo>`` without the operator spacing browsers add around them; in inline
+    math (where no fence needs to grow) fences drawn at text size, and a lone operator (``5.90$\\times$``)
+    without spacing."""
     def fix(m: re.Match) -> str:
         attrs = re.sub(r'\s(?:lspace|rspace)="[^"]*"', "", m.group(1))
         return f'<mo{attrs} lspace="0em" rspace="0em">{m.group(2)}</mo>'
-    return re.sub(r"<mo([^>]*)>([()\[\]|{}\u2016\u27e8\u27e9])</mo>", fix, html)
+    html = re.sub(r"<mo([^>]*)>([()\[\]|{}\u2016\u27e8\u27e9])</mo>", fix, html)
+
+    def inline(m: re.Match) -> str:
+        t = m.group(0).replace('stretchy="true"', 'stretchy="false"')
+        return re.sub(r"(<semantics>)<mo>([^<]{1,2})</mo>(<annotation)", r'\1<mo lspace="0em" rspace="0em">\2</mo>\3', t)
+    return re.sub(r'<math display="inline".*?</math>', inline, html, flags=re.S)
