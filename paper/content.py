@@ -1414,9 +1414,9 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
     # the legends of (b) and (c) in the free fourth panel: they cover no data
     h1, l1 = ax[1].get_legend_handles_labels()
     h2, l2 = ax[2].get_legend_handles_labels()
-    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)")
+    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)", ncols=2, borderaxespad=0)
     axs[1, 1].add_artist(leg)
-    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)")
+    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)", ncols=1, borderaxespad=0)
     fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
     return _save(fig, out, "mf_clamp")
 
