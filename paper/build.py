@@ -45,7 +45,7 @@ from typing import Any
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from cffdyn.machine import load_average, machine_info
-from paper import content, record
+from paper import content, findings, html, layout, record
 from paper.numbers import Number, evaluate, load_source_numbers, write_numbers, SOURCE_NUMBERS
 from paper.sources import SCALES, STUDIES, MissingResultError, StudyUnavailable, obtain  # noqa: F401 (re-exported)
 
@@ -61,7 +61,8 @@ HTML_MODES = ("auto", "never", "require")
 TEX_PACKAGES = "texlive-latex-base texlive-latex-recommended latexmk lmodern"
 #: capitalised commands of LaTeX itself (everything else capitalised must be a generated macro)
 LATEX_CAPITALISED = {"Delta", "Lambda", "Gamma", "Sigma", "Omega", "Phi", "Psi", "Pi", "Theta", "Xi", "LaTeX",
-                     "TeX", "Leftrightarrow", "Rightarrow", "Pr", "Big", "Bigl", "Bigr", "S"}
+                     "TeX", "Leftrightarrow", "Rightarrow", "Pr", "Big", "Bigl", "Bigr", "S",
+                     "DeclareUnicodeCharacter"}
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,11 @@ def _latex_pdf(out: Path, timeout: float = 300.0) -> Path:
         _run_tool(["bibtex", "manuscript"], out, timeout, "bibtex", out / "manuscript.blg")
         for _ in range(2):  # references, then \ref
             _run_tool(pdflatex, out, timeout, "pdflatex", log)
+    bad = layout.check(out)   # overfull boxes > 1 pt, floats after the References
+    atomic_write_json(out / "layout.json", {"tolerance_pt": layout.TOLERANCE_PT, "problems": bad})
+    if bad:
+        raise RenderError(f"layout check: {len(bad)} problem(s) in manuscript.pdf, first: {bad[0]} "
+                          f"(all in {out / 'layout.json'})")
     return out / "manuscript.pdf"
 
 
@@ -288,8 +294,9 @@ def html_source(full_tex: str, out: Path) -> str:
         cand = out / (path[:-4] + ".png") if path.endswith(".pdf") else None
         return f"{m.group(1)}{{{path[:-4] + '.png'}}}" if cand is not None and cand.is_file() else m.group(0)
     tex = re.sub(r"(\\includegraphics(\[[^\]]*\])?)\{([^}]*)\}", png, full_tex)
-    tex = tex.replace(">{\\raggedright\\arraybackslash}", "")
+    tex = tex.replace(">{\\raggedright\\arraybackslash}", "").replace(">{\\cellfmt}", "")
     tex = re.sub(r"\\paragraph\{", r"\\paragraph*{", tex)  # unnumbered, as in LaTeX (pandoc would number it 2.0.0.1)
+    tex = html.number_floats(tex)   # the PDF's figure and table numbers (pandoc counts its own)
     return re.sub(r"\\bibliography(style)?\{[^}]*\}", "", tex)
 
 
@@ -303,7 +310,8 @@ def _pandoc_html(full_tex: str, out: Path, timeout: float = 300.0) -> Path:
     tmp = out / ".manuscript.html.tmp"
     _run_tool([exe, *pandoc_args(pandoc_version(exe), out / "references.bib"), f"--resource-path={out}",
                "-o", str(tmp), str(src)], out, timeout, "pandoc")
-    tmp.replace(out / "manuscript.html")
+    atomic_write_text(out / "manuscript.html", html.tidy_mathml(tmp.read_text(encoding="utf-8")))
+    tmp.unlink()
     src.unlink()
     return given / "manuscript.html"
 
@@ -344,12 +352,17 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if "verify" in results:
         st.run("gradients (sympy)", _gradients, out)
 
+    der = content.derived(results)     # numbers no study records (paired intervals, ...): derived.json
+    der_path = atomic_write_json(out / "derived.json", der)
+
     def numbers() -> list[Number]:
         src = load_source_numbers()
         nums = []
-        for spec in content.number_specs(results, src) + record.build_specs(info):
+        for spec in content.number_specs(results, src, der) + record.build_specs(info):
             if spec.source == "source":
                 nums.append(evaluate(spec, src, str(SOURCE_NUMBERS)))
+            elif spec.source == "derived":
+                nums.append(evaluate(spec, der, str(der_path)))
             elif spec.source == "build":
                 nums.append(evaluate(spec, info, str(info_path)))
             else:
@@ -370,7 +383,10 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     figs = st.run("figures", figures)
 
     def tables() -> list[Path]:
-        made = content.write_tables(results, gen)
+        made = content.write_tables(results, gen, der)
+        fs = findings.findings(results, der)
+        made.append(atomic_write_text(gen / "abstract_findings.tex", findings.abstract_tex(fs) + "\n"))
+        made.append(atomic_write_text(gen / "conclusion.tex", findings.conclusion_tex(fs)))
         made.append(atomic_write_text(gen / "limitations.tex", record.limitations_tex(results, info)))
         made.append(atomic_write_text(gen / "scale.tex", record.scale_phrase(info) + "%\n"))
         return made

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -21,7 +21,8 @@ from paper.verdicts import (Verdict, finite as _finite, verdict_direction, verdi
                              verdict_value, VERDICT_RULE)
 
 __all__ = ["NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
-           "tex_escape", "vit_cells", "vit_run_results", "RepRow", "tab_replication", "vit_data_phrase", "loss_mode_comparison"]
+           "tex_escape", "vit_cells", "vit_run_results", "RepRow", "tab_replication", "vit_data_phrase", "loss_mode_comparison",
+           "replication_rows", "epoch_time_ratios", "value_range", "derived"]
 
 
 def tex_escape(s: str) -> str:
@@ -130,6 +131,36 @@ def _vit_specs(data: dict) -> list[NumberSpec]:
             red="mean", d=f"mean stage-1 epoch time (s), {meth}")
     add("VitCarClamp", "runs[cell.loss_mode=clamp].car_layer0", ".1f", 100.0, red="mean",
         d="layer-0 CAR (%) averaged over all clamp runs")
+    add("VitCarClampSd", "runs[cell.loss_mode=clamp].car_layer0", ".1f", 100.0, red="sd",
+        d="SD over the clamp runs of the layer-0 CAR (points)")
+    for meth in [lv for f, lvs in data["config"]["factors"] if f == "method" for lv in lvs]:
+        add(macro_name("vit", "epoch", "time", "sd", meth), f"runs[cell.method={meth}].epoch_time_s", ".2f",
+            red="sd", d=f"SD over runs of the stage-1 epoch time (s), {meth}")
+    return s
+
+
+def _derived_specs(der: dict) -> list[NumberSpec]:
+    """Macros of :func:`derived` (source ``derived``: ``derived.json`` of the build)."""
+    s: list[NumberSpec] = []
+    v = der.get("vit_study") or {}
+    for key, rec in v.items():
+        if key.startswith("mean_diff_") and rec.get("ci95"):
+            t = macro_name(key[len("mean_diff_"):])
+            s += [NumberSpec(f"MeanDiffLo{t}", "derived", f"vit_study.{key}.ci95[0]", "+.2f",
+                             desc="paired mean difference, 95% t interval, low (points)"),
+                  NumberSpec(f"MeanDiffHi{t}", "derived", f"vit_study.{key}.ci95[1]", "+.2f",
+                             desc="paired mean difference, 95% t interval, high (points)")]
+    cb = der.get("clamp") or {}
+    for tag in ("arms", "ratios"):
+        if cb.get(f"{tag}_binom_p") is not None:
+            s.append(NumberSpec(macro_name("clamp", tag, "binom", "p"), "derived", f"clamp.{tag}_binom_p", "p",
+                                desc=f"one-sided binomial p of the {tag} outside their 95% intervals"))
+    er = v.get("epoch_ratio") or {}
+    if er.get("n"):
+        s += [NumberSpec("VitEpochRatio", "derived", "vit_study.epoch_ratio.mean", ".2f",
+                         desc="mean cff2/cff1 epoch-time ratio over seed pairs"),
+              NumberSpec("VitEpochRatioSd", "derived", "vit_study.epoch_ratio.sd", ".2f"),
+              NumberSpec("VitEpochRatioN", "derived", "vit_study.epoch_ratio.n", "d")]
     return s
 
 
@@ -238,8 +269,8 @@ def source_specs(src: dict) -> list[NumberSpec]:
     return out
 
 
-def number_specs(results: dict[str, dict], src: dict) -> list[NumberSpec]:
-    specs = source_specs(src)
+def number_specs(results: dict[str, dict], src: dict, der: dict | None = None) -> list[NumberSpec]:
+    specs = source_specs(src) + _derived_specs(der or {})
     for name, fn in NUMBER_SPECS.items():
         if name in results:
             specs += fn(results[name])
@@ -247,18 +278,48 @@ def number_specs(results: dict[str, dict], src: dict) -> list[NumberSpec]:
 
 
 # --------------------------------------------------------------------------- figures
+#: the printed text width (manuscript.tex: letter paper, 2.5 cm margins): figures are drawn at this
+#: width (or at the fraction of it the manuscript includes them at), so their fonts print at size
+TEXT_WIDTH_IN = 8.5 - 2 * 2.5 / 2.54
+#: smallest font a printed figure may carry (pt)
+MIN_FONT_PT = 7.0
+
+
 def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    matplotlib.rcParams.update({
+        "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+        "legend.fontsize": 7, "figure.titlesize": 8, "legend.framealpha": 0.85, "mathtext.fontset": "cm",
+        "axes.unicode_minus": True, "pdf.fonttype": 42, "lines.markersize": 4})
     return plt
 
 
-def _save(fig, out: Path, name: str) -> Path:
+def _figure(width_frac: float, height_in: float, **kw):
+    """A figure drawn at its printed size: ``width_frac`` of the text width."""
+    plt = _plt()
+    return plt.subplots(figsize=(TEXT_WIDTH_IN * width_frac, height_in), layout="constrained", **kw)
+
+
+def small_fonts(fig, printed_width_in: float) -> list[str]:
+    """Texts of ``fig`` that would print below :data:`MIN_FONT_PT` at ``printed_width_in``."""
+    from matplotlib.text import Text
+    scale = printed_width_in / fig.get_figwidth()
+    return [f"{t.get_text()!r} at {t.get_fontsize() * scale:.1f} pt" for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() * scale < MIN_FONT_PT - 1e-9]
+
+
+def _save(fig, out: Path, name: str, width_frac: float = 1.0) -> Path:
+    """PNG (for the HTML) and PDF (vector, for the PDF) at the figure's own size, which is its printed
+    size (no tight crop: a crop would rescale the fonts when the PDF is included at the text width)."""
+    bad = small_fonts(fig, TEXT_WIDTH_IN * width_frac)
+    if bad:
+        raise ValueError(f"figure {name}: fonts below {MIN_FONT_PT:g} pt when printed: " + "; ".join(bad[:5]))
     out.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
         tmp = out / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        fig.savefig(tmp, dpi=200 if ext == "png" else None, format=ext)
         tmp.replace(out / f"{name}.{ext}")
     _plt().close(fig)
     return out / f"{name}.pdf"
@@ -281,32 +342,34 @@ def vit_run_results(data: dict, study_json: Path) -> list[tuple[dict, dict]]:
 
 def fig_vit_cells(results: dict, paths: dict, out: Path) -> Path:
     d = results["vit_study"]
-    plt = _plt()
     cells = vit_cells(d)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = _figure(1.0, 2.7, ncols=2)
+    ticks = []
     for i, c in enumerate(cells):
         runs = [r for r in d["runs"] if r["cell"] == c["levels"]]
         acc = [100 * r["test_acc"] for r in runs]
         car = [100 * r["car_layer0"] for r in runs if r.get("car_layer0") is not None]
+        ticks.append(f"{c['label']}\n(n = {len(acc)})")
         for ax, v in ((axes[0], acc), (axes[1], car)):
             if not v:
                 continue
-            ax.plot([i] * len(v), v, "o", color=f"C{i}", alpha=0.7, label=f"{c['label']} (n={len(v)} seeds)")
+            ax.plot([i] * len(v), v, "o", color=f"C{i}", alpha=0.7)
             sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-            ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=4,
-                        label="mean ± SD" if i == 0 else None)
+            ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=3,
+                        label="cell mean ± SD" if i == 0 else None)
     if d.get("probe"):
         axes[0].axhline(100 * d["probe"]["test_acc_mean"], color="0.4", ls="--", lw=1,
-                        label="raw-pixel linear probe (same head)")
+                        label="raw-pixel linear probe")
     for ax, yl in ((axes[0], "test accuracy (%)"), (axes[1], "layer-0 clamp activation rate (%)")):
         ax.set_xticks(range(len(cells)))
-        ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
-        ax.set_xlabel("cell (loss mode, method)")
+        ax.set_xticklabels(ticks)
+        ax.set_xlim(-0.5, len(cells) - 0.3)
+        ax.set_xlabel("cell (loss mode, method; n seeds)")
         ax.set_ylabel(yl)
-        ax.legend(fontsize=7)
+        ax.legend(loc="best")
     b = d["config"]["base"]
     fig.suptitle(f"{_DATASET_NAMES.get(b['dataset'], b['dataset'])}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], "
-                 f"{b['epochs']} epochs; {d['config']['n_seeds']} seeds per cell", fontsize=9)
+                 f"{b['epochs']} epochs; {d['config']['n_seeds']} seeds per cell")
     return _save(fig, out, "vit_cells")
 
 
@@ -315,8 +378,7 @@ def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
     runs = vit_run_results(d, paths["vit_study"])
     if not runs:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = _figure(1.0, 2.7, ncols=2)
     for i, c in enumerate(vit_cells(d)):
         per = [res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
         if not per:
@@ -327,44 +389,42 @@ def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
             m = np.nanmean(v, axis=0)
             sd = np.nanstd(v, axis=0, ddof=1) if len(per) > 1 else np.zeros(L)
             ax.errorbar(np.arange(L) + 0.05 * i, m, yerr=sd, marker="o", capsize=3, color=f"C{i}",
-                        label=f"{c['label']} (n={len(per)} seeds)")
+                        label=f"{c['label']} (n = {len(per)})")
     axes[0].set_ylabel("clamp activation rate (%)")
-    axes[1].set_ylabel("gradient norm of the layer's parameters (a.u.)")
+    axes[1].set_ylabel("gradient norm of the layer (a.u.)")
     from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.set_xlabel("layer (0 = patch embedding + first block)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # layers are integers: no 0.5 ticks
-        ax.legend(fontsize=7)
-    fig.suptitle("Per-layer diagnostics at the selected epoch (training batches), mean ± SD over seeds; "
-                 "for subtraction runs the rate is the would-be clamp rate (no effect on the gradient)",
-                 fontsize=8)
+        ax.legend(loc="best")
+    fig.suptitle("per layer at the selected epoch (training batches), mean ± SD over seeds")
     return _save(fig, out, "vit_layers")
 
 
 def fig_eigen_spread(results: dict, paths: dict, out: Path) -> Path:
     d = results["eigen_spread"]
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = _figure(1.0, 3.0, ncols=2)
+    handles = []
     for i, name in enumerate(n for n in SPREAD_ORDER if n in d["losses"]):
         r = d["losses"][name]
         mu0 = np.asarray(r["mu0"], float).ravel()
         ttf = np.asarray([np.nan if x is None else x for x in np.asarray(r["time_to_frac"], dtype=object).ravel()],
                          float)
-        axes[0].scatter(mu0, ttf, s=10, color=f"C{i}", label=f"{setting_label(name)} (η={r['eta']:g})")
+        h = axes[0].scatter(mu0, ttf, s=8, color=f"C{i}", label=f"{setting_label(name)} ($\\eta$ = {r['eta']:g})")
+        handles.append(h)
         tr = r["mean_trajectory_seed0"]
         mu = np.asarray(tr["eigenvalues"], float)
         for m in range(mu.shape[1]):
-            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8, label=setting_label(name) if m == 0 else None)
+            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8)
     cfg = d["config"]
-    axes[0].set(xscale="log", yscale="log", xlabel="initial eigenvalue μ₀ of W Wᵀ (dimensionless)",
+    axes[0].set(xscale="log", yscale="log", xlabel=r"initial eigenvalue $\mu_0$ of $WW^\top$",
                 ylabel=f"time to {100 * cfg['frac']:.0f}% of the way (steps)",
-                title=f"{d['n_seeds']} seeds of W₀ (each point one mode)")
-    axes[1].set(yscale="log", xlabel="training step", ylabel="eigenvalue of W Wᵀ (dimensionless)",
+                title=f"{d['n_seeds']} seeds of $W_0$ (one point per mode)")
+    axes[1].set(yscale="log", xlabel="training step", ylabel=r"eigenvalue of $WW^\top$",
                 title="eigenvalue trajectories, seed 0")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle(f"linear toy, M={cfg['out_dim']}, N={cfg['in_dim']}, σ={cfg['sigma']}, α={cfg['alpha']}",
-                 fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    fig.suptitle(f"linear toy, $M$ = {cfg['out_dim']}, $N$ = {cfg['in_dim']}, $\\sigma$ = {cfg['sigma']}, "
+                 f"$\\alpha$ = {cfg['alpha']}")
     return _save(fig, out, "eigen_spread")
 
 
@@ -374,28 +434,26 @@ def fig_eigen_settings(results: dict, paths: dict, out: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
     FLOOR = 1e-6
     d = results["eigen_settings"]
-    plt = _plt()
     names = list(d["settings"])
     ncol = 4
     nrow = math.ceil(len(names) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(12, 2.8 * nrow), squeeze=False)
+    fig, axes = _figure(1.0, 1.9 * nrow + 0.4, nrows=nrow, ncols=ncol, squeeze=False, sharey=True)
     for ax, name in zip(axes.ravel(), names):
         s = d["settings"][name]
         mu = np.asarray(s["eigenvalues"], float)
         ax.plot(s["steps"], np.clip(mu, FLOOR, None), lw=0.8)
         ax.axhline(FLOOR, color="0.5", lw=0.6, ls=":")
         ax.set_yscale("log")
-        ax.set_title(f"{setting_label(name)}: {s['outcome']}", fontsize=8)
+        ax.set_title(f"{setting_label(name)}:\n{s['outcome']}", fontsize=7)
         ax.set_xlabel("training step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
     for ax in axes[:, 0]:
-        ax.set_ylabel(f"eigenvalues of W Wᵀ\n(floored at {FLOOR:g})")
+        ax.set_ylabel(r"eigenvalues of $WW^\top$")
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     cfg = d["config"]
-    fig.suptitle(f"{cfg['activation']} toy, M={cfg['out_dim']} modes (one line each), N={cfg['in_dim']}, "
-                 f"1 seed (W₀ seed {cfg['seed']})", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"{cfg['activation']} toy, $M$ = {cfg['out_dim']} modes (one line each), $N$ = {cfg['in_dim']}, "
+                 f"1 seed ($W_0$ seed {cfg['seed']}); values below {FLOOR:g} drawn at {FLOOR:g} (dotted)")
     return _save(fig, out, "eigen_settings")
 
 
@@ -409,12 +467,35 @@ FIGURES: dict[str, tuple[tuple[str, ...], Callable]] = {
 
 
 # --------------------------------------------------------------------------- tables
+def identity_name(name: str) -> str:
+    """An identity's recorded name as text with its math typeset (``tau=1`` -> ``$\\tau = 1$``)."""
+    import re
+    parts = re.split(r"(general tau|tau=1|d/ds min\(s\+m,1\)|s\+m ?[<>=] ?1(?:[-+]delta)?|s_R->1|s_C->s_C\+m|"
+                     r"dL/d[sf]_[RCN]\[k\]|L_sub - L_none - m|dL_sub - dL_none|L_i|\|P\||\|N\||m=0)", name)
+    math = {"general tau": r"general $\tau$", "tau=1": r"$\tau = 1$", "d/ds min(s+m,1)": r"$\partial_s \min(s+m, 1)$",
+            "s_R->1": r"$s_R \to 1$", "s_C->s_C+m": r"$s_C \to s_C + m$", "L_sub - L_none - m": r"$L_{\mathrm{sub}} - "
+            r"L_{\mathrm{none}} - m$", "dL_sub - dL_none": r"$dL_{\mathrm{sub}} - dL_{\mathrm{none}}$", "L_i": "$L_i$",
+            "|P|": "$|P|$", "|N|": "$|N|$", "m=0": "$m = 0$"}
+    out = []
+    for p in parts:
+        if p in math:
+            out.append(math[p])
+        elif re.fullmatch(r"s\+m ?([<>=]) ?1([-+]delta)?", p or ""):
+            m = re.fullmatch(r"s\+m ?([<>=]) ?1([-+]delta)?", p)
+            out.append(f"$s + m {m.group(1)} 1" + (f" {m.group(2)[0]} \\delta$" if m.group(2) else "$"))
+        elif re.fullmatch(r"dL/d[sf]_[RCN]\[k\]", p or ""):
+            out.append(f"$\\partial L/\\partial {p[4]}_{{{p[6]},k}}$")
+        else:
+            out.append(tex_escape(p))
+    return "".join(out)
+
+
 def tab_identities(results: dict) -> str:
     d = results["verify"]
-    rows = [f"{k} & {tex_escape(i['name'])} & \\texttt{{{tex_escape(i['residual'])}}} & "
+    rows = [f"{k} & {identity_name(i['name'])} & \\texttt{{{tex_escape(i['residual'])}}} & "
             f"{'yes' if i['passed'] else 'NO'} \\\\" for k, i in enumerate(d["identities"], 1)]
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\begin{table}[tbp]", r"\centering\scriptsize",
         r"\caption{Symbolic identities checked by \texttt{theory verify}: each residual is derived $-$ "
         r"reference brought to the package's own indexed-sum normal form (canonical summation indices, one "
         r"sum per term, constant factors pulled out, common denominator, expanded numerator; not sympy's "
@@ -423,7 +504,8 @@ def tab_identities(results: dict) -> str:
         r"\NMutationsFlagged{} of \NMutations{} deliberately wrong references (sign flips, a dropped "
         r"$1/|P(i)|$, $e^{(s+m)/\tau} \to e^{s/\tau}$, a misplaced $\tau$, a non-neutral "
         r"subtraction) leave a non-zero residual.}", r"\label{tab:identities}",
-        r"\begin{tabular}{rp{10cm}cc}", r"\toprule", r"\# & identity & residual & passed \\", r"\midrule",
+        r"\begin{tabular}{r>{\cellfmt}p{0.72\textwidth}cc}", r"\toprule", r"\# & identity & residual & passed \\",
+        r"\midrule",
         *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
@@ -445,6 +527,25 @@ def tab_vit(results: dict) -> str:
         if probe:
             row += f" & \\VitMinusProbe{c['tag']}" if "minus_probe_mean" in raw else " & n/a"
         rows.append(row + r" \\")
+    head_cols = "lcccc" + ("c" if probe else "")
+    head = r"cell & n & mean (\%) & SD (points) & layer-0 CAR (\%)" + (r" & CFF $-$ probe (points)" if probe else "")
+    probe_txt = (r" The raw-pixel linear probe (the same LayerNorm+Linear head and protocol on the flattened pixels of "
+                 r"the same images) reaches \VitProbeAcc\% on the test set " + vit_probe_spread_phrase(results)
+                 + r"; the last column is each cell's accuracy minus the probe's, averaged over matched seeds.") \
+        if probe else ""
+    return "\n".join([
+        r"\begin{table}[tbp]", r"\centering\footnotesize",
+        r"\caption{ViT factorial study: test accuracy per cell (n seeds, mean and SD in percentage points, "
+        r"layer-0 clamp activation rate averaged over the cell)." + probe_txt + r" The tests of the loss mode and "
+        r"the method are in Table~\ref{tab:vittests}.}",
+        r"\label{tab:vit}",
+        r"\begin{tabular}{" + head_cols + "}", r"\toprule", head + r" \\", r"\midrule",
+        *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def tab_vit_tests(results: dict) -> str:
+    """Per factor, every test of the variance ratio and of the means, side by side."""
+    d = results["vit_study"]
     test_rows = []
     for c in _comparisons(d):
         t, raw = c["tag"], c["raw"]
@@ -455,45 +556,39 @@ def tab_vit(results: dict) -> str:
 
         def line(name: str, stat: str, p: str) -> None:
             test_rows.append(f"{name} & {stat} & {p} \\\\")
-        line("Steier's pooled F (all runs of a level)",
-             f"\\VRSteier{t}$\\times$, df \\DfSteier{t}" if st["p"] is not None else _why(raw, "steier_f"),
-             f"\\PSteier{t}" if st["p"] is not None else "")
-        line("within-cell pooled F", f"\\VR{t}$\\times$, df \\DfWithin{t}" if raw["f_p"] is not None
-             else _why(raw, "within_f"), f"\\PFTest{t}" if raw["f_p"] is not None else "")
         pr = raw.get("paired")
         if pr is not None:
             line("paired: Pitman--Morgan", f"r(paired runs) \\PairCorr{t}" if pr["pm_p"] is not None
                  else _why(raw, "pitman_morgan"), f"\\PPM{t}" if pr["pm_p"] is not None else "")
             line("paired: permutation within seeds", "" if pr["perm_p"] is not None else _why(raw, "perm_paired"),
                  f"\\PPermPaired{t}" if pr["perm_p"] is not None else "")
-            line("paired: bootstrap over seeds, 95\\% CI",
+            line(r"paired: bootstrap over seeds, 95\% CI",
                  f"[\\VRloPaired{t}, \\VRhiPaired{t}]" if pr.get("boot_ci") else _why(raw, "boot_paired"), "")
+            if pr.get("paired_t_p") is not None:
+                line("paired: t-test of the means", f"$\\Delta$ \\MeanDiff{t}\\,points", f"\\PPairedT{t}")
+        line("Steier's pooled F (all runs of a level)",
+             f"\\VRSteier{t}$\\times$, df \\DfSteier{t}" if st["p"] is not None else _why(raw, "steier_f"),
+             f"\\PSteier{t}" if st["p"] is not None else "")
+        line("within-cell pooled F", f"\\VR{t}$\\times$, df \\DfWithin{t}" if raw["f_p"] is not None
+             else _why(raw, "within_f"), f"\\PFTest{t}" if raw["f_p"] is not None else "")
         line("Levene / Brown--Forsythe (independent)", "" if raw["levene_p"] is not None else _why(raw, "levene"),
-             f"\\PLevene{t} / \\PBf{t}" if raw["levene_p"] is not None else "")
+             f"\\PLevene{t}{{}} / \\PBf{t}" if raw["levene_p"] is not None else "")
         line("permutation between levels (independent)", "" if raw["perm_p"] is not None
              else _why(raw, "perm_independent"), f"\\PPerm{t}" if raw["perm_p"] is not None else "")
-        line("bootstrap within cells, 95\\% CI (independent)", f"[\\VRlo{t}, \\VRhi{t}]" if raw["boot_ci"]
+        line(r"bootstrap within cells, 95\% CI (independent)", f"[\\VRlo{t}, \\VRhi{t}]" if raw["boot_ci"]
              else _why(raw, "boot_independent"), "")
-        line("means: Welch t" + (" / paired t" if pr is not None else ""), f"$\\Delta$ \\MeanDiff{t} points",
-             f"\\PWelch{t}" + (f" / \\PPairedT{t}" if pr is not None and pr.get("paired_t_p") is not None else ""))
-    head_cols = "lcccc" + ("c" if probe else "")
-    head = r"cell & n & mean (\%) & SD (points) & layer-0 CAR (\%)" + (r" & CFF $-$ probe (points)" if probe else "")
-    probe_txt = (r" The raw-pixel linear probe (the same LayerNorm+Linear head and protocol on the flattened pixels of "
-                 r"the same images) reaches \VitProbeAcc\% on the test set; the last column is each cell's accuracy "
-                 r"minus the probe's, averaged over matched seeds.") if probe else ""
+        line("means: Welch t (independent)", f"$\\Delta$ \\MeanDiff{t}\\,points", f"\\PWelch{t}")
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
-        r"\caption{ViT factorial study. Top: test accuracy per cell (n seeds, mean and SD in percentage points, "
-        r"layer-0 clamp activation rate averaged over the cell)." + probe_txt + r" Bottom: per factor, every test "
-        r"of the variance ratio side by side. With matched seeds (the same seeds in every cell) the paired tests "
-        r"are the ones that fit the design; the tests marked independent treat the levels as independent samples "
-        r"and are conservative when a seed's variance is shared. Steier's statistic pools all runs of a level "
+        r"\begin{table}[tbp]", r"\centering\footnotesize",
+        r"\caption{ViT factorial study, per factor: every test of the variance ratio and of the means, side by "
+        r"side. With matched seeds (the same seeds in every cell) the paired tests, listed first, are the ones that "
+        r"fit the design; the tests marked independent treat the levels as independent samples and are "
+        r"conservative when a seed's variance is shared. Steier's statistic pools all runs of a level "
         r"(df $kn-1$); the within-cell F removes each cell's mean (df $k(n-1)$). A test that needs more seeds says "
         r"so.}",
-        r"\label{tab:vit}",
-        r"\begin{tabular}{" + head_cols + "}", r"\toprule", head + r" \\", r"\midrule",
-        *rows, r"\bottomrule", r"\end{tabular}", r"\par\medskip",
-        r"\begin{tabular}{p{5.2cm}p{5.2cm}l}", r"\toprule", r"test & statistic & p \\", r"\midrule",
+        r"\label{tab:vittests}",
+        r"\begin{tabular}{>{\cellfmt}p{0.40\textwidth}>{\cellfmt}p{0.34\textwidth}l}",
+        r"\toprule", r"test & statistic & p \\", r"\midrule",
         *test_rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
@@ -505,7 +600,7 @@ def tab_eigen(results: dict) -> str:
             t = macro_name(name)
             rows.append(f"{tex_escape(setting_label(name))} & \\EigEta{t} & \\EigSpread{t} & $\\EigVarNorm{t}$ \\\\")
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\begin{table}[tbp]", r"\centering\footnotesize",
         r"\caption{Eigenmode convergence: median over \EigSeeds{} seeds of W$_0$ of the ratio slowest/fastest "
         r"time-to-\EigFrac\% across the \EigModes{} modes, and the mean across-seed variance of the normalised "
         r"eigenvalues at step \EigHorizon{} (n = \EigSeeds{} seeds; descriptive, no test).}",
@@ -518,14 +613,26 @@ def tab_eigen(results: dict) -> str:
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "identities": (("verify",), tab_identities),
     "vit": (("vit_study",), tab_vit),
+    "vit_tests": (("vit_study",), tab_vit_tests),
     "eigen": (("eigen_spread",), tab_eigen),
 }
 
 
 # --------------------------------------------------------------------------- replication
-#: significance level of every verdict that rests on a test
-#: one replication row: claim, source paper's value, ours, protocol and departures, verdict
-RepRow = tuple[str, str, str, str, Verdict]
+class RepRow(NamedTuple):
+    """One replication row: claim (table text), the source paper's value, ours, protocol and
+    departures, the verdict; ``who`` (a citation) and ``that`` (the claim as a that-clause, LaTeX)
+    make the row a sentence of the abstract and the Conclusion (:mod:`paper.findings`); ``key``:
+    our key number with its uncertainty and test, short, for the abstract."""
+
+    claim: str
+    source: str
+    ours: str
+    protocol: str
+    verdict: Verdict
+    who: str = ""
+    that: str = ""
+    key: str = ""
 
 
 def loss_mode_comparison(d: dict) -> dict | None:
@@ -535,7 +642,7 @@ def loss_mode_comparison(d: dict) -> dict | None:
     return None
 
 
-def _epoch_time_ratios(d: dict) -> list[float]:
+def epoch_time_ratios(d: dict) -> list[float]:
     """cff2/cff1 epoch time of runs paired by seed and loss mode (same machine, same study)."""
     by: dict[tuple, dict[str, float]] = {}
     for r in d["runs"]:
@@ -546,21 +653,90 @@ def _epoch_time_ratios(d: dict) -> list[float]:
     return [v["cff2"] / v["cff1"] for v in by.values() if "cff1" in v and "cff2" in v and v["cff1"] > 0]
 
 
-def _vit_timing_context(d: dict) -> str:
-    """Device and load next to the epoch times, from the study's own record: the runs' ``machine``
-    or the study's ``timing.load_avg_start`` / ``timing.machine`` (load at its end), else a pointer
-    to the build's record in the Limitations."""
-    devs = sorted({str(r.get("device") or "unknown") for r in d["runs"]})
+def _vit_loads(d: dict) -> list[float]:
     loads = [r["machine"]["load_avg"][0] for r in d["runs"]
              if isinstance(r.get("machine"), dict) and r["machine"].get("load_avg")]
     t = d.get("timing") or {}
     for la in (t.get("load_avg_start"), (t.get("machine") or {}).get("load_avg")):
         if isinstance(la, list) and la and _finite(la[0]):
             loads.append(la[0])
+    return loads
+
+
+def value_range(lo: float, hi: float, fmt: str = ".1f") -> str:
+    """``between a and b``, or ``a`` when both print the same (never "between 8.77 and 8.77")."""
+    a, b = format(lo, fmt), format(hi, fmt)
+    return a if a == b else f"{a}--{b}"
+
+
+def _vit_timing_context(d: dict) -> str:
+    """Device and load next to the epoch times, from the study's own record: the runs' ``machine``
+    or the study's ``timing.load_avg_start`` / ``timing.machine`` (load at its end), else a pointer
+    to the build's record in the Limitations."""
+    devs = sorted({str(r.get("device") or "unknown") for r in d["runs"]})
+    loads = _vit_loads(d)
     where = ", ".join(tex_escape(x) for x in devs)
     if loads:
-        return f"{where}; 1-min load {min(loads):.1f}--{max(loads):.1f} during the study"
+        return f"{where}; 1-min load {value_range(min(loads), max(loads))} during the study"
     return where + r"; load during the study: Section~\ref{sec:limitations}"
+
+
+def _on_gpu(d: dict) -> bool:
+    devs = {str(r.get("device") or "") for r in d["runs"]}
+    return bool(devs) and all(x.startswith("cuda") for x in devs)
+
+
+def _paired_by_seed(d: dict, factor: str, a: str, b: str, key: str) -> list[tuple[float, float]]:
+    """(value at level a, value at level b) of runs matched by seed and the other factors' levels."""
+    by: dict[tuple, dict[str, float]] = {}
+    for r in d["runs"]:
+        cell = r["cell"]
+        if cell.get(factor) in (a, b) and _finite(r.get(key)):
+            k = (r["seed"],) + tuple(sorted((f, str(v)) for f, v in cell.items() if f != factor))
+            by.setdefault(k, {})[cell[factor]] = float(r[key])
+    return [(v[a], v[b]) for v in by.values() if a in v and b in v]
+
+
+def _mean_sd(xs: list[float]) -> dict[str, Any]:
+    n = len(xs)
+    return {"mean": float(np.mean(xs)) if n else None, "sd": float(np.std(xs, ddof=1)) if n > 1 else None, "n": n,
+            "values": [float(x) for x in xs]}
+
+
+def derived(results: dict) -> dict[str, Any]:
+    """Numbers the text needs that no study records, computed here from the recorded runs
+    (``derived.json``; each entry names its inputs): the 95% interval of the paired mean difference
+    (t distribution over the matched seed pairs), the cff2/cff1 epoch-time ratio over seed pairs."""
+    from scipy import stats
+    out: dict[str, Any] = {}
+    d = results.get("vit_study")
+    if d:
+        v: dict[str, Any] = {"source": "vit_study runs[*] (test_acc, epoch_time_s), paired by seed"}
+        for c in _comparisons(d):
+            pairs = _paired_by_seed(d, c["factor"], c["a"], c["b"], "test_acc")
+            diff = [100 * (x - y) for x, y in pairs]
+            ci = None
+            if len(diff) > 1 and np.std(diff, ddof=1) > 0:
+                se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+                q = float(stats.t.ppf(0.975, len(diff) - 1))
+                ci = [float(np.mean(diff)) - q * se, float(np.mean(diff)) + q * se]
+            v[f"mean_diff_{c['factor']}"] = {**_mean_sd(diff), "ci95": ci,
+                                             "what": f"paired difference {c['a']} - {c['b']} (points)"}
+        ratios = epoch_time_ratios(d)
+        v["epoch_ratio"] = {**_mean_sd(ratios), "what": "cff2/cff1 epoch time over seed pairs"}
+        out["vit_study"] = v
+    c = results.get("clamp")
+    if c and (c.get("summary") or {}).get("arms_checked"):
+        sm = c["summary"]
+        # a 95% interval misses the truth 5% of the time: more misses than that is evidence against the theory
+        rec: dict[str, Any] = {"source": "clamp summary (arms_in_ci, arms_checked, ratios_in_ci, ratios_checked)",
+                               "test": "one-sided binomial test of the misses, expected rate 0.05"}
+        for tag in ("arms", "ratios"):
+            n, k = sm.get(f"{tag}_checked"), sm.get(f"{tag}_in_ci")
+            rec[f"{tag}_binom_p"] = (float(stats.binomtest(n - k, n, 0.05, alternative="greater").pvalue)
+                                     if n else None)
+        out["clamp"] = rec
+    return out
 
 
 def _rep_vit(results: dict) -> list[RepRow]:
@@ -576,56 +752,103 @@ def _rep_vit(results: dict) -> list[RepRow]:
     cff_schedule = b.get("epochs") == src["cff_epochs"]["value"] and not b.get("subset")
     rows: list[RepRow] = []
     if lmc is not None:
-        # Steier's own statistic (all runs of a level pooled, df 2n-1) is the like-for-like one;
-        # the paired Pitman-Morgan p (matched seeds) is shown beside it.
+        # with matched seeds the paired tests fit the design (Section 5): the variance verdict rests
+        # on the Pitman-Morgan test of the within-cell ratio, the mean verdict on the paired t-test;
+        # without pairing, on Steier's pooled F and on Welch's t
+        pr = lmc.get("paired")
         st = lmc.get("steier") or {}
-        vr, vr_p = st.get("ratio"), st.get("p")
+        if pr is not None and _finite(pr.get("pm_p")) and _finite(lmc.get("ratio")):
+            vr, vr_p = lmc["ratio"], pr["pm_p"]
+            vr_test = r"Pitman--Morgan test on the matched seed pairs, p = \PPMLossMode"
+            vr_key = r"ratio \VRLossMode$\times$, paired Pitman--Morgan p = \PPMLossMode"
+            ours_vr = (r"\VRLossMode$\times$ (within-cell; Pitman--Morgan p = \PPMLossMode; Steier's pooled "
+                       r"\VRSteierLossMode$\times$, F p = \PSteierLossMode)")
+        else:
+            vr, vr_p = st.get("ratio"), st.get("p")
+            vr_test = r"Steier's pooled F-test, p = \PSteierLossMode"
+            vr_key = r"ratio \VRSteierLossMode$\times$, F p = \PSteierLossMode"
+            ours_vr = r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode)"
         log_vr = math.log(vr) if _finite(vr) and vr > 0 else None
-        paired = r", paired PM p = \PPMLossMode" if lmc.get("paired") is not None else ""
+        if pr is not None and _finite(pr.get("paired_t_p")):
+            mean_p, mean_test = pr["paired_t_p"], r"paired t-test on the matched seed pairs, p = \PPairedTLossMode"
+            mean_key = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode], "
+                        r"paired t p = \PPairedTLossMode")
+            ours_mean = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode] "
+                         r"(paired t p = \PPairedTLossMode; Welch p = \PWelchLossMode{} ignores the pairing)")
+        else:
+            mean_p, mean_test = lmc.get("welch_p"), r"Welch t-test, p = \PWelchLossMode"
+            mean_key = r"$\Delta$ = \MeanDiffLossMode\,points, Welch p = \PWelchLossMode"
+            ours_mean = r"$\Delta$ = \MeanDiffLossMode\,points (Welch p = \PWelchLossMode)"
         not_cifar = f"our data are {_DATASET_NAMES.get(ds, ds)}, not CIFAR-10"
         clamp_car = [100 * r["car_layer0"] for r in d["runs"]
                      if r["cell"].get("loss_mode") == "clamp" and _finite(r.get("car_layer0"))]
         rows += [
-            ("Steier: variance ratio clamp/subtract, CIFAR-10",
-             r"\SrcSteierVrCifarTen$\times$ (p = \SrcSteierPCifarTen, CI [\SrcSteierCiLoCifarTen, \SrcSteierCiHiCifarTen], "
-             r"n = \SrcSteierNPerCell/cell)",
-             r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode" + paired + ")",
-             proto + ("; model size, epochs and seed count differ" if ds == "cifar10"
-                      else "; dataset, model size, epochs and seed count all differ"),
-             verdict_direction(+1, log_vr, vr_p, comparable=ds == "cifar10", why_not=not_cifar)),
-            ("Steier: variance ratio, Fashion-MNIST", r"\SrcSteierVrFmnist$\times$ (p = \SrcSteierPFmnist)",
-             r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode" + paired + ")",
-             ("same dataset; " if ds == "fashion_mnist" else "different dataset; ") + proto
-             + "; Steier's model and epochs not reported in the abstract",
-             verdict_direction(-1, log_vr, vr_p, comparable=ds == "fashion_mnist",
-                               why_not=f"our data are {_DATASET_NAMES.get(ds, ds)}, not Fashion-MNIST")),
-            ("Steier: the gradient-neutral margin leaves mean accuracy unchanged",
-             "no difference (CIFAR-10; stated as general)",
-             r"$\Delta$ = \MeanDiffLossMode{} points (Welch p = \PWelchLossMode)", proto,
-             verdict_null(lmc.get("welch_p"))),
-            ("Steier: layer-0 clamp activation rate", r"\SrcSteierCarZeroCifarTen\% (CIFAR-10)",
-             r"\VitCarClamp\% (clamp runs)", proto + "; rate on training batches at the selected epoch",
-             verdict_value(src["steier_car0_cifar10"]["value"], clamp_car, comparable=ds == "cifar10",
-                           why_not=not_cifar)),
+            RepRow("Steier: variance ratio clamp/subtract, CIFAR-10",
+                   r"\SrcSteierVrCifarTen$\times$ (p = \SrcSteierPCifarTen, CI [\SrcSteierCiLoCifarTen, "
+                   r"\SrcSteierCiHiCifarTen], n = \SrcSteierNPerCell/cell)",
+                   ours_vr,
+                   proto + ("; model size, epochs and seed count differ" if ds == "cifar10"
+                            else "; dataset, model size, epochs and seed count all differ"),
+                   verdict_direction(+1, log_vr, vr_p, comparable=ds == "cifar10", why_not=not_cifar, test=vr_test),
+                   r"\citet{steier2026}",
+                   r"the clamp raises the seed-to-seed variance of test accuracy on CIFAR-10 "
+                   r"(ratio \SrcSteierVrCifarTen$\times$)", vr_key),
+            RepRow("Steier: variance ratio, Fashion-MNIST", r"\SrcSteierVrFmnist$\times$ (p = \SrcSteierPFmnist)",
+                   ours_vr,
+                   ("same dataset; " if ds == "fashion_mnist" else "different dataset; ") + proto
+                   + "; Steier's model and epochs not reported in the abstract",
+                   verdict_direction(-1, log_vr, vr_p, comparable=ds == "fashion_mnist",
+                                     why_not=f"our data are {_DATASET_NAMES.get(ds, ds)}, not Fashion-MNIST",
+                                     test=vr_test),
+                   r"\citet{steier2026}",
+                   r"the clamp lowers the seed-to-seed variance on Fashion-MNIST (ratio \SrcSteierVrFmnist$\times$)",
+                   vr_key),
+            RepRow("Steier: the gradient-neutral margin leaves mean accuracy unchanged",
+                   "no difference (CIFAR-10; stated as general)", ours_mean, proto,
+                   verdict_null(mean_p, test=mean_test),
+                   r"\citet{steier2026}",
+                   r"the gradient-neutral subtraction leaves the mean test accuracy unchanged", mean_key),
+            RepRow("Steier: layer-0 clamp activation rate", r"\SrcSteierCarZeroCifarTen\% (CIFAR-10)",
+                   r"\VitCarClamp\% $\pm$ \VitCarClampSd\% (mean $\pm$ SD over the clamp runs)",
+                   proto + "; rate on training batches at the selected epoch",
+                   verdict_value(src["steier_car0_cifar10"]["value"], clamp_car, comparable=ds == "cifar10",
+                                 why_not=not_cifar),
+                   r"\citet{steier2026}",
+                   r"the clamp is active for \SrcSteierCarZeroCifarTen\% of the positive pairs of layer 0 on CIFAR-10",
+                   r"\VitCarClamp\% $\pm$ \VitCarClampSd\% over the clamp runs"),
         ]
     meths = [lv for f, lvs in d["config"]["factors"] if f == "method" for lv in lvs]
     if {"cff1", "cff2"} <= set(meths):
         ratio_src = src["cff_epoch_s_two_forward"]["value"] / src["cff_epoch_s_one_forward"]["value"]
-        rows.append(("CFF: time per epoch, one- vs two-forward (their ratio two/one)",
-                     r"\SrcCffEpochSOneForward{} s vs \SrcCffEpochSTwoForward{} s (their GPU)",
-                     r"\VitEpochTimeCffOne{} s vs \VitEpochTimeCffTwo{} s (" + _vit_timing_context(d) + ")",
-                     proto + "; absolute times are not comparable across hardware, the ratio is",
-                     verdict_value(ratio_src, _epoch_time_ratios(d))))
+        gpu = _on_gpu(d)
+        rows.append(RepRow(
+            "CFF: time per epoch, one- vs two-forward (their ratio two/one)",
+            r"\SrcCffEpochSOneForward\,s vs \SrcCffEpochSTwoForward\,s (their GPU)",
+            r"\VitEpochTimeCffOne\,s $\pm$ \VitEpochTimeSdCffOne\,s vs \VitEpochTimeCffTwo\,s $\pm$ "
+            r"\VitEpochTimeSdCffTwo\,s (mean $\pm$ SD over runs; ratio \VitEpochRatio{} $\pm$ \VitEpochRatioSd{} "
+            r"over \VitEpochRatioN{} seed pairs; " + _vit_timing_context(d) + ")",
+            proto + "; timings depend on the device and its load, so neither the times nor their ratio "
+                    "carry over from another machine",
+            verdict_value(ratio_src, epoch_time_ratios(d), comparable=gpu,
+                          why_not="their times are from a GPU, ours from a CPU under a different load",
+                          test="our cff2/cff1 ratios over seed pairs, within 2 SD"),
+            r"\citet{aghagolzadeh2025}",
+            r"a two-forward epoch takes \SrcCffEpochSTwoForward\,s against \SrcCffEpochSOneForward\,s for one "
+            r"forward pass", r"ratio \VitEpochRatio{} $\pm$ \VitEpochRatioSd{} over \VitEpochRatioN{} seed pairs"))
     if "clamp" in str(d["config"]["factors"]) and "cff2" in meths:
         cell = [100 * r["test_acc"] for r in d["runs"]
                 if r["cell"].get("loss_mode") == "clamp" and r["cell"].get("method") == "cff2"]
-        rows.append(("CFF: CIFAR-10 ViT[128 4 5] accuracy, CFF+M", r"\SrcCffVitCifarTenCffm\%",
-                     r"\VitMeanClampCffTwo\% (clamp, cff2)",
-                     proto + "; different dataset and a short schedule (\\SrcCffEpochs{} epochs in CFF): not comparable "
-                             "in level, only the pipeline is exercised",
-                     verdict_value(src["cff_vit_cifar10_cffm"]["value"], cell,
-                                   comparable=ds == "cifar10" and cff_model and cff_schedule,
-                                   why_not="different dataset, model or schedule")))
+        rows.append(RepRow(
+            "CFF: CIFAR-10 ViT[128 4 5] accuracy, CFF+M", r"\SrcCffVitCifarTenCffm\%",
+            r"\VitMeanClampCffTwo\% $\pm$ \VitSdClampCffTwo\% (clamp, cff2; mean $\pm$ SD over seeds)",
+            proto + "; different dataset and a short schedule (\\SrcCffEpochs{} epochs in CFF): not comparable "
+                    "in level, only the pipeline is exercised",
+            verdict_value(src["cff_vit_cifar10_cffm"]["value"], cell,
+                          comparable=ds == "cifar10" and cff_model and cff_schedule,
+                          why_not="different dataset, model or schedule"),
+            r"\citet{aghagolzadeh2025}",
+            r"CFF with the margin reaches \SrcCffVitCifarTenCffm\% test accuracy with ViT[128 4 5] on CIFAR-10",
+            r"\VitMeanClampCffTwo\% $\pm$ \VitSdClampCffTwo\%"))
     return rows
 
 
@@ -634,13 +857,19 @@ def _rep_eigen(results: dict) -> list[RepRow]:
     if not {"euc_simsiam", "euc_isoloss"} <= set(d["losses"]):
         return []
     spread = {k: d["losses"][k]["ratio_slowest_fastest_median"] for k in ("euc_simsiam", "euc_isoloss")}
-    return [("IsoLoss: equalised convergence rates across eigenmodes",
-             "qualitative (abstract; Fig. 2 eigenvalue panels)",
-             r"spread \EigSpreadEucSimsiam{} (BYOL-L2) vs \EigSpreadEucIsoloss{} (IsoLoss)",
-             r"linear toy with the notebook's sizes (M = \EigModes, N = \EigInDim, $\sigma$ = \EigSigma); "
-             r"\EigSeeds{} seeds of W$_0$ drawn with numpy, not the notebook's torch draw",
-             verdict_ordering(spread["euc_isoloss"] < spread["euc_simsiam"]
-                              if all(_finite(v) for v in spread.values()) else None))]
+    return [RepRow("IsoLoss: equalised convergence rates across eigenmodes",
+                   "qualitative (abstract; Fig. 2 eigenvalue panels)",
+                   r"spread \EigSpreadEucSimsiam{} (BYOL-L2) vs \EigSpreadEucIsoloss{} (IsoLoss)",
+                   r"linear toy with the notebook's sizes (M = \EigModes, N = \EigInDim, $\sigma$ = \EigSigma); "
+                   r"\EigSeeds{} seeds of W$_0$ drawn with numpy, not the notebook's torch draw",
+                   verdict_ordering(spread["euc_isoloss"] < spread["euc_simsiam"]
+                                    if all(_finite(v) for v in spread.values()) else None,
+                                    test="median over seeds of the slowest/fastest convergence time (deterministic "
+                                         "expected updates)"),
+                   r"\citet{halvagal2023}",
+                   r"IsoLoss equalises the convergence rates of the eigenmodes",
+                   r"median slowest/fastest time \EigSpreadEucIsoloss{} for IsoLoss against \EigSpreadEucSimsiam{} "
+                   r"for BYOL-L2, over \EigSeeds{} seeds")]
 
 
 REPLICATION_ROWS: dict[str, Callable[[dict], list[RepRow]]] = {
@@ -648,27 +877,38 @@ REPLICATION_ROWS: dict[str, Callable[[dict], list[RepRow]]] = {
 }
 
 
-def tab_replication(results: dict) -> str:
+def replication_rows(results: dict) -> list[RepRow]:
+    """Every replication row of this build, in table order."""
     rows: list[RepRow] = []
     for name, fn in REPLICATION_ROWS.items():
         if name in results or (fn is _rep_mf and "noise" in results):
             rows += fn(results)
     for r in rows:
-        if len(r) != 5 or not isinstance(r[4], Verdict):
-            raise ValueError(f"replication row {r[0]!r} has no verdict (5th element, a content.Verdict)")
-    body = ([f"{a} & {b} & {c} & {d} & \\textbf{{{v.word}}}: {tex_escape(v.why)} \\\\" for a, b, c, d, v in rows]
+        if not isinstance(r, RepRow) or not isinstance(r.verdict, Verdict):
+            raise ValueError(f"replication row {r[0]!r} is not a content.RepRow with a Verdict")
+    return rows
+
+
+def _verdict_cell(v: Verdict) -> str:
+    return f"\\textbf{{{v.word}}}: {tex_escape(v.why)}" + (f" ({v.test})" if v.test else "")
+
+
+def tab_replication(results: dict) -> str:
+    rows = replication_rows(results)
+    body = ([f"{r.claim} & {r.source} & {r.ours} & {r.protocol} & {_verdict_cell(r.verdict)} \\\\" for r in rows]
             or [r"\multicolumn{5}{c}{(no study available)} \\"])
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize", r"\setlength{\tabcolsep}{3pt}",
+        r"\begin{table}[p]", r"\centering\scriptsize", r"\setlength{\tabcolsep}{3pt}",
         r"\caption{Replication: each headline number of the source papers (literature values, "
         r"\texttt{paper/source\_numbers.json}) beside ours under the protocol stated in the fourth column, "
-        r"with every departure from the source protocol, and the verdict (rule in Section~\ref{sec:replication}); "
-        r"n is the number of seeds per cell"
-        + (r" (ours: \VitSeeds)" if "vit_study" in results else "") + r" and each p-value names its test.}",
+        r"with every departure from the source protocol, and the verdict with the test it rests on (rule in "
+        r"Section~\ref{sec:replication}); n is the number of seeds per cell"
+        + (r" (ours: \VitSeeds)" if "vit_study" in results else "") + r".}",
         r"\label{tab:replication}",
-        r"\begin{tabular}{" + "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}cm}}" for w in (2.6, 2.7, 2.9, 3.9, 2.6))
-        + "}", r"\toprule",
-        r"claim & source paper & this build & protocol and departures & verdict \\", r"\midrule",
+        r"\begin{tabular}{" + "".join(f">{{\\cellfmt}}p{{{w}\\textwidth}}"
+                                      for w in (0.14, 0.15, 0.20, 0.21, 0.22)) + "}",
+        r"\toprule",
+        r"claim & source paper & this build & protocol and departures & verdict (test) \\", r"\midrule",
         *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
@@ -741,9 +981,49 @@ def vit_departures_phrase(results: dict) -> str:
             f"\\texttt{{result.json}} names them, are {listed}.")
 
 
-def write_tables(results: dict, gen_dir: Path) -> list[Path]:
+def vit_probe_spread_phrase(results: dict) -> str:
+    """The probe's spread over its seeds, beside its mean."""
+    pr = results["vit_study"].get("probe") or {}
+    if pr.get("test_acc_sd") is not None:
+        return r"(SD \VitProbeSd{} points over \VitProbeN{} seeds)"
+    return r"(\VitProbeN{} seed, so no spread)"
+
+
+def vit_mean_diff_phrase(results: dict, der: dict) -> str:
+    """The difference of the loss modes' mean accuracies with its interval and the test that fits
+    the design: the paired t-test when the seeds are matched, else Welch's."""
+    lmc = loss_mode_comparison(results["vit_study"])
+    if lmc is None:
+        return "The study has no loss-mode comparison."
+    rec = (der.get("vit_study") or {}).get("mean_diff_loss_mode") or {}
+    ci = r" (95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode] over the matched seed pairs)" if rec.get("ci95") else ""
+    if (lmc.get("paired") or {}).get("paired_t_p") is not None:
+        return (r"The mean accuracies of the two loss modes differ by \MeanDiffLossMode\,points" + ci
+                + r"; the paired t-test, the test that fits the matched design, gives p = \PPairedTLossMode{} "
+                  r"(Welch's test, which ignores the pairing, gives p = \PWelchLossMode).")
+    return r"The mean accuracies of the two loss modes differ by \MeanDiffLossMode\,points (Welch p = \PWelchLossMode)."
+
+
+def phase_eig_phrase(results: dict) -> str:
+    """The leading eigenvalue at Q = 0 across the kurtosis sweep: one value when both print alike."""
+    from paper.numbers import format_value
+    sw = results["phase"].get("m4_sweep") or []
+    lo, hi = (format_value(sw[i]["eigs_at_0"][-1], ".5f") for i in (0, -1))
+    if lo == hi:
+        return (r"the leading eigenvalue of the linearisation at $Q = 0$ is \PhaseEigKurtLo{} at both ends of the "
+                r"sweep (the same to five decimals)")
+    return (r"the leading eigenvalue of the linearisation at $Q = 0$ moves only from \PhaseEigKurtLo{} to "
+            r"\PhaseEigKurtHi")
+
+
+def write_tables(results: dict, gen_dir: Path, der: dict | None = None) -> list[Path]:
     out = []
+    der = derived(results) if der is None else der
+    if "phase" in results:
+        out.append(atomic_write_text(gen_dir / "phase_eig.tex", phase_eig_phrase(results) + "%\n"))
     if "vit_study" in results:
+        out.append(atomic_write_text(gen_dir / "vit_probe_spread.tex", vit_probe_spread_phrase(results) + "%\n"))
+        out.append(atomic_write_text(gen_dir / "vit_mean_diff.tex", vit_mean_diff_phrase(results, der) + "%\n"))
         out.append(atomic_write_text(gen_dir / "vit_data.tex", vit_data_phrase(results) + "%\n"))
         out.append(atomic_write_text(gen_dir / "vit_seeds.tex", vit_seed_phrase(results) + "%\n"))
         out.append(atomic_write_text(gen_dir / "vit_departures.tex", vit_departures_phrase(results) + "%\n"))
@@ -940,7 +1220,7 @@ def tab_clamp(results: dict) -> str:
         lines.append(f"Oja (identity) & -- & -- & -- & \\ClampOjaPred & \\ClampOjaMeas{{}} [\\ClampOjaLo, \\ClampOjaHi] & "
                      f"{_verdict(d['oja']['in_ci'])} & \\multicolumn{{3}}{{l}}{{($\\tau = \\ClampOjaTau$)}} \\\\")
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\begin{table}[tbp]", r"\centering\scriptsize", r"\setlength{\tabcolsep}{3.5pt}",
         r"\caption{Seed-to-seed variance of the overlap in the one-layer model: linear-noise prediction against "
         r"online SGD ($N = \ClampN$, \ClampTrials{} trials (seeds) per arm, stationary window of \ClampWindow{} time "
         r"units after \ClampBurn{} correlation times; 95\% batch-means intervals, batches of \ClampBatchCorr{} "
@@ -961,7 +1241,7 @@ def tab_clamp_scaling(results: dict) -> str:
             + f"$\\sigma_n$ = \\{t}Sn, $B$ = \\{t}B")
         lines.append(f"{name} & \\{t}N & \\{t}Pred & \\{t}Meas{{}} [\\{t}Lo, \\{t}Hi] & {_verdict(sc['in_ci'])} \\\\")
     return "\n".join([
-        r"\begin{table}[t]", r"\centering\footnotesize",
+        r"\begin{table}[tbp]", r"\centering\footnotesize",
         r"\caption{$10^3\,N\,\mathrm{Var}(Q)$ at several N (\ClampTrials{} trials (seeds) per entry, same protocol "
         r"as Table~\ref{tab:clamp}): the linear-noise prediction does not depend on N.}",
         r"\label{tab:clampscaling}", r"\begin{tabular}{lcccc}", r"\toprule",
@@ -982,74 +1262,91 @@ def _none(v):
 
 def fig_mf_convergence(results: dict, paths: dict, out: Path) -> Path:
     d = results["convergence"]
-    plt = _plt()
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig, ax = _figure(1.0, 2.9, ncols=3)
     t = np.asarray(d["t"], float)
-    ax[0].plot(t, d["q_ode"], "k-", lw=2, label="mean-field ODE (RK4)")
+    ax[0].plot(t, d["q_ode"], "k-", lw=1.5, label="mean-field ODE (RK4)")
     for j, r in enumerate(d["rows"]):
-        ax[0].errorbar(np.asarray(r.get("t", t), float) + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2.5,
-                       capsize=1.5, label=f"SGD N={r['N']:g}")
-    ax[0].set(xlabel="time t = steps / N", ylabel="overlap Q(t) (cosine)",
-              title=f"mean ± SD over {d['config']['trials']} trials per N")
+        ax[0].errorbar(np.asarray(r.get("t", t), float) + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2,
+                       capsize=1, lw=0.6, label=f"SGD $N$ = {r['N']:g}")
+    ax[0].set(xlabel="time $t$ = steps / $N$", ylabel="overlap $Q(t)$ (cosine)",
+              title=f"mean ± SD over {d['config']['trials']} trials")
     Ns = np.array([r["N"] for r in d["rows"]], float)
     fl = np.array([r["fluct"] for r in d["rows"]])
-    ax[1].loglog(Ns, fl, "o-", label="RMS over t of the across-trial SD")
-    ax[1].loglog(Ns, fl[0] * (Ns / Ns[0]) ** -0.5, "k:", label="N^(-1/2) reference")
+    ax[1].loglog(Ns, fl, "o-", label="RMS over $t$ of the SD")
+    ax[1].loglog(Ns, fl[0] * (Ns / Ns[0]) ** -0.5, "k:", label="$N^{-1/2}$ reference")
     lo, hi = d["exponent_ci95"]
-    ax[1].set(xlabel="dimension N", ylabel="fluctuation (cosine units)",
-              title=f"exponent {d['exponent']:.3f}, bootstrap 95% CI [{lo:.3f}, {hi:.3f}]")
+    ax[1].set(xlabel="dimension $N$", ylabel="fluctuation (cosine units)",
+              title=f"exponent {d['exponent']:.3f}\n95% CI [{lo:.3f}, {hi:.3f}]".replace("-", "\u2212"))
     for tag, mk, dx in (("escape", "o", 1.0), ("end", "s", 1.05)):
         nb = np.array([r["bias"][tag]["N_bias"] for r in d["rows"]])
         ns = np.array([r["bias"][tag]["N_se"] for r in d["rows"]])
         ax[2].errorbar(Ns * dx, nb, yerr=1.96 * ns, fmt=mk, capsize=2,
-                       label=f"t = {d['rows'][0]['bias'][tag]['t']:.1f} ({'escape from Q0' if tag == 'escape' else 'end'})")
+                       label=f"$t$ = {d['rows'][0]['bias'][tag]['t']:.1f} ({'escape' if tag == 'escape' else 'end'})")
     ax[2].axhline(0, color="k", lw=0.6)
-    ax[2].set(xscale="log", xlabel="dimension N", ylabel="N × (mean Q − ODE), 95% CI",
-              title="bias: bounded N × bias means O(1/N)")
+    ax[2].set(xscale="log", xlabel="dimension $N$", ylabel=r"$N \times$ (mean $Q$ $-$ ODE), 95% CI",
+              title="bias: bounded $N \\times$ bias\nmeans $O(1/N)$")
     from matplotlib.ticker import NullLocator
     for a in ax[1:]:  # the N values themselves as ticks: minor log labels collided
         a.set_xticks(Ns)
-        a.set_xticklabels([f"{int(n)}" for n in Ns], fontsize=7)
+        a.set_xticklabels([f"{int(n)}" for n in Ns], rotation=45)
         a.xaxis.set_minor_locator(NullLocator())
-    for a in ax:
-        a.legend(fontsize=7)
-        a.title.set_fontsize(8)
+    ax[0].legend(loc="best", fontsize=7, handlelength=1.2)
+    for a in ax[1:]:
+        a.legend(loc="best")
     c = d["config"]
-    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}, Rademacher c", fontsize=9)
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
     return _save(fig, out, "mf_convergence")
 
 
 def fig_mf_noise(results: dict, paths: dict, out: Path) -> Path:
     d = results["noise"]
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8.5, 4.2), constrained_layout=True)
+    fig, ax = _figure(0.75, 3.6)
     sn2 = d["config"]["sn2"]
     rhos = sorted({cv["rho"] for cv in d["curves"]})
-    cmap = plt.cm.viridis  # rho = 0 must stay visible (the old diverging map made it near-white)
+    cmap = plt.cm.viridis  # rho = 0 must stay visible (a diverging map made it near-white)
     col = {r: cmap(0.85 * i / max(len(rhos) - 1, 1)) for i, r in enumerate(rhos)}
     for cv in d["curves"]:
         ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")
-        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=col[cv["rho"]], lw=1.4,
-                label=f"ODE τ={cv['tau']}, ρ={cv['rho']}")
+        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=col[cv["rho"]], lw=1.2,
+                label=f"ODE $\\tau$ = {cv['tau']:g}, $\\rho$ = {cv['rho']:g}".replace("-", "\u2212"))
     for p in d["sgd"]:
-        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=5)
+        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=4)
     c = d["config"]
-    ax.plot([], [], "kx", label=f"SGD ρ=0, τ={c['sgd_tau']} (N={c['sgd_N']}, {c['sgd_trials']} trials, mean ± SD)")
-    ax.plot([], [], "k^", label="SGD ρ=-1")
-    ax.set(xlabel="augmentation noise strength σ_n² (variance units)", ylabel="stationary overlap Q* (cosine)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: covers no curve
-    return _save(fig, out, "mf_noise")
+    ax.plot([], [], "kx", label=f"SGD $\\rho$ = 0, $\\tau$ = {c['sgd_tau']:g} ($N$ = {c['sgd_N']}, mean ± SD)")
+    ax.plot([], [], "k^", label="SGD $\\rho$ = \u22121")
+    ax.set(xlabel=r"augmentation noise strength $\sigma_n^2$", ylabel="stationary overlap $Q^*$ (cosine)")
+    fig.legend(loc="outside lower center", ncols=2)  # below the axes: covers no curve
+    return _save(fig, out, "mf_noise", width_frac=0.75)
+
+
+def _clip_interval(ax, x: float, y: float, lo: float | None, hi: float | None, ylim: tuple[float, float],
+                   **kw) -> None:
+    """An interval drawn inside ``ylim``; an end beyond it is cut at the axis, marked by an arrow and
+    its value written beside it, so one wide interval does not flatten every other curve."""
+    bot, top = ylim
+    lo_c = None if lo is None else max(lo, bot)
+    hi_c = None if hi is None else min(hi, top)
+    yerr = None if lo is None or hi is None else [[y - lo_c], [hi_c - y]]
+    ax.errorbar(x, y, yerr=yerr, **kw)
+    for end, cut, mk, va in ((hi, top, "^", "top"), (lo, bot, "v", "bottom")):
+        if end is not None and ((mk == "^" and end > cut) or (mk == "v" and end < cut)):
+            ax.plot([x], [cut], mk, color="k", ms=5, clip_on=False)
+            ax.annotate(f"95% CI to {end:.4g}", (x, cut), xytext=(-4, -3 if mk == "^" else 3),
+                        textcoords="offset points", ha="right", va=va, fontsize=7)
 
 
 def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
     """Predicted vs measured N Var(Q) (every arm), the ratio clamp/subtract against the margin
     (measured with 95% CI, predicted as crosses and lines, so a single-point series still
     shows its prediction), and the bridge: predicted ratio vs stationary CAR, with the ViT
-    study's pooled ratio vs layer-0 CAR when that study is in the build."""
+    study's pooled ratio vs layer-0 CAR when that study is in the build (log axis, clipped to the
+    theory's range: an interval beyond it is cut and its end written beside it)."""
     d = results["clamp"]
-    plt = _plt()
     c = d["config"]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    fig, axs = _figure(1.0, 5.4, nrows=2, ncols=2)
+    ax = [axs[0, 0], axs[0, 1], axs[1, 0]]
+    axs[1, 1].axis("off")
     arms = [r["clamp"] for r in d["rows"] if r["clamp"].get("in_ci") is not None] + list(d.get("subtract") or [])
     if d.get("oja"):
         arms.append(d["oja"])
@@ -1058,16 +1355,17 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
         mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
         colr = "k" if a["mode"] == "oja" else ("C0" if a["batch"] == 1 else "C1")
         ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - v["ci95"][0]], [v["ci95"][1] - v["est"]]],
-                       fmt=mk, color=colr, mfc="white" if a["sn"] == 0 else colr, ms=5, capsize=2)
+                       fmt=mk, color=colr, mfc="white" if a["sn"] == 0 else colr, ms=4, capsize=2)
     if arms:
         xs = [a["prediction"]["N_var"] for a in arms]
-        ax[0].plot([min(xs) / 1.5, max(xs) * 1.5], [min(xs) / 1.5, max(xs) * 1.5], "k:", lw=0.8)
+        ax[0].plot([min(xs) / 1.5, max(xs) * 1.5], [min(xs) / 1.5, max(xs) * 1.5], "k:", lw=0.8, label="equality")
     for lab, mk, colr in (("clamp", "o", "k"), ("subtract", "s", "k"), ("Oja (identity)", "D", "k"),
-                          ("B = 1", "_", "C0"), ("B = 4", "_", "C1")):
+                          ("$B$ = 1", "_", "C0"), ("$B$ = 4", "_", "C1")):
         ax[0].plot([], [], ls="", marker=mk, color=colr, label=lab)
-    ax[0].set(xscale="log", yscale="log", xlabel="predicted N·Var(Q)", ylabel="measured N·Var(Q), 95% CI",
-              title=f"N = {c['N']}, {c['trials']} seeds per arm (open: σ_n = 0)")
-    ax[0].legend(fontsize=7, loc="upper left")
+    ax[0].set(xscale="log", yscale="log", xlabel=r"predicted $N\,\mathrm{Var}(Q)$",
+              ylabel=r"measured $N\,\mathrm{Var}(Q)$, 95% CI",
+              title=f"(a) $N$ = {c['N']}, {c['trials']} seeds per arm\n(open: $\\sigma_n$ = 0)")
+    ax[0].legend(loc="upper left")
     keys = list(dict.fromkeys((r["sn"], r["batch"]) for r in d["rows"]))
     for i, (sn, B) in enumerate(keys):
         col = f"C{i}"
@@ -1075,63 +1373,75 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
         ok = [r for r in sel if r.get("ratio") is not None]
         for r in ok:
             e, (lo, hi) = r["ratio"]["est"], r["ratio"]["ci95"]
-            ax[1].errorbar(r["margin"] + 0.004 * (i - 1.5), e, yerr=[[e - lo], [hi - e]], fmt="o", color=col, ms=4,
+            ax[1].errorbar(r["margin"] + 0.004 * (i - 1.5), e, yerr=[[e - lo], [hi - e]], fmt="o", color=col, ms=3,
                            capsize=2)
         if ok:
-            ax[1].plot([r["margin"] for r in ok], [r["ratio_pred"] for r in ok], "x-", color=col, ms=7, lw=0.8,
-                       label=f"σ_n={sn}, B={B}")
+            ax[1].plot([r["margin"] for r in ok], [r["ratio_pred"] for r in ok], "x-", color=col, ms=5, lw=0.8,
+                       label=f"$\\sigma_n$ = {sn:g}, $B$ = {B}")
         fc = [r["margin"] for r in sel if r["outcome"] == "fully_clamped"]
         if fc:
-            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=14, mew=2)
+            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=10, mew=1.5)
     ax[1].axhline(1, color="k", lw=0.5)
-    ax[1].plot([], [], "ko", ms=4, label="measured, 95% CI")
+    ax[1].plot([], [], "ko", ms=3, label="measured, 95% CI")
     ax[1].plot([], [], "kx", label="predicted")
-    ax[1].plot([], [], "k|", ms=10, mew=2, label="fully clamped (no prediction)")
-    ax[1].set(xlabel="margin m", ylabel="N·Var(Q) clamp / subtract", title="variance ratio")
-    ax[1].legend(fontsize=7)
+    ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped (no prediction)")
+    ax[1].set(xlabel="margin $m$", ylabel=r"$N\,\mathrm{Var}(Q)$ clamp / subtract", title="(b) variance ratio")
+    theory_y = []
     for i, cv in enumerate(d.get("bridge") or []):
         p = [x for x in cv["points"] if "car" in x]
         if p:
-            ax[2].plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3,
-                       label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}")
-    vit = results.get("vit_study")
-    if vit:
+            ys = [x["ratio_pred"] for x in p]
+            theory_y += [y for y in ys if _finite(y) and y > 0]
+            ax[2].plot([100 * x["car"] for x in p], ys, "-o", ms=3,
+                       label=f"one-layer theory $\\sigma_n$ = {cv['sn']:g}, $B$ = {cv['batch']}")
+    vit_pts = []
+    if results.get("vit_study"):
         from sim.clamp_study import vit_points
-        for v in vit_points([paths["vit_study"]], warn=lambda m: None):
-            if v["kind"] != "pooled" or v["ratio"] is None:
-                continue
-            lo, hi = v["ci95"]
-            yerr = None if lo is None or hi is None else [[v["ratio"] - lo], [hi - v["ratio"]]]
-            ax[2].errorbar(100 * v["car"], v["ratio"], yerr=yerr, fmt="k*", ms=10, capsize=2,
-                           label="ViT study: pooled ratio vs layer-0 CAR")
+        vit_pts = [v for v in vit_points([paths["vit_study"]], warn=lambda m: None)
+                   if v["kind"] == "pooled" and v["ratio"] is not None]
+    ys = theory_y + [v["ratio"] for v in vit_pts if v["ratio"] > 0] + [1.0]
+    ylim = (min(ys) / 1.6, max(ys) * 1.6)
+    ax[2].set_yscale("log")
+    ax[2].set_ylim(*ylim)
+    for v in vit_pts:
+        lo, hi = v["ci95"]
+        _clip_interval(ax[2], 100 * v["car"], v["ratio"], lo, hi, ylim, fmt="k*", ms=8, capsize=2,
+                       label="ViT study: pooled ratio at its layer-0 CAR")
     ax[2].axhline(1, color="k", lw=0.5)
-    ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract",
-              title="bridge to the ViT (prediction vs CAR)")
-    ax[2].legend(fontsize=7)
-    for a in ax:
-        a.title.set_fontsize(8)
-    fig.suptitle(f"one feature, tanh, m2={c['m2']}, τ={c['tau']}, Rademacher c", fontsize=9)
+    ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract (log)",
+              title="(c) bridge to the ViT: prediction against CAR")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # plain 0.5, 1, 2, 5: not 6 x 10^0
+    ax[2].yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax[2].yaxis.set_minor_formatter(NullFormatter())
+    # the legends of (b) and (c) in the free fourth panel: they cover no data
+    h1, l1 = ax[1].get_legend_handles_labels()
+    h2, l2 = ax[2].get_legend_handles_labels()
+    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)", ncols=2, borderaxespad=0)
+    axs[1, 1].add_artist(leg)
+    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)", ncols=1, borderaxespad=0)
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
     return _save(fig, out, "mf_clamp")
 
 
 def fig_mf_hfunc(results: dict, paths: dict, out: Path) -> Path:
     d = results["hfunc"]
-    plt = _plt()
     acts = d["config"]["activations"]
-    fig, axes = plt.subplots(1, len(acts), figsize=(3.8 * len(acts), 3.4), squeeze=False, constrained_layout=True)
+    fig, axes = _figure(1.0, 2.5, ncols=len(acts), squeeze=False)
     for k, (ax, act) in enumerate(zip(axes[0], acts)):
         for cv in [c for c in d["curves"] if c["activation"] == act]:
-            ln, = ax.plot(d["Q"], cv["h"], label=f"τ={cv['tau']}")
+            ln, = ax.plot(d["Q"], cv["h"], label=f"$\\tau$ = {cv['tau']:g}")
             for fp in cv["fixed_points"]:
-                ax.plot(fp["Q"], 0, "o", color=ln.get_color(),
+                ax.plot(fp["Q"], 0, "o", ms=3.5, color=ln.get_color(),
                         mfc=ln.get_color() if fp["stability"] == "stable" else "white")
         ax.axhline(0, color="k", lw=0.6)
-        ax.set(xlabel="overlap Q (cosine)", title=act)
-        if k == 0:  # one y-label: the panels share its meaning, and labels between panels overlapped
-            ax.set_ylabel("h(Q) = (dQ/dt)/τ")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"single feature, m2={d['config']['m2']}, σ_n={d['config']['sn']}; filled = stable fixed point "
-                 "(deterministic ODE, no seeds)", fontsize=9)
+        ax.set(xlabel="overlap $Q$ (cosine)", title=act)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        if k == 0:  # one y-label: the panels share its meaning
+            ax.set_ylabel(r"$h(Q) = \dot Q/\tau$")
+        ax.legend(loc="best")
+    fig.suptitle(f"single feature, $m_2$ = {d['config']['m2']}, $\\sigma_n$ = {d['config']['sn']}; filled: stable "
+                 "fixed point (deterministic ODE, no seeds)")
     return _save(fig, out, "mf_hfunc")
 
 
@@ -1154,19 +1464,24 @@ FIGURES.update({"mf_convergence": (("convergence",), fig_mf_convergence), "mf_hf
 def _rep_mf(results: dict) -> list[RepRow]:
     rows = []
     if "phase" in results:
-        rows.append(("Meng--Wang (ii): attraction regions depend on higher moments",
+        rows.append(RepRow("Meng--Wang (ii): attraction regions depend on higher moments",
                      r"qualitative (abstract; Fig.~3 with $m_2$ = \SrcMwMTwoFigThreeA, \SrcMwMTwoFigThreeB)",
                      r"share won by feature 1: \PhaseShareKurtLo\% ($m_4/m_2^2$ = \PhaseKurtLo) vs "
                      r"\PhaseShareKurtHi\% (\PhaseKurtHi)",
                      r"reconstructed model; $\tau$ = \PhaseTau, grid of \PhaseNicsMFour{} initial conditions "
                      r"(deterministic ODE)",
-                     _verdict_phase(results["phase"])))
+                     _verdict_phase(results["phase"]), r"\citet{meng2024}",
+                     r"the higher moments of the data move the regions of attraction of the features",
+                     r"share won by feature 1 \PhaseShareKurtLo\% at $m_4/m_2^2 = \PhaseKurtLo$ against "
+                     r"\PhaseShareKurtHi\% at \PhaseKurtHi, deterministic ODE"))
     if "noise" in results:
-        rows.append(("Meng--Wang (iii): anticorrelated noise raises the stationary overlap",
+        rows.append(RepRow("Meng--Wang (iii): anticorrelated noise raises the stationary overlap",
                      "qualitative (abstract; Fig.~4)",
                      r"$Q^*$ = \NoiseQAnti{} ($\rho=-1$) vs \NoiseQIndep{} ($\rho=0$) at $\sigma_n^2 = 1$, $\tau = 1$",
                      r"reconstructed model, tanh, $m_2 = 3$, Rademacher $c$; SGD check with \NoiseSgdTrials{} trials",
-                     _verdict_noise(results["noise"])))
+                     _verdict_noise(results["noise"]), r"\citet{meng2024}",
+                     r"anticorrelated augmentation noise raises the stationary overlap",
+                     r"$Q^* = \NoiseQAnti$ at $\rho = -1$ against \NoiseQIndep{} at $\rho = 0$, deterministic ODE"))
     return rows
 
 
@@ -1176,7 +1491,8 @@ def _verdict_phase(d: dict) -> Verdict:
     sw = d.get("m4_sweep") or []
     if len(sw) < 2:
         return verdict_ordering(None)
-    return verdict_ordering(abs(sw[-1]["share_feature1"] - sw[0]["share_feature1"]) > 0.01)
+    return verdict_ordering(abs(sw[-1]["share_feature1"] - sw[0]["share_feature1"]) > 0.01,
+                            test="share of a grid of initial conditions won by feature 1, deterministic ODE")
 
 
 def _verdict_noise(d: dict) -> Verdict:
@@ -1187,7 +1503,8 @@ def _verdict_noise(d: dict) -> Verdict:
         ind = resolve_one(d, "curves[tau=1.0,rho=0.0].vs_notes[sn2=1.0].ode")
     except ValueError:
         return verdict_ordering(None)
-    return verdict_ordering(anti > ind if _finite(anti) and _finite(ind) else None)
+    return verdict_ordering(anti > ind if _finite(anti) and _finite(ind) else None,
+                            test="stationary $Q^*$ of the deterministic ODE")
 
 
 REPLICATION_ROWS.update({"phase": _rep_mf})

@@ -6,7 +6,8 @@ multi-valued path, a scale and a format.  :func:`evaluate_all` turns the specs i
 :class:`Number` records, which :func:`write_numbers` writes as
 
 * ``generated/numbers.tex``: ``\\newcommand{\\VarRatio}{5.90}`` lines (the text uses the macros);
-* ``numbers.json``: ``macro -> {value, raw, source_json, json_path, scale, fmt, reduce}``, so
+* ``numbers.json``: ``macro -> {value, tex, raw, source_json, json_path, scale, fmt, reduce}``
+  (``tex``: the value as printed, with a minus sign U+2212 for a leading ``-``), so
   every number in the rendered text can be traced back to (and checked against) its JSON.
 
 Formats: a Python format spec applied to ``raw * scale`` (``".2f"``, ``"d"``, ``".1e"``), or
@@ -27,10 +28,10 @@ from cffdyn.io import atomic_write_json, atomic_write_text
 from paper.jsonpath import resolve, resolve_one
 
 __all__ = ["NumberSpec", "Number", "format_value", "evaluate", "write_numbers", "SOURCE_NUMBERS",
-           "load_source_numbers", "macro_name", "REDUCTIONS"]
+           "load_source_numbers", "macro_name", "REDUCTIONS", "typeset"]
 
 SOURCE_NUMBERS = Path(__file__).with_name("source_numbers.json")
-REDUCTIONS = ("mean", "min", "max", "count", "ratio_max_min")
+REDUCTIONS = ("mean", "sd", "min", "max", "count", "ratio_max_min")
 _MACRO = re.compile(r"^[A-Za-z]+$")
 _DIGITS = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
 
@@ -110,6 +111,11 @@ def _reduce(vals: Any, how: str | None, spec: NumberSpec) -> Any:
         return None
     if how == "mean":
         return sum(nums) / len(nums)
+    if how == "sd":  # sample SD (ddof 1) over the runs: the spread a mean over them is quoted with
+        if len(nums) < 2:
+            return None
+        m = sum(nums) / len(nums)
+        return math.sqrt(sum((x - m) ** 2 for x in nums) / (len(nums) - 1))
     if how == "min":
         return min(nums)
     if how == "max":
@@ -129,6 +135,15 @@ def evaluate(spec: NumberSpec, data: Any, source_json: str) -> Number:
     return Number(spec, raw, value, source_json)
 
 
+def typeset(value: str, fmt: str) -> str:
+    """The text of a number as it is printed: a leading ``-`` becomes the minus sign U+2212
+    (the preamble maps it to a math minus; pandoc passes it through), so ``-0.49`` does not print
+    with a hyphen.  ``sci`` values are math already (their signs are math minus signs)."""
+    if fmt != "sci" and value.startswith("-"):
+        return "\u2212" + value[1:]
+    return value
+
+
 def load_source_numbers(path: Path = SOURCE_NUMBERS) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
@@ -143,8 +158,9 @@ def write_numbers(numbers: list[Number], out_dir: Path) -> tuple[Path, Path]:
         if n.spec.macro in seen:
             raise ValueError(f"macro \\{n.spec.macro} defined twice")
         seen.add(n.spec.macro)
-        lines.append(f"\\newcommand{{\\{n.spec.macro}}}{{{n.value}}}")
-        table[n.spec.macro] = {"value": n.value, "raw": n.raw, "source_json": n.source_json,
+        tex = typeset(n.value, n.spec.fmt)
+        lines.append(f"\\newcommand{{\\{n.spec.macro}}}{{{tex}}}")
+        table[n.spec.macro] = {"value": n.value, "tex": tex, "raw": n.raw, "source_json": n.source_json,
                                "json_path": n.spec.path, "scale": n.spec.scale, "fmt": n.spec.fmt,
                                "reduce": n.spec.reduce, "desc": n.spec.desc}
     tex = atomic_write_text(Path(out_dir) / "generated" / "numbers.tex", "\n".join(lines) + "\n")

@@ -79,14 +79,24 @@ def limitations_tex(results: dict, info: dict) -> str:
     scale = info["scale"]
     cpu = tex_escape(m.get("cpu") or "unknown CPU")
     reused = info["n_studies"] - info["n_studies_run"]
-    where = (f"This build used the \\texttt{{-{{}}-{scale}}} presets. "
-             f"Of its \\BuildStudies{{}} studies, \\BuildStudiesRun{{}} ran in this build"
-             + (f" and {reused} were reused from results recorded earlier (their timings are those of "
-                "the earlier run, under the load of that time)"
-                if reused else "")
-             + f"; the study stages took \\BuildStudiesSeconds{{}} s on \\BuildCpus{{}} CPU cores ({cpu}), "
-             r"with a 1-minute load average between \BuildLoadMin{} and \BuildLoadMax{} at the start and end of the "
-             r"study stages (other processes may share the machine; every timing in this document is subject to it).")
+    lmin, lmax = info["load_avg_studies"]["min"], info["load_avg_studies"]["max"]
+    if not info["n_studies_run"]:
+        # nothing ran: the stages only read JSONs, so their time and this machine's load say nothing
+        where = (f"This build used the \\texttt{{-{{}}-{scale}}} presets and reused all \\BuildStudies{{}} studies from "
+                 "results recorded earlier; their timings, devices and loads are those of the earlier runs, as each "
+                 f"study records them. It was assembled on \\BuildCpus{{}} CPU cores ({cpu}).")
+    else:
+        load = (r"a 1-minute load average of \BuildLoadMin{}" if lmin is not None and lmax is not None
+                and f"{lmin:.2f}" == f"{lmax:.2f}" else
+                r"a 1-minute load average between \BuildLoadMin{} and \BuildLoadMax{}")
+        where = (f"This build used the \\texttt{{-{{}}-{scale}}} presets. "
+                 f"Of its \\BuildStudies{{}} studies, \\BuildStudiesRun{{}} ran in this build"
+                 + (f" and {reused} were reused from results recorded earlier (their timings are those of "
+                    "the earlier run, under the load of that time)"
+                    if reused else "")
+                 + f"; the study stages took \\BuildStudiesSeconds\\,s on \\BuildCpus{{}} CPU cores ({cpu}), "
+                 + f"with {load} at the start and end of the study stages (other processes may share the machine; "
+                   "every timing in this document is subject to it).")
     devs = info["vit_devices"]
     if info["gpu_runs"]:
         gpu = tex_escape(", ".join(f"{d} ({n} runs)" for d, n in sorted(devs.items())))

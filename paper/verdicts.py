@@ -30,15 +30,20 @@ VERDICT_RULE = (
     r"\emph{cannot compare} (inconclusive) when it does not reject; a claim of no difference \emph{disagrees} "
     r"when our test rejects equality at the 5\% level and \emph{agrees} otherwise; a reported value \emph{agrees} "
     r"when it lies within two seed-to-seed SDs of our mean; a qualitative claim about a deterministic model "
-    r"\emph{agrees} when our computed quantities show the stated ordering.")
+    r"\emph{agrees} when our computed quantities show the stated ordering; "
+    r"a comparison of timings across devices, machines or loads is \emph{cannot compare}. "
+    r"Each verdict names the test it rests on; with matched seeds that is the paired test.")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One row's verdict: ``word`` in :data:`VERDICTS` and the reason (plain text)."""
+    """One row's verdict: ``word`` in :data:`VERDICTS`, the reason (plain text) and ``test``, the
+    test or computation it rests on (LaTeX, e.g. ``paired t-test, p = 0.024``; empty only when the
+    claim could not be compared at all)."""
 
     word: str
     why: str
+    test: str = ""
 
     def __post_init__(self) -> None:
         if self.word not in VERDICTS:
@@ -50,47 +55,52 @@ def finite(x: Any) -> bool:
 
 
 def verdict_direction(source_sign: int, estimate: float | None, p: float | None, *, comparable: bool = True,
-                      why_not: str = "", alpha: float = ALPHA) -> Verdict:
+                      why_not: str = "", alpha: float = ALPHA, test: str = "") -> Verdict:
     """Directional claim (``source_sign`` +1: ours should exceed the null, -1: fall below it);
-    ``estimate`` is signed relative to the null (e.g. log of a ratio), ``p`` the two-sided p-value."""
+    ``estimate`` is signed relative to the null (e.g. log of a ratio), ``p`` the two-sided p-value
+    of ``test``."""
     if not comparable:
-        return Verdict("cannot compare", why_not)
+        return Verdict("cannot compare", why_not, test)
     if not (finite(estimate) and finite(p)):
-        return Verdict("cannot compare", "no estimate or no test")
+        return Verdict("cannot compare", "no estimate or no test", test)
     if p >= alpha:
-        return Verdict("cannot compare", f"inconclusive: not significant at the {alpha:g} level")
+        return Verdict("cannot compare", f"inconclusive: not significant at the {alpha:g} level", test)
     same = (estimate > 0) == (source_sign > 0)
-    return (Verdict("agree", f"same direction, p < {alpha:g}") if same
-            else Verdict("disagree", f"opposite direction, p < {alpha:g}"))
+    return (Verdict("agree", f"same direction, p < {alpha:g}", test) if same
+            else Verdict("disagree", f"opposite direction, p < {alpha:g}", test))
 
 
-def verdict_null(p: float | None, *, comparable: bool = True, why_not: str = "", alpha: float = ALPHA) -> Verdict:
-    """A claim of no difference: rejected (disagree) when ``p < alpha``."""
+def verdict_null(p: float | None, *, comparable: bool = True, why_not: str = "", alpha: float = ALPHA,
+                 test: str = "") -> Verdict:
+    """A claim of no difference: rejected (disagree) when ``p < alpha`` in ``test``."""
     if not comparable:
-        return Verdict("cannot compare", why_not)
+        return Verdict("cannot compare", why_not, test)
     if not finite(p):
-        return Verdict("cannot compare", "no test")
-    return (Verdict("disagree", f"difference significant, p < {alpha:g}") if p < alpha
-            else Verdict("agree", f"no difference at the {alpha:g} level"))
+        return Verdict("cannot compare", "no test", test)
+    return (Verdict("disagree", f"difference significant, p < {alpha:g}", test) if p < alpha
+            else Verdict("agree", f"no difference at the {alpha:g} level", test))
 
 
-def verdict_value(source: float, values: list[float], *, comparable: bool = True, why_not: str = "") -> Verdict:
+def verdict_value(source: float, values: list[float], *, comparable: bool = True, why_not: str = "",
+                  test: str = "within 2 SD of our per-seed values") -> Verdict:
     """A reported value against our per-seed values: within two SDs of our mean agrees."""
     if not comparable:
-        return Verdict("cannot compare", why_not)
+        return Verdict("cannot compare", why_not, test)
     v = [float(x) for x in values if finite(x)]
     if len(v) < 2:
-        return Verdict("cannot compare", "fewer than 2 seeds")
+        return Verdict("cannot compare", "fewer than 2 seeds", test)
     mean, sd = float(np.mean(v)), float(np.std(v, ddof=1))
-    return (Verdict("agree", "within 2 SD of our seeds") if abs(source - mean) <= 2 * sd
+    return (Verdict("agree", "within 2 SD of our seeds", test) if abs(source - mean) <= 2 * sd
             else Verdict("disagree", f"{abs(source - mean) / sd:.1f} SD from our mean" if sd > 0
-                         else "outside our (constant) seeds"))
+                         else "outside our (constant) seeds", test))
 
 
-def verdict_ordering(holds: bool | None, *, comparable: bool = True, why_not: str = "") -> Verdict:
+def verdict_ordering(holds: bool | None, *, comparable: bool = True, why_not: str = "",
+                     test: str = "ordering of the computed quantities") -> Verdict:
     """A qualitative ordering claim about a deterministic computation."""
     if not comparable:
-        return Verdict("cannot compare", why_not)
+        return Verdict("cannot compare", why_not, test)
     if holds is None:
-        return Verdict("cannot compare", "quantity not computed")
-    return Verdict("agree", "ordering as stated") if holds else Verdict("disagree", "ordering reversed")
+        return Verdict("cannot compare", "quantity not computed", test)
+    return (Verdict("agree", "ordering as stated", test) if holds
+            else Verdict("disagree", "ordering reversed", test))

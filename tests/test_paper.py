@@ -259,6 +259,8 @@ def test_every_number_matches_its_json(built):
             raw = max(raw)
         elif rec["reduce"] == "min":
             raw = min(raw)
+        elif rec["reduce"] == "sd":
+            raw = float(np.std(raw, ddof=1))
         elif isinstance(raw, list):
             assert len(raw) == 1
             raw = raw[0]
@@ -268,10 +270,12 @@ def test_every_number_matches_its_json(built):
         else:
             assert rec["value"] == format(raw * rec["scale"] if rec["fmt"] != "d" else int(round(raw * rec["scale"])),
                                           rec["fmt"]), macro
-        # the macro is defined in numbers.tex with exactly this value
-        assert f"\\newcommand{{\\{macro}}}{{{rec['value']}}}" in (out / "generated" / "numbers.tex").read_text()
+        # printed with a minus sign (U+2212), not a hyphen, and defined in numbers.tex with exactly that text
+        printed = rec["value"] if rec["fmt"] == "sci" or not rec["value"].startswith("-") else "\u2212" + rec["value"][1:]
+        assert rec["tex"] == printed, macro
+        assert f"\\newcommand{{\\{macro}}}{{{printed}}}" in (out / "generated" / "numbers.tex").read_text()
         if text is not None and macro in used and rec["fmt"] != "sci":
-            assert rec["value"] in text, f"\\{macro} = {rec['value']} not in the HTML"
+            assert printed in text, f"\\{macro} = {printed} not in the HTML"
             n_checked += 1
     assert text is None or n_checked > 30
 
@@ -321,7 +325,7 @@ def test_headline_numbers_independent(built):
     assert "321 random batches" in text and "5 of 5 identities" in text
     assert "3 of 3 deliberately wrong references" in text and "not sympy" in text
     assert "spread 1.5 (BYOL-L2) vs 3.8 (IsoLoss)" in text
-    assert "fitted exponent is -0.512 (95% bootstrap interval -0.550 to -0.470" in text
+    assert "fitted exponent is \u22120.512 (95% bootstrap interval \u22120.550 to \u22120.470" in text
     rp = 1.1 / 1.7  # synthetic clamp cell m = 0.1, sn = 0.7, B = 1: (1 + m) / (1 + sn)
     assert f"the ratio is predicted as {rp:.3f}" in text and f"measured ratios are {1.02 * rp:.3f} [" in text
     assert "prediction lies inside the measured 95% interval for 14 of 15 arms" in text
@@ -411,9 +415,14 @@ def test_replication_verdicts_follow_the_numbers(built):
     d = read_json(paths["vit_study"])
     rows = {r[0]: r[4] for r in _rep_vit({"vit_study": d})}
     acc = {lm: [r["test_acc"] for r in d["runs"] if r["cell"]["loss_mode"] == lm] for lm in ("clamp", "subtract")}
-    welch = stats.ttest_ind(acc["clamp"], acc["subtract"], equal_var=False).pvalue
+    # matched seeds: the verdict on the means rests on the paired t-test (clamp vs subtract run of the same
+    # seed and method), the test Section 5 names as fitting the design, not on Welch's
+    pair = {(r["seed"], r["cell"]["method"], r["cell"]["loss_mode"]): r["test_acc"] for r in d["runs"]}
+    keys = sorted({k[:2] for k in pair})
+    paired = stats.ttest_rel([pair[k + ("clamp",)] for k in keys], [pair[k + ("subtract",)] for k in keys]).pvalue
     null = rows["Steier: the gradient-neutral margin leaves mean accuracy unchanged"]
-    assert null.word == ("disagree" if welch < 0.05 else "agree")
+    assert null.word == ("disagree" if paired < 0.05 else "agree")
+    assert "paired t-test" in null.test
     # our data are Fashion-MNIST: the CIFAR-10 claims cannot be compared, whatever the numbers
     assert rows["Steier: variance ratio clamp/subtract, CIFAR-10"].word == "cannot compare"
     assert rows["Steier: layer-0 clamp activation rate"].word == "cannot compare"
@@ -652,7 +661,7 @@ def test_quick_build_end_to_end(tmp_path):
 
 def test_epoch_times_carry_device_and_load():
     """The epoch-time row of the replication table states the device and the load of the study."""
-    from paper.content import _epoch_time_ratios, _vit_timing_context
+    from paper.content import epoch_time_ratios as _epoch_time_ratios, _vit_timing_context
     runs = [{"device": "cpu", "seed": s, "cell": {"loss_mode": "clamp", "method": m}, "epoch_time_s": t}
             for s, (t1, t2) in enumerate([(1.0, 2.2), (1.5, 3.0)]) for m, t in (("cff1", t1), ("cff2", t2))]
     assert sorted(_epoch_time_ratios({"runs": runs})) == pytest.approx([2.0, 2.2])
@@ -722,3 +731,101 @@ def test_vit_augment_phrase_states_the_padding_that_ran_and_whose_it_is():
     assert "padding 4 (the ContrastiveFF code pads 12)" in phrase(dataset="cifar10", augment="crop_flip", crop_pad=4)
     assert phrase(dataset="cifar10", augment="randaug").startswith("Each view is RandAugment(3, 14), then")
     assert "no augmentation" in phrase(dataset="digits", augment="none")
+
+
+# --------------------------------------------------------------------------- a manuscript a referee reads
+def _full_tex(out: Path) -> str:
+    """manuscript.tex with its generated inputs inlined (what the PDF typesets)."""
+    tex = (out / "manuscript.tex").read_text()
+    return re.sub(r"\\input\{(generated/[^}]*)\}",
+                  lambda m: (out / (m.group(1) if m.group(1).endswith(".tex") else m.group(1) + ".tex")).read_text(),
+                  tex)
+
+
+@needs_tex
+def test_pdf_layout_has_no_overfull_box_and_no_float_after_the_references(built):
+    """The layout check of the build, read again from pdflatex's own log and aux."""
+    from paper import layout
+    _, out, _, summary = built
+    assert summary["files"]["pdf"], summary["notes"]
+    assert layout.check(out) == [] and read_json(out / "layout.json")["problems"] == []
+    pages = layout.label_pages((out / "manuscript.aux").read_text(encoding="latin-1"))
+    floats = [k for k in pages if k.startswith(("fig:", "tab:"))]
+    assert len(floats) >= 15 and max(pages[k] for k in floats) < pages["references"]
+
+
+@needs_tex
+def test_pdf_metadata_and_author(built):
+    import subprocess
+    _, out, _, _ = built
+    if shutil.which("pdfinfo") is None:
+        pytest.skip("pdfinfo (poppler-utils) not installed")
+    info = subprocess.run(["pdfinfo", str(out / "manuscript.pdf")], capture_output=True, text=True).stdout
+    for field in ("Title", "Author", "Subject", "Keywords"):
+        line = next(ln for ln in info.splitlines() if ln.startswith(field + ":"))
+        assert len(line.split(":", 1)[1].strip()) > 5, line
+    assert "cffdyn" in next(ln for ln in info.splitlines() if ln.startswith("Author:"))
+
+
+def test_generated_text_is_complete_sentences_with_units_and_uncertainty(built):
+    """No generated sentence or table cell stops mid-sentence; every number the build has an
+    uncertainty for carries it and its unit; no sentence about earlier versions of the text."""
+    from paper.prose import fragments, table_cells, unquantified
+    _, out, _, _ = built
+    gen = out / "generated"
+    cells = [c for name in ("tab_replication", "tab_vit_tests", "tab_vit", "tab_clamp")
+             for c in table_cells((gen / f"{name}.tex").read_text())]
+    assert len(cells) > 40 and fragments(cells) == []
+    phrases = [p.read_text() for p in gen.glob("*.tex") if not p.name.startswith(("tab_", "numbers", "gradients"))]
+    sentences = [s for p in phrases for s in re.split(r"(?<=\.)\s+", p.strip().rstrip("%")) if s.strip()]
+    assert fragments(sentences) == []
+    full = _full_tex(out)
+    assert unquantified(full) == []
+    assert not re.search(r"earlier version|previous version|was reported as", full, re.I)
+    # no degenerate range or repeated value: "between 8.77 and 8.77", "0.00854 and 0.00854"
+    text = _html_text(_html(out))
+    for m in re.finditer(r"(\d+(?:\.\d+)?)\s*(?:and|to|--|–)\s*(\d+(?:\.\d+)?)", text):
+        assert m.group(1) != m.group(2) or m.group(1).isdigit() and len(m.group(1)) < 3, m.group(0)
+    assert not re.search(r"\d(points|s|min)\b", text)      # a space before every unit
+    assert not re.search(r"(?<![\w.^{])-\d", text.replace("--", ""))   # minus signs, not hyphens
+
+
+def test_abstract_states_the_findings_and_the_conclusion_exists(built):
+    _, out, _, _ = built
+    text = _html_text(_html(out))
+    abstract = text[text.index("Abstract"):text.index("Introduction")]
+    assert "This build confirms that" in abstract and "It could not test that" in abstract
+    assert "paired t p" in abstract             # the verdict on the means names the test that fits the design
+    conclusion = text[text.rindex("Conclusion"):text.index("References", text.rindex("Conclusion"))]
+    assert "Confirmed" in conclusion and "Not tested by this build" in conclusion
+    # every replication verdict appears in the findings, and the timing row cannot be compared (other device)
+    from paper.content import replication_rows
+    rows = {r.claim: r.verdict for r in replication_rows(_results_of(built))}
+    assert rows["CFF: time per epoch, one- vs two-forward (their ratio two/one)"].word == "cannot compare"
+    assert all(v.test for v in rows.values())
+
+
+def _results_of(built) -> dict:
+    _, _, paths, _ = built
+    return {k: read_json(p) for k, p in paths.items()}
+
+
+@needs_tex
+def test_html_float_numbers_match_the_pdf(built):
+    """Every figure and table of the HTML has the number LaTeX gave it, each caption appears once,
+    and every link to a float shows that number."""
+    from paper import layout
+    _, out, _, _ = built
+    html = _html(out)
+    aux = (out / "manuscript.aux").read_text(encoding="latin-1")
+    nums = {k: n for k, n in re.findall(r"\\newlabel\{((?:fig|tab):[^}]*)\}\{\{(\d+)\}", aux)}
+    assert len(nums) >= 15 and layout.label_pages(aux)
+    for lab, n in nums.items():
+        kind = "Figure" if lab.startswith("fig:") else "Table"
+        block = re.search(r'id="' + re.escape(lab) + r'"(.*?)</(?:figure|div)>', html, re.S)
+        assert block, lab
+        caps = re.findall(r"<(?:figcaption|caption)[^>]*>(.*?)</(?:figcaption|caption)>", block.group(1), re.S)
+        assert len(caps) == 1 and _html_text(caps[0]).startswith(f"{kind} {n}: "), (lab, caps)
+        for link in re.findall(r'<a href="#' + re.escape(lab) + r'"[^>]*>(.*?)</a>', html):
+            assert _html_text(link) == n, (lab, link)
+    assert 'lspace="0em"' in html

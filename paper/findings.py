@@ -1,0 +1,191 @@
+"""The findings of a build, as sentences: the abstract's results and the Conclusion.
+
+Every finding is generated from the same numbers and verdicts as the body (numbers through the
+macros of :mod:`paper.numbers`, verdicts of :mod:`paper.verdicts` with the test each rests on), so
+the abstract cannot state a result the build did not obtain.  A finding is *confirmed*, *refuted*
+or *not tested* (the build could not test it: other data, other hardware, too little power).
+
+:data:`FINDINGS` lists the makers, each with the studies it needs; a maker returns nothing when its
+record is absent.  A study that tests a prediction on the ViT (a prediction or noise-dose record)
+adds its maker here, and the abstract and the Conclusion then state its outcome.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from paper.content import RepRow, loss_mode_comparison, replication_rows, tex_escape
+from paper.verdicts import ALPHA, finite
+
+__all__ = ["Finding", "STATUSES", "FINDINGS", "findings", "abstract_tex", "conclusion_tex"]
+
+STATUSES = ("confirmed", "refuted", "not tested")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """``status`` in :data:`STATUSES`; ``clause``: the finding as a that-clause (LaTeX, no final
+    period) for the abstract; ``sentence``: one or more complete sentences for the Conclusion;
+    ``where``: the section it comes from (a ``\\ref`` label)."""
+
+    status: str
+    clause: str
+    sentence: str
+    where: str
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"finding status {self.status!r} not in {STATUSES}")
+        if not self.sentence.rstrip().endswith((".", ".)")):
+            raise ValueError(f"finding sentence does not end a sentence: {self.sentence!r}")
+
+
+def _verify(results: dict, der: dict) -> list[Finding]:
+    d = results["verify"]
+    ids, muts = d.get("identities") or [], d.get("mutations") or []
+    ok = (ids and all(i["passed"] for i in ids) and all(m["flagged"] for m in muts)
+          and (d.get("autograd") or {}).get("passed", False))
+    clause = (r"the derived gradients of the clamped loss are CFF's Eq.~18 and A.5--A.7 (\NIdentitiesPassed{} of "
+              r"\NIdentities{} symbolic identities exact, \NMutationsFlagged{} of \NMutations{} deliberately wrong "
+              r"references flagged) and match automatic differentiation to a relative error of at most "
+              r"$\AutogradMaxErr$ (tolerance $\AutogradTol$)")
+    if ok:
+        short = (r"the derived gradients of the clamped loss are CFF's Eq.~18 and A.5--A.7 (\NIdentitiesPassed{} of "
+                 r"\NIdentities{} symbolic identities exact; automatic differentiation agrees to a relative error of "
+                 r"at most $\AutogradMaxErr$)")
+        return [Finding("confirmed", short, clause + ".", "sec:losses")]
+    return [Finding("refuted", r"every derived gradient case is an exact identity (\NIdentitiesPassed{} of "
+                               r"\NIdentities{} hold)",
+                    r"only \NIdentitiesPassed{} of \NIdentities{} symbolic gradient identities hold exactly "
+                    r"(Table~\ref{tab:identities}).", "sec:losses")]
+
+
+def _convergence(results: dict, der: dict) -> list[Finding]:
+    d = results["convergence"]
+    lo, hi = d.get("exponent_ci95") or (None, None)
+    if not (finite(lo) and finite(hi)):
+        return []
+    clause = (r"the seed-to-seed fluctuation of online SGD in the one-layer model falls as $N^{\ConvExponent}$ "
+              r"(95\% bootstrap interval \ConvExponentLo{} to \ConvExponentHi)")
+    if lo <= -0.5 <= hi:
+        return [Finding("confirmed", clause + r", the $N^{-1/2}$ of the central limit theorem",
+                        clause + r", which contains the $N^{-1/2}$ of the central limit theorem; "
+                        r"the statistic that tests the ODE is the bias, reported in Section~\ref{sec:mfconv}.",
+                        "sec:mfconv")]
+    return [Finding("refuted", clause + r", which excludes $N^{-1/2}$",
+                    clause + r", which excludes the $N^{-1/2}$ of the central limit theorem.",
+                    "sec:mfconv")]
+
+
+def _clamp(results: dict, der: dict) -> list[Finding]:
+    d = results["clamp"]
+    sm = d.get("summary") or {}
+    b = (der.get("clamp") or {})
+    if not sm.get("arms_checked") or b.get("arms_binom_p") is None:
+        return []
+    ok = b["arms_binom_p"] >= ALPHA and (b.get("ratios_binom_p") is None or b["ratios_binom_p"] >= ALPHA)
+    ratios = b.get("ratios_binom_p") is not None
+    test = (r"one-sided binomial test against the 5\% miss rate of a 95\% interval: p = \ClampArmsBinomP{} for the "
+            r"arms" + (r", p = \ClampRatiosBinomP{} for the ratios" if ratios else "") + ")")
+    counts = (r"the prediction lies inside the measured 95\% interval for \ClampArmsIn{} of \ClampArmsChecked{} arms"
+              + (r" and the predicted clamp/subtract ratio inside its interval for \ClampRatiosIn{} of "
+                 r"\ClampRatiosChecked{} cells" if ratios else ""))
+    clause = (r"the linear-noise theory predicts the seed-to-seed variance of the clamped one-layer model: " + counts
+              + (r", no more misses than chance allows (" if ok else r", more misses than chance allows (") + test)
+    extra = ""
+    rows = [r for r in d["rows"] if r.get("ratio") is not None]
+    cf = d["config"]
+    clean = [r for r in rows if (r["margin"], r["sn"], r["batch"]) == (min(cf["margins"]), min(cf["sns"]),
+                                                                       min(cf["batches"]))]
+    if clean:
+        extra = (r" Without augmentation noise the clamp lowers the variance (ratio \ClampCleanRPred{} predicted, "
+                 r"\ClampCleanR{} [\ClampCleanRLo, \ClampCleanRHi] measured; Table~\ref{tab:clamp}).") if clean[0]["ratio"]["ci95"][1] < 1 else ""
+    if ok:
+        return [Finding("confirmed", clause, clause + "." + extra, "sec:mfclamp")]
+    return [Finding("refuted", clause, clause + "." + extra,
+                    "sec:mfclamp")]
+
+
+def _row_finding(r: RepRow) -> Finding | None:
+    v = r.verdict
+    if not r.that:
+        return None
+    who = f", as reported by {r.who}" if r.who else ""
+    rests = f"; the verdict rests on the {v.test}" if v.test else ""
+    if v.word in ("agree", "disagree"):
+        status = "confirmed" if v.word == "agree" else "refuted"
+        return Finding(status, r.that + (f" ({r.key})" if r.key else ""),
+                       f"{r.that}{who}; here {r.ours}{rests}.", "sec:replication")
+    why = tex_escape(v.why)
+    return Finding("not tested", f"{r.that} ({why})",
+                   f"{r.that}{who}; {why}" + (rests if "inconclusive" in v.why else "") + ".", "sec:replication")
+
+
+def _replication(results: dict, der: dict) -> list[Finding]:
+    return [f for f in (_row_finding(r) for r in replication_rows(results)) if f is not None]
+
+
+def _vit_power(results: dict, der: dict) -> list[Finding]:
+    lmc = loss_mode_comparison(results["vit_study"])
+    pp = ((lmc or {}).get("power") or {}).get("paired") or {}
+    pw = pp.get("power_assumed_ratio_assumed_corr")
+    if not finite(pw) or pw >= 0.8:
+        return []
+    clause = (r"the clamp changes the ViT's seed-to-seed variance by a ratio of Steier's size (with \VitSeeds{} seeds "
+              r"per cell the paired Pitman--Morgan test has power \PowerPairedLossMode{} for a ratio of "
+              r"\AssumedRatioLossMode$\times$; \SeedsForPowerPairedLossMode{} seeds per cell would give 80\%)")
+    return [Finding("not tested", clause, clause + ".", "sec:vit")]
+
+
+#: (studies needed, maker) in the order the findings are stated
+FINDINGS: list[tuple[tuple[str, ...], Callable[[dict, dict], list[Finding]]]] = [
+    (("verify",), _verify),
+    (("convergence",), _convergence),
+    (("clamp",), _clamp),
+    ((), _replication),
+    (("vit_study",), _vit_power),
+]
+
+
+def findings(results: dict, der: dict) -> list[Finding]:
+    out: list[Finding] = []
+    for needs, fn in FINDINGS:
+        if all(n in results for n in needs):
+            out += fn(results, der)
+    return out
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "; that ".join(items[:-1]) + "; and that " + items[-1]
+
+
+def abstract_tex(fs: list[Finding]) -> str:
+    """The abstract's results: one sentence per status that has findings."""
+    by = {s: [f.clause for f in fs if f.status == s] for s in STATUSES}
+    lead = {"confirmed": "This build confirms that ", "refuted": "It refutes that ",
+            "not tested": "It could not test that "}
+    out = [lead[s] + _join(items) + "." for s, items in by.items() if items]
+    if not out:
+        return "This build contains no study with a finding to report."
+    if not by["confirmed"]:
+        out[0] = out[0].replace("It refutes", "This build refutes").replace("It could not", "This build could not")
+    return "\n".join(out)
+
+
+def conclusion_tex(fs: list[Finding]) -> str:
+    """The Conclusion: every finding as complete sentences, grouped by status, with its section."""
+    if not fs:
+        return "This build contains no study with a finding to report.\n"
+    lines = [r"Each finding below is generated from the verdicts and numbers of the sections it cites; "
+             r"\emph{not tested} means that this build could not test the claim, not that it fails."]
+    head = {"confirmed": "Confirmed", "refuted": "Refuted", "not tested": "Not tested by this build"}
+    for s in STATUSES:
+        items = [f for f in fs if f.status == s]
+        if not items:
+            continue
+        lines += [f"\\paragraph{{{head[s]}.}}", r"\begin{itemize}"]
+        for f in items:
+            body = f.sentence
+            lines.append(f"\\item Section~\\ref{{{f.where}}}: {body[:1].upper() + body[1:]}")
+        lines.append(r"\end{itemize}")
+    return "\n".join(lines) + "\n"
