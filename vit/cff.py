@@ -168,12 +168,14 @@ class CFF(Method):
 
     @torch.no_grad()
     def pooled(self, split: str) -> list[torch.Tensor]:
-        """Per-layer pooled features (S, N, E) of the clean images of ``split``."""
+        """Per-layer pooled features (S, N, E) of the clean images of ``split``, each seed's
+        normalised with its own training split's statistics."""
         self.encoder.eval()
         xs, _ = self._stack_split(split)
         bs = 2 * self.cfg.batch_size
-        parts = [self.layer_features(self.data.clean(xs[:, i:i + bs].flatten(0, 1)).view(
-            self.S, -1, *xs.shape[2:])) for i in range(0, xs.shape[1], bs)]
+        # each seed's images with its own split's statistics (its DeviceData), as a separate run
+        parts = [self.layer_features(torch.stack([d.clean(xs[s, i:i + bs]) for s, d in enumerate(self.datas)]))
+                 for i in range(0, xs.shape[1], bs)]
         L = len(self.encoder.layers)
         return [torch.cat([p[l] for p in parts], dim=1) for l in range(L)]
 
