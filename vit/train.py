@@ -297,7 +297,9 @@ def _finish_runs(method: Method, cfgs, cfg_dicts, datasets, device, histories, b
             **fin,
             "history": histories[s],
             "torch": torch.__version__,
-            "seed_batch": {"n_seeds": S, "epoch_time_s_all_seeds": sum(t_all) / max(len(t_all), 1)},
+            # the layout is part of what was run: one seed stacked with others and alone differ in
+            # floating point (vit.layout_floor), so a comparison checks its runs share one layout
+            "seed_batch": {"n_seeds": S, "position": s, "epoch_time_s_all_seeds": sum(t_all) / max(len(t_all), 1)},
         }
         if outs is not None:
             atomic_write_json(outs[s] / "result.json", res)
