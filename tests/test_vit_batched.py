@@ -130,6 +130,42 @@ def test_train_runs_equals_train_run_results(tmp_path):
     assert [a["test_acc"] for a in again] == [m["test_acc"] for m in many]
 
 
+_TIMING = ("time_s", "eval_time_s", "epoch_time_s", "stage1_time_s", "finish_time_s", "seed_batch")
+
+
+def _untimed(x):
+    """A result without its wall times and layout (everything that must not depend on the layout)."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k not in _TIMING}
+    if isinstance(x, list):
+        return [_untimed(v) for v in x]
+    return x
+
+
+def _stacked_equals_separate(cfgs):
+    many = train_runs(cfgs, progress=False)
+    for s, (c, r) in enumerate(zip(cfgs, many)):
+        one = train_run(c, progress=False)
+        assert r["seed_batch"]["n_seeds"] == len(cfgs) and r["seed_batch"]["position"] == s
+        assert one["seed_batch"]["n_seeds"] == 1 and one["seed_batch"]["position"] == 0
+        assert _untimed(r) == _untimed(one), c.seed       # bit for bit: history, selection, heads, accuracies
+
+
+@pytest.mark.parametrize("method", ["cff2", "cff1"])
+def test_stacked_run_is_bit_identical_to_separate_runs_fp32(method):
+    """fp32: a seed's whole result (every epoch's statistics, the selected epoch, the head curve,
+    test accuracy) is the same bits whether it trains alone or at any position of a 3-seed
+    stack (each seed runs through the one-seed kernels)."""
+    _stacked_equals_separate([BASE.replace(method=method, epochs=3, **kw) for kw in SEEDS])
+
+
+@pytest.mark.slow
+def test_stacked_quick_run_is_bit_identical_to_separate_runs():
+    """The quick preset's full length (8 epochs, 50 head epochs), 3 seeds: stacked = separate, bit for bit."""
+    from vit.config import QUICK
+    _stacked_equals_separate([QUICK.replace(device="cpu", seed=s) for s in range(3)])
+
+
 def test_seed_batch_resumes(tmp_path):
     from vit.train import RunInterrupted
     cfgs = [BASE.replace(epochs=3, **kw) for kw in SEEDS[:2]]

@@ -1,13 +1,14 @@
 """The floating-point floor of the seed-stacking layout: one seed trained in an S-seed pass vs alone.
 
-A seed's arithmetic depends on its layout (the number S of seeds stacked in one pass): at S > 1
-the linear maps are batched matmuls (``baddbmm``) and LayerNorm's affine is a separate
-``addcmul``, at S = 1 the plain ``F.linear`` / fused ``F.layer_norm`` kernels, so their roundings
-differ from the first step on and AdamW carries the difference through a run.  That spread is
-not seed variance; it is the floor below which no two layouts of one seed agree.  This module
-measures it as a control arm: the same S seeds trained once stacked (one S-seed pass) and once
-separately (S one-seed passes), and per seed the differences of test accuracy, selected epoch
-and training loss beside the seed standard deviation of test accuracy.
+A seed's arithmetic may depend on its layout (the number S of seeds stacked in one pass and its
+position there): batched kernels over the seed axis (one ``baddbmm`` for S linear maps, a
+strided reduction over seeds) round differently from the one-seed kernels, and AdamW carries the
+difference through a run.  The engine therefore runs each seed through the one-seed kernels
+(:mod:`vit.models`, :func:`vit.method.seed_grad_norm`), and this module measures what is left as
+a control arm: the same S seeds trained once stacked (one S-seed pass) and once separately (S
+one-seed passes), per seed the differences of test accuracy, selected epoch and training loss,
+beside the seed standard deviation of test accuracy.  Zero is the expected floor on one
+machine and thread count; anything else is a layout effect, not seed variance.
 
 Which layout a run had is part of its result (``result.json["seed_batch"]``: ``n_seeds`` and
 ``position``); :func:`check_one_layout` refuses results of a comparison that mix layouts.
@@ -88,7 +89,8 @@ def layout_floor(stacked: Sequence[dict[str, Any]], separate: Sequence[dict[str,
     }
 
 
-def _provenance(argv: Sequence[str], wall_s: float) -> dict[str, Any]:
+def _code_version() -> tuple[str, bool | None]:
+    """(HEAD commit, whether vit/ has uncommitted changes), read when the run starts."""
     here = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -97,6 +99,11 @@ def _provenance(argv: Sequence[str], wall_s: float) -> dict[str, Any]:
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
+    return commit, dirty
+
+
+def _provenance(argv: Sequence[str], wall_s: float, version: tuple[str, bool | None]) -> dict[str, Any]:
+    commit, dirty = version
     return {"commit": commit, "vit_tree_dirty": dirty, "command": "python -m vit.layout_floor " + " ".join(argv),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": wall_s, "load_avg_at_end": list(os.getloadavg())}
@@ -119,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = QUICK.replace(device="cpu", method=ns.method, **({"epochs": ns.epochs} if ns.epochs else {}))
     cfgs = [base.replace(seed=s) for s in range(ns.seeds)]
-    t0 = time.perf_counter()
+    version, t0 = _code_version(), time.perf_counter()
     stacked = train_runs(cfgs, progress=False)
     separate = [train_run(c, progress=False) for c in cfgs]
     out = {"config": base.to_dict(), **layout_floor(stacked, separate),
-           "provenance": _provenance(argv, time.perf_counter() - t0)}
+           "provenance": _provenance(argv, time.perf_counter() - t0, version)}
     atomic_write_json(ns.out, out)
     print(f"layout floor: mean |d test acc| {out['floor_mean_abs_diff_test_acc']:.4f}, max "
           f"{out['floor_max_abs_diff_test_acc']:.4f}; seed SD {out['seed_sd_test_acc_separate']:.4f}; selected epoch "

@@ -115,9 +115,11 @@ def margin_loss(feat: torch.Tensor, y: torch.Tensor, margin: float, cfg: TrainCo
 
 def seed_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-seed L2 norm of the gradients of stacked parameters (S,) (on the device)."""
-    sq = [p.grad.detach().flatten(1).to(torch.float64 if p.dtype == torch.float64 else torch.float32).pow(2).sum(1)
-          for p in params if p.grad is not None]
-    return torch.stack(sq).sum(0).sqrt()
+    grads = [p.grad.detach().flatten(1).to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+             for p in params if p.grad is not None]
+    # each seed reduced on its own (1, n) rows: the one-seed reduction order, whatever the stack size
+    return torch.cat([torch.stack([g[s:s + 1].pow(2).sum(1) for g in grads]).sum(0).sqrt()
+                      for s in range(grads[0].shape[0])])
 
 
 def adamw(params, lr: float, wd: float, device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
