@@ -6,7 +6,7 @@ import torch
 
 from vit.data import load_dataset
 from vit.models import seed_slice
-from vit.config import TrainConfig
+from vit.config import TrainConfig, check_seed_batch
 from vit.device import DeviceData
 from vit.train import build_method, train_run, train_runs
 
@@ -79,6 +79,31 @@ def test_seed_batch_equals_separate_runs_float64(method):
     _compare(method, cfgs, _Data64, torch.float64, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("protocol", ["cffdyn", "reference"])
+def test_seed_batch_stage2_equals_separate_runs_float64(protocol):
+    """Stage 2 in float64: every seed's clean images are normalised with its own split's
+    statistics, so the stacked pass gives each seed the separate run's head curve (to 1e-9) and
+    exactly its test and validation accuracies (seed 0's statistics for every seed would move
+    the other seeds' features by the ratio of the splits' stds, far above 1e-9)."""
+    cfgs = [BASE.replace(method="cff2", protocol=protocol, epochs=1, **kw) for kw in SEEDS]
+    datas = _datas(cfgs, _Data64)
+    assert len({d.ds.std for d in datas}) == len(cfgs)      # the splits' statistics really differ
+    batched = build_method(cfgs, datas)
+    sep = [build_method(c, d) for c, d in zip(cfgs, _datas(cfgs, _Data64))]
+    for m in [batched, *sep]:
+        m.encoder.double()
+        for o in m.optimizers:
+            o.state.clear()
+        m.train_epoch(0)
+    fb, fs = batched.finish(), [m.finish()[0] for m in sep]
+    for s in range(len(cfgs)):
+        assert fb[s]["head"]["val_curve"] == pytest.approx(fs[s]["head"]["val_curve"], rel=1e-9, abs=1e-12), s
+        for k in ("val_acc", "test_acc", "val_topk_acc", "test_topk_acc"):
+            assert fb[s][k] == fs[s][k], (s, k)
+        pb, ps = batched.pooled("test")[-1][s], sep[s].pooled("test")[-1][0]
+        torch.testing.assert_close(pb, ps, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("protocol,init", [("cffdyn", "small"), ("reference", "reference")])
 def test_seed_batch_equals_separate_runs_fp32(protocol, init):
     cfgs = [BASE.replace(method="cff2", protocol=protocol, init=init, **kw) for kw in SEEDS]
@@ -105,6 +130,42 @@ def test_train_runs_equals_train_run_results(tmp_path):
     assert [a["test_acc"] for a in again] == [m["test_acc"] for m in many]
 
 
+_TIMING = ("time_s", "eval_time_s", "epoch_time_s", "stage1_time_s", "finish_time_s", "seed_batch")
+
+
+def _untimed(x):
+    """A result without its wall times and layout (everything that must not depend on the layout)."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k not in _TIMING}
+    if isinstance(x, list):
+        return [_untimed(v) for v in x]
+    return x
+
+
+def _stacked_equals_separate(cfgs):
+    many = train_runs(cfgs, progress=False)
+    for s, (c, r) in enumerate(zip(cfgs, many)):
+        one = train_run(c, progress=False)
+        assert r["seed_batch"]["n_seeds"] == len(cfgs) and r["seed_batch"]["position"] == s
+        assert one["seed_batch"]["n_seeds"] == 1 and one["seed_batch"]["position"] == 0
+        assert _untimed(r) == _untimed(one), c.seed       # bit for bit: history, selection, heads, accuracies
+
+
+@pytest.mark.parametrize("method", ["cff2", "cff1"])
+def test_stacked_run_is_bit_identical_to_separate_runs_fp32(method):
+    """fp32: a seed's whole result (every epoch's statistics, the selected epoch, the head curve,
+    test accuracy) is the same bits whether it trains alone or at any position of a 3-seed
+    stack (each seed runs through the one-seed kernels)."""
+    _stacked_equals_separate([BASE.replace(method=method, epochs=3, **kw) for kw in SEEDS])
+
+
+@pytest.mark.slow
+def test_stacked_quick_run_is_bit_identical_to_separate_runs():
+    """The quick preset's full length (8 epochs, 50 head epochs), 3 seeds: stacked = separate, bit for bit."""
+    from vit.config import QUICK
+    _stacked_equals_separate([QUICK.replace(device="cpu", seed=s) for s in range(3)])
+
+
 def test_seed_batch_resumes(tmp_path):
     from vit.train import RunInterrupted
     cfgs = [BASE.replace(epochs=3, **kw) for kw in SEEDS[:2]]
@@ -125,6 +186,23 @@ def test_bad_seed_batches():
         train_runs([BASE, BASE.replace(seed=1, lr=0.001)])
     with pytest.raises(ValueError, match="cff2/cff1"):
         train_runs([BASE.replace(method="bp"), BASE.replace(method="bp", seed=1)])
+
+
+def test_bad_seed_batch_names_the_field_and_refuses_duplicates():
+    """A refused seed batch names the first differing field with both values; two configs with
+    the same resolved seeds (the same run twice) are refused, however the seeds were given."""
+    with pytest.raises(ValueError, match=r"config 1 has lr=0\.001 where config 0 has lr=0\.004"):
+        check_seed_batch([BASE, BASE.replace(seed=1, lr=0.001)])
+    with pytest.raises(ValueError, match=r"config 2 has tau=.*also differs: batch_size"):
+        check_seed_batch([BASE, BASE.replace(seed=1), BASE.replace(seed=2, tau=0.5, batch_size=64)])
+    with pytest.raises(ValueError, match="runs 0 and 1 have the same seeds"):
+        check_seed_batch([BASE, BASE])
+    # explicit seeds equal to the derived ones are the same run too
+    same = BASE.replace(seed=1, seed_split=0, **{f"seed_{k}": v for k, v in BASE.resolved_seeds().items()
+                                                 if k != "split"})
+    with pytest.raises(ValueError, match="runs 0 and 1 have the same seeds"):
+        check_seed_batch([BASE, same])
+    check_seed_batch([BASE, BASE.replace(seed_init=7)])     # another init seed: another run
 
 
 @pytest.mark.gpu

@@ -346,3 +346,17 @@ def test_crop_pad_of_the_config_reaches_the_views(digits):
     padded = DeviceData.for_config(digits, TINY.replace(crop_pad=2), torch.device("cpu"))
     w = padded.views(x, torch.Generator().manual_seed(0), 1)
     assert not bool(((w - c).abs().flatten(1).amax(1) < 1e-6).all())
+
+
+def test_diverged_run_is_one_user_error_and_no_result(tmp_path):
+    """A non-finite loss or metric stops the run with a RunDiverged (a UserError: one line, exit
+    2) naming the epoch and the likely cause, and no result.json is written."""
+    from cffdyn.errors import UserError
+    from vit.method import RunDiverged
+    from vit.train import train_run
+    cfg = TrainConfig(dataset="digits", subset=200, patch=2, embed_dim=8, heads=2, layers=1, epochs=1,
+                      head_epochs=1, batch_size=64, device="cpu", lr=1e30)
+    with pytest.raises(RunDiverged, match=r"epoch 0.*likely cause: the learning rate") as ei:
+        train_run(cfg, tmp_path / "r", progress=False)
+    assert isinstance(ei.value, UserError) and "\n" not in str(ei.value)
+    assert not (tmp_path / "r" / "result.json").exists()

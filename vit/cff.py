@@ -7,8 +7,10 @@ through the same code.  Each seed keeps its own initialisation (its own generato
 own :class:`DeviceData`), batch order and augmentation stream (per-seed, per-epoch generators),
 and its own loss; the S losses are summed before one backward (the seeds share no parameter, so
 each gets its own gradient) and one AdamW over the stacked parameters steps them (AdamW is
-elementwise: S independent optimisers).  Hence S separate runs and one S-seed run give the same
-numbers (``tests/test_vit_batched.py``: float64 to 1e-9, fp32 to a tolerance).
+elementwise: S independent optimisers), and every seed goes through the one-seed kernels
+(:mod:`vit.models`).  Hence S separate runs and one S-seed run give the same bits, each seed's
+clean images normalised with its own split's statistics (``tests/test_vit_batched.py``;
+:mod:`vit.layout_floor` measures the floor).
 
 The step (per layer, :meth:`CFF.layer_step`): forward of both views as one batch of 2B rows (the
 layers act per sample, so this is the math of two forwards), the margin loss of
@@ -168,12 +170,14 @@ class CFF(Method):
 
     @torch.no_grad()
     def pooled(self, split: str) -> list[torch.Tensor]:
-        """Per-layer pooled features (S, N, E) of the clean images of ``split``."""
+        """Per-layer pooled features (S, N, E) of the clean images of ``split``, each seed's
+        normalised with its own training split's statistics."""
         self.encoder.eval()
         xs, _ = self._stack_split(split)
         bs = 2 * self.cfg.batch_size
-        parts = [self.layer_features(self.data.clean(xs[:, i:i + bs].flatten(0, 1)).view(
-            self.S, -1, *xs.shape[2:])) for i in range(0, xs.shape[1], bs)]
+        # each seed's images with its own split's statistics (its DeviceData), as a separate run
+        parts = [self.layer_features(torch.stack([d.clean(xs[s, i:i + bs]) for s, d in enumerate(self.datas)]))
+                 for i in range(0, xs.shape[1], bs)]
         L = len(self.encoder.layers)
         return [torch.cat([p[l] for p in parts], dim=1) for l in range(L)]
 

@@ -251,13 +251,26 @@ def derive_seed(seed: int, tag: str) -> int:
 
 
 def check_seed_batch(cfgs: Sequence[TrainConfig]) -> None:
-    """The configs of one pass: S >= 1, identical except for the seed fields, S > 1 only for CFF."""
+    """The configs of one pass: S >= 1, identical except for the seed fields (a refusal names the
+    first differing field), no two with the same resolved seeds, S > 1 only for CFF."""
     if len(cfgs) < 1:
         raise ValueError("seeds: S must be >= 1 (no config given)")
     if not all(isinstance(c, TrainConfig) for c in cfgs):
         raise ValueError("every config must be a TrainConfig")
     strip = [{k: v for k, v in c.to_dict().items() if k not in SEED_FIELDS} for c in cfgs]
-    if any(s != strip[0] for s in strip):
-        raise ValueError("seed-batched runs must share every TrainConfig field except the seeds")
+    for i, s in enumerate(strip[1:], 1):
+        diff = [k for k in s if s[k] != strip[0][k]]
+        if diff:
+            k = diff[0]
+            raise ValueError(f"seed-batched runs must share every TrainConfig field except the seeds; config {i} "
+                             f"has {k}={s[k]!r} where config 0 has {k}={strip[0][k]!r}"
+                             + (f" (also differs: {', '.join(diff[1:])})" if len(diff) > 1 else ""))
+    seen: dict[tuple, int] = {}
+    for i, c in enumerate(cfgs):
+        key = tuple(sorted(c.resolved_seeds().items()))
+        if key in seen:
+            raise ValueError(f"seed-batched runs {seen[key]} and {i} have the same seeds (seed={c.seed}, resolved "
+                             f"{dict(key)}): the same run twice; give each run its own --seed")
+        seen[key] = i
     if len(cfgs) > 1 and cfgs[0].method not in CFF_METHODS:
         raise ValueError(f"seed-batched training (S={len(cfgs)}) is for methods cff2/cff1, not {cfgs[0].method!r}")

@@ -22,18 +22,29 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from cffdyn.errors import UserError
+
 from vit.config import TrainConfig, derive_seed
 from vit.device import DeviceData, generator, loss_dtype
 from vit.losses import supcon_loss
 from vit.models import seed_slice
 
-__all__ = ["N_STATS", "NonFiniteLoss", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
+__all__ = ["N_STATS", "RunDiverged", "NonFiniteLoss", "LIKELY_CAUSE", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
 
 N_STATS = 5  # loss, car, grad_norm, pos_sim, neg_sim
 
 
-class NonFiniteLoss(RuntimeError):
+class RunDiverged(UserError, RuntimeError):
+    """A run's loss or metric became NaN/inf: one line (layer, epoch, step, likely cause), exit 2
+    through :func:`cffdyn.errors.guarded`; a study can catch it and record the run as failed
+    with ``str(exc)`` as the reason."""
+
+
+class NonFiniteLoss(RunDiverged):
     """A layer's loss became NaN/inf; the message names seed, layer, epoch and step."""
+
+
+LIKELY_CAUSE = "likely cause: the learning rate (--lr) too large or the temperature (--tau) too small"
 
 
 class EpochStats:
@@ -96,7 +107,8 @@ class EpochStats:
                 if step >= 0:
                     seed = f"seed {cfgs[s].seed}, " if len(cfgs) > 1 else ""
                     raise NonFiniteLoss(f"non-finite loss at {seed}layer {l}, epoch {epoch}, step {step} "
-                                        f"(method {cfgs[0].method}); the last good checkpoint is kept")
+                                        f"(method {cfgs[0].method}, lr {cfgs[0].lr:g}, tau {cfgs[0].tau:g}); "
+                                        f"{LIKELY_CAUSE}; the last good checkpoint is kept")
 
     def records(self, margins: Sequence[float], n_steps: int) -> list[list[dict[str, Any]]]:
         """Per seed, per layer the mean over the epoch's ``n_steps`` steps (one host read)."""
@@ -115,9 +127,11 @@ def margin_loss(feat: torch.Tensor, y: torch.Tensor, margin: float, cfg: TrainCo
 
 def seed_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-seed L2 norm of the gradients of stacked parameters (S,) (on the device)."""
-    sq = [p.grad.detach().flatten(1).to(torch.float64 if p.dtype == torch.float64 else torch.float32).pow(2).sum(1)
-          for p in params if p.grad is not None]
-    return torch.stack(sq).sum(0).sqrt()
+    grads = [p.grad.detach().flatten(1).to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+             for p in params if p.grad is not None]
+    # each seed reduced on its own (1, n) rows: the one-seed reduction order, whatever the stack size
+    return torch.cat([torch.stack([g[s:s + 1].pow(2).sum(1) for g in grads]).sum(0).sqrt()
+                      for s in range(grads[0].shape[0])])
 
 
 def adamw(params, lr: float, wd: float, device: torch.device, capturable: bool = False) -> torch.optim.AdamW:

@@ -11,10 +11,12 @@ ViT[E H L] (CFF Sec. 3.4)
                 position embedding -> first pre-LN encoder block;
     layer l>0 = one pre-LN encoder block.
     Block: ``x = x + MSA(LN(x)); x = x + MLP(LN(x))``, MLP ratio 2 with GELU, no dropout, no
-    class token.  Linear maps are batched matmuls over the seed axis (``baddbmm``); attention is
-    ONE ``F.scaled_dot_product_attention`` call over all S·B sequences (no ``vmap``: vmap through
-    SDPA's backward fails on CUDA).  At S = 1 Linear and LayerNorm take the plain ``F.linear`` /
-    fused ``F.layer_norm`` kernels (same maps, fewer and faster kernels on CPU).  The CFF loss and the head see the token mean (:func:`pool`);
+    class token.  Linear maps and LayerNorm run each seed through the one-seed kernels
+    (``F.linear``, fused ``F.layer_norm``), so a seed's arithmetic is the same whether it trains
+    alone or stacked with others (a batched ``baddbmm`` rounds differently, and a run carries the
+    difference to another selected epoch: :mod:`vit.layout_floor`); attention is ONE
+    ``F.scaled_dot_product_attention`` call over all S·B sequences (each sequence on its own; no
+    ``vmap``: vmap through SDPA's backward fails on CUDA).  The CFF loss and the head see the token mean (:func:`pool`);
     the next layer gets the full token sequence.  Layer 0 optionally takes extra tokens
     (already embedded, (S, B, k, E)) appended after the position embedding: the FF label token.
 MLP[E L]
@@ -78,7 +80,7 @@ def _uniform(shape: Sequence[int], bound: float, g: torch.Generator) -> torch.Te
 
 
 class SLinear(nn.Module):
-    """S independent Linear maps: x (S, ..., in) -> (S, ..., out) by one ``baddbmm``."""
+    """S independent Linear maps: x (S, ..., in) -> (S, ..., out), each seed by the one-seed ``F.linear``."""
 
     def __init__(self, n_seeds: int, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -101,11 +103,11 @@ class SLinear(nn.Module):
             self.bias[s].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.shape[0]
-        if s == 1:   # one seed: the same map as one addmm (faster on CPU than a batch-1 baddbmm)
-            return F.linear(x, self.weight.squeeze(0), self.bias.squeeze(0))   # views: cheap backward
-        y = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(s, -1, self.d_in), self.weight.transpose(1, 2))
-        return y.view(*x.shape[:-1], self.d_out)
+        if x.shape[0] == 1:   # one seed: one addmm on views (cheap backward)
+            return F.linear(x, self.weight.squeeze(0), self.bias.squeeze(0))
+        # S seeds: seed s through exactly the one-seed kernel, so its arithmetic (reduction order)
+        # does not depend on the layout; one baddbmm rounds differently and AdamW carries it on
+        return torch.stack([F.linear(x[s], self.weight[s], self.bias[s]) for s in range(x.shape[0])])
 
 
 class SLayerNorm(nn.Module):
@@ -125,9 +127,9 @@ class SLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 1:   # one seed: the fused affine LayerNorm kernel
             return F.layer_norm(x, x.shape[-1:], self.weight.squeeze(0), self.bias.squeeze(0), self.eps)
-        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps),
-                             self.weight.view(shape))
+        # S seeds: the same fused kernel per seed (layout-independent arithmetic, as SLinear)
+        return torch.stack([F.layer_norm(x[s], x.shape[-1:], self.weight[s], self.bias[s], self.eps)
+                            for s in range(x.shape[0])])
 
 
 class Block(nn.Module):

@@ -44,7 +44,7 @@ from vit.checkpoint import load_checkpoint, save_checkpoint
 from vit.config import CFF_METHODS, TrainConfig, check_seed_batch, departures, load_run_dataset
 from vit.data import Dataset
 from vit.device import DeviceData, device_name, resolve_device, sync, use_precision
-from vit.method import Method
+from vit.method import LIKELY_CAUSE, Method, RunDiverged
 
 __all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method"]
 
@@ -115,6 +115,12 @@ def _record_epoch(method: Method, epoch: int, recs: list[dict[str, Any]], t_trai
     """Evaluate after a training epoch, merge the per-layer validation metrics into each seed's
     epoch record, append it to that seed's history and update its best state; returns the records."""
     evs = _as_list(method.evaluate(epoch))
+    for s, ev in enumerate(evs):
+        if not math.isfinite(ev["metric"]):
+            seed = f"seed {method.cfgs[s].seed}, " if method.S > 1 else ""
+            raise RunDiverged(f"non-finite validation metric ({ev['metric']}) at {seed}epoch {epoch} "
+                              f"(method {method.cfg.method}, lr {method.cfg.lr:g}, tau {method.cfg.tau:g}); "
+                              f"{LIKELY_CAUSE}; the last good checkpoint is kept")
     t_eval = time.perf_counter() - t_eval0
     out = []
     for s, (rec, ev) in enumerate(zip(recs, evs)):
@@ -297,7 +303,9 @@ def _finish_runs(method: Method, cfgs, cfg_dicts, datasets, device, histories, b
             **fin,
             "history": histories[s],
             "torch": torch.__version__,
-            "seed_batch": {"n_seeds": S, "epoch_time_s_all_seeds": sum(t_all) / max(len(t_all), 1)},
+            # the layout is part of what was run: one seed stacked with others and alone differ in
+            # floating point (vit.layout_floor), so a comparison checks its runs share one layout
+            "seed_batch": {"n_seeds": S, "position": s, "epoch_time_s_all_seeds": sum(t_all) / max(len(t_all), 1)},
         }
         if outs is not None:
             atomic_write_json(outs[s] / "result.json", res)
