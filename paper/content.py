@@ -1332,7 +1332,7 @@ def _clip_interval(ax, x: float, y: float, lo: float | None, hi: float | None, y
     for end, cut, mk, va in ((hi, top, "^", "top"), (lo, bot, "v", "bottom")):
         if end is not None and ((mk == "^" and end > cut) or (mk == "v" and end < cut)):
             ax.plot([x], [cut], mk, color="k", ms=5, clip_on=False)
-            ax.annotate(f"95% CI to {end:.4g}", (x, cut), xytext=(-4, -3 if mk == "^" else 3),
+            ax.annotate(f"95% CI to {end:.3g}", (x, cut), xytext=(-4, -3 if mk == "^" else 3),
                         textcoords="offset points", ha="right", va=va, fontsize=7)
 
 
@@ -1384,7 +1384,7 @@ def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
     ax[1].axhline(1, color="k", lw=0.5)
     ax[1].plot([], [], "ko", ms=3, label="measured, 95% CI")
     ax[1].plot([], [], "kx", label="predicted")
-    ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped (no prediction)")
+    ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped")
     ax[1].set(xlabel="margin $m$", ylabel=r"$N\,\mathrm{Var}(Q)$ clamp / subtract", title="(b) variance ratio")
     theory_y = []
     for i, cv in enumerate(d.get("bridge") or []):

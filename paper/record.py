@@ -127,7 +127,7 @@ def limitations_tex(results: dict, info: dict) -> str:
         else:
             text += "; no power calculation was recorded."
         if b.get("dataset") != "cifar10":
-            text += " Steier's headline effect is on CIFAR-10, which this build did not use."
+            text += " Steier's headline effect is on CIFAR-10; this build trained on other data."
         items.append(text)
     if "eigen_spread" in results or "eigen_settings" in results:
         items.append(r"The eigenmode toy is linear and uses the notebook's sizes \citep{halvagal2023}; the "
