@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 from cffdyn.errors import CorruptFileError, DiskFullError, UserError, disk_full_error
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_savefig", "append_jsonl",
+__all__ = ["atomic_write_bytes", "pid_alive", "atomic_write_json", "atomic_write_text", "atomic_savefig", "append_jsonl",
            "read_json", "read_jsonl", "to_jsonable", "Progress", "ensure_writable_dir",
            "ensure_writable_file", "content_hash", "record_status", "HASH_KEY", "output_dir",
            "OutputLockedError", "clean_stale_tmp", "LOCK_NAME"]
@@ -303,7 +303,7 @@ def clean_stale_tmp(directory: str | os.PathLike, *, min_age_s: float = 300.0) -
         if not m or f.is_symlink() or not f.is_file():
             continue
         pid = int(m.group(1)) if m.group(1) else None
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
             continue
         if pid is None:
             try:
@@ -317,7 +317,8 @@ def clean_stale_tmp(directory: str | os.PathLike, *, min_age_s: float = 300.0) -
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0; another user's process counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

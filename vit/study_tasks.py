@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from cffdyn.errors import UserError
-from cffdyn.io import atomic_write_json, read_json
+from cffdyn.io import atomic_write_json, pid_alive, read_json
 from vit.study_config import StudyConfig, cell_name, probe_path, run_dir
 from vit.config import TrainConfig
 from vit.train import train_run
@@ -192,16 +192,6 @@ def read_claim(path: Path) -> dict[str, Any] | None:
         return {}          # torn by a killed writer: no live holder can be named
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def claim_alive(path: Path, holder: Mapping[str, Any] | None, me: Mapping[str, Any] | None = None) -> bool:
     """Whether ``holder`` still runs the task (see module doc); a requeued job (same job id as
     ``me``) never counts its own earlier attempt as alive."""
@@ -211,7 +201,7 @@ def claim_alive(path: Path, holder: Mapping[str, Any] | None, me: Mapping[str, A
         return False
     if holder.get("host") == socket.gethostname():
         pid = holder.get("pid")
-        if not isinstance(pid, int) or not _pid_alive(pid):
+        if not isinstance(pid, int) or not pid_alive(pid):
             return False
         # the pid of a dead holder may have been reused: a live holder refreshes its heartbeat
         try:
