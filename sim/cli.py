@@ -110,6 +110,9 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     pr.add_argument("--N", type=positive_int, default=None, help="dimension of the diffusion values (>= 100)")
     pr.add_argument("--no-reuse", action="store_true", help="recompute even if OUT/predict.json matches")
     pr.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    pr.add_argument("--record", action="store_true",
+                    help="also keep the result in the repository's recorded/sim/prediction/ (record.json with "
+                         "provenance and hashes, predict.png/pdf): the prediction a ViT noise-dose analysis reads")
     va = sub.add_parser("validate", formatter_class=fmt, help="predictions vs SGD for the validation cells (long)",
                         description="For each validation cell (relu, B = 2, sigma_n = 1.3, rho = -0.5, the collapse "
                                     "and the quasi-frozen case) at N = 500, 1000, 2000: the diffusion and "
@@ -240,8 +243,17 @@ def _predict_or_validate(args, argv, prog) -> int:
             "activations": tuple(args.activations) if args.activations else None,
             "margins": tuple(args.margins) if args.margins else None, "sns": tuple(args.sns) if args.sns else None}
     cfg = replace(PREDICT_QUICK if args.preset == "quick" else PREDICT_FULL, **over)
+    import time
+
+    from cffdyn.machine import load_average
+    load0, t0 = load_average(), time.perf_counter()
     res = run_predict(cfg, args.out, reuse=not args.no_reuse, progress=not args.quiet, command=command)
     out = Path(args.out)
+    if args.record:
+        from sim.predict import record_prediction
+        wall = float(res.get("elapsed_s", 0.0)) if res.get("reused") else time.perf_counter() - t0
+        rp = record_prediction(out, command=command, wall_s=wall, load_start=load0)
+        print(f"predict: recorded {rp}")
     print(f"predict: {'reused' if res.get('reused') else 'computed'} in {res.get('elapsed_s', 0):.1f}s; wrote "
           f"{out / 'prediction.json'}, {out / 'predict.json'}, {out / 'predict.pdf'}, {out / 'predict.png'}")
     for a, c in res["crossings"].items():

@@ -38,7 +38,7 @@ from sim.model import MFConfig
 from sim.prediction_record import SCHEMA, SCHEMA_VERSION, noise_ratio
 from sim.report import finish, pyplot, reuse_recorded, save_fig
 
-__all__ = ["PredictConfig", "PREDICT_QUICK", "PREDICT_FULL", "SN_MAX", "THEORY_ACTIVATIONS", "cell_prediction",
+__all__ = ["PREDICTION_KIND", "record_prediction", "PredictConfig", "PREDICT_QUICK", "PREDICT_FULL", "SN_MAX", "THEORY_ACTIVATIONS", "cell_prediction",
            "check_predict_config", "run_predict", "draw_prediction", "power_table"]
 
 #: the noise range of the theory as checked against SGD (sim validate) and a margin of safety above
@@ -360,3 +360,25 @@ def draw_prediction(res: dict, path) -> None:
         h.legend(loc="best", frameon=False)
         fig.tight_layout()
         save_fig(fig, Path(path), formats=("png", "pdf"), dpi=200)
+
+
+#: the kind of the recorded prediction (:mod:`cffdyn.recorded`) and its folder under recorded/
+PREDICTION_KIND = "sim.prediction"
+
+
+def record_prediction(out_dir, *, command: str, wall_s: float | None = None, load_start=None,
+                      root=None) -> Path:
+    """Keep ``out_dir``'s prediction (``prediction.json`` and the map's figures) in the
+    repository's ``recorded/sim/prediction/`` with its provenance; the payload is the prediction
+    record itself (:mod:`sim.prediction_record`), the config its ``provenance.config``."""
+    from cffdyn.io import read_json
+    from cffdyn.recorded import provenance, record_dir, write_record
+    from sim.prediction_record import load_prediction
+
+    out = Path(out_dir)
+    rec = load_prediction(out / "prediction.json")
+    read_json(out / "prediction.json")            # refuses an edited file (its content hash)
+    d = record_dir("sim", "prediction", root)
+    return write_record(d, kind=PREDICTION_KIND, config=rec["provenance"]["config"], payload=rec,
+                        prov=provenance(command, wall_s=wall_s, load_start=load_start),
+                        files={"predict.png": out / "predict.png", "predict.pdf": out / "predict.pdf"})

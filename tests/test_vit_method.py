@@ -22,6 +22,7 @@ def test_epoch_stats_merge_equals_one_accumulator():
     g = torch.Generator().manual_seed(0)
     S, L, C, E = 3, 2, 4, 5
     one, a, b = (EpochStats(S, L, torch.device("cpu"), torch.float64, (C, E)) for _ in range(3))
+    seen = []
     for step in range(6):
         part = a if step % 2 else b
         for l in range(L):
@@ -33,14 +34,24 @@ def test_epoch_stats_merge_equals_one_accumulator():
                 acc.mark(l, loss, step)
         y = torch.randint(0, C, (S, 8), generator=g)
         f = torch.randn(S, 8, E, generator=g, dtype=torch.float64)
-        one.add_classes(y, f)
-        part.add_classes(y, f)
+        seen.append((y, f))
+        for l in range(L):
+            one.add_classes(l, y, f + l)
+            part.add_classes(l, y, f + l)
     a.merge(b)
     torch.testing.assert_close(a.sums, one.sums)
     assert torch.equal(a.bad, one.bad)
     assert one.bad.tolist() == [[-1, -1], [-1, 3], [2, -1]]      # the first bad step, not a later one
     torch.testing.assert_close(a.class_means(), one.class_means())
-    # class means are the plain per-class mean of the features added
+    # class means are the plain per-class mean of each layer's features added
+    ys = torch.cat([y for y, _ in seen], dim=1)
+    fs = torch.cat([f for _, f in seen], dim=1)
+    for s_ in range(S):
+        for l in range(L):
+            for c in range(C):
+                sel = fs[s_][ys[s_] == c] + l
+                want = sel.mean(0) if len(sel) else torch.zeros(E, dtype=torch.float64)
+                torch.testing.assert_close(one.class_means()[s_, l, c].double(), want, rtol=1e-6, atol=1e-6)
     recs = one.records([0.4, 0.1], 6)
     assert recs[0][1]["loss"] == pytest.approx(float(one.sums[0, 1, 0]) / 6)
     with pytest.raises(NonFiniteLoss, match=r"layer 1, epoch 7, step 3"):

@@ -22,8 +22,10 @@ On CUDA with ``cuda_graph=True`` that step is captured once as a CUDA graph
 (``n_train % batch_size`` samples) runs the same step eagerly, as every step does on CPU.
 
 Evaluation per epoch: validation loss and CAR per layer (the selection metric is the last
-layer's validation loss), nearest-class-mean accuracy on validation and on the first
-``PER_EPOCH_TEST_N`` test images (never used for selection), the Fisher criterion per layer with
+layer's validation loss), nearest-class-mean accuracy per layer (class means of the epoch's
+training features; a probe of each layer, the last layer's is ``val_acc``) on validation and on
+the first ``PER_EPOCH_TEST_N`` test images (never used for selection), the effective
+within-pair noise per layer (:meth:`CFF.pair_noise`), the Fisher criterion per layer with
 ``fisher=True``.  Views: under 'reference' two fresh augmented views per epoch of a shuffled
 validation split (batch-size-weighted mean, as the reference's loader); under 'cffdyn' the clean
 image and one fixed-seed augmented view.
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 
 from vit.config import TrainConfig, derive_seed
 from vit.device import DeviceData, autocast, generator, loss_dtype
-from vit.diagnostics import fisher_criterion, topk_accuracy
+from vit.diagnostics import fisher_criterion, topk_accuracy, view_pair_noise
 from vit.head import fit_heads
 from vit.method import EpochStats, Method, adamw, margin_loss, seed_grad_norm
 from vit.models import build_encoder, pool
@@ -64,7 +66,7 @@ class CFF(Method):
         self.optimizers = [adamw(l.parameters(), cfg.method_lr(), cfg.wd, self.device, capturable=self.use_graph)
                            for l in self.encoder.layers]
         self.n_views = 2 if cfg.method == "cff2" else 1
-        self.class_means = torch.zeros(self.S, self.num_classes, cfg.embed_dim, device=self.device)
+        self.class_means = torch.zeros(self.S, cfg.layers, self.num_classes, cfg.embed_dim, device=self.device)
         self.graph: StepGraph | None = None
 
     # ---------------------------------------------------------------- the step
@@ -87,11 +89,12 @@ class CFF(Method):
     def step(self, h: torch.Tensor, y: torch.Tensor, step: int | torch.Tensor, stats: EpochStats) -> None:
         """All layers for one batch; statistics, first-bad-step and class sums accumulate into
         ``stats`` on the device (the function :class:`StepGraph` captures)."""
+        yv = y.repeat(1, self.n_views)                                           # labels (S, V·B)
         for l in range(len(self.encoder.layers)):
             h, row, loss = self.layer_step(l, h, y)
             stats.add(l, row)
             stats.mark(l, loss, step)
-        stats.add_classes(y.repeat(1, self.n_views), pool(h))                  # labels (S, V·B)
+            stats.add_classes(l, yv, pool(h))
 
     def batch(self, orders, gens, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked (S, V·B, C, H, W) views and (S, B) labels: each seed its own indices and
@@ -195,7 +198,7 @@ class CFF(Method):
         perms = [torch.randperm(n_val, generator=g, device=self.device) for g in gens] if ref else None
         acc = torch.zeros(S, L, 2, dtype=torch.float64, device=self.device)
         wsum = 0.0
-        clean_last = []
+        clean_val: list[list[torch.Tensor]] = [[] for _ in range(L)]
         for i in range(0, n_val, cfg.batch_size):
             if ref:
                 idx = [p[i:i + cfg.batch_size] for p in perms]
@@ -217,22 +220,26 @@ class CFF(Method):
                 loss, st = margin_loss(f, yb, self.margins[l], cfg)
                 acc[:, l] += torch.stack([loss, st.clamp_rate], dim=1).double() * w
             if not ref:
-                clean_last.append(feats[-1][:, :b])
+                for l, f in enumerate(feats):
+                    clean_val[l].append(f[:, :b])
             wsum += w
         vals = (acc / max(wsum, 1.0)).cpu().tolist()
-        if ref:
-            last = self.pooled("val")[-1]
-        else:
-            last = torch.cat(clean_last, dim=1)
+        val_feats = self.pooled("val") if ref else [torch.cat(c, dim=1) for c in clean_val]
         n_t = min(PER_EPOCH_TEST_N, self.data.x["test"].shape[0])
         xt = torch.stack([d.clean(d.x["test"][:n_t]) for d in self.datas])
-        test_last = self.layer_features(xt)[-1]
+        test_feats = self.layer_features(xt)
+        noise = self.pair_noise()
         out = []
         for s in range(S):
             o: dict[str, Any] = {"val_loss": [v[0] for v in vals[s]], "val_car": [v[1] for v in vals[s]]}
-            o["val_acc"] = self._ncm(last[s], yv[s][: last.shape[1]], s)
-            o["test_acc"] = self._ncm(test_last[s], self.datas[s].y["test"][:n_t], s)
+            nv = val_feats[-1].shape[1]
+            o["ncm_val_acc"] = [self._ncm(f[s], yv[s][:nv], s, l) for l, f in enumerate(val_feats)]
+            o["ncm_test_acc"] = [self._ncm(f[s], self.datas[s].y["test"][:n_t], s, l)
+                                 for l, f in enumerate(test_feats)]
+            o["val_acc"], o["test_acc"] = o["ncm_val_acc"][-1], o["ncm_test_acc"][-1]
             o["test_n"] = n_t
+            for k, rows in noise.items():
+                o[k] = [r[s] for r in rows]
             o["metric"] = o["val_loss"][-1]
             out.append(o)
         if cfg.fisher:
@@ -241,10 +248,40 @@ class CFF(Method):
                 out[s]["fisher"] = [fisher_criterion(f[s], yv[s], self.num_classes) for f in pv]
         return out
 
-    def _ncm(self, feats: torch.Tensor, y: torch.Tensor, s: int) -> float:
+    def _ncm(self, feats: torch.Tensor, y: torch.Tensor, s: int, layer: int) -> float:
+        """Nearest-class-mean accuracy of seed ``s``'s ``layer`` features (cosine to the class
+        means of the epoch's training features): the per-layer probe."""
         f = F.normalize(feats.float(), dim=1)
-        mu = F.normalize(self.class_means[s].float(), dim=1)
+        mu = F.normalize(self.class_means[s, layer].float(), dim=1)
         return float(((f @ mu.T).argmax(1) == y).float().mean())
+
+    @torch.no_grad()
+    def pair_noise(self) -> dict[str, list[list[float | None]]]:
+        """Per layer and seed the effective within-pair noise of the model
+        (:func:`vit.diagnostics.view_pair_noise`) on the pooled features of two training-style
+        views (augmentation and view noise) of every validation image.  The views come from a
+        generator of their own with a fixed tag, so every epoch measures the same views and no
+        training or evaluation stream moves."""
+        self.encoder.eval()
+        gens = [generator(self.device, derive_seed(sd["aug"], "pair_noise")) for sd in self.seeds]
+        xv, _ = self._stack_split("val")
+        bs = self.cfg.batch_size
+        L = len(self.encoder.layers)
+        f1: list[list[torch.Tensor]] = [[] for _ in range(L)]
+        f2: list[list[torch.Tensor]] = [[] for _ in range(L)]
+        for i in range(0, xv.shape[1], bs):
+            x = torch.stack([d.views(xv[s, i:i + bs], gens[s], 2) for s, d in enumerate(self.datas)])
+            b = x.shape[1] // 2
+            for l, f in enumerate(self.layer_features(x)):
+                f1[l].append(f[:, :b])
+                f2[l].append(f[:, b:])
+        keys = ("noise_ratio", "noise_ratio_se", "sigma_n_eff", "sigma_n_eff_se")
+        out: dict[str, list[list[float | None]]] = {k: [] for k in keys}
+        for l in range(L):
+            est = view_pair_noise(torch.cat(f1[l], dim=1), torch.cat(f2[l], dim=1))
+            for k in keys:
+                out[k].append(est[k])
+        return out
 
     # ---------------------------------------------------------------- stage 2
     def finish(self) -> list[dict[str, Any]]:

@@ -14,7 +14,9 @@ precision other than fp32.  ``cffdyn`` is this package's own variant; :func:`dep
 each difference.  Initialisation is a setting of its own (``init``): ``reference`` (the default
 under both protocols) or ``small`` (two ``init:`` departures).  Augmentation details (crop
 padding, RandAugment) belong to :mod:`vit.augment`; a crop padding other than the reference's is
-a departure.
+a departure.  ``view_noise`` (the noise-dose knob, :mod:`vit.noise_dose`) adds independent
+Gaussian noise to each normalised view, in units of the pixel standard deviation; any value
+above 0 is a departure.
 
 Seeds: ``seed`` derives the init, order and augmentation seeds (:func:`derive_seed`, stable
 across processes and platforms) and is the split seed; each can be fixed on its own.  Runs that
@@ -83,6 +85,7 @@ class TrainConfig:
     seed_aug: int | None = None
     augment: str = "crop_flip"          # 'crop_flip' | 'none' | 'randaug'
     crop_pad: int | None = None         # crop padding (None: the reference's per dataset, else side // 8)
+    view_noise: float = 0.0             # Gaussian pixel noise per view, in pixel SDs (independent between views)
     device: str = "auto"                # 'auto' | 'cpu' | 'cuda'
     precision: str = "fp32"             # 'fp32' | 'tf32' | 'bf16'
     protocol: str = "cffdyn"            # 'reference' | 'cffdyn'
@@ -112,6 +115,10 @@ class TrainConfig:
             bad(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.crop_pad is not None and int(self.crop_pad) < 0:
             bad(f"crop_pad={self.crop_pad} must be >= 0 (or none for the dataset's padding)")
+        if not (isinstance(self.view_noise, (int, float)) and math.isfinite(self.view_noise)
+                and self.view_noise >= 0):
+            bad(f"view_noise={self.view_noise!r} must be finite and >= 0 (pixel noise in units of the pixel SD; "
+                f"0 = none)")
         if self.init not in INITS:
             bad(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         for name in ("m0", "m_last"):
@@ -210,6 +217,8 @@ def departures(cfg: TrainConfig) -> list[str]:
     ref_pad = REFERENCE_PADDING.get(cfg.dataset)
     if cfg.crop_pad is not None and ref_pad is not None and cfg.crop_pad != ref_pad and cfg.augment != "none":
         init.append(f"augment:crop_pad_{cfg.crop_pad}_not_{ref_pad}")
+    if cfg.view_noise > 0:      # the reference adds no noise: the noise-dose knob is ours
+        init.append(f"augment:view_noise_{cfg.view_noise:g}")
     if cfg.reference:
         # the reference's FF label token sets one element of a patch, so classes can collide;
         # ours is a Gaussian embedding per class (a known defect not copied, named here)

@@ -49,6 +49,8 @@ FIELD_HELP: dict[str, str] = {
     "seed_order": "fix the batch-order seed ('none' = derived from --seed)",
     "seed_aug": "fix the augmentation seed ('none' = derived from --seed)",
     "augment": "augmentation: crop_flip | none | randaug (batched, on the device)",
+    "view_noise": "Gaussian pixel noise added to each view, independently between the two views, in units of the "
+                  "pixel SD (after normalisation); 0 = none (the reference); > 0 is a named departure (noise-dose knob)",
     "crop_pad": "crop padding in pixels ('none' = the reference's for its datasets (CIFAR-10 12, CIFAR-100 4), "
                 "else image side // 8); a padding other than the reference's is a listed departure",
     "device": "auto | cpu | cuda",

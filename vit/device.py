@@ -7,10 +7,12 @@ the run loop calls it once per pass (and the benchmark once per timed row).  ``t
 and ``bf16`` on a CPU without native bf16 are refused there, before any training.
 
 :class:`DeviceData` holds a :class:`vit.data.Dataset` as uint8 tensors on the device and draws
-batches and augmented views there (no host round trip inside an epoch).
+batches and augmented views there (no host round trip inside an epoch), with the run's view
+noise (``TrainConfig.view_noise``) added to each view on the device.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -103,28 +105,38 @@ def device_name(device: torch.device) -> str:
 class DeviceData:
     """A :class:`Dataset` as uint8 tensors on the device + the batch pipeline."""
 
-    def __init__(self, ds: Dataset, device: torch.device, augment_kind: str, crop_pad: int | None = None) -> None:
+    def __init__(self, ds: Dataset, device: torch.device, augment_kind: str, crop_pad: int | None = None,
+                 view_noise: float = 0.0) -> None:
+        if not (math.isfinite(view_noise) and view_noise >= 0):
+            raise ValueError(f"view_noise={view_noise!r} must be finite and >= 0")
         self.ds = ds
         self.device = device
         self.kind = augment_kind
         self.crop_pad = crop_pad
+        self.view_noise = float(view_noise)
         self.x = {s: getattr(ds, f"x_{s}").to(device) for s in ("train", "val", "test")}
         self.y = {s: getattr(ds, f"y_{s}").to(device) for s in ("train", "val", "test")}
 
     @classmethod
     def for_config(cls, ds: Dataset, cfg: TrainConfig, device: torch.device) -> "DeviceData":
-        """The data of a run: ``cfg``'s augmentation and crop padding."""
-        return cls(ds, device, cfg.augment, cfg.crop_pad)
+        """The data of a run: ``cfg``'s augmentation, crop padding and view noise."""
+        return cls(ds, device, cfg.augment, cfg.crop_pad, cfg.view_noise)
 
     def clean(self, x: torch.Tensor) -> torch.Tensor:
         return normalize(x, self.ds.mean, self.ds.std)
 
     def views(self, x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
-        """``n`` independently augmented, normalised views, view-major (n·B, C, H, W)."""
+        """``n`` independently augmented, normalised views, view-major (n·B, C, H, W); with
+        ``view_noise`` > 0 each view then gets its own Gaussian noise of that SD (the normalised
+        pixels have unit SD, so the noise is in units of the pixel SD), drawn from ``gen`` after
+        the augmentation (with no noise the stream is untouched)."""
         x01 = x.float() / 255.0
         aug = lambda: augment(x01, gen, self.kind, dataset=self.ds.name, pad=self.crop_pad)  # noqa: E731
         v = torch.cat([aug() for _ in range(n)]) if n > 1 else aug()
-        return normalize(v * 255.0, self.ds.mean, self.ds.std)
+        v = normalize(v * 255.0, self.ds.mean, self.ds.std)
+        if self.view_noise > 0:
+            v = v + self.view_noise * torch.randn(v.shape, generator=gen, device=v.device, dtype=v.dtype)
+        return v
 
     def batches(self, split: str, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         xs, ys = self.x[split], self.y[split]

@@ -8,14 +8,21 @@
   float64 with a Cholesky solve.
 * :func:`grad_norm` — L2 norm of all gradients of a parameter list, as a tensor (no sync).
 * :func:`topk_accuracy` — share of rows whose label is among the k largest scores.
+* :func:`view_pair_noise` — the effective within-pair noise of the mean-field model measured on
+  a layer's pooled features of two views of the same images: ``r = Σ_e Var(f1 - f2) /
+  (2 Σ_e Var f)`` (``Var f`` over both views' rows, ddof 1), which the model predicts as
+  ``σn² / (1 + σn²)`` for independent views of unit signal variance
+  (:func:`sim.prediction_record.noise_ratio`), so ``σn_eff = sqrt(r / (1 - r))``; standard
+  errors by the delta method over images (the ratio of two means, then the square root).
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
 
-__all__ = ["fisher_criterion", "grad_norm", "topk_accuracy", "FISHER_RIDGE"]
+__all__ = ["fisher_criterion", "grad_norm", "topk_accuracy", "view_pair_noise", "FISHER_RIDGE"]
 
 FISHER_RIDGE = 1e-3
 
@@ -60,3 +67,47 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> tor
     k = min(int(k), scores.shape[1])
     hit = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     return hit.float().mean()
+
+
+def view_pair_noise(f1: torch.Tensor, f2: torch.Tensor) -> dict[str, list[float | None]]:
+    """Per seed the within-pair noise of features ``f1``, ``f2`` (S, n, E) of two views of the
+    same n images (module doc): ``noise_ratio`` r and ``sigma_n_eff`` with their standard errors
+    (``*_se``).  Per image ``A_i = |d_i - mean d|²`` (d = f1 - f2) and ``B_i = |f1_i - mean f|² +
+    |f2_i - mean f|²``; ``r = c mean A / mean B`` with ``c = (2n - 1) / (2 (n - 1))`` (the ddof-1
+    variances), ``se(r) = c sqrt(Var(A - (mean A / mean B) B) / n) / mean B``,
+    ``se(σ) = se(r) / (2 σ (1 - r)²)``.  ``sigma_n_eff`` is None where r >= 1 (the views are less
+    alike than unrelated images: outside the model) or the features do not vary."""
+    if f1.shape != f2.shape or f1.dim() != 3 or f1.shape[1] < 3:
+        raise ValueError(f"two (S, n >= 3, E) feature tensors of one shape expected; got {tuple(f1.shape)}, "
+                         f"{tuple(f2.shape)}")
+    a64, b64 = f1.detach().double(), f2.detach().double()
+    n = a64.shape[1]
+    d = a64 - b64
+    A = ((d - d.mean(1, keepdim=True)) ** 2).sum(-1)                            # (S, n)
+    fbar = torch.cat([a64, b64], dim=1).mean(1, keepdim=True)
+    B = ((a64 - fbar) ** 2).sum(-1) + ((b64 - fbar) ** 2).sum(-1)               # (S, n)
+    c = (2 * n - 1) / (2 * (n - 1))
+    out: dict[str, list[float | None]] = {"noise_ratio": [], "noise_ratio_se": [], "sigma_n_eff": [],
+                                          "sigma_n_eff_se": []}
+    for a_i, b_i in zip(A.cpu().tolist(), B.cpu().tolist()):
+        ma, mb = sum(a_i) / n, sum(b_i) / n
+        if not (mb > 0 and math.isfinite(ma) and math.isfinite(mb)):
+            for k in out:
+                out[k].append(None)
+            continue
+        q = ma / mb
+        resid = [x - q * y for x, y in zip(a_i, b_i)]
+        mr = sum(resid) / n
+        var_r = sum((x - mr) ** 2 for x in resid) / (n - 1)
+        r = c * q
+        se_r = c * math.sqrt(var_r / n) / mb
+        out["noise_ratio"].append(r)
+        out["noise_ratio_se"].append(se_r)
+        if r >= 1.0:
+            out["sigma_n_eff"].append(None)
+            out["sigma_n_eff_se"].append(None)
+            continue
+        sig = math.sqrt(r / (1.0 - r))
+        out["sigma_n_eff"].append(sig)
+        out["sigma_n_eff_se"].append(se_r / (2.0 * sig * (1.0 - r) ** 2) if sig > 0 else (0.0 if se_r == 0 else None))
+    return out

@@ -10,8 +10,8 @@ checkpoint and ``model_state``/``load_model_state`` for model selection.  Baseli
 
 :class:`EpochStats` is the one accumulator of an epoch's training statistics: per seed and
 layer the sums of the per-step rows (loss, CAR, gradient norm, mean positive and negative
-similarity), the first step with a non-finite loss, and (CFF) per-class sums of the last layer's
-features for the nearest-class-mean classifier.  Everything stays on the device until the one
+similarity), the first step with a non-finite loss, and (CFF) per-class sums of every layer's
+features for the nearest-class-mean classifier (a probe of each layer).  Everything stays on the device until the one
 host read at the end of the epoch; the tensors are updated in place, so a captured CUDA graph
 can write into them.
 """
@@ -51,7 +51,8 @@ class EpochStats:
     """One epoch's statistics of S seeds x L layers on the device (module doc).
 
     ``sums`` (S, L, N_STATS), ``bad`` (S, L) the first non-finite step (-1: none), and with
-    ``classes=(C, E)`` the class feature sums ``csum`` (S, C, E) and counts ``ccnt`` (S, C)."""
+    ``classes=(C, E)`` the per-layer class feature sums ``csum`` (S, L, C, E) and counts ``ccnt``
+    (S, L, C)."""
 
     def __init__(self, S: int, L: int, device: torch.device, dtype: torch.dtype | None = None,
                  classes: tuple[int, int] | None = None) -> None:
@@ -59,8 +60,8 @@ class EpochStats:
         self.bad = torch.full((S, L), -1, dtype=torch.long, device=device)
         self.csum = self.ccnt = None
         if classes is not None:
-            self.csum = torch.zeros(S, *classes, dtype=dtype, device=device)
-            self.ccnt = torch.zeros(S, classes[0], dtype=dtype, device=device)
+            self.csum = torch.zeros(S, L, *classes, dtype=dtype, device=device)
+            self.ccnt = torch.zeros(S, L, classes[0], dtype=dtype, device=device)
 
     def add(self, layer: int, row: torch.Tensor) -> None:
         """Add one step's rows (S, N_STATS) of ``layer``."""
@@ -74,15 +75,21 @@ class EpochStats:
         at = step if isinstance(step, torch.Tensor) else torch.full_like(col, step)
         self.bad[:, layer] = torch.where(hit, at, col)
 
-    def add_classes(self, y: torch.Tensor, feats: torch.Tensor) -> None:
-        """Add features (S, N, E) of labels (S, N) to the class sums."""
-        S, c = y.shape[0], self.csum.shape[1]
+    def add_classes(self, layer: int, y: torch.Tensor, feats: torch.Tensor) -> None:
+        """Add ``layer``'s features (S, N, E) of labels (S, N) to its class sums."""
+        S, c = y.shape[0], self.csum.shape[2]
         off = (torch.arange(S, device=y.device) * c)[:, None]
         idx = (y + off).reshape(-1)
-        self.csum.view(S * c, -1).index_add_(0, idx, feats.to(self.csum.dtype).reshape(S * y.shape[1], -1))
-        self.ccnt.view(-1).index_add_(0, idx, torch.ones_like(y, dtype=self.ccnt.dtype).reshape(-1))
+        csum, ccnt = self.csum[:, layer], self.ccnt[:, layer]        # views: index_add_ writes through
+        flat_sum = torch.zeros(S * c, csum.shape[-1], dtype=csum.dtype, device=csum.device)
+        flat_sum.index_add_(0, idx, feats.to(csum.dtype).reshape(S * y.shape[1], -1))
+        flat_cnt = torch.zeros(S * c, dtype=ccnt.dtype, device=ccnt.device)
+        flat_cnt.index_add_(0, idx, torch.ones_like(y, dtype=ccnt.dtype).reshape(-1))
+        csum += flat_sum.view(S, c, -1)
+        ccnt += flat_cnt.view(S, c)
 
     def class_means(self) -> torch.Tensor:
+        """Per seed, layer and class the mean feature (S, L, C, E)."""
         return (self.csum / self.ccnt.clamp(min=1)[..., None]).float()
 
     def reset(self) -> None:

@@ -183,6 +183,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
             h, row, loss = method.layer_step(l, h, y)
             stats.add(l, row)
             stats.mark(l, loss, step)
+            stats.add_classes(l, y.repeat(1, nv), pool(h))
         tm["compute"] += clock() - t
         t = clock()
         if rank < world - 1:
@@ -193,7 +194,6 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
                     wk.wait()
             tm["send_wait"] += clock() - t
         else:
-            stats.add_classes(y.repeat(1, nv), pool(h))
             tm["compute"] += clock() - t
     t = clock()
     while send_q:
@@ -203,7 +203,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     t = clock()
     dist.all_reduce(stats.sums)                # rows are zero off their owner: the sum is exact
     dist.all_reduce(stats.bad, op=dist.ReduceOp.MAX)
-    dist.all_reduce(stats.csum)                # zero off the last stage: the sum is exact
+    dist.all_reduce(stats.csum)                # each layer's rows are zero off its stage: the sum is exact
     dist.all_reduce(stats.ccnt)
     _broadcast_layers(method, stages)
     tm["sync"] += clock() - t
@@ -292,12 +292,11 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> list[dict[str,
                     h, row, loss = method.layer_step(l, h, y)
                     stats.add(l, row)
                     stats.mark(l, loss, step)
+                    stats.add_classes(l, y.repeat(1, nv), pool(h))
                 if s + 1 < len(stages):
                     e = torch.cuda.Event()
                     e.record(streams[s])
                     handoff[s + 1][step] = (h, y, e)
-                else:
-                    stats.add_classes(y.repeat(1, nv), pool(h))
     for st in streams:
         main.wait_stream(st)
     return method.end_epoch(stats, epoch, n)

@@ -319,6 +319,8 @@ def _design(cfg: StudyConfig) -> dict[str, Any]:
             "cells": [dict(zip(cfg.factor_names, c)) for c in cfg.cells()],
             "seeds": {_cell_label(dict(zip(cfg.factor_names, c))): cfg.seeds(c) for c in cfg.cells()},
             "seed_design": "independent" if cfg.independent_seeds else "matched",
+            "seed_changes": ("batch order and augmentation (init and split fixed)" if cfg.seed_design == "sgd"
+                             else "initialisation, split, batch order and augmentation"),
             "n_runs": len(cell_runs(cfg))}
 
 

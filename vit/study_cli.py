@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import UserError, finite_float, make_parser, nonneg_int, positive_int
-from vit.study_config import METRICS
+from vit.study_config import METRICS, SEED_DESIGNS
 from vit.study_exec import EXECUTORS
 
 __all__ = ["main", "build_parser", "config_from_args", "slurm_options_from_args"]
@@ -41,6 +41,9 @@ PRESET_HELP = {
                    "hyper-parameters, seed-batched; epochs for about 10 minutes on one H100 (estimate)",
     "cifar10-steier": "GPU: Steier's design, CIFAR-10 (--data-root), ViT[128 4 5], 600 + 50 epochs, 2x2 x 7 seeds",
     "full": "GPU: CIFAR-10 (--data-root), ViT[128 4 5], 600 + 50 epochs, 2x2 x 12 seeds",
+    "noise-dose": "CPU: loss_mode {clamp,subtract} x view_noise {0.25,0.6,1.25} x 16 matched seeds, seed design sgd "
+                  "(init and split fixed), no augmentation but the view noise, ViT[32 4 2] on 4,000 Fashion-MNIST "
+                  "images, 10 epochs (about 40 minutes on one core); analysed by 'cffdyn vit noise-dose'",
 }
 
 
@@ -73,6 +76,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="every cell gets its own seeds (no seed shared between cells): the independent-"
                         "sample tests apply and the paired analysis does not; a study recorded with "
                         "matched seeds is not resumed this way")
+    p.add_argument("--seed-design", default=None, choices=SEED_DESIGNS,
+                   help="what a seed changes: all (initialisation, split, batch order, augmentation) | sgd (batch "
+                        "order and augmentation only: init and split held at --seed0's, so the seed variance is "
+                        "SGD noise; pairing unchanged) (default: the preset's)")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="directory with the dataset files (CIFAR-10 batches, SVHN .mat, Fashion-MNIST "
                         "IDX); the same as --set data_root=DIR")
@@ -179,7 +186,7 @@ def _preset(args: argparse.Namespace):
 _STUDY_FLAGS = {"seeds": "n_seeds", "seed0": "seed0", "metric": "metric", "alpha": "alpha",
                 "assumed_ratio": "assumed_ratio", "assumed_corr": "assumed_corr", "n_boot": "n_boot",
                 "n_perm": "n_perm", "stats_seed": "stats_seed", "batched": "batched", "batched_impl": "batched_impl",
-                "independent_seeds": "independent_seeds"}
+                "independent_seeds": "independent_seeds", "seed_design": "seed_design"}
 
 
 def config_from_args(args: argparse.Namespace):

@@ -30,13 +30,15 @@ from vit import stats
 from vit import config as _train
 from vit.config import TrainConfig
 
-__all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
+__all__ = ["SEED_DESIGNS", "StudyConfig", "QUICK", "NOISE_DOSE", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
            "METRICS", "cell_name", "config_hash", "run_dir", "probe_path", "cell_runs"]
 
 STUDY_NAME = "study"
 #: TrainConfig fields that a factor may not vary (the study owns the seed axis).
 SEED_FIELDS = ("seed",)
 METRICS = ("test_acc", "val_acc", "test_topk_acc", "val_topk_acc")
+#: what a seed changes (StudyConfig.seed_design)
+SEED_DESIGNS = ("all", "sgd")
 
 
 def _train_fields() -> dict[str, Any]:
@@ -56,6 +58,11 @@ class StudyConfig:
     batched, batched_impl: train each cell's seeds in one pass of the seed-batched engine
         (:func:`vit.train.train_runs`, weights stacked (S, ...)); ``"stacked"`` is the one engine.
     independent_seeds: every cell gets its own seeds (no pairing; see module doc).
+    seed_design: what a seed changes (:data:`SEED_DESIGNS`): ``all`` -- initialisation, data
+        split, batch order and augmentation (each derived from the seed unless the base config
+        fixes it); ``sgd`` -- only batch order and augmentation (with the view noise): the
+        initialisation, split and subset are held at ``seed0``'s for every seed, so the seed
+        variance is the SGD noise the mean-field theory speaks of.  Pairing is unchanged.
     assumed_corr: correlation of paired runs assumed in the paired power calculation.
     probe: also train the raw-pixel linear probe for every seed (:mod:`vit.probe`).
     """
@@ -75,6 +82,7 @@ class StudyConfig:
     batched: bool = False
     batched_impl: str = "stacked"
     independent_seeds: bool = False
+    seed_design: str = "all"
     assumed_corr: float = 0.5
     probe: bool = True
 
@@ -99,6 +107,8 @@ class StudyConfig:
                     f"at least 2 levels to compare")
             if len(set(map(repr, levels))) != len(levels):
                 bad(f"factor {name!r} has repeated levels {list(levels)}")
+        if self.seed_design not in SEED_DESIGNS:
+            bad(f"seed_design {self.seed_design!r} is not one of {', '.join(SEED_DESIGNS)}")
         if self.n_seeds < 2:
             bad(f"{self.n_seeds} seed per cell: a variance test needs at least 2 seeds per cell "
                 f"(3 for Levene, the permutation and bootstrap tests and the paired analysis)")
@@ -150,8 +160,15 @@ class StudyConfig:
         return out
 
     def run_config(self, cell: Sequence[Any], seed: int) -> TrainConfig:
+        fixed: dict[str, int] = {}
+        if self.seed_design == "sgd":    # init, split and subset of seed0 for every seed (unless the base fixes them)
+            b = self.base
+            fixed = {"seed_init": b.seed_init if b.seed_init is not None else _train.derive_seed(self.seed0, "init"),
+                     "seed_split": b.seed_split if b.seed_split is not None else int(self.seed0),
+                     "seed_subset": (b.seed_subset if b.seed_subset is not None
+                                     else b.seed_split if b.seed_split is not None else int(self.seed0))}
         try:
-            return self.base.replace(seed=int(seed), **dict(zip(self.factor_names, cell)))
+            return self.base.replace(seed=int(seed), **fixed, **dict(zip(self.factor_names, cell)))
         except ValueError as exc:
             raise ValueError(f"StudyConfig: cell {dict(zip(self.factor_names, cell))}: {exc}") from None
 
@@ -194,9 +211,22 @@ CIFAR10_STEIER = StudyConfig(base=_reference(_train.FULL_CIFAR10.replace(device=
                              )
 #: full study: 2x2 x 12 seeds on the CFF CIFAR-10 protocol (GPU, data_root needed).
 FULL = StudyConfig(base=_train.FULL_CIFAR10, n_seeds=12)
+#: the noise-dose study (:mod:`vit.noise_dose`): loss_mode {clamp, subtract} x view_noise at 3 doses
+#: spanning the predicted sign change of the clamp/subtract variance ratio (sigma_n_cross = 0.53 for
+#: tanh at m = 0.3, recorded/sim/prediction), 16 matched seeds per cell, seed_design 'sgd' (init and
+#: split fixed: the seed variance is SGD noise), no augmentation but the view noise (so the noise is
+#: the dose), cff2 on a fixed 4,000-image Fashion-MNIST pool, ViT[32 4 2] patch 7, batch 128, 10
+#: epochs.  Doses: single-seed runs at 3 epochs gave layer-0 sigma_n_eff 0.46 at view_noise 0.5, so
+#: 0.25 / 0.6 / 1.25 aim at about 0.2 / 0.55 / 1.0 (measured per run, never assumed).  16 seeds:
+#: the record's power table asks 11 (tanh, sigma_n 0.2) and 5-6 (relu) per arm for 80% power.
+#: Sized for about 40 minutes on one core (2.3 s per seed-epoch measured, 96 runs).
+NOISE_DOSE = StudyConfig(base=_train.QUICK.replace(subset=4000, layers=2, embed_dim=32, heads=4, batch_size=128,
+                                                   epochs=10, augment="none", seed_subset=0),
+                         factors=(("loss_mode", ("clamp", "subtract")), ("view_noise", (0.25, 0.6, 1.25))),
+                         n_seeds=16, seed_design="sgd", probe=False, assumed_ratio=0.3)
 #: command-line preset name -> study config
 PRESETS: dict[str, StudyConfig] = {"quick": QUICK, "fmnist-full": FMNIST_FULL, "cifar10-steier": CIFAR10_STEIER,
-                                   "full": FULL}
+                                   "full": FULL, "noise-dose": NOISE_DOSE}
 
 
 def cell_name(names: Sequence[str], cell: Sequence[Any]) -> str:

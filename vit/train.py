@@ -124,7 +124,8 @@ def _record_epoch(method: Method, epoch: int, recs: list[dict[str, Any]], t_trai
     t_eval = time.perf_counter() - t_eval0
     out = []
     for s, (rec, ev) in enumerate(zip(recs, evs)):
-        for k in ("val_loss", "val_car", "fisher"):
+        for k in ("val_loss", "val_car", "fisher", "ncm_val_acc", "ncm_test_acc", "noise_ratio", "noise_ratio_se",
+                  "sigma_n_eff", "sigma_n_eff_se"):
             if k in ev:
                 for r, v in zip(rec["layers"], ev.pop(k)):
                     r[k] = v
