@@ -41,7 +41,7 @@ PRESET_HELP = {
                    "hyper-parameters, seed-batched; epochs for about 10 minutes on one H100 (estimate)",
     "cifar10-steier": "GPU: Steier's design, CIFAR-10 (--data-root), ViT[128 4 5], 600 + 50 epochs, 2x2 x 7 seeds",
     "full": "GPU: CIFAR-10 (--data-root), ViT[128 4 5], 600 + 50 epochs, 2x2 x 12 seeds",
-    "noise-dose": "CPU: loss_mode {clamp,subtract} x view_noise {0.25,0.6,1.25} x 16 matched seeds, seed design sgd "
+    "noise-dose": "CPU: loss_mode {clamp,subtract} x view_noise {0.25,0.6,1.25,2.0} x 12 matched seeds, seed design sgd "
                   "(init and split fixed), no augmentation but the view noise, ViT[32 4 2] on 4,000 Fashion-MNIST "
                   "images, 10 epochs (about 40 minutes on one core); analysed by 'cffdyn vit noise-dose'",
 }
