@@ -10,13 +10,14 @@ PYTEST_ARGS ?=
 # what 'cffdyn paper build' renders with: PDF (pdflatex + bibtex via latexmk, natbib, lmodern) and HTML (pandoc)
 PAPER_DEBS := texlive-latex-base texlive-latex-recommended latexmk lmodern pandoc
 
-.PHONY: install data paper-tools run test test-slow bench clean help
+.PHONY: install data paper-tools run test test-slow bench gpu-check clean help
 
 help:
 	@echo "make run        install (venv, torch CPU, package, Fashion-MNIST, TeX + pandoc) and build the quick paper"
 	@echo "make test       install if needed and run the fast test suite"
 	@echo "make test-slow  the slow tests too"
 	@echo "make bench      print the speed benchmarks (ratios measured side by side)"
+	@echo "make gpu-check  on a CUDA machine: CUDA tests, bench, a full-scale noise-dose arm; writes recorded/gpu/"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,6 +63,13 @@ bench: install
 	$(BIN)/python -m theory bench
 	$(BIN)/python -m sim bench
 	$(BIN)/python -m vit bench
+
+# On a lent GPU image (its own torch, no venv): the system python with the checkout on PYTHONPATH,
+# Fashion-MNIST copied into data/fashion-mnist (git-ignored) or given by CFFDYN_FMNIST.  8 minutes.
+GPU_PY ?= python3
+GPU_BUDGET ?= 480
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m vit.gpu_check --budget $(GPU_BUDGET)
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

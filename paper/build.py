@@ -46,6 +46,7 @@ from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from cffdyn.machine import load_average, machine_info
 from paper import content, findings, html, layout, record
+from paper import noise_dose as _noise_dose  # noqa: F401  (registers the noise-dose section's makers)
 from paper.numbers import Number, evaluate, load_source_numbers, write_numbers, SOURCE_NUMBERS
 from paper.sources import SCALES, STUDIES, MissingResultError, StudyUnavailable, obtain  # noqa: F401 (re-exported)
 
@@ -335,7 +336,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             r = st.run(f"study {study.name} ({'reuse' if cfg.reuse_only else 'run/reuse'}, {cfg.scale})",
                        obtain, study, Path(cfg.results), cfg.scale, reuse_only=cfg.reuse_only)
         except StudyUnavailable as exc:
-            if not cfg.skip_unavailable:
+            if not (cfg.skip_unavailable or study.optional):
                 raise
             unavailable[study.name] = str(exc)
             studies_log[study.name] = {"status": "unavailable", "reason": str(exc)}

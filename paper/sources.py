@@ -49,6 +49,10 @@ class Study:
     presets: preset attribute per scale (default ``QUICK``/``FULL``).
     complete: predicate on the loaded JSON saying it is a finished result.
     cli_hint: the command that produces it by hand (for error messages).
+    recorded: the study is too long to rerun in a build; ``func`` only reads its recorded result
+        (``recorded/``, :mod:`cffdyn.recorded`) into ``out_dir``, under ``reuse_only`` too, and
+        raises LookupError when nothing is recorded (the study is then unavailable).
+    optional: an unavailable study leaves its section out (stated) without ``skip_unavailable``.
     """
 
     name: str
@@ -60,6 +64,8 @@ class Study:
     presets: tuple[tuple[str, str], ...] = (("quick", "QUICK"), ("full", "FULL"))
     complete: Callable[[dict], bool] = field(default=lambda d: True, compare=False)
     cli_hint: str = ""
+    recorded: bool = False
+    optional: bool = False
 
     def preset_name(self, scale: str) -> str:
         return dict(self.presets)[scale]
@@ -83,6 +89,10 @@ STUDIES: tuple[Study, ...] = (
                    ("phase", "two-feature phase portrait and attraction shares"),
                    ("noise", "stationary overlap vs augmentation noise"),
                    ("clamp", "clamp vs subtraction: linear-noise variance prediction vs SGD"))),
+    Study("noise_dose", ("vit.noise_dose",), "paper_result", "vit/noise_dose", "noise_dose.json",
+          "ViT noise-dose study: the prediction tested dose by dose",
+          presets=(("quick", "NOISE_DOSE"), ("full", "NOISE_DOSE")), cli_hint="cffdyn vit noise-dose --record",
+          recorded=True, optional=True),
     Study("eigen_settings", ("sim.eigen_studies",), "run_eigen_settings", "sim/eigen", "eigen_settings.json",
           "eigenvalue dynamics of the eight toy settings",
           presets=(("quick", "SETTINGS_QUICK"), ("full", "SETTINGS_FULL")), cli_hint="cffdyn sim eigen"),
@@ -152,7 +162,7 @@ def obtain(study: Study, results: Path, scale: str, *, reuse_only: bool = False)
     out = result_dir(study, results, scale)
     jpath = out / study.json_name
     t0 = time.perf_counter()
-    if reuse_only:
+    if reuse_only and not study.recorded:
         data = _load(study, jpath)
         ran = False
     else:
@@ -161,7 +171,10 @@ def obtain(study: Study, results: Path, scale: str, *, reuse_only: bool = False)
         if cfg is None:
             raise StudyUnavailable(f"study {study.name!r}: {mod.__name__} has no preset {study.preset_name(scale)}")
         before = jpath.stat().st_mtime_ns if jpath.is_file() else None
-        fn(cfg, out)
+        try:
+            fn(cfg, out)
+        except LookupError as exc:          # a recorded study with nothing recorded
+            raise StudyUnavailable(str(exc)) from None
         data = _load(study, jpath)
         # run_* reuses a recorded JSON whose config matches: then the file is untouched
         ran = before is None or jpath.stat().st_mtime_ns != before

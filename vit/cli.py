@@ -128,6 +128,8 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
     bp.add_argument("--json", default=None, help="also write the rows and machine_info() as JSON here")
     sub.add_parser("study", help="multi-seed factorial studies (see 'study --help')", add_help=False)
     sub.add_parser("analyze", help="Steier's analyses from recorded runs (see 'analyze --help')", add_help=False)
+    sub.add_parser("noise-dose", help="the noise-dose study: the recorded prediction tested dose by dose "
+                                      "(see 'noise-dose --help')", add_help=False)
     return ap
 
 
@@ -137,6 +139,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args and args[0] == "study":
         study_cli = importlib.import_module("vit.study_cli")
         return int(study_cli.main(args[1:], prog=prog + " study") or 0)
+    if args and args[0] == "noise-dose":   # the noise-dose study and its test of the prediction
+        from vit import noise_dose_cli
+        return int(noise_dose_cli.main(args[1:], prog=prog + " noise-dose") or 0)
     if args and args[0] == "analyze":   # Steier's analyses from recorded runs (vit/analyze_cli.py)
         from vit import analyze_cli
         return int(analyze_cli.main(args[1:], prog=prog + " analyze") or 0)
