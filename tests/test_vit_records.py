@@ -239,3 +239,28 @@ def test_study_records_edited_or_unhashed_are_never_reused_verbatim(tmp_path, mo
     cap = capsys.readouterr()
     assert rc == 1 and "INCOMPLETE" in cap.out and "carries no content hash" in cap.err
     atomic_write_json(rp, r)   # (restored for the record; the test's point is above)
+
+
+def test_resume_removes_the_temp_files_of_a_killed_write(recorded, tmp_path, capsys):
+    """A run killed mid-write leaves .log.jsonl.<pid>.<random>.tmp (and .ckpt.pt...); resuming
+    removes those of dead writers and leaves a live process's alone."""
+    import os
+    import subprocess
+    import sys
+
+    root, _, done = recorded
+    run = tmp_path / "run"
+    shutil.copytree(root / "killed", run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphans = [run / f".log.jsonl.{dead.pid}.k3j_x9.tmp", run / f".ckpt.pt.{dead.pid}.a1b2c3.tmp",
+               run / f".result.json.{dead.pid}.zz99yy.tmp"]
+    for f in orphans:
+        f.write_bytes(b"half a write")
+    live = run / f".log.jsonl.{os.getppid()}.ab12cd.tmp"
+    live.write_bytes(b"another process's write in progress")
+    rc, out, _ = _vit(["train", *ARGS, "--out", str(run)], capsys)
+    assert rc == 0 and f"test acc {done['test_acc']:.4f}" in out
+    assert not any(f.exists() for f in orphans) and live.exists()
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
+        ["ckpt.pt", "log.jsonl", "result.json"]

@@ -20,9 +20,11 @@ negative similarity; the method's validation metrics and its selection ``metric`
 with the best metric is kept (model selection); stage 2 (:meth:`finish`) runs on its weights.
 
 Files (with ``out_dir``): ``log.jsonl`` (one line per epoch, rewritten from the checkpoint on
-resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoch), ``result.json``
-(atomic; a run whose ``result.json`` has the same config is returned as is, and one with another
-config is refused).  ``result.json`` records the protocol, the precision and the departures from
+resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoch, checked against
+the run before it is resumed from), ``result.json`` (atomic; a run whose intact ``result.json`` has
+the same config is returned as is, one with another config or edited is refused, one without a
+content hash is recomputed: :func:`recorded_result`).  Temporary files a killed writer left in
+those directories are removed when the run starts (:func:`cffdyn.io.clean_stale_tmp`).  ``result.json`` records the protocol, the precision and the departures from
 the reference protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
 :class:`vit.method.NonFiniteLoss` naming seed, layer, epoch and step; the last good checkpoint stays.
 """
@@ -39,7 +41,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cffdyn.errors import CorruptFileError
-from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json, record_status
+from cffdyn.io import (Progress, append_jsonl, atomic_write_json, atomic_write_text, clean_stale_tmp, read_json,
+                       record_status)
 from vit.baselines import BP, FF, FFCL
 from vit.cff import CFF
 from vit.checkpoint import (bad_checkpoint, check_optimizer, check_tensors, load_checkpoint, nonfinite_tensor,
@@ -302,6 +305,10 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
         return resume if epochs.lead else [None] * len(cfgs)
     if not epochs.lead:
         outs = ck = None
+    # temp files of a writer killed mid-write (.log.jsonl.<pid>.<random>.tmp, .ckpt.pt...): a
+    # resumed run rewrites those files, so the orphans only take space (live writers' are kept)
+    for d in {*(outs or ()), *([ck.parent] if ck is not None else [])}:
+        clean_stale_tmp(d)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     use_precision(cfg.precision, device)
