@@ -264,3 +264,37 @@ def test_resume_removes_the_temp_files_of_a_killed_write(recorded, tmp_path, cap
     assert not any(f.exists() for f in orphans) and live.exists()
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
         ["ckpt.pt", "log.jsonl", "result.json"]
+
+
+# ----------------------------------------------------------------------------- one writer per --out
+STUDY = ["study", "--factor", "loss_mode=clamp,subtract", "--seeds", "2", "--no-probe", "--quiet",
+         "--set", "dataset=digits", "--set", "subset=300", "--set", "patch=2", "--set", "device=cpu",
+         "--set", "epochs=1", "--set", "head_epochs=1", "--set", "layers=1", "--set", "embed_dim=16",
+         "--set", "heads=2"]
+
+
+def test_train_and_study_take_the_out_lock(tmp_path, capsys):
+    """A second process on the same --out gets one line naming the holder's pid (here this process
+    holds it on another descriptor, which flock refuses the same way) and writes nothing."""
+    import os
+
+    from cffdyn.io import LOCK_NAME, output_dir
+
+    out = tmp_path / "held"
+    with output_dir(out):
+        for argv in (["train", *ARGS, "--out", str(out)], [*STUDY, "--out", str(out)],
+                     ["study", "--collect", str(out)]):
+            err = _refused(argv, capsys)
+            assert f"in use by another cffdyn process (pid {os.getpid()})" in err and str(out) in err, err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+def test_a_command_refused_before_training_leaves_no_out(tmp_path, capsys):
+    runs = [["train", *ARGS, "--topk", "20"],                                          # 10 classes
+            ["train", *ARGS[:-1], "--dataset", "cifar10", "--data-root", str(tmp_path / "none")],
+            [*STUDY, "--set", "dataset=cifar10", "--set", f"data_root={tmp_path / 'none'}"],
+            ["study", "--collect"]]                                                       # no plan there
+    for k, argv in enumerate(runs):
+        out = tmp_path / f"out{k}"
+        _refused(argv + ([str(out)] if argv[-1] == "--collect" else ["--out", str(out)]), capsys)
+        assert not out.exists(), argv
