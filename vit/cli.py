@@ -106,7 +106,10 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
                         description="Train one run; writes log.jsonl, ckpt.pt (resume) and result.json "
                                     "(with protocol, precision and departures) into --out, which one process "
                                     "writes at a time. Rerunning resumes from ckpt.pt (checked against the run "
-                                    "first) or reads result.json back. Defaults are the CPU quick "
+                                    "first) or reads result.json back. Progress lines name the epoch's "
+                                    "selection metric and validation accuracy (CFF: val_loss_last_layer and "
+                                    "ncm_val_acc, the nearest-class-mean accuracy; the summary's val acc is the "
+                                    "stage-2 head's). Defaults are the CPU quick "
                                     "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits).")
     add_train_config_args(tp)
     tp.add_argument("--out", default=None, help="run directory (default results/vit/runs/<name>_<config hash>)")

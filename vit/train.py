@@ -353,7 +353,10 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
                 for o, r in zip(outs, recs):
                     append_jsonl(o / "log.jsonl", [r])
             r0 = recs[0]
-            prog.update(epoch + 1, f"val {r0['metric']:.4f} acc {r0.get('val_acc', float('nan')):.3f}")
+            extra = f"{method.metric_name} {r0['metric']:.4f}"
+            if method.epoch_acc_name and "val_acc" in r0:
+                extra += f" {method.epoch_acc_name} {r0['val_acc']:.3f}"
+            prog.update(epoch + 1, extra)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
             epochs.barrier()
             raise RunInterrupted(f"stopped after epoch {epoch} (stop_after_epoch)")
