@@ -24,8 +24,9 @@ resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoc
 the run before it is resumed from), ``result.json`` (atomic; a run whose intact ``result.json`` has
 the same config is returned as is, one with another config or edited is refused, one without a
 content hash is recomputed: :func:`recorded_result`).  Temporary files a killed writer left in
-those directories are removed when the run starts (:func:`cffdyn.io.clean_stale_tmp`).  ``result.json`` records the protocol, the precision and the departures from
-the reference protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
+those directories are removed when the run starts (:func:`cffdyn.io.clean_stale_tmp`).
+``result.json`` records the protocol, the precision and the departures from the reference
+protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
 :class:`vit.method.NonFiniteLoss` naming seed, layer, epoch and step; the last good checkpoint stays.
 """
 from __future__ import annotations
