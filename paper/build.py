@@ -33,17 +33,19 @@ Stages (each printed with its wall time and the machine's load average; ``build.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cffdyn.errors import UserError
-from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir, pid_alive
 from cffdyn.machine import load_average, machine_info
 from paper import content, findings, html, layout, record
 from paper import noise_dose as _noise_dose  # noqa: F401  (registers the noise-dose section's makers)
@@ -244,22 +246,64 @@ def _run_tool(cmd: list[str], cwd: Path, timeout: float, what: str, log: Path | 
         raise RenderError(f"{what} failed: {first.strip()[:300]}" + (f" (see {log})" if log else "") + f"\n{tail}")
 
 
+_PRIVATE = re.compile(r"^\.(latex|pandoc)\.(\d+)\.[A-Za-z0-9_]+$")
+#: what a LaTeX run leaves that the build keeps (moved into ``out``; the rest goes with its directory)
+_LATEX_KEPT = ("manuscript.log", "manuscript.blg", "manuscript.bbl", "manuscript.aux")
+
+
+def _private_dir(out: Path, kind: str) -> Path:
+    """A fresh directory of this process inside ``out`` where a rendering tool writes.
+
+    The tools write their files by name (pdflatex ``manuscript.log``, pandoc ``-o``) and would
+    follow a symbolic link planted at that name in ``out`` to a file outside it; in a directory
+    just made by ``mkdtemp`` (mode 0700, an unguessable name) nothing can be planted.  Results are
+    renamed into ``out`` (``os.replace`` replaces a link instead of writing through it), so a
+    killed build leaves either the old file or the new one, never a half-written PDF.  Directories
+    left by a killed build (its pid gone) are removed here."""
+    for d in out.iterdir():
+        m = _PRIVATE.match(d.name)
+        if m and d.is_dir() and not d.is_symlink() and int(m.group(2)) != os.getpid() \
+                and not pid_alive(int(m.group(2))):
+            shutil.rmtree(d, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{kind}.{os.getpid()}.", dir=out))
+
+
 def _latex_pdf(out: Path, timeout: float = 300.0) -> Path:
-    """manuscript.tex -> manuscript.pdf: latexmk when installed, else pdflatex, bibtex, pdflatex x2."""
+    """manuscript.tex -> manuscript.pdf: latexmk when installed, else pdflatex, bibtex, pdflatex x2.
+
+    The tools run in a private copy of the inputs (:func:`_private_dir`); the PDF is renamed into
+    ``out`` only when they finished, the log (and .blg, .bbl, .aux) also when they failed."""
     missing, latexmk = _pdf_tools()
     if missing:
         raise FileNotFoundError(f"{' and '.join(missing)} not installed")
     log = out / "manuscript.log"
-    pdflatex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "manuscript.tex"]
-    if latexmk:
-        _run_tool([latexmk, "-pdf", "-g", "-interaction=nonstopmode", "-halt-on-error", "manuscript.tex"], out,
-                  timeout, "latexmk", log)
-    else:
-        _run_tool(pdflatex, out, timeout, "pdflatex", log)
-        _run_tool(["bibtex", "manuscript"], out, timeout, "bibtex", out / "manuscript.blg")
-        for _ in range(2):  # references, then \ref
-            _run_tool(pdflatex, out, timeout, "pdflatex", log)
-    bad = layout.check(out)   # overfull boxes > 1 pt, floats after the References
+    work = _private_dir(out, "latex")
+    try:
+        for name in ("manuscript.tex", "references.bib"):
+            shutil.copyfile(out / name, work / name)
+        for sub in ("generated", "figures"):
+            if (out / sub).is_dir():
+                shutil.copytree(out / sub, work / sub)
+        pdflatex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "manuscript.tex"]
+        try:
+            if latexmk:
+                _run_tool([latexmk, "-pdf", "-g", "-interaction=nonstopmode", "-halt-on-error", "manuscript.tex"],
+                          work, timeout, "latexmk", log)
+            else:
+                _run_tool(pdflatex, work, timeout, "pdflatex", log)
+                _run_tool(["bibtex", "manuscript"], work, timeout, "bibtex", out / "manuscript.blg")
+                for _ in range(2):  # references, then \ref
+                    _run_tool(pdflatex, work, timeout, "pdflatex", log)
+            if not (work / "manuscript.pdf").is_file():
+                raise RenderError(f"{latexmk or 'pdflatex'} ended without writing manuscript.pdf (see {log})")
+            bad = layout.check(work)   # overfull boxes > 1 pt, floats after the References
+        finally:
+            for name in _LATEX_KEPT:   # the log also after a failure: the error message names it
+                if (work / name).is_file():
+                    os.replace(work / name, out / name)
+        os.replace(work / "manuscript.pdf", out / "manuscript.pdf")   # complete: into place in one rename
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     atomic_write_json(out / "layout.json", {"tolerance_pt": layout.TOLERANCE_PT, "problems": bad})
     if bad:
         raise RenderError(f"layout check: {len(bad)} problem(s) in manuscript.pdf, first: {bad[0]} "
@@ -306,14 +350,15 @@ def _pandoc_html(full_tex: str, out: Path, timeout: float = 300.0) -> Path:
     if exe is None:
         raise FileNotFoundError("pandoc is not installed")
     given, out = Path(out), Path(out).resolve()   # pandoc runs in ``out``: relative paths would not resolve
-    src = out / "manuscript.html.tex"
-    atomic_write_text(src, html_source(full_tex, out))
-    tmp = out / ".manuscript.html.tmp"
-    _run_tool([exe, *pandoc_args(pandoc_version(exe), out / "references.bib"), f"--resource-path={out}",
-               "-o", str(tmp), str(src)], out, timeout, "pandoc")
-    atomic_write_text(out / "manuscript.html", html.tidy_mathml(tmp.read_text(encoding="utf-8")))
-    tmp.unlink()
-    src.unlink()
+    work = _private_dir(out, "pandoc")   # its input and output, where no link can be planted
+    try:
+        src, tmp = work / "manuscript.html.tex", work / "manuscript.html"
+        atomic_write_text(src, html_source(full_tex, out))
+        _run_tool([exe, *pandoc_args(pandoc_version(exe), out / "references.bib"), f"--resource-path={out}",
+                   "-o", str(tmp), str(src)], out, timeout, "pandoc")
+        atomic_write_text(out / "manuscript.html", html.tidy_mathml(tmp.read_text(encoding="utf-8")))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return given / "manuscript.html"
 
 

@@ -41,6 +41,31 @@ def test_sim_clamp_refuses_sizes_beyond_a_day_and_missing_vit_files(tmp_path, mo
         cli._check_clamp_inputs(CLAMP_FULL.__class__(N=int(1.1 * edge), n_scaling=()), (), CLAMP_FULL)
 
 
+def test_crop_pad_is_bounded_by_the_image_side(tmp_path, capsys):
+    """--crop-pad 100000 would pad every batch to ~200,000^2 pixels; from crop_pad = side on, a crop
+    (offsets 0..2*pad) can miss the image entirely.  Refused when the config is made, in one line,
+    before any --out exists; the largest padding that always overlaps the image is accepted."""
+    from vit.cli import main as vit_main
+    from vit.config import TrainConfig
+    from vit.data import IMAGE_SIDE
+    from vit.study_cli import main as study_main
+
+    for ds, side in IMAGE_SIDE.items():
+        assert TrainConfig(dataset=ds, crop_pad=side - 1).crop_pad == side - 1
+        with pytest.raises(ValueError, match=f"crop_pad={side} is not below the {side}-pixel image side"):
+            TrainConfig(dataset=ds, crop_pad=side)
+    TrainConfig(dataset="digits", image_size=16, crop_pad=15)                   # the upsampled side counts
+    with pytest.raises(ValueError, match="use crop_pad <= 15"):
+        TrainConfig(dataset="digits", image_size=16, crop_pad=16)
+    out = tmp_path / "run"
+    err = _refused(lambda: vit_main(["train", "--dataset", "digits", "--crop-pad", "100000", "--out", str(out)]),
+                   capsys)
+    assert "crop_pad=100000" in err and "use crop_pad <= 7" in err
+    err = _refused(lambda: study_main(["--quick", "--set", "crop_pad=100000", "--out", str(out)]), capsys)
+    assert "crop_pad=100000" in err and "28-pixel" in err
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- unknown fields
 def _runs(root, n=4):
     from vit.train import TrainConfig

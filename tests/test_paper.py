@@ -829,3 +829,93 @@ def test_html_float_numbers_match_the_pdf(built):
         for link in re.findall(r'<a href="#' + re.escape(lab) + r'"[^>]*>(.*?)</a>', html):
             assert _html_text(link) == n, (lab, link)
     assert 'lspace="0em"' in html
+
+
+# ----------------------------------------------------------------------------- renderings: links, kills
+_FAKE_LATEXMK = r'''#!/usr/bin/env python3
+"""Stand-in latexmk: writes what pdflatex + bibtex leave, by name, in its working directory."""
+import os, signal, sys
+assert "\\documentclass" in open("manuscript.tex").read() and os.path.isdir("figures")
+mode = os.environ.get("FAKE_LATEX", "ok")
+open("manuscript.log", "w").write("This is a stand-in pdfTeX log\n")
+if mode == "fail":
+    open("manuscript.pdf", "wb").write(b"%PDF-1.5 half")
+    print("! Undefined control sequence.")
+    sys.exit(12)
+open("manuscript.aux", "w").write("\\newlabel{references}{{}{9}}\n")
+open("manuscript.bbl", "w").write("\\begin{thebibliography}{1}\\end{thebibliography}\n")
+with open("manuscript.pdf", "wb") as f:
+    f.write(b"%PDF-1.5\n")
+    if mode == "kill":                      # the build is killed while the PDF is half-written
+        f.flush()
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    f.write(b"1 0 obj << >> endobj\n%%EOF\n")
+'''
+
+
+@pytest.fixture
+def fake_tex(tmp_path, monkeypatch):
+    """PATH with a stand-in latexmk (and pdflatex/bibtex, which must exist) and an output directory
+    holding what the manuscript stage writes."""
+    import stat
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool, text in (("latexmk", _FAKE_LATEXMK), ("pdflatex", "#!/bin/sh\nexit 1\n"), ("bibtex", "#!/bin/sh\nexit 1\n"),
+                       ("pandoc", "#!/usr/bin/env python3\nimport sys\na = sys.argv[1:]\n"
+                                  "if a == ['--version']:\n    print('pandoc 3.1.2')\n    sys.exit(0)\n"
+                                  "open(a[a.index('-o') + 1], 'w').write(open(a[-1]).read())\n")):
+        (bin_ / tool).write_text(text)
+        (bin_ / tool).chmod((bin_ / tool).stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "generated").mkdir()
+    (out / "manuscript.tex").write_text("\\documentclass{article}\\begin{document}x\\end{document}\n")
+    (out / "references.bib").write_text("@article{a, title={A}}\n")
+    (out / "figures" / "f.pdf").write_bytes(b"%PDF-1.5 figure")
+    return out
+
+
+def test_renderings_never_write_through_a_link_planted_in_out(fake_tex, tmp_path):
+    import paper.build as pb
+    out = fake_tex
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    names = ("manuscript.log", "manuscript.aux", "manuscript.bbl", "manuscript.pdf", ".manuscript.html.tmp",
+             "manuscript.html", "manuscript.html.tex")
+    for name in names:
+        (out / name).symlink_to(outside)
+    pdf = pb._latex_pdf(out)
+    html = pb._pandoc_html("\\section{A}\nText.\n", out)
+    assert outside.read_text() == "precious\n"
+    assert pdf.read_bytes().endswith(b"%%EOF\n") and "Text." in html.read_text()
+    for name in ("manuscript.log", "manuscript.aux", "manuscript.bbl", "manuscript.pdf", "manuscript.html"):
+        assert not (out / name).is_symlink() and (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith((".latex.", ".pandoc."))]
+
+
+def test_a_failed_or_killed_latex_run_never_leaves_a_half_written_pdf(fake_tex, monkeypatch):
+    import subprocess
+    import sys
+
+    import paper.build as pb
+    out = fake_tex
+    # a build killed while latexmk writes the first PDF: no manuscript.pdf at all
+    code = "import sys; from pathlib import Path; import paper.build as pb; pb._latex_pdf(Path(sys.argv[1]))"
+    env = {**os.environ, "FAKE_LATEX": "kill", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+    assert not (out / "manuscript.pdf").exists()
+    left = [p for p in out.iterdir() if p.name.startswith(".latex.")]
+    assert len(left) == 1 and (left[0] / "manuscript.pdf").read_bytes() == b"%PDF-1.5\n"   # the torn one, aside
+    # the next build removes the killed one's directory and puts a complete PDF in place
+    pdf = pb._latex_pdf(out)
+    assert pdf.read_bytes().endswith(b"%%EOF\n") and not left[0].exists()
+    # a failing run: one message naming the log, which is in out; the previous PDF stays whole
+    good = pdf.read_bytes()
+    monkeypatch.setenv("FAKE_LATEX", "fail")
+    with pytest.raises(pb.RenderError, match=re.escape(str(out / "manuscript.log"))):
+        pb._latex_pdf(out)
+    assert (out / "manuscript.pdf").read_bytes() == good and (out / "manuscript.log").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".latex.")]

@@ -360,3 +360,22 @@ def test_diverged_run_is_one_user_error_and_no_result(tmp_path):
         train_run(cfg, tmp_path / "r", progress=False)
     assert isinstance(ei.value, UserError) and "\n" not in str(ei.value)
     assert not (tmp_path / "r" / "result.json").exists()
+
+
+@pytest.mark.parametrize("method,model,names", [
+    ("cff2", "vit", ("val_loss_last_layer", "ncm_val_acc")),     # nearest class mean, not the head
+    ("bp", "vit", ("val_ce", "val_acc")),
+    ("ff", "vit", ("val_ff_loss", "goodness_val_acc")),
+    ("ffcl", "vit", ("val_acc", None)),                          # its metric is its accuracy
+])
+def test_progress_lines_name_their_quantities(digits, capsys, method, model, names):
+    """Every number of a progress line has its name: the epoch's accuracy is not a bare 'acc' that
+    reads like the summary's (stage-2 head) 'val acc'."""
+    import re
+    train_run(TINY.replace(method=method, model=model, epochs=1, head_epochs=1), progress=True, dataset=digits)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    tail = last.split(" | ", 1)[1]
+    metric, acc = names
+    want = rf"{metric} -?\d+\.\d{{4}}" + (rf" {acc} \d\.\d{{3}}" if acc else "")
+    assert re.fullmatch(want, tail), last
+    assert not re.search(r"(^| )(val|acc) ", tail), last

@@ -43,6 +43,10 @@ def accuracies(sv: torch.Tensor, st: torch.Tensor, yv: torch.Tensor, yt: torch.T
 class BP(Method):
     """BP+CE end to end: encoder (patch embedding included) + LayerNorm/Linear head."""
 
+    @property
+    def metric_name(self) -> str:   # the reference selects on the CE of one augmented view
+        return "val_ce_augmented" if self.cfg.reference else "val_ce"
+
     def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
         super().__init__(cfgs, datas)
         self.one_seed()
@@ -123,6 +127,12 @@ class BP(Method):
 
 class FF(Method):
     """Forward-Forward on the ViT with a fixed random label token (see module doc)."""
+
+    epoch_acc_name = "goodness_val_acc"    # the label of the highest goodness
+
+    @property
+    def metric_name(self) -> str:   # the reference selects on the summed loss of layers 1..L-1
+        return "val_ff_loss_layers_1+" if self.cfg.reference and self.cfg.layers > 1 else "val_ff_loss"
 
     def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
         super().__init__(cfgs, datas)
@@ -258,6 +268,8 @@ class FFCL(Method):
     """Improved FFCL: two MLPs, per-layer cosine-embedding loss, BCE at the output, Adam 1e-4."""
 
     minimize = False
+    metric_name = "val_acc"       # selects on its validation accuracy
+    epoch_acc_name = None
 
     def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
         super().__init__(cfgs, datas)

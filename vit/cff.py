@@ -55,6 +55,9 @@ PER_EPOCH_TEST_N = 2048  # the per-epoch NCM test accuracy reads the first 2048 
 class CFF(Method):
     """The CFF engine: S seeds (two-forward or one-forward), stacked weights, + stage-2 heads."""
 
+    metric_name = "val_loss_last_layer"
+    epoch_acc_name = "ncm_val_acc"      # nearest class mean on the last layer's features
+
     def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
         super().__init__(cfgs, datas)
         cfg = self.cfg

@@ -13,14 +13,17 @@ plot, study_cli) and nothing imports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import UserError, make_parser, positive_int
+from cffdyn.io import output_dir
 from vit.config_args import add_train_config_args, train_config_from_args
 
 __all__ = ["main"]
@@ -34,15 +37,20 @@ def _cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     except ValueError as exc:
         raise UserError(str(exc).replace("TrainConfig: ", ""), "see 'cffdyn vit train --help'") from None
     out = Path(ns.out) if ns.out else Path("results/vit/runs") / _run_name(cfg)
-    if ns.pipeline:  # layer pipeline over processes (vit.pipeline); only rank 0 reports
-        from vit.pipeline import run_pipeline_from_args
-        res = run_pipeline_from_args(ns, cfg, out)
-        if res is None:
-            return 0
-    else:
-        from cffdyn.io import ensure_writable_dir
-        ensure_writable_dir(out, "--out")
-        res = train_run(cfg, out, progress=not ns.quiet)
+    # one writer per run directory (a second process gets one line with the holder's pid); a run
+    # refused before it wrote anything leaves no empty --out.  Under torchrun rank 0 holds it for
+    # the group (a refused rank 0 ends the group); spawned pipeline stages run under the launcher's.
+    torchrun_rank = os.environ.get("RANK") if "RANK" in os.environ and "WORLD_SIZE" in os.environ else None
+    lock = output_dir(out, "--out") if not (ns.pipeline and torchrun_rank not in (None, "0")) \
+        else contextlib.nullcontext()
+    with lock:
+        if ns.pipeline:  # layer pipeline over processes (vit.pipeline); only rank 0 reports
+            from vit.pipeline import run_pipeline_from_args
+            res = run_pipeline_from_args(ns, cfg, out)
+        else:
+            res = train_run(cfg, out, progress=not ns.quiet)
+    if res is None:
+        return 0
     print(f"run dir: {out}")
     print(f"device {res['device']}  precision {res.get('precision', cfg.precision)}  protocol "
           f"{res.get('protocol', cfg.protocol)}  best epoch (0-based) {res['best_epoch']}  val acc "
@@ -66,7 +74,6 @@ def _run_name(cfg) -> str:
 def _cmd_plot(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     from vit.plot import plot_run, read_run
 
-    from cffdyn.io import output_dir
     out = Path(ns.out) if ns.out else Path(ns.run_dir)
     if out.suffix.lower() == ".png" and not out.is_dir():
         raise UserError(f"--out {out} names a PNG; --out is a directory (it gets diagnostics.png)",
@@ -97,7 +104,12 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", metavar="{train,plot,bench,study,analyze}")
     tp = sub.add_parser("train", help="train one run (CFF or a baseline)",
                         description="Train one run; writes log.jsonl, ckpt.pt (resume) and result.json "
-                                    "(with protocol, precision and departures). Defaults are the CPU quick "
+                                    "(with protocol, precision and departures) into --out, which one process "
+                                    "writes at a time. Rerunning resumes from ckpt.pt (checked against the run "
+                                    "first) or reads result.json back. Progress lines name the epoch's "
+                                    "selection metric and validation accuracy (CFF: val_loss_last_layer and "
+                                    "ncm_val_acc, the nearest-class-mean accuracy; the summary's val acc is the "
+                                    "stage-2 head's). Defaults are the CPU quick "
                                     "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits).")
     add_train_config_args(tp)
     tp.add_argument("--out", default=None, help="run directory (default results/vit/runs/<name>_<config hash>)")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vit.augment import AUGMENTS, REFERENCE_PADDING
-from vit.data import DATASETS, Dataset, load_dataset
+from vit.data import DATASETS, Dataset, image_side, load_dataset
 from vit.losses import LOSS_MODES, check_margin, margin_schedule
 from vit.models import INITS, MODELS
 
@@ -154,6 +154,13 @@ class TrainConfig:
             bad(f"subset={self.subset} is too small (>= 20 images)")
         if self.image_size is not None and self.dataset != "digits":
             bad("image_size is only supported for the digits dataset")
+        if self.crop_pad is not None:
+            # offsets run over 0..2*pad, so from pad = side on a crop can miss the image entirely
+            # (a blank view), and the padded batch grows as (side + 2 pad)^2 (memory)
+            side = image_side(self.dataset, self.image_size)
+            if int(self.crop_pad) >= side:
+                bad(f"crop_pad={self.crop_pad} is not below the {side}-pixel image side of {self.dataset}: crops "
+                    f"could hold no image at all (and the padded batch grows with it); use crop_pad <= {side - 1}")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -52,7 +52,8 @@ FIELD_HELP: dict[str, str] = {
     "view_noise": "Gaussian pixel noise added to each view, independently between the two views, in units of the "
                   "pixel SD (after normalisation); 0 = none (the reference); > 0 is a named departure (noise-dose knob)",
     "crop_pad": "crop padding in pixels ('none' = the reference's for its datasets (CIFAR-10 12, CIFAR-100 4), "
-                "else image side // 8); a padding other than the reference's is a listed departure",
+                "else image side // 8), below the image side; a padding other than the reference's is a listed "
+                "departure",
     "device": "auto | cpu | cuda",
     "precision": "fp32 (the reference) | tf32 (CUDA TF32 matmuls) | bf16 (bf16 autocast); recorded in result.json",
     "protocol": "reference (the ContrastiveFF code's init, selection, head, cff1 averaging, BP lr) | cffdyn "

@@ -155,6 +155,11 @@ class Method:
     direction (module doc)."""
 
     minimize = True
+    #: names of the per-epoch selection ``metric`` and of the epoch's ``val_acc`` in progress lines
+    #: (both differ per method: a CFF epoch's ``val_acc`` is the nearest-class-mean accuracy, not
+    #: the stage-2 head's ``val acc`` of the summary); None: ``val_acc`` is the metric itself
+    metric_name = "val_metric"
+    epoch_acc_name: str | None = "val_acc"
     modules: dict[str, nn.Module]
     optimizers: list[torch.optim.Optimizer]
 

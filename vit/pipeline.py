@@ -394,7 +394,7 @@ def run_pipeline_from_args(args: argparse.Namespace, cfg: TrainConfig, out: str 
     threads = args.pipeline_threads or max(1, (os.cpu_count() or 1) // procs)
     launch_local(local_train, (cfg.to_dict(), str(out), int(args.pipeline_depth), progress, None), procs,
                  backend=backend, threads=threads)
-    return read_json(Path(out) / "result.json")
+    return read_json(Path(out) / "result.json", expect=dict)
 
 
 # ============================================================================ benchmark

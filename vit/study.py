@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cffdyn.errors import UserError
-from cffdyn.io import Progress, atomic_write_json, read_json
+from cffdyn.io import Progress, atomic_write_json, read_json, record_status
 from vit import stats
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
@@ -288,8 +288,9 @@ def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None
     design (matched vs independent), which would mix designs in one analysis."""
     if not path.is_file():
         return None
-    prev = read_json(path)      # CorruptFileError names the path
-    was = bool((prev.get("config") or {}).get("independent_seeds", False))
+    prev = read_json(path, expect=dict)      # not JSON, a list, or edited: CorruptFileError names the path
+    pc = prev.get("config")
+    was = bool(pc.get("independent_seeds", False)) if isinstance(pc, dict) else False
     if was != cfg.independent_seeds:
         rec = "independent seeds per cell" if was else "matched seeds (the same seeds in every cell)"
         raise UserError(f"{path} records a study with {rec}; "
@@ -305,7 +306,7 @@ def _probe_summary(cfg: StudyConfig, out: Path, seeds: Sequence[int]) -> dict[st
     if not cfg.probe:
         return None
     want = set(seeds)
-    runs = [read_json(probe_path(out, cfg, sd)) for sd in cfg.all_seeds() if sd in want]
+    runs = [read_json(probe_path(out, cfg, sd), expect=dict) for sd in cfg.all_seeds() if sd in want]
     if not runs:
         return None
     acc = [r["test_acc"] for r in runs]
@@ -335,14 +336,16 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
     path = out / f"{STUDY_NAME}.json"
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     prev = _check_design_matches(cfg, path)
-    if prev is not None and prev.get("config") == cfg_dict and prev.get("status") == "complete" \
-            and prev.get("schema") == STUDY_SCHEMA:
+    # reused as is only when intact (content hash present and matching): one without a hash
+    # (older cffdyn, or written by hand) is assembled again from the runs' own records
+    if prev is not None and record_status(prev) == "ok" and prev.get("config") == cfg_dict \
+            and prev.get("status") == "complete" and prev.get("schema") == STUDY_SCHEMA:
         return prev
     check_not_running(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = cell_runs(cfg)
     design = _design(cfg)
-    recorded = [(c, sd) for c, sd in todo if (run_dir(out, cfg, c, sd) / "result.json").is_file()]
+    recorded = [(c, sd) for c, sd in todo if read_result(cfg.run_config(c, sd), run_dir(out, cfg, c, sd)) is not None]
     if progress:
         import sys
         print(f"[study] {len(todo)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "

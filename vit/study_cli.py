@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import UserError, finite_float, make_parser, nonneg_int, positive_int
+from cffdyn.io import output_dir
 from vit.study_config import METRICS, SEED_DESIGNS
 from vit.study_exec import EXECUTORS
 
@@ -320,7 +321,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 0
     if args.collect is not None:
         from vit.study import collect_study
-        res = collect_study(Path(args.collect))
+        # it writes study.json: one writer per directory (a directory it had to create for
+        # nothing, i.e. holding no plan, is removed again)
+        with output_dir(args.collect, "--collect"):
+            res = collect_study(Path(args.collect))
         _print_study(res, Path(args.collect))
         return 0 if res["status"] == "complete" else 1
     slurm_given = [n for n in _SLURM_NAMED if getattr(args, n) is not None] + [f"slurm_{k}" for k, _ in extra]
@@ -338,26 +342,27 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     slurm = slurm_options_from_args(args, extra) if args.executor == "submitit" else None
     if args.dry_run:
         return _dry_run(cfg, args, slurm)
-    from cffdyn.io import ensure_writable_dir
-    ensure_writable_dir(args.out, "--out")
     if cfg.base.device == "cuda" and args.executor != "submitit":   # a login node has no GPU: the tasks check
         import torch
         if not torch.cuda.is_available():
             raise UserError("this study runs on a GPU (device cuda) but none is available",
                             "run it on a machine with one, or add --set device=cpu (far slower)")
     out = Path(args.out)
-    if args.executor is None:
-        from vit.study import run_study
-        res = run_study(cfg, out, progress=not args.quiet, run_progress=not (args.quiet or args.no_run_progress),
-                        seeds_per_task=args.seeds_per_task)
-    else:
-        from vit.study_exec import submit_study
-        res = submit_study(cfg, out, executor=args.executor, slurm=slurm, workers=args.workers,
-                           wait=not args.no_wait, seeds_per_task=args.seeds_per_task, progress=not args.quiet)
-        if res["status"] == "submitted":
-            for i, (job, log) in res["jobs"].items():
-                print(f"task {i}: job {job}, log {log}")
-            print(f"collect with: cffdyn vit study --collect {out}")
-            return 0
+    # one study process per --out (a second gets one line with the holder's pid; the tasks it
+    # starts write under its lock); a study refused before it wrote anything leaves no empty --out
+    with output_dir(out, "--out"):
+        if args.executor is None:
+            from vit.study import run_study
+            res = run_study(cfg, out, progress=not args.quiet, run_progress=not (args.quiet or args.no_run_progress),
+                            seeds_per_task=args.seeds_per_task)
+        else:
+            from vit.study_exec import submit_study
+            res = submit_study(cfg, out, executor=args.executor, slurm=slurm, workers=args.workers,
+                               wait=not args.no_wait, seeds_per_task=args.seeds_per_task, progress=not args.quiet)
+    if res["status"] == "submitted":
+        for i, (job, log) in res["jobs"].items():
+            print(f"task {i}: job {job}, log {log}")
+        print(f"collect with: cffdyn vit study --collect {out}")
+        return 0
     _print_study(res, out)
     return 0 if res["status"] == "complete" else 1

@@ -40,7 +40,7 @@ from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, pid_alive, read_json
 from vit.study_config import StudyConfig, cell_name, probe_path, run_dir
 from vit.config import TrainConfig
-from vit.train import train_run
+from vit.train import recorded_result, train_run
 
 __all__ = ["TASKS_DIR", "TASK_SCHEMA", "HEARTBEAT_S", "STALE_S", "StudyTask", "plan_tasks", "default_seeds_per_task", "MAX_BATCHED_SEEDS",
            "write_plan", "read_plan", "plan_path", "task_record_path", "claim_path", "read_claim", "claim_alive",
@@ -135,7 +135,7 @@ def write_plan(out: Path, cfg: StudyConfig, seeds_per_task: int | None = None) -
     tasks = plan_tasks(cfg, k)
     d = _plan_dict(cfg, k, tasks)
     p = plan_path(out)
-    if not p.is_file() or _hash(read_json(p)) != _hash(d):
+    if not p.is_file() or _hash(read_json(p, expect=dict)) != _hash(d):
         atomic_write_json(p, d)
     return tasks, _hash(d)
 
@@ -146,7 +146,7 @@ def read_plan(out: Path) -> tuple[StudyConfig, list[StudyTask], str]:
     if not p.is_file():
         raise UserError(f"{out} holds no study plan ({p} is missing)",
                         "give the --out directory of a study started with this version of cffdyn")
-    d = read_json(p)
+    d = read_json(p, expect=dict)
     if d.get("schema") != TASK_SCHEMA:
         raise UserError(f"{p} has plan schema {d.get('schema')!r}, this code reads {TASK_SCHEMA}",
                         "rerun the study command, which rewrites the plan (finished runs are reused)")
@@ -302,15 +302,10 @@ class DatasetCache:
 
 
 def read_result(rc: TrainConfig, rd: Path) -> dict[str, Any] | None:
-    """The recorded ``result.json`` of run ``rd`` (None if absent); ValueError if it holds
-    another config."""
-    p = rd / "result.json"
-    if not p.is_file():
-        return None
-    res = read_json(p)
-    if res.get("config") != rc.to_dict():
-        raise ValueError(f"{p} holds a run with a different config; use another out_dir")
-    return res
+    """The recorded ``result.json`` of run ``rd``: None if absent or without a content hash
+    (recomputed, :func:`vit.train.recorded_result`); one line if edited or not a result;
+    ValueError if it holds another config."""
+    return recorded_result(rd / "result.json", rc.to_dict())
 
 
 def _now() -> str:
@@ -326,7 +321,7 @@ def _train_batched(cfg: StudyConfig, out: Path, task: StudyTask) -> set[tuple]:
     trained = set()
     for cell in cfg.cells():
         seeds = [sd for c, sd in task.runs if c == tuple(cell)
-                 and not (run_dir(out, cfg, cell, sd) / "result.json").is_file()]
+                 and read_result(cfg.run_config(cell, sd), run_dir(out, cfg, cell, sd)) is None]
         if not seeds:
             continue
         rcs = [cfg.run_config(cell, sd) for sd in seeds]
@@ -450,15 +445,25 @@ def submitted_logs(out: Path) -> dict[int, dict[str, Any]]:
 def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
     """Where ``task`` stands on disk: ``complete`` (record complete and every run recorded),
     ``running`` (a live claim), ``failed``/``interrupted`` (its record, or a claim whose holder
-    is gone), or ``not started``; with the log path where one is known."""
+    is gone), or ``not started``; with the log path where one is known.  A run counts as
+    recorded only when its ``result.json`` is intact (:func:`read_result`); an edited or
+    damaged one makes the task unfinished, its reason in ``error``."""
     rec_path, cl_path = task_record_path(out, task), claim_path(out, task)
-    rec = read_json(rec_path) if rec_path.is_file() else None
+    rec = read_json(rec_path, expect=dict) if rec_path.is_file() else None
     holder = read_claim(cl_path)
     if holder is not None and claim_alive(cl_path, holder):
         return {"task": task.index, "seeds": task.seeds, "state": "running", "log": holder.get("log"),
                 "holder": {k: holder.get(k) for k in ("host", "pid", "job_id", "started")}}
-    missing = [str(run_dir(out, cfg, c, sd)) for c, sd in task.runs
-               if not (run_dir(out, cfg, c, sd) / "result.json").is_file()]
+    missing, unusable = [], []
+    for c, sd in task.runs:
+        rd = run_dir(out, cfg, c, sd)
+        try:
+            found = read_result(cfg.run_config(c, sd), rd) is not None
+        except ValueError as exc:    # an edited, truncated or foreign result (CorruptFileError): not finished
+            found = False
+            unusable.append(str(exc).splitlines()[0])
+        if not found:
+            missing.append(str(rd))
     missing += [str(probe_path(out, cfg, sd)) for sd in task.probe_seeds if not probe_path(out, cfg, sd).is_file()]
     if rec is not None and rec.get("status") == "complete" and not missing:
         return {"task": task.index, "seeds": task.seeds, "state": "complete", "record": rec}
@@ -468,7 +473,8 @@ def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
     if rec is not None:
         state = rec.get("status") if rec.get("status") in ("failed", "interrupted") else "incomplete"
         return {"task": task.index, "seeds": task.seeds, "state": state, "log": (rec.get("owner") or {}).get("log"),
-                "error": rec.get("error") or "runs missing after a complete record", "missing": missing}
+                "error": rec.get("error") or (unusable[0] if unusable else "runs missing after a complete record"),
+                "missing": missing}
     sub = submitted_logs(out).get(task.index) or {}
     return {"task": task.index, "seeds": task.seeds, "state": "not started" if not sub else "submitted, not started",
             "log": sub.get("log"), "job_id": sub.get("job_id"), "missing": missing}

@@ -20,16 +20,20 @@ negative similarity; the method's validation metrics and its selection ``metric`
 with the best metric is kept (model selection); stage 2 (:meth:`finish`) runs on its weights.
 
 Files (with ``out_dir``): ``log.jsonl`` (one line per epoch, rewritten from the checkpoint on
-resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoch), ``result.json``
-(atomic; a run whose ``result.json`` has the same config is returned as is, and one with another
-config is refused).  ``result.json`` records the protocol, the precision and the departures from
-the reference protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
+resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoch, checked against
+the run before it is resumed from), ``result.json`` (atomic; a run whose intact ``result.json`` has
+the same config is returned as is, one with another config or edited is refused, one without a
+content hash is recomputed: :func:`recorded_result`).  Temporary files a killed writer left in
+those directories are removed when the run starts (:func:`cffdyn.io.clean_stale_tmp`).
+``result.json`` records the protocol, the precision and the departures from the reference
+protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
 :class:`vit.method.NonFiniteLoss` naming seed, layer, epoch and step; the last good checkpoint stays.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +41,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, read_json
+from cffdyn.errors import CorruptFileError
+from cffdyn.io import (Progress, append_jsonl, atomic_write_json, atomic_write_text, clean_stale_tmp, read_json,
+                       record_status)
 from vit.baselines import BP, FF, FFCL
 from vit.cff import CFF
-from vit.checkpoint import load_checkpoint, save_checkpoint
+from vit.checkpoint import (bad_checkpoint, check_optimizer, check_tensors, load_checkpoint, nonfinite_tensor,
+                            save_checkpoint)
 from vit.config import CFF_METHODS, TrainConfig, check_seed_batch, departures, load_run_dataset
 from vit.data import Dataset
 from vit.device import DeviceData, device_name, resolve_device, sync, use_precision
 from vit.method import LIKELY_CAUSE, Method, RunDiverged
 
-__all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method"]
+__all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method",
+           "recorded_result"]
 
 METHOD_CLASSES: dict[str, type[Method]] = {"cff2": CFF, "cff1": CFF, "bp": BP, "ff": FF, "ffcl": FFCL}
 
@@ -147,26 +155,111 @@ def _payload(method: Method, cfg_dicts: list[dict], epoch: int, histories: list,
     return payload
 
 
+#: keys every result.json has (what the CLI prints and a study reads)
+_RESULT_KEYS = ("config", "device", "val_acc", "test_acc", "test_topk_acc", "topk", "best_epoch", "per_layer",
+                "epoch_time_s", "history")
+_noted: set[str] = set()   # result files already said to be recomputed (said once per process)
+
+
+def recorded_result(path: Path, cfg_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``result.json`` at ``path`` when it is an intact record of the run ``cfg_dict``.
+
+    None when there is none, or when it carries no content hash (older cffdyn, or written by
+    hand): such a record is recomputed, not trusted, and that is said once on stderr.  Refused
+    with one line (:class:`CorruptFileError`): not a JSON object (``[]``, ``42``), changed after it
+    was written (its ``content_sha256`` no longer matches, e.g. an edited ``test_acc``), or
+    without the fields of a result; a result of another config is a ValueError."""
+    if not path.exists():
+        return None
+    r = read_json(path, expect=dict)     # wrong shape, a directory or an edited record: one line
+    if record_status(r) == "unhashed":
+        if str(path) not in _noted:
+            _noted.add(str(path))
+            print(f"note: {path} carries no content hash (written by older cffdyn or by hand), so it is not "
+                  "trusted and the run counts as unfinished (training it recomputes the file)", file=sys.stderr,
+                  flush=True)
+        return None
+    if r.get("config") != cfg_dict:
+        raise ValueError(f"{path} holds a run with a different config; use another out_dir")
+    missing = [k for k in _RESULT_KEYS if k not in r]
+    bad = [k for k in ("val_acc", "test_acc", "test_topk_acc")
+           if k in r and not (isinstance(r[k], (int, float)) and not isinstance(r[k], bool) and 0 <= r[k] <= 1)]
+    if missing or bad:
+        what = (f"lacks {', '.join(missing)}" if missing else
+                f"has {bad[0]}={r[bad[0]]!r}, not an accuracy in [0, 1]")
+        raise CorruptFileError(f"{path} {what}", "it was not written by this version of cffdyn: move it away and "
+                               "rerun, which recomputes it")
+    return r
+
+
 def _start_point(outs: list[Path] | None, cfg_dicts: list[dict], ck: Path | None) -> tuple[str, Any]:
     """("done", results) when every seed has a recorded result of its config, else ("run", the
-    checkpoint or None); a result or checkpoint of another config is refused."""
+    checkpoint or None); a result or checkpoint of another config, or one that is not a record
+    of this run (:func:`recorded_result`, :func:`_check_checkpoint`), is refused."""
     if outs is not None:
-        prev = []
-        for o, d in zip(outs, cfg_dicts):
-            rp = o / "result.json"
-            if rp.is_file():
-                r = read_json(rp)
-                if r.get("config") != d:
-                    raise ValueError(f"{rp} holds a run with a different config; use another out_dir")
-                prev.append(r)
+        prev = [r for r in (recorded_result(o / "result.json", d) for o, d in zip(outs, cfg_dicts)) if r is not None]
         if len(prev) == len(cfg_dicts):
             return "done", prev
-    if ck is not None and ck.is_file():
+    if ck is not None and (ck.exists() or ck.is_symlink()):
         st = load_checkpoint(ck, "cpu")
         if st["configs"] != cfg_dicts:
             raise ValueError(f"{ck} belongs to a different config; use another out_dir (or delete it to restart)")
+        _check_checkpoint(ck, st, int(cfg_dicts[0]["epochs"]), len(cfg_dicts))
         return "run", st
     return "run", None
+
+
+_CK_KEYS = ("configs", "epoch", "state", "histories", "bests", "t_all")
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_checkpoint(ck: Path, st: dict[str, Any], n_epochs: int, S: int) -> None:
+    """What :func:`train_runs` resumes from, checked before use: every key of :func:`_payload`,
+    the epoch inside the run, one history of epochs 0..epoch and one best per seed, a time per
+    epoch, and no NaN or infinity in any tensor (weights, moments, class means).  The shapes are
+    checked against the built method (:func:`_check_fits`)."""
+    missing = [k for k in _CK_KEYS if k not in st]
+    if missing:
+        raise bad_checkpoint(ck, f"lacks {', '.join(repr(k) for k in missing)} (not a checkpoint of this run loop)")
+    e = st["epoch"]
+    if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e < n_epochs:
+        raise bad_checkpoint(ck, f"records epoch {e!r}, outside this run's epochs 0..{n_epochs - 1}")
+    hist, bests, t_all = st["histories"], st["bests"], st["t_all"]
+    if not (isinstance(hist, list) and len(hist) == S and all(
+            isinstance(h, list) and len(h) == e + 1 and all(isinstance(r, dict) and r.get("epoch") == k
+                                                            for k, r in enumerate(h)) for h in hist)):
+        raise bad_checkpoint(ck, f"records epoch {e}, but its histories are not epochs 0..{e} of {S} seed(s)")
+    if not (isinstance(bests, list) and len(bests) == S and all(
+            isinstance(b, dict) and isinstance(b.get("epoch"), int) and -1 <= b["epoch"] <= e and "state" in b
+            and (b.get("metric") is None or _finite_number(b["metric"])) for b in bests)):
+        raise bad_checkpoint(ck, f"has best-epoch records that are not {S} selection(s) within epochs 0..{e}")
+    if not (isinstance(t_all, list) and len(t_all) == e + 1 and all(_finite_number(t) and t >= 0 for t in t_all)):
+        raise bad_checkpoint(ck, f"records epoch {e}, but not {e + 1} epoch times")
+    where = nonfinite_tensor(st)
+    if where is not None:
+        raise bad_checkpoint(ck, f"holds NaN or infinite values at {where.lstrip('/')} (resuming would train "
+                                 "from broken weights)")
+
+
+def _check_fits(ck: Path, st: dict[str, Any], method: Method) -> None:
+    """The checkpoint's tensors have the shapes and dtypes of ``method``'s models and optimisers
+    (its weights, optimiser moments, each seed's best weights, class means)."""
+    state = st["state"]
+    if not isinstance(state, dict):
+        raise bad_checkpoint(ck, f"has a {type(state).__name__} as its state, not the run's weights")
+    check_tensors(ck, state.get("modules"), {k: m.state_dict() for k, m in method.modules.items()}, "state/modules")
+    opts = state.get("optimizers")
+    if not isinstance(opts, list) or len(opts) != len(method.optimizers):
+        raise bad_checkpoint(ck, f"does not hold the run's {len(method.optimizers)} optimiser state(s)")
+    for i, (o, s) in enumerate(zip(method.optimizers, opts)):
+        check_optimizer(ck, s, o, f"state/optimizers[{i}]")
+    for s, b in enumerate(st["bests"]):
+        check_tensors(ck, b["state"], method.model_state(s), f"bests[{s}]/state")
+    if "class_means" in st and hasattr(method, "class_means"):
+        check_tensors(ck, {"class_means": st["class_means"]}, {"class_means": method.class_means}, "")
 
 
 def _check_data(cfg: TrainConfig, datasets: Sequence[Dataset], device: torch.device) -> None:
@@ -214,6 +307,10 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
         return resume if epochs.lead else [None] * len(cfgs)
     if not epochs.lead:
         outs = ck = None
+    # temp files of a writer killed mid-write (.log.jsonl.<pid>.<random>.tmp, .ckpt.pt...): a
+    # resumed run rewrites those files, so the orphans only take space (live writers' are kept)
+    for d in {*(outs or ()), *([ck.parent] if ck is not None else [])}:
+        clean_stale_tmp(d)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     use_precision(cfg.precision, device)
@@ -228,6 +325,7 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
     bests: list[dict[str, Any]] = [{"epoch": -1, "metric": None, "state": method.model_state(s)} for s in range(S)]
     start, t_all = 0, []
     if resume is not None:
+        _check_fits(Path(ckpt) if ckpt is not None else Path("ckpt.pt"), resume, method)
         method.load_state(resume["state"])
         histories, bests, start, t_all = resume["histories"], resume["bests"], int(resume["epoch"]) + 1, \
             list(resume["t_all"])
@@ -257,7 +355,10 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
                 for o, r in zip(outs, recs):
                     append_jsonl(o / "log.jsonl", [r])
             r0 = recs[0]
-            prog.update(epoch + 1, f"val {r0['metric']:.4f} acc {r0.get('val_acc', float('nan')):.3f}")
+            extra = f"{method.metric_name} {r0['metric']:.4f}"
+            if method.epoch_acc_name and "val_acc" in r0:
+                extra += f" {method.epoch_acc_name} {r0['val_acc']:.3f}"
+            prog.update(epoch + 1, extra)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch + 1 < cfg.epochs:
             epochs.barrier()
             raise RunInterrupted(f"stopped after epoch {epoch} (stop_after_epoch)")
