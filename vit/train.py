@@ -16,14 +16,17 @@ pipeline's distributed epoch, :mod:`vit.pipeline`) and which process records, so
 and the pipelined trainer resume, checkpoint, log and select alike and read each other's files.
 
 Per epoch (one host read each): per-layer training loss, CAR, gradient norm, mean positive and
-negative similarity; the method's validation metrics and its selection ``metric``.  The epoch
+negative similarity (means over the epoch's images, each step weighted by its batch size as the
+reference weights its loss; the gradient norm over steps: :class:`vit.method.EpochStats`); the
+method's validation metrics and its selection ``metric``.  The epoch
 with the best metric is kept (model selection); stage 2 (:meth:`finish`) runs on its weights.
 
 Files (with ``out_dir``): ``log.jsonl`` (one line per epoch, rewritten from the checkpoint on
 resume), ``ckpt.pt`` (:mod:`vit.checkpoint`; written atomically after every epoch), ``result.json``
 (atomic; a run whose ``result.json`` has the same config is returned as is, and one with another
-config is refused).  ``result.json`` records the protocol, the precision and the departures from
-the reference protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
+config is refused).  ``result.json`` records the protocol, the precision, the input statistics
+(``input_normalisation``: mean, std and their source) and the departures from the reference
+protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
 :class:`vit.method.NonFiniteLoss` naming seed, layer, epoch and step; the last good checkpoint stays.
 """
 from __future__ import annotations
@@ -292,6 +295,8 @@ def _finish_runs(method: Method, cfgs, cfg_dicts, datasets, device, histories, b
             "departures": departures(c),
             "device": device_name(device),
             "dataset": datasets[s].summary(),
+            "input_normalisation": {k: (list(v) if k != "source" else v)
+                                    for k, v in method.datas[s].normalisation.items()},
             "val_acc": fin.pop("val_acc"),
             "test_acc": fin.pop("test_acc"),
             "topk": c.topk,
