@@ -98,7 +98,8 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
     tp = sub.add_parser("train", help="train one run (CFF or a baseline)",
                         description="Train one run; writes log.jsonl, ckpt.pt (resume) and result.json "
                                     "(with protocol, precision and departures). Defaults are the CPU quick "
-                                    "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits).")
+                                    "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits); under --protocol "
+                                    "reference the head lr is the reference's 5e-4, on cifar100 --topk is 5.")
     add_train_config_args(tp)
     tp.add_argument("--out", default=None, help="run directory (default results/vit/runs/<name>_<config hash>)")
     tp.add_argument("--quiet", action="store_true", help="no progress lines")
