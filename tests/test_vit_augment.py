@@ -109,21 +109,123 @@ def test_randaug_is_per_sample_and_deterministic_under_a_seed():
     # the same image in every row: rows differ because each sample draws its own ops
     distinct = {tuple(r.flatten()[:64].tolist()) for r in y1}
     assert len(distinct) > 10
-    # a sample's result does not depend on the other samples in the batch
-    ya = A.randaug(x[:8], torch.Generator().manual_seed(5), crop=False)
-    assert ya.shape == (8, 3, 16, 16)
     assert (y1 >= 0).all() and (y1 <= 1).all()
     assert torch.equal(torch.round(y1 * 255), y1 * 255) or torch.allclose(torch.round(y1 * 255), y1 * 255, atol=1e-4)
 
 
 def test_randaug_magnitude_zero_changes_only_through_value_ops():
-    # at magnitude 0 every geometric and blend op is the identity; posterize keeps 8 bits;
-    # only solarize (threshold 255), autocontrast and equalize can change values
-    x = _imgs(32, 3, 16, 16, seed=3) / 255
+    """At magnitude 0 every geometric and blend op is the identity and posterize keeps 8 bits, so
+    with one op each row is its image unchanged or one of solarize (threshold 255), autocontrast
+    and equalize of it."""
+    x = _imgs(64, 3, 16, 16, seed=3) / 255
     y = A.randaug(x, torch.Generator().manual_seed(0), n_ops=1, magnitude=0, crop=False)
-    assert y.shape == x.shape
+    u = torch.round(x * 255)
+    cands = [u] + [A.apply_op(u, name, torch.full((64,), A.op_magnitude(name, 0, A.RANDAUG_BINS, 16, 16)))
+                   for name in ("Solarize", "AutoContrast", "Equalize")]
+    kinds = [next(i for i, c in enumerate(cands) if torch.equal(c[r], torch.round(y[r] * 255))) for r in range(64)]
+    assert 0 in kinds and len(set(kinds)) > 2          # unchanged rows and value-op rows both occur
     with pytest.raises(ValueError, match="magnitude"):
         A.randaug(x, torch.Generator().manual_seed(0), magnitude=31)
+
+
+def _inverse_affine_scalar(center, angle, translate, shear):
+    """torchvision ``_get_inverse_affine_matrix`` (scale 1) in Python floats, written out from its
+    definition: the per-sample tensor form in vit.augment must give the same matrices."""
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    (cx, cy), (tx, ty) = center, translate
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [d, -b, 0.0, -c, a, 0.0]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty) + cx
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty) + cy
+    return m
+
+
+def test_tensor_affine_matrices_are_torchvisions():
+    g = torch.Generator().manual_seed(0)
+    p = (torch.rand(7, 50, generator=g, dtype=torch.float64) - 0.5) * torch.tensor(
+        [32, 32, 60, 30, 30, 40, 40], dtype=torch.float64)[:, None]
+    t = A._inverse_affine(*p)
+    ref = torch.tensor([_inverse_affine_scalar((float(p[0, i]), float(p[1, i])), float(p[2, i]),
+                                               (float(p[3, i]), float(p[4, i])), (float(p[5, i]), float(p[6, i])))
+                        for i in range(50)], dtype=torch.float64).view(50, 2, 3)
+    torch.testing.assert_close(t, ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(t.float(), ref.float())          # the fp32 warp sees the same matrices
+
+
+def _randaug_gathered(x, gen, n_ops=A.RANDAUG_NUM_OPS, magnitude=A.RANDAUG_MAGNITUDE, bins=A.RANDAUG_BINS):
+    """RandAugment as it was before the sync-free rewrite, written out here: each op applied to
+    the gathered samples that drew it (no crop)."""
+    n, _, h, w = x.shape
+    u = torch.round(x * 255.0)
+    for _ in range(n_ops):
+        pick = torch.randint(0, len(A.RANDAUG_OPS), (n,), generator=gen)
+        neg = torch.rand(n, generator=gen) <= 0.5
+        out = u.clone()
+        for k, (name, signed) in enumerate(A.RANDAUG_OPS):
+            idx = (pick == k).nonzero().flatten()
+            if idx.numel() == 0 or name == "Identity":
+                continue
+            m = torch.full((idx.numel(),), A.op_magnitude(name, magnitude, bins, h, w), dtype=x.dtype)
+            if signed:
+                m = torch.where(neg[idx], -m, m)
+            out[idx] = A.apply_op(u[idx], name, m)
+        u = out
+    return u / 255.0
+
+
+@pytest.mark.parametrize("c,side", [(3, 16), (1, 28), (3, 32)])
+def test_sync_free_randaug_gives_the_gathered_images(c, side):
+    """The sync-free form (every op on the whole batch, torch.where per sample) and the gathered
+    form give the same images bit for bit, each op drawn at least once (128 samples x 3 rounds)."""
+    x = _imgs(128, c, side, side, seed=7) / 255
+    first = torch.randint(0, len(A.RANDAUG_OPS), (128,), generator=torch.Generator().manual_seed(11))
+    assert set(first.tolist()) == set(range(len(A.RANDAUG_OPS)))     # round 1 alone covers every op
+    free = A.randaug(x, torch.Generator().manual_seed(11), crop=False, select=True)
+    assert torch.equal(free, A.randaug(x, torch.Generator().manual_seed(11), crop=False, select=False))
+    assert torch.equal(free, _randaug_gathered(x, torch.Generator().manual_seed(11)))
+    assert torch.equal(A.randaug(x, torch.Generator().manual_seed(3), pad=2, select=True),
+                       A.randaug(x, torch.Generator().manual_seed(3), pad=2, select=False))
+    assert not torch.equal(free, x)
+
+
+def test_randaug_output_is_the_recorded_one():
+    """SHA-256 prefixes of the uint8 output recorded from the implementation before the sync-free
+    rewrite (per-op gathering, Python-float affine matrices; commit ecbcf76) on fixed images and
+    generators: the rewrite changed no pixel."""
+    import hashlib
+    want = {(3, 16, False): "74674da3bdb6720b", (3, 16, True): "a554caa91f7f3c37",
+            (1, 28, False): "f531a7c54582d5d6", (1, 28, True): "fcc601b9e4461946",
+            (3, 32, False): "3a4c805014c563bb", (3, 32, True): "abbb715146485630"}
+    for (c, h, crop), digest in want.items():
+        x = _imgs(64, c, h, h, seed=7) / 255
+        for select in (True, False):
+            y = A.randaug(x, torch.Generator().manual_seed(11), crop=crop, pad=2, select=select)
+            got = hashlib.sha256(torch.round(y * 255).to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+            assert got == digest, (c, h, crop, select)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_randaug_on_cuda_never_syncs_with_the_host():
+    """torch's sync debug mode turns any synchronising call (a value read back, a blocking copy)
+    into an error: the CUDA default (select=True), crop and flip included, makes none once the
+    libraries are initialised (one call first: creating a cuBLAS/cuDNN handle is not per op)."""
+    x = torch.rand(256, 3, 32, 32, device="cuda")
+    A.augment(x, torch.Generator(device="cuda").manual_seed(1), "randaug", dataset="cifar10")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.synchronize()
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y = A.augment(x, gen, "randaug", dataset="cifar10")
+        z = A.augment(x, gen, "crop_flip", dataset="cifar10")
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+    assert y.shape == z.shape == x.shape
+    again = A.augment(x, torch.Generator(device="cuda").manual_seed(0), "randaug", dataset="cifar10")
+    assert torch.equal(y, again)
 
 
 def test_augment_kinds():

@@ -290,8 +290,11 @@ def test_precision_recorded_and_in_config_hash():
 
 
 def test_reference_protocol_has_no_departures(digits):
-    res = train_run(TINY.replace(protocol="reference", epochs=1, head_epochs=2), progress=False, dataset=digits)
+    ref = TINY.replace(protocol="reference", head_lr=vc.REFERENCE_HEAD_LR, epochs=1, head_epochs=2)
+    res = train_run(ref, progress=False, dataset=digits)
     assert res["departures"] == [] and res["protocol"] == "reference"
+    # TINY's head lr 5e-3 is not the reference's: a named departure, not a silent one
+    assert vc.departures(ref.replace(head_lr=5e-3)) == ["head:lr_0.005_not_0.0005"]
     assert res["head"]["selection"] == "val_ce_aug_view0"
     ours = vc.departures(TINY.replace(method="cff1"))
     assert "cff1:mean_over_anchors_with_positive" in ours and not any(d.startswith("init:") for d in ours)
@@ -301,8 +304,8 @@ def test_reference_protocol_has_no_departures(digits):
 
 @pytest.mark.parametrize("method", ["bp", "ff", "cff1"])
 def test_reference_protocol_baselines_run(digits, method):
-    res = train_run(TINY.replace(protocol="reference", method=method, epochs=1, head_epochs=1), progress=False,
-                    dataset=digits)
+    res = train_run(TINY.replace(protocol="reference", method=method, epochs=1, head_epochs=1,
+                                 head_lr=vc.REFERENCE_HEAD_LR), progress=False, dataset=digits)
     assert 0 <= res["test_acc"] <= 1 and res["protocol"] == "reference"
     assert res["departures"] == (["ff:label_token_gaussian_embedding"] if method == "ff" else [])
     if method == "bp":

@@ -1,4 +1,5 @@
-"""Batched, on-device image augmentation, per sample (no per-sample CPU transforms).
+"""Batched, on-device image augmentation, per sample (no per-sample CPU transforms, and on the
+GPU no host sync: nothing branches on or reads back a tensor's value; :func:`randaug`).
 
 All functions take a float batch ``x`` (N, C, H, W) in [0, 1] on any device and a
 ``torch.Generator`` on the same device, and draw every random number from that generator, so a
@@ -31,14 +32,12 @@ torchvision's v1 tensor algorithm, which v2 re-implements to the same result.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 __all__ = ["AUGMENTS", "RANDAUG_OPS", "RANDAUG_NUM_OPS", "RANDAUG_MAGNITUDE", "RANDAUG_BINS", "augment",
            "crop_flip", "random_crop", "hflip", "randaug", "apply_op", "op_magnitude", "default_pad",
-           "crop_padding", "REFERENCE_PADDING"]
+           "crop_padding", "REFERENCE_PADDING", "GEOMETRIC"]
 
 AUGMENTS: tuple[str, ...] = ("crop_flip", "none", "randaug")
 #: torchvision v2 RandAugment's augmentation space, in its order: (name, signed)
@@ -115,36 +114,63 @@ def op_magnitude(name: str, magnitude: int, bins: int, height: int, width: int) 
     raise ValueError(f"unknown RandAugment op {name!r}")
 
 
-def _inverse_affine(center, angle, translate, shear) -> list[float]:
-    """torchvision ``_get_inverse_affine_matrix`` (scale 1): output pixel -> input pixel,
-    coordinates relative to the image centre."""
-    rot = math.radians(angle)
-    sx, sy = math.radians(shear[0]), math.radians(shear[1])
-    cx, cy = center
-    tx, ty = translate
-    a = math.cos(rot - sy) / math.cos(sy)
-    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
-    c = math.sin(rot - sy) / math.cos(sy)
-    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
-    m = [d, -b, 0.0, -c, a, 0.0]
-    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty)
-    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty)
-    m[2] += cx
-    m[5] += cy
-    return m
+def _inverse_affine(cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
+                    shx: torch.Tensor, shy: torch.Tensor) -> torch.Tensor:
+    """torchvision ``_get_inverse_affine_matrix`` (scale 1) per sample: output pixel -> input
+    pixel, coordinates relative to the image centre; every argument (N,) float64 on the device
+    (degrees for the angles), the matrices (N, 2, 3).  Tensor arithmetic, so building a warp
+    never reads a value back to the host."""
+    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shx), torch.deg2rad(shy)
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
+    m0, m1, m3, m4 = d, -b, -c, a
+    m2 = (m0 * (-cx - tx) + m1 * (-cy - ty)) + cx
+    m5 = (m3 * (-cx - tx) + m4 * (-cy - ty)) + cy
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
 
 
-def _affine(x: torch.Tensor, mats: list[list[float]]) -> torch.Tensor:
-    """Per-sample affine warp with torchvision's grid (``_gen_affine_grid``), nearest, fill 0."""
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Per-sample affine warp (theta (N, 2, 3), :func:`_inverse_affine`) with torchvision's grid
+    (``_gen_affine_grid``), nearest, fill 0."""
     n, _, h, w = x.shape
-    theta = torch.tensor(mats, dtype=x.dtype, device=x.device).view(n, 2, 3)
+    theta = theta.to(x.dtype)
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, dtype=x.dtype, device=x.device)
     ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, dtype=x.dtype, device=x.device)
     base = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, dtype=x.dtype,
                                                                                           device=x.device)], -1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=x.dtype, device=x.device)
-    grid = (base.view(1, h * w, 3) @ theta.transpose(1, 2)) / scale
+    g = base.view(1, h * w, 3) @ theta.transpose(1, 2)
+    # divided by Python scalars, not a tensor built from a list (a host-to-device copy per call)
+    grid = torch.stack([g[..., 0] / (0.5 * w), g[..., 1] / (0.5 * h)], dim=-1)
     return F.grid_sample(x, grid.view(n, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+#: the geometric RandAugment ops (one affine warp each)
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+def _geometric(x: torch.Tensor, name: str, magnitude: torch.Tensor) -> torch.Tensor:
+    """The affine op ``name`` at per-sample ``magnitude`` (N,), as torchvision's v2 RandAugment
+    calls ``affine``/``rotate``: shear ``[deg(atan(m)), 0]`` about the corner ``center=[0, 0]``,
+    translate ``[int(m), 0]`` (truncated), rotate by ``m`` degrees (the inverse matrix of ``-m``)."""
+    n, _, h, w = x.shape
+    m = magnitude.to(torch.float64)
+    zero = torch.zeros_like(m)
+    corner_x, corner_y = torch.full_like(m, -w * 0.5), torch.full_like(m, -h * 0.5)
+    if name == "ShearX":
+        theta = _inverse_affine(corner_x, corner_y, zero, zero, zero, torch.rad2deg(torch.atan(m)), zero)
+    elif name == "ShearY":
+        theta = _inverse_affine(corner_x, corner_y, zero, zero, zero, zero, torch.rad2deg(torch.atan(m)))
+    elif name == "TranslateX":
+        theta = _inverse_affine(zero, zero, zero, torch.trunc(m), zero, zero, zero)
+    elif name == "TranslateY":
+        theta = _inverse_affine(zero, zero, zero, zero, torch.trunc(m), zero, zero)
+    elif name == "Rotate":
+        theta = _inverse_affine(zero, zero, -m, zero, zero, zero, zero)
+    else:
+        raise ValueError(f"{name!r} is not a geometric RandAugment op ({', '.join(GEOMETRIC)})")
+    return _affine(x, theta)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -190,24 +216,13 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
 
 def apply_op(x: torch.Tensor, name: str, magnitude: torch.Tensor) -> torch.Tensor:
     """Apply RandAugment op ``name`` with per-sample signed ``magnitude`` (N,) to uint8-valued
-    float images ``x`` (N, C, H, W), as torchvision's ``_apply_image_or_video_transform``."""
+    float images ``x`` (N, C, H, W), as torchvision's ``_apply_image_or_video_transform``.
+    Branches only on ``name`` and shapes, never on tensor values: no host sync."""
     n, _, h, w = x.shape
-    mags = [float(m) for m in magnitude.tolist()] if name in (
-        "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate") else None
     if name == "Identity":
         return x
-    if name == "ShearX":      # affine(shear=[deg(atan(m)), 0], center=[0, 0])
-        return _affine(x, [_inverse_affine((-w * 0.5, -h * 0.5), 0.0, (0.0, 0.0),
-                                           (math.degrees(math.atan(m)), 0.0)) for m in mags])
-    if name == "ShearY":
-        return _affine(x, [_inverse_affine((-w * 0.5, -h * 0.5), 0.0, (0.0, 0.0),
-                                           (0.0, math.degrees(math.atan(m)))) for m in mags])
-    if name == "TranslateX":  # affine(translate=[int(m), 0])
-        return _affine(x, [_inverse_affine((0.0, 0.0), 0.0, (float(int(m)), 0.0), (0.0, 0.0)) for m in mags])
-    if name == "TranslateY":
-        return _affine(x, [_inverse_affine((0.0, 0.0), 0.0, (0.0, float(int(m))), (0.0, 0.0)) for m in mags])
-    if name == "Rotate":      # rotate(angle=m): the inverse matrix of -angle
-        return _affine(x, [_inverse_affine((0.0, 0.0), -m, (0.0, 0.0), (0.0, 0.0)) for m in mags])
+    if name in GEOMETRIC:
+        return _geometric(x, name, magnitude)
     if name == "Brightness":
         return _blend(x, torch.zeros_like(x), 1.0 + magnitude)
     if name == "Color":       # saturation: a 1-channel image is returned unchanged
@@ -238,28 +253,41 @@ def apply_op(x: torch.Tensor, name: str, magnitude: torch.Tensor) -> torch.Tenso
 
 def randaug(x: torch.Tensor, gen: torch.Generator, n_ops: int = RANDAUG_NUM_OPS,
             magnitude: int = RANDAUG_MAGNITUDE, bins: int = RANDAUG_BINS, pad: int | None = None,
-            crop: bool = True) -> torch.Tensor:
+            crop: bool = True, select: bool | None = None) -> torch.Tensor:
     """RandAugment(n_ops, magnitude) per sample on a [0, 1] batch, then (``crop``) crop + flip.
 
     Each of the ``n_ops`` rounds draws, for every sample, an op uniformly from
     :data:`RANDAUG_OPS` and, for signed ops, a sign with probability 1/2 (torchvision: ``rand()
-    <= 0.5`` negates)."""
+    <= 0.5`` negates).
+
+    ``select`` says how each sample gets the op it drew.  True (the default off the CPU): every
+    op runs on the whole batch and ``torch.where`` keeps each sample's own, so a round queues its
+    kernels without one host sync.  False (the default on the CPU, where a sync costs nothing and
+    this is about 5x faster): each op runs on the samples that drew it, gathered by index, which
+    reads their count back once per op (14 syncs a round on a GPU).  The ops act per sample, so
+    both give the same images (``tests/test_vit_augment.py``)."""
     if not 0 <= magnitude < bins:
         raise ValueError(f"RandAugment magnitude {magnitude} must be in [0, {bins - 1}]")
+    if select is None:
+        select = x.device.type != "cpu"
     n, _, h, w = x.shape
     u = torch.round(x * 255.0)              # the uint8 values the reference's RandAugment sees
     for _ in range(n_ops):
         pick = torch.randint(0, len(RANDAUG_OPS), (n,), generator=gen, device=x.device)
         neg = _rand(n, gen, x.device) <= 0.5
-        out = u.clone()
+        out = u if select else u.clone()    # Identity: the sample as it is
         for k, (name, signed) in enumerate(RANDAUG_OPS):
-            idx = (pick == k).nonzero().flatten()
-            if idx.numel() == 0 or name == "Identity":
+            if name == "Identity":
                 continue
-            m = torch.full((idx.numel(),), op_magnitude(name, magnitude, bins, h, w), dtype=x.dtype, device=x.device)
+            m = torch.full((n,), op_magnitude(name, magnitude, bins, h, w), dtype=x.dtype, device=x.device)
             if signed:
-                m = torch.where(neg[idx], -m, m)
-            out[idx] = apply_op(u[idx], name, m)
+                m = torch.where(neg, -m, m)
+            if select:
+                out = torch.where((pick == k).view(n, 1, 1, 1), apply_op(u, name, m), out)
+            else:
+                idx = (pick == k).nonzero().flatten()
+                if idx.numel():
+                    out[idx] = apply_op(u[idx], name, m[idx])
         u = out
     v = u / 255.0
     return crop_flip(v, gen, pad) if crop else v

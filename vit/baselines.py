@@ -76,13 +76,15 @@ class BP(Method):
         opt = self.optimizers[0]
         probes = not self.cfg.reference          # the reference computes no per-step SupCon probes
         ce_sum = torch.zeros((), device=self.device)
+        n_seen = 0
         for step, idx in enumerate(batches):
             y = self.data.y["train"][idx]
             x = self.data.views(self.data.x["train"][idx], g_aug, 1)
             with autocast(self.cfg, self.device):
                 logits, outs = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
-            ce_sum += loss.detach()
+            ce_sum += loss.detach() * y.shape[0]     # weighted by batch size, as main_BP.py's logged loss
+            n_seen += y.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if probes:
@@ -90,13 +92,14 @@ class BP(Method):
                     for l, f in enumerate(outs):
                         pl, st = margin_loss(f.detach(), y, self.margins[l], self.cfg)
                         gn = grad_norm(self.encoder.layers[l].parameters()).to(loss.device)
-                        stats.add(l, torch.stack([pl, st.clamp_rate, gn, st.mean_pos_sim, st.mean_neg_sim])[None])
+                        stats.add(l, torch.stack([pl, st.clamp_rate, gn, st.mean_pos_sim, st.mean_neg_sim])[None],
+                                  y.shape[0])
             stats.mark(L - 1, loss.reshape(1), step)
             opt.step()
         stats.check(epoch, self.cfgs)
         # per-layer "loss" is the SupCon loss of the pooled outputs (a probe; BP trains on CE)
-        layers = stats.records(self.margins, len(batches))[0] if probes else []
-        return {"layers": layers, "train_ce": float(ce_sum / max(len(batches), 1))}
+        layers = stats.records(self.margins)[0] if probes else []
+        return {"layers": layers, "train_ce": float(ce_sum / max(n_seen, 1))}
 
     @torch.no_grad()
     def _scores(self, split: str) -> torch.Tensor:
@@ -201,11 +204,12 @@ class FF(Method):
                 opt.step()
                 with torch.no_grad():
                     _, st = margin_loss(out[:b].mean(1).detach(), y, self.margins[l], self.cfg)
-                    stats.add(l, torch.stack([loss.detach(), st.clamp_rate, gn, st.mean_pos_sim, st.mean_neg_sim])[None])
+                    stats.add(l, torch.stack([loss.detach(), st.clamp_rate, gn, st.mean_pos_sim,
+                                              st.mean_neg_sim])[None], b)
                 stats.mark(l, loss.reshape(1), step)
                 h = self._normalize(out.detach())
         stats.check(epoch, self.cfgs)
-        return {"layers": stats.records(self.margins, len(batches))[0]}
+        return {"layers": stats.records(self.margins)[0]}
 
     @torch.no_grad()
     def _scores(self, split: str) -> torch.Tensor:
@@ -310,12 +314,12 @@ class FFCL(Method):
                     params = list(self.a.layers[l].parameters()) + list(self.b.layers[l].parameters())
                     _, st = margin_loss(outs[l], y, self.margins[l], self.cfg)
                     stats.add(l, torch.stack([losses[l].detach(), st.clamp_rate, grad_norm(params).to(x.device),
-                                              st.mean_pos_sim, st.mean_neg_sim])[None])
+                                              st.mean_pos_sim, st.mean_neg_sim])[None], y.shape[0])
                     stats.mark(l, losses[l].reshape(1), step)
             for o in self.optimizers:
                 o.step()
         stats.check(epoch, self.cfgs)
-        return {"layers": stats.records(self.margins, len(batches))[0]}
+        return {"layers": stats.records(self.margins)[0]}
 
     @torch.no_grad()
     def _scores(self, split: str, net: nn.Module) -> torch.Tensor:

@@ -95,7 +95,7 @@ class CFF(Method):
         yv = y.repeat(1, self.n_views)                                           # labels (S, V·B)
         for l in range(len(self.encoder.layers)):
             h, row, loss = self.layer_step(l, h, y)
-            stats.add(l, row)
+            stats.add(l, row, y.shape[1])          # weighted by the batch's images per seed
             stats.mark(l, loss, step)
             stats.add_classes(l, yv, pool(h))
 
@@ -148,16 +148,16 @@ class CFF(Method):
         stats = self.new_epoch_stats()
         for step in range(len(orders[0])):
             self.train_step(orders, gens, step, stats)
-        return self.end_epoch(stats, epoch, len(orders[0]))
+        return self.end_epoch(stats, epoch)
 
-    def end_epoch(self, stats: EpochStats, epoch: int, n_steps: int) -> list[dict[str, Any]]:
+    def end_epoch(self, stats: EpochStats, epoch: int) -> list[dict[str, Any]]:
         """Close an epoch: merge the graph's statistics, refuse a non-finite loss, set the class
         means, and return the per-seed records (also the end of the pipelined epochs)."""
         if self.graph is not None:
             stats.merge(self.graph.stats)
         stats.check(epoch, self.cfgs)
         self.class_means = stats.class_means()
-        return [{"layers": r} for r in stats.records(self.margins, n_steps)]
+        return [{"layers": r} for r in stats.records(self.margins)]
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()

@@ -110,7 +110,8 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
                                     "selection metric and validation accuracy (CFF: val_loss_last_layer and "
                                     "ncm_val_acc, the nearest-class-mean accuracy; the summary's val acc is the "
                                     "stage-2 head's). Defaults are the CPU quick "
-                                    "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits).")
+                                    "preset vit.config.QUICK (QUICK_DIGITS with --dataset digits); under --protocol "
+                                    "reference the head lr is the reference's 5e-4, on cifar100 --topk is 5.")
     add_train_config_args(tp)
     tp.add_argument("--out", default=None, help="run directory (default results/vit/runs/<name>_<config hash>)")
     tp.add_argument("--quiet", action="store_true", help="no progress lines")

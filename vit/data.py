@@ -5,6 +5,13 @@
 std of the training images (used by :func:`normalize`).  Nothing is downloaded; every reader
 names the directory it looked in and how to get the files when they are missing.
 
+Normalisation: ``REFERENCE_NORMALISATION`` holds the fixed (mean, std) constants the ContrastiveFF
+code standardises with (``utils.py``, ``set_loaders``: CIFAR-10 and CIFAR-100 both with
+(0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010); its Tiny-ImageNet constants are not needed,
+that dataset is not read here).  Which statistics a run uses is the protocol's choice
+(:func:`vit.config.input_normalisation`): these constants under ``reference``, the training
+split's own statistics otherwise and for every dataset the reference does not cover.
+
 Datasets (``DATASETS``)
 -----------------------
 ``fashion_mnist``  IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``; directory
@@ -70,7 +77,7 @@ from cffdyn.errors import CorruptFileError, UserError
 __all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx", "read_cifar", "read_svhn",
            "normalize", "split_indices", "DEFAULT_FMNIST_ROOT", "MissingDataError",
            "DataArgumentError", "RestrictedUnpickler", "load_pickle_restricted", "FMNIST_APT", "IMAGE_SIDE",
-           "image_side", "check_images", "check_labels"]
+           "image_side", "check_images", "check_labels", "REFERENCE_NORMALISATION"]
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "cifar10", "cifar100", "svhn")
 DEFAULT_FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -78,6 +85,12 @@ FMNIST_APT = "apt-get install -y dataset-fashion-mnist"
 VAL_FRACTION = 0.1
 #: native image side of each dataset (digits: 8, or ``image_size`` when upsampled)
 IMAGE_SIDE: dict[str, int] = {"fashion_mnist": 28, "digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32}
+#: (mean, std) per channel, in [0, 1] units, as the reference code's ``v2.Normalize`` has them; its
+#: CIFAR-100 loader reuses the CIFAR-10 constants (read from ``utils.py``, ``set_loaders``).
+REFERENCE_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
 _ROOT_HINT = "('vit train --data-root DIR', or data_root=DIR in a study config)"
 
 

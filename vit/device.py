@@ -7,8 +7,10 @@ the run loop calls it once per pass (and the benchmark once per timed row).  ``t
 and ``bf16`` on a CPU without native bf16 are refused there, before any training.
 
 :class:`DeviceData` holds a :class:`vit.data.Dataset` as uint8 tensors on the device and draws
-batches and augmented views there (no host round trip inside an epoch), with the run's view
-noise (``TrainConfig.view_noise``) added to each view on the device.
+batches and augmented views there (no host round trip inside an epoch), standardised with the
+run's input statistics (:func:`vit.config.input_normalisation`: the reference's fixed constants
+on CIFAR under protocol reference, else the run's own training split's);
+the run's view noise (``TrainConfig.view_noise``) is added to each view on the device.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vit.augment import augment
-from vit.config import PRECISIONS, TrainConfig
+from vit.config import PRECISIONS, TrainConfig, input_normalisation
 from vit.data import Dataset, normalize
 
 __all__ = ["resolve_device", "check_precision", "use_precision", "supported_precisions", "autocast", "loss_dtype",
@@ -103,10 +105,14 @@ def device_name(device: torch.device) -> str:
 
 
 class DeviceData:
-    """A :class:`Dataset` as uint8 tensors on the device + the batch pipeline."""
+    """A :class:`Dataset` as uint8 tensors on the device + the batch pipeline.
+
+    ``normalisation``: ``{"mean", "std", "source"}`` the inputs are standardised with (None: the
+    dataset's training-split statistics, ``source="train_split"``); ``view_noise``: Gaussian noise of
+    that SD added to each normalised view."""
 
     def __init__(self, ds: Dataset, device: torch.device, augment_kind: str, crop_pad: int | None = None,
-                 view_noise: float = 0.0) -> None:
+                 normalisation: dict | None = None, view_noise: float = 0.0) -> None:
         if not (math.isfinite(view_noise) and view_noise >= 0):
             raise ValueError(f"view_noise={view_noise!r} must be finite and >= 0")
         self.ds = ds
@@ -114,16 +120,22 @@ class DeviceData:
         self.kind = augment_kind
         self.crop_pad = crop_pad
         self.view_noise = float(view_noise)
+        self.normalisation = dict(normalisation) if normalisation is not None else \
+            {"mean": tuple(ds.mean), "std": tuple(ds.std), "source": "train_split"}
+        self.mean, self.std = tuple(self.normalisation["mean"]), tuple(self.normalisation["std"])
+        if len(self.mean) != ds.image_shape[0] or len(self.std) != ds.image_shape[0]:
+            raise ValueError(f"normalisation has {len(self.mean)}/{len(self.std)} channels, the images "
+                             f"{ds.image_shape[0]}")
         self.x = {s: getattr(ds, f"x_{s}").to(device) for s in ("train", "val", "test")}
         self.y = {s: getattr(ds, f"y_{s}").to(device) for s in ("train", "val", "test")}
 
     @classmethod
     def for_config(cls, ds: Dataset, cfg: TrainConfig, device: torch.device) -> "DeviceData":
-        """The data of a run: ``cfg``'s augmentation, crop padding and view noise."""
-        return cls(ds, device, cfg.augment, cfg.crop_pad, cfg.view_noise)
+        """The data of a run: ``cfg``'s augmentation, crop padding, input statistics and view noise."""
+        return cls(ds, device, cfg.augment, cfg.crop_pad, input_normalisation(cfg, ds), cfg.view_noise)
 
     def clean(self, x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, self.ds.mean, self.ds.std)
+        return normalize(x, self.mean, self.std)
 
     def views(self, x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
         """``n`` independently augmented, normalised views, view-major (n·B, C, H, W); with
@@ -133,7 +145,7 @@ class DeviceData:
         x01 = x.float() / 255.0
         aug = lambda: augment(x01, gen, self.kind, dataset=self.ds.name, pad=self.crop_pad)  # noqa: E731
         v = torch.cat([aug() for _ in range(n)]) if n > 1 else aug()
-        v = normalize(v * 255.0, self.ds.mean, self.ds.std)
+        v = normalize(v * 255.0, self.mean, self.std)
         if self.view_noise > 0:
             v = v + self.view_noise * torch.randn(v.shape, generator=gen, device=v.device, dtype=v.dtype)
         return v

@@ -9,9 +9,13 @@ way is better), ``finish()`` -> per seed the final accuracies; ``state``/``load_
 checkpoint and ``model_state``/``load_model_state`` for model selection.  Baselines are S = 1.
 
 :class:`EpochStats` is the one accumulator of an epoch's training statistics: per seed and
-layer the sums of the per-step rows (loss, CAR, gradient norm, mean positive and negative
-similarity), the first step with a non-finite loss, and (CFF) per-class sums of every layer's
-features for the nearest-class-mean classifier (a probe of each layer).  Everything stays on the device until the one
+layer the weighted sums of the per-step rows (loss, CAR, gradient norm, mean positive and negative
+similarity) with their weights, the first step with a non-finite loss, and (CFF) per-class sums
+of every layer's features for the nearest-class-mean classifier (a probe of each layer).  The epoch's loss, CAR and
+similarities are means over samples: each step weighted by its batch size, as the reference
+weights its logged loss (``loss.item() * len(targets)``, divided by the images seen), so the last,
+partial batch counts by its size; the gradient norm, one number per optimiser step, is the plain
+mean over steps (``PER_SAMPLE``).  Everything stays on the device until the one
 host read at the end of the epoch; the tensors are updated in place, so a captured CUDA graph
 can write into them.
 """
@@ -32,6 +36,8 @@ from vit.models import seed_slice
 __all__ = ["N_STATS", "RunDiverged", "NonFiniteLoss", "LIKELY_CAUSE", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
 
 N_STATS = 5  # loss, car, grad_norm, pos_sim, neg_sim
+#: per statistic: True = an epoch mean over samples (steps weighted by batch size), False = over steps
+PER_SAMPLE: tuple[bool, ...] = (True, True, False, True, True)
 
 
 class RunDiverged(UserError, RuntimeError):
@@ -50,22 +56,31 @@ LIKELY_CAUSE = "likely cause: the learning rate (--lr) too large or the temperat
 class EpochStats:
     """One epoch's statistics of S seeds x L layers on the device (module doc).
 
-    ``sums`` (S, L, N_STATS), ``bad`` (S, L) the first non-finite step (-1: none), and with
-    ``classes=(C, E)`` the per-layer class feature sums ``csum`` (S, L, C, E) and counts ``ccnt``
-    (S, L, C)."""
+    ``sums`` (S, L, N_STATS) the weighted sums and ``weights`` (S, L, N_STATS) their weights
+    (batch sizes, or step counts for the per-step statistics; ``PER_SAMPLE``), ``bad`` (S, L) the
+    first non-finite step (-1: none), and with ``classes=(C, E)`` the per-layer class feature sums
+    ``csum`` (S, L, C, E) and counts ``ccnt`` (S, L, C)."""
 
     def __init__(self, S: int, L: int, device: torch.device, dtype: torch.dtype | None = None,
                  classes: tuple[int, int] | None = None) -> None:
         self.sums = torch.zeros(S, L, N_STATS, dtype=dtype, device=device)
+        self.weights = torch.zeros_like(self.sums)
+        # made here, not in add(): a captured CUDA graph may not copy from the host
+        self._per_sample = torch.tensor(PER_SAMPLE, dtype=self.sums.dtype, device=device)
         self.bad = torch.full((S, L), -1, dtype=torch.long, device=device)
         self.csum = self.ccnt = None
         if classes is not None:
             self.csum = torch.zeros(S, L, *classes, dtype=dtype, device=device)
             self.ccnt = torch.zeros(S, L, classes[0], dtype=dtype, device=device)
 
-    def add(self, layer: int, row: torch.Tensor) -> None:
-        """Add one step's rows (S, N_STATS) of ``layer``."""
-        self.sums[:, layer] += row.to(self.sums.dtype)
+    def add(self, layer: int, row: torch.Tensor, n: int) -> None:
+        """Add one step's rows (S, N_STATS) of ``layer`` on a batch of ``n`` samples per seed (a
+        Python int: inside a captured graph it is the static batch size)."""
+        if int(n) < 1:
+            raise ValueError(f"EpochStats.add: a step of {n} samples")
+        w = self._per_sample * (int(n) - 1) + 1          # n for per-sample statistics, 1 per step otherwise
+        self.sums[:, layer] += row.to(self.sums.dtype) * w
+        self.weights[:, layer] += w
 
     def mark(self, layer: int, loss: torch.Tensor, step: int | torch.Tensor) -> None:
         """Record ``step`` for each seed whose ``layer`` loss (S,) is non-finite for the first time
@@ -94,13 +109,14 @@ class EpochStats:
 
     def reset(self) -> None:
         """Zero in place (the tensors a captured graph writes into stay the same tensors)."""
-        for t in (self.sums, self.bad, self.csum, self.ccnt):
+        for t in (self.sums, self.weights, self.bad, self.csum, self.ccnt):
             if t is not None:
                 t.fill_(-1) if t.dtype == torch.long else t.zero_()
 
     def merge(self, other: "EpochStats") -> None:
         """Add ``other`` (the same epoch's steps recorded elsewhere, e.g. by a graph replay)."""
         self.sums += other.sums
+        self.weights += other.weights
         self.bad = torch.where(self.bad < 0, other.bad,
                                torch.where(other.bad < 0, self.bad, torch.minimum(self.bad, other.bad)))
         if self.csum is not None:
@@ -117,9 +133,10 @@ class EpochStats:
                                         f"(method {cfgs[0].method}, lr {cfgs[0].lr:g}, tau {cfgs[0].tau:g}); "
                                         f"{LIKELY_CAUSE}; the last good checkpoint is kept")
 
-    def records(self, margins: Sequence[float], n_steps: int) -> list[list[dict[str, Any]]]:
-        """Per seed, per layer the mean over the epoch's ``n_steps`` steps (one host read)."""
-        vals = (self.sums / max(n_steps, 1)).double().cpu().tolist()
+    def records(self, margins: Sequence[float]) -> list[list[dict[str, Any]]]:
+        """Per seed, per layer the epoch means (one host read): loss, CAR and similarities weighted
+        by batch size, the gradient norm over steps (``PER_SAMPLE``); 0 where no step was added."""
+        vals = (self.sums.double() / self.weights.double().clamp(min=1)).cpu().tolist()
         return [[{"layer": l, "margin": margins[l], "loss": v[0], "car": v[1], "grad_norm": v[2],
                   "pos_sim": v[3], "neg_sim": v[4]} for l, v in enumerate(vs)] for vs in vals]
 

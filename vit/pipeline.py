@@ -181,7 +181,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
         t = clock()
         for l in mine:
             h, row, loss = method.layer_step(l, h, y)
-            stats.add(l, row)
+            stats.add(l, row, y.shape[1])
             stats.mark(l, loss, step)
             stats.add_classes(l, y.repeat(1, nv), pool(h))
         tm["compute"] += clock() - t
@@ -202,6 +202,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     tm["send_wait"] += clock() - t
     t = clock()
     dist.all_reduce(stats.sums)                # rows are zero off their owner: the sum is exact
+    dist.all_reduce(stats.weights)             # likewise their weights
     dist.all_reduce(stats.bad, op=dist.ReduceOp.MAX)
     dist.all_reduce(stats.csum)                # each layer's rows are zero off its stage: the sum is exact
     dist.all_reduce(stats.ccnt)
@@ -210,7 +211,7 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
     if timing is not None:
         for k, v in tm.items():
             timing[k] = timing.get(k, 0.0) + v
-    return method.end_epoch(stats, epoch, n)
+    return method.end_epoch(stats, epoch)
 
 
 def _layer_tensors(method, layers: range) -> list[torch.Tensor]:
@@ -290,7 +291,7 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> list[dict[str,
                 y.record_stream(streams[s])
                 for l in layers:
                     h, row, loss = method.layer_step(l, h, y)
-                    stats.add(l, row)
+                    stats.add(l, row, y.shape[1])
                     stats.mark(l, loss, step)
                     stats.add_classes(l, y.repeat(1, nv), pool(h))
                 if s + 1 < len(stages):
@@ -299,7 +300,7 @@ def streams_train_epoch(method, epoch: int, n_stages: int = 2) -> list[dict[str,
                     handoff[s + 1][step] = (h, y, e)
     for st in streams:
         main.wait_stream(st)
-    return method.end_epoch(stats, epoch, n)
+    return method.end_epoch(stats, epoch)
 
 
 # ============================================================================ a whole run

@@ -16,7 +16,9 @@ pipeline's distributed epoch, :mod:`vit.pipeline`) and which process records, so
 and the pipelined trainer resume, checkpoint, log and select alike and read each other's files.
 
 Per epoch (one host read each): per-layer training loss, CAR, gradient norm, mean positive and
-negative similarity; the method's validation metrics and its selection ``metric``.  The epoch
+negative similarity (means over the epoch's images, each step weighted by its batch size as the
+reference weights its loss; the gradient norm over steps: :class:`vit.method.EpochStats`); the
+method's validation metrics and its selection ``metric``.  The epoch
 with the best metric is kept (model selection); stage 2 (:meth:`finish`) runs on its weights.
 
 Files (with ``out_dir``): ``log.jsonl`` (one line per epoch, rewritten from the checkpoint on
@@ -25,7 +27,8 @@ the run before it is resumed from), ``result.json`` (atomic; a run whose intact 
 the same config is returned as is, one with another config or edited is refused, one without a
 content hash is recomputed: :func:`recorded_result`).  Temporary files a killed writer left in
 those directories are removed when the run starts (:func:`cffdyn.io.clean_stale_tmp`).
-``result.json`` records the protocol, the precision and the departures from the reference
+``result.json`` records the protocol, the precision, the input statistics
+(``input_normalisation``: mean, std and their source) and the departures from the reference
 protocol (:func:`vit.config.departures`).  A non-finite loss stops the run with
 :class:`vit.method.NonFiniteLoss` naming seed, layer, epoch and step; the last good checkpoint stays.
 """
@@ -394,6 +397,8 @@ def _finish_runs(method: Method, cfgs, cfg_dicts, datasets, device, histories, b
             "departures": departures(c),
             "device": device_name(device),
             "dataset": datasets[s].summary(),
+            "input_normalisation": {k: (list(v) if k != "source" else v)
+                                    for k, v in method.datas[s].normalisation.items()},
             "val_acc": fin.pop("val_acc"),
             "test_acc": fin.pop("test_acc"),
             "topk": c.topk,
