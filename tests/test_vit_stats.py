@@ -294,3 +294,15 @@ def test_bad_input_raises():
         S.factorial_analysis(["a", "b"], {("x",): [1.0, 2.0]})
     with pytest.raises(ValueError, match="same number of seeds"):
         S.pitman_morgan([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0, 4.0]])
+
+
+def test_seeds_for_power_paired_at_extreme_ratios():
+    """A ratio far from 1 needs few seeds; the search finds the smallest n with power >= 0.8 (it
+    once returned None there: the power integral at n = 2000 underflows)."""
+    from vit.stats import pitman_morgan_power, seeds_for_power_paired
+    for vr in (0.0037, 0.016, 300.0):
+        n = seeds_for_power_paired(vr, 0.5, 1)
+        assert n is not None and n <= 6
+        assert pitman_morgan_power(vr, 0.5, n - 2) >= 0.8
+        assert n == 3 or pitman_morgan_power(vr, 0.5, n - 3) < 0.8
+    assert seeds_for_power_paired(1.0001, 0.5, 1) is None

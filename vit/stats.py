@@ -446,11 +446,15 @@ def seeds_for_power_paired(ratio: float, corr: float, cells: int, *, power: floa
         df = cells * (n - 1) - 1
         return df >= 1 and pitman_morgan_power(ratio, corr, df, alpha) >= power
 
-    if not ok(n_max):
-        return None
-    lo, hi = 2, n_max
-    if ok(lo):
-        return lo
+    # power rises with n: double n until it suffices, then bisect.  Searching upwards matters at
+    # extreme ratios, where a few seeds suffice and the integral at n_max underflows to power 0.
+    lo, hi = 1, 2
+    while not ok(hi):
+        if hi >= n_max:
+            return None
+        lo, hi = hi, min(2 * hi, n_max)
+    if hi == 2:
+        return 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ok(mid):
