@@ -157,8 +157,10 @@ def verdict_text(results: dict) -> str:
     where = (f"{dev.get('gpu')} (driver {dev.get('driver', 'n/a')})" if dev.get("cuda")
              else f"{mach.get('cpus', '?')} CPU cores ({mach.get('cpu', 'CPU')})")
     commit = str(prov.get("commit") or "unknown")[:10] + (" with uncommitted changes" if prov.get("dirty") else "")
+    ran = str(prov.get("study_commit") or prov.get("commit") or "unknown")[:10]
+    at = f"trained at commit {ran} and analysed at {commit}" if ran != commit[:10] else f"at commit {commit}"
     parts.append(f"The study ran once, on {tex_escape(where)} with torch {tex_escape(str(prov.get('torch')))}, "
-                 f"at commit {tex_escape(commit)}, recorded {tex_escape(str(prov.get('recorded_utc')))}; it is read "
+                 f"{tex_escape(at)}, recorded {tex_escape(str(prov.get('recorded_utc')))}; it is read "
                  f"from \\texttt{{{tex_escape((d.get('recorded') or {}).get('dir', 'recorded/vit/noise_dose'))}}} "
                  f"(content-hashed; a changed config or an edited record is refused).")
     dep = d.get("departures") or []

@@ -444,7 +444,8 @@ def _draw(fig, axs, an, prediction) -> None:
 
 
 def record_noise_dose(out_dir: str | Path, *, command: str, wall_s: float | None, load_start,
-                      root: str | Path | None = None, directory: str | Path | None = None) -> Path:
+                      root: str | Path | None = None, directory: str | Path | None = None,
+                      study_commit: str | None = None) -> Path:
     """Keep ``out_dir``'s noise-dose result (noise_dose.json with the per-run table and the
     analysis, its figures) in ``recorded/vit/noise_dose`` with provenance."""
     out = Path(out_dir)
@@ -453,6 +454,7 @@ def record_noise_dose(out_dir: str | Path, *, command: str, wall_s: float | None
     import torch  # noqa: F401  (provenance names the torch version)
     prov = provenance(command, wall_s=wall_s, load_start=load_start, device=study["runs"][0].get("device"))
     prov["study_timing"] = study.get("timing")
+    prov["study_commit"] = study_commit or prov["commit"]
     target = Path(directory) if directory is not None else record_dir("vit", "noise_dose", root)
     return write_record(target, kind=KIND, config=nd["study_config"],
                         payload={k: v for k, v in nd.items() if k != HASH_KEY},

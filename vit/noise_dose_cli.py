@@ -46,6 +46,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--record-to", default=None, metavar="DIR",
                    help="with --record: the folder of the record (default: recorded/vit/noise_dose; make gpu-check "
                         "records its arm beside its summary)")
+    p.add_argument("--ran-at", default=None, metavar="COMMIT",
+                   help="with --record: the commit the study's runs were trained at, when it differs from the one "
+                        "analysing them now (recorded as provenance.study_commit)")
     p.add_argument("--batched", action="store_true",
                    help="train each cell's seeds in one seed-stacked pass (the GPU way; the same bits per seed)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -94,6 +97,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     from cffdyn.io import atomic_write_json, ensure_writable_dir, read_json
     from cffdyn.machine import load_average
     from vit import noise_dose as nd
+    from vit.config import departures
     from vit.study import run_study
 
     args = build_parser(prog).parse_args(argv)
@@ -110,7 +114,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     atomic_write_json(out / "noise_dose.json", {
         "schema": nd.SCHEMA, "schema_version": nd.SCHEMA_VERSION, "study_config": cfg_dict,
         "prediction": str(args.prediction or nd.PREDICTION_DIR), "prediction_sha256": pred_sha,
-        "departures": study["runs"][0].get("departures"), "timing": study.get("timing"),
+        # named by this checkout's rule for the config that ran (a newer rule may name more than the runs did)
+        "departures": departures(cfg.run_config(cfg.cells()[0], cfg.seed0)), "timing": study.get("timing"),
         "table": table, "analysis": an, "text": text})
     nd.draw_noise_dose(an, prediction, out / "noise_dose.png")
     print(text)
@@ -119,7 +124,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         wall = (study.get("timing") or {}).get("wall_s") or (time.perf_counter() - t0)
         rp = nd.record_noise_dose(out, command=" ".join([prog, *(sys.argv[1:] if argv is None else argv)]),
                                   wall_s=wall, load_start=(study.get("timing") or {}).get("load_avg_start") or load0,
-                                  directory=args.record_to)
+                                  directory=args.record_to, study_commit=args.ran_at)
         read_json(rp)
         print(f"noise-dose: recorded {rp}")
     return 0
