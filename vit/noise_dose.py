@@ -24,7 +24,8 @@ The analysis (:func:`analyse`; the rule was fixed in the commit that recorded th
   (both arms; the per-arm means and the SD over runs are reported).
 * per dose and quantity: the clamp/subtract variance ratio of the matched seeds with the paired
   bootstrap 95% interval (seeds resampled, :func:`vit.stats.paired_bootstrap_ci`), Pitman-Morgan
-  and the paired permutation p-values (:mod:`vit.stats`); means and SDs per arm.
+  and the paired permutation p-values (:mod:`vit.stats`; the permutation on each arm's residuals,
+  since the arms' means differ); means and SDs per arm.
 * verdict per dose and curve (tanh, relu at the record's margin), :func:`verdict`: where the
   prediction is valid with a sign, the interval entirely on the predicted side of 1 confirms,
   entirely on the other side refutes, otherwise inconclusive; outside validity, or with a
@@ -210,7 +211,11 @@ def _compare(clamp: list[float], sub: list[float], *, n_boot: int, seed: int) ->
     out["ci"] = [lo, hi]
     pm = stats.pitman_morgan([clamp], [sub])
     out["pm_p"], out["pair_corr"] = pm["pm_p"], pm["pair_corr"]
-    out["perm_p"] = stats.paired_permutation_p([clamp], [sub], n_resamples=n_boot, seed=seed)[1]
+    # the permutation swaps the arms within each seed pair, exchangeable only if the arms' values have one
+    # distribution; the arms' means differ (e.g. the CAR by 20 points), so the swap is made on each arm's
+    # residuals (its values minus its mean): a test of the variances, not of the means
+    out["perm_p"] = stats.paired_permutation_p([list(c - c.mean())], [list(s - s.mean())], n_resamples=n_boot,
+                                               seed=seed)[1]
     if dropped:
         out["note"] = f"{dropped} bootstrap resamples with a 0/0 ratio dropped"
     return out
