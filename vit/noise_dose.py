@@ -169,7 +169,8 @@ def init_noise(study_cfg: Mapping[str, Any]) -> dict[str, list[float | None]]:
 def verdict(pred: Mapping[str, Any], ci: Sequence[float] | None) -> tuple[str, str]:
     """(verdict, why) of one measured VR interval against one prediction (module doc)."""
     if not pred.get("valid"):
-        return "untestable", pred.get("reason", "outside the prediction's validity")
+        reason = str(pred.get("reason", "outside the prediction's validity"))
+        return "untestable", reason.split(" (")[0]   # the first clause; the model's diagnosis is in the record
     if pred["sign"] == 0:
         return "untestable", f"the predicted interval [{math.exp(pred['log_vr_interval'][0]):.3g}, " \
                              f"{math.exp(pred['log_vr_interval'][1]):.3g}] contains VR = 1 (no direction)"

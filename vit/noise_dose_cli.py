@@ -115,7 +115,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         "schema": nd.SCHEMA, "schema_version": nd.SCHEMA_VERSION, "study_config": cfg_dict,
         "prediction": str(args.prediction or nd.PREDICTION_DIR), "prediction_sha256": pred_sha,
         # named by this checkout's rule for the config that ran (a newer rule may name more than the runs did)
-        "departures": departures(cfg.run_config(cfg.cells()[0], cfg.seed0)), "timing": study.get("timing"),
+        "departures": list(dict.fromkeys(x for c in cfg.cells() for x in departures(cfg.run_config(c, cfg.seed0)))),
+        "timing": study.get("timing"),
         "table": table, "analysis": an, "text": text})
     nd.draw_noise_dose(an, prediction, out / "noise_dose.png")
     print(text)
