@@ -121,7 +121,7 @@ def tab_noise_dose(results: dict) -> str:
                      f"\\{tg}MeanSubtract{{}} $\\pm$ \\{tg}SdSubtract & {v['tanh']['verdict']} & "
                      f"{v['relu']['verdict']} \\\\")
     return "\n".join([
-        r"\begin{table}[tbp]", r"\centering\scriptsize", r"\setlength{\tabcolsep}{3pt}",
+        r"\begin{table}[tbp]", r"\centering\scriptsize", r"\setlength{\tabcolsep}{2pt}",
         r"\caption{The noise-dose study: per view-noise dose (pixel SDs) and quantity, the measured within-pair "
         r"noise $\sigma_{n,\mathrm{eff}}$ it is placed at (test accuracy: the last layer's; a layer's quantities: "
         r"that layer's; mean over all runs of the dose), the clamp/subtract variance ratio VR over \NdSeeds{} "
@@ -196,8 +196,9 @@ def verdict_text(results: dict) -> str:
                  f"(content-hashed; a changed config or an edited record is refused).")
     dep = d.get("departures") or []
     if dep:
-        parts.append("Departures from the reference protocol in every run: "
-                     + ", ".join(f"\\texttt{{{tex_escape(x)}}}" for x in dep) + ".")
+        brk = lambda x: tex_escape(x).replace(r"\_", r"\_\allowbreak{}").replace(":", r":\allowbreak{}")  # noqa: E731
+        parts.append("Departures from the reference protocol (each run has its dose's view noise): "
+                     + ", ".join(f"\\texttt{{{brk(x)}}}" for x in dep) + ".")
     return "\n".join(parts)
 
 

@@ -177,6 +177,6 @@ def obtain(study: Study, results: Path, scale: str, *, reuse_only: bool = False)
             raise StudyUnavailable(str(exc)) from None
         data = _load(study, jpath)
         # run_* reuses a recorded JSON whose config matches: then the file is untouched
-        ran = before is None or jpath.stat().st_mtime_ns != before
+        ran = not study.recorded and (before is None or jpath.stat().st_mtime_ns != before)
     png = jpath.with_suffix(".png")
     return StudyResult(study, data, jpath, png if png.is_file() else None, time.perf_counter() - t0, ran)
