@@ -144,18 +144,16 @@ def verdict_text(results: dict) -> str:
         c = lv["quantities"]["test_acc@sel"]
         tg = _tag(i, "test_acc@sel")
         v = c["verdicts"]
-        dose = f"\\{macro_name('Nd', i, 'dose')}"
+        dose = f"\\{macro_name('Nd', i, 'dose')}{{}}"
         if c["vr"] is None:
             parts.append(f"At dose {dose} no ratio can be formed ({tex_escape(c.get('note') or '')}).")
             continue
         parts.append(f"At dose {dose} ($\\sigma_{{n,\\mathrm{{eff}}}} = \\{tg}Sig$) the test-accuracy ratio is "
-                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: against tanh {tex_escape(v['tanh']['verdict'])} "
-                     f"({tex_escape(v['tanh']['why'])}); against relu {tex_escape(v['relu']['verdict'])} "
-                     f"({tex_escape(v['relu']['why'])}).")
+                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: " + "; ".join(_short(a, v[a]) for a in ("tanh", "relu")) + ".")
     tr = an["trend"]
     ci = r" (95\% interval [\NdTrendLo, \NdTrendHi])" if tr.get("ci") else ""
     parts.append(f"Across the doses the slope of $\\log \\mathrm{{VR}}$ of the test accuracy on "
-                 f"$\\sigma_{{n,\\mathrm{{eff}}}}$ is \\NdTrend{ci}, predicted positive by both curves: "
+                 f"$\\sigma_{{n,\\mathrm{{eff}}}}$ is \\NdTrend{{}}{ci}, predicted positive by both curves: "
                  f"{tex_escape(tr['verdict'])}.")
     refuted = [h["view_noise"] for h in an["headline"] if h["shared_prediction_refuted"]]
     parts.append("The prediction the two curves share is refuted at no dose." if not refuted else
@@ -200,6 +198,16 @@ def verdict_text(results: dict) -> str:
         parts.append("Departures from the reference protocol (each run has its dose's view noise): "
                      + ", ".join(f"\\texttt{{{brk(x)}}}" for x in dep) + ".")
     return "\n".join(parts)
+
+
+def _short(act: str, v: dict) -> str:
+    """One curve's verdict in a few words (the table and the record hold the full reasons)."""
+    if v["verdict"] == "untestable":
+        why = v["why"]
+        why = ("no predicted direction" if "contains VR = 1" in why else
+               "outside the theory's valid range" if "validity" in why or "outside" in why else tex_escape(why))
+        return f"{act} untestable ({why})"
+    return f"{act} {v['verdict']} (predicted {v['predicted_vr']:.2g})"
 
 
 def _order_parameter_verdicts(an: dict) -> list[dict]:
