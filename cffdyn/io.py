@@ -79,16 +79,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def atomic_savefig(fig: Any, path: str | os.PathLike, **kw: Any) -> Path:
+def atomic_savefig(fig: Any, path: str | os.PathLike, *, formats: Iterable[str] | None = None,
+                   close: bool = False, **kw: Any) -> Path:
     """Render a matplotlib figure in memory and write it with :func:`atomic_write_bytes`
-    (no half-written PNG, no write through a symlink); ``kw`` go to ``fig.savefig``."""
+    (no half-written PNG, no write through a symlink); returns the first file written.
+
+    ``formats`` (e.g. ``("png", "pdf")``): one file per format, ``path`` with its suffix
+    replaced (PDF keeps the figure vector); None: the format of ``path``'s suffix.  ``close``
+    closes the figure afterwards, also when a write fails (a study drawing many figures would
+    otherwise keep every one in memory).  ``kw`` go to ``fig.savefig``."""
     import io as _io
 
     path = Path(path)
-    buf = _io.BytesIO()
-    kw.setdefault("format", path.suffix.lstrip(".").lower() or "png")
-    fig.savefig(buf, **kw)
-    return atomic_write_bytes(path, buf.getvalue())
+    targets = ([(path, kw.pop("format", None) or path.suffix.lstrip(".").lower() or "png")] if formats is None
+               else [(path.with_suffix("." + fmt), fmt) for fmt in formats])
+    if not targets:
+        raise ValueError("formats is empty: no file to write")
+    try:
+        for target, fmt in targets:
+            buf = _io.BytesIO()
+            fig.savefig(buf, format=fmt, **kw)
+            atomic_write_bytes(target, buf.getvalue())
+    finally:
+        if close and "matplotlib.pyplot" in sys.modules:   # a figure made without pyplot has nothing to close
+            sys.modules["matplotlib.pyplot"].close(fig)
+    return targets[0][0]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,7 +1,8 @@
 """Eigenmode studies of the non-contrastive toy (IsoLoss paper, notes section B).
 
 Python API (each writes ``<out_dir>/<name>.json`` atomically + ``<name>.png`` and reuses an
-existing JSON whose recorded ``config`` equals the requested one):
+intact JSON of the same schema whose recorded ``config`` equals the requested one and whose
+figure exists: :func:`cffdyn.records.reusable_record`):
 
 * ``run_eigen_settings(cfg: SettingsConfig, out_dir) -> dict`` — eigenvalue trajectories of
   ``W W^T`` for all eight settings (euc/cos x simsiam / no predictor / no stop-grad / IsoLoss) of
@@ -24,16 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_savefig, atomic_write_json, content_hash, read_json,
-                       read_jsonl, record_status, to_jsonable)
-from sim.report import SCHEMA
+from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_savefig, atomic_write_json, content_hash, read_jsonl,
+                       record_status, to_jsonable)
+from cffdyn.records import record_header, reusable_record, study_timing
+from sim.report import SCHEMA, pyplot
 from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_update_euc, get_setting,
                        init_weights, integrate_per_mode, per_mode_map, simulate_toy)
 
@@ -50,21 +51,10 @@ def _cfg_key(cfg) -> str:
 
 
 def _reuse(path: Path, cfg) -> dict | None:
-    """The recorded result at ``path`` when it is intact and has this config; otherwise None
-    (recompute).  An edited record (hash mismatch) or one without a hash (older code) is
-    recomputed, and the edited case is said on stderr."""
-    if path.exists():
-        try:
-            old = read_json(path, expect=dict, verify=False)
-        except (OSError, ValueError):
-            return None
-        status = record_status(old)
-        if status == "edited":
-            print(f"note: {path} was changed after it was written (content hash mismatch); recomputing it",
-                  file=sys.stderr)
-        if status == "ok" and old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
-            return old
-    return None
+    """The recorded result at ``path`` when it is an intact record of ``cfg`` under
+    :data:`sim.report.SCHEMA` with its figure beside it; otherwise None (recompute; an edited or
+    unhashed record is said on stderr): :func:`cffdyn.records.reusable_record`."""
+    return reusable_record(path, cfg, schema=SCHEMA, outputs=[path.with_suffix(".png")])
 
 
 def _intact_parts(path: Path, key: str) -> dict[str, dict]:
@@ -87,13 +77,6 @@ def _check_common(cfg, *, etas: tuple[str, ...]) -> None:
             raise ValueError(f"{f}={getattr(cfg, f)} must be > 0")
     if cfg.sigma < 0:
         raise ValueError(f"sigma={cfg.sigma} must be >= 0")
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,11 +194,11 @@ def _run_settings(cfg: SettingsConfig, out_dir, name: str, *, progress: bool = T
         rec_[HASH_KEY] = content_hash(rec_)
         append_jsonl(parts_path, [rec_])
         done[s.name] = rec_
-    res = {"schema": SCHEMA, "config": to_jsonable(cfg), "name": name, "seed": cfg.seed, "n_inits": 1,
+    res = {**record_header(SCHEMA, cfg), "name": name, "seed": cfg.seed, "n_inits": 1,
            "sampling": {k: done[k]["sampling"] for k in SETTING_ORDER},
            "settings": {k: {kk: v for kk, v in done[k].items() if kk not in ("key", HASH_KEY)} for k in SETTING_ORDER},
            "outcomes": {k: done[k]["outcome"] for k in SETTING_ORDER},
-           "seconds": time.perf_counter() - t_start}
+           **study_timing(t_start)}
     _plot_settings(res, out / f"{name}.png", cfg)
     atomic_write_json(jpath, res)
     return res
@@ -225,7 +208,7 @@ SETTING_ORDER = tuple(s.name for s in SETTINGS)
 
 
 def _plot_settings(res: dict, path: Path, cfg: SettingsConfig) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharey=True)
     for ax, name in zip(axes.ravel(), SETTING_ORDER):
         r = res["settings"][name]
@@ -246,8 +229,7 @@ def _plot_settings(res: dict, path: Path, cfg: SettingsConfig) -> None:
     fig.suptitle(f"{cfg.activation} toy, M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
                  f"one W0 (seed {cfg.seed})")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
+    atomic_savefig(fig, path, dpi=110, close=True)
 
 
 def run_eigen_settings(cfg: SettingsConfig = SETTINGS_QUICK, out_dir="results/sim/eigen", *,
@@ -380,7 +362,7 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
     if old is not None:
         return old
     t_start = time.perf_counter()
-    res: dict = {"schema": SCHEMA, "config": to_jsonable(cfg), "name": "eigen_spread", "n_seeds": len(cfg.seeds), "sampling": {},
+    res: dict = {**record_header(SCHEMA, cfg), "name": "eigen_spread", "n_seeds": len(cfg.seeds), "sampling": {},
                  "losses": {}}
     for name in cfg.losses:
         s = get_setting(name)
@@ -415,14 +397,14 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
             "seconds": time.perf_counter() - t0,
         }
     res["ode_check"] = ode_check(cfg)
-    res["seconds"] = time.perf_counter() - t_start
+    res.update(study_timing(t_start))
     _plot_spread(res, out / "eigen_spread.png", cfg)
     atomic_write_json(jpath, res)
     return to_jsonable(res)
 
 
 def _plot_spread(res: dict, path: Path, cfg: SpreadConfig) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colors = dict(zip(SPREAD_LOSSES, ("C0", "C1", "C2", "C3")))
     for name, r in res["losses"].items():
@@ -447,5 +429,4 @@ def _plot_spread(res: dict, path: Path, cfg: SpreadConfig) -> None:
     fig.suptitle(f"linear toy M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
                  f"sampling: {res['sampling']}", fontsize=8)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
+    atomic_savefig(fig, path, dpi=110, close=True)

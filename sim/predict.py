@@ -172,7 +172,7 @@ def run_predict(cfg: PredictConfig, out_dir, *, reuse: bool = True, progress: bo
 
     out_dir = Path(out_dir)
     check_predict_config(cfg)
-    if (old := reuse_recorded(out_dir, "predict", cfg, reuse)) is not None and (out_dir / "prediction.json").exists():
+    if (old := reuse_recorded(out_dir, "predict", cfg, reuse, outputs=("prediction.json",))) is not None:
         return old
     t0 = time.perf_counter()
     keys = [(a, "subtract", 0.0, sn) for a in cfg.activations for sn in cfg.sns]

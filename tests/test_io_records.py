@@ -51,6 +51,71 @@ def test_written_records_carry_a_hash_that_detects_an_edit(tmp_path, capsys):
     assert record_status(read_json(p)) == "unhashed"
 
 
+def test_a_record_is_reused_only_when_every_condition_holds(tmp_path, capsys):
+    """cffdyn.records.reusable_record: the intact record of the same schema and config with its
+    outputs is returned as written; breaking any one condition gives None (recompute), and the
+    damaged and unhashed cases are said on stderr."""
+    from cffdyn.records import record_header, reusable_record
+    p, png = tmp_path / "s.json", tmp_path / "s.png"
+    cfg = {"seed": 3, "sizes": (1, 2)}                       # compared as JSON: the tuple is a list
+    png.write_bytes(b"png")
+    atomic_write_json(p, {**record_header(2, cfg), "done": True})
+    ok = dict(schema=2, outputs=[png], keys=["done"], when=lambda r: r["done"])
+    assert reusable_record(p, cfg, **ok) == read_json(p)
+    assert reusable_record(tmp_path / "absent.json", cfg, **ok) is None
+    assert reusable_record(p, {**cfg, "seed": 4}, **ok) is None                          # another config
+    assert reusable_record(p, cfg, **{**ok, "schema": 3}) is None                        # another layout
+    assert reusable_record(p, cfg, **{**ok, "keys": ["missing"]}) is None
+    assert reusable_record(p, cfg, **{**ok, "when": lambda r: False}) is None
+    png.unlink()
+    assert reusable_record(p, cfg, **ok) is None                                          # output gone
+    png.write_bytes(b"png")
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="another run"):
+        reusable_record(p, {"seed": 4}, other_config=lambda path: ValueError(f"{path}: another run"))
+    # damaged: recomputed with a note, or refused in one line; the file is left as it is
+    text = p.read_text().replace("true", "false")
+    p.write_text(text)
+    assert reusable_record(p, cfg, **ok) is None
+    assert "changed after it was written" in capsys.readouterr().err
+    with pytest.raises(CorruptFileError, match="changed after it was written"):
+        reusable_record(p, cfg, **ok, damaged="refuse")
+    p.write_text("[]")
+    assert reusable_record(p, cfg, **ok) is None and "expected a JSON object" in capsys.readouterr().err
+    assert p.read_text() == "[]"
+    # no hash (older code, or by hand): never trusted, said once per file
+    p.write_text(json.dumps({**record_header(2, cfg), "done": True}))
+    assert reusable_record(p, cfg, **ok) is None and reusable_record(p, cfg, **ok) is None
+    assert capsys.readouterr().err.count("carries no content hash") == 1
+
+
+def test_study_timing_adds_the_load_at_the_end_to_the_machine_at_the_start():
+    from cffdyn.machine import machine_info
+    from cffdyn.records import study_timing
+    t0 = time.perf_counter()
+    start = machine_info("cpu")
+    t = study_timing(t0, start, key="elapsed_s")
+    assert set(t) == {"elapsed_s", "machine"} and t["elapsed_s"] >= 0
+    assert {k: v for k, v in t["machine"].items() if k != "load_avg_after"} == start
+    assert "load_avg_after" in t["machine"] and "load_avg_after" not in start
+    assert "load_avg_after" not in study_timing(t0)["machine"]       # taken at the end: one load, not two
+
+
+def test_savefig_writes_each_format_whole_and_closes(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cffdyn.io import atomic_savefig
+    fig = plt.figure()
+    first = atomic_savefig(fig, tmp_path / "f.png", formats=("png", "pdf"), dpi=50, close=True)
+    assert first == tmp_path / "f.png" and not plt.fignum_exists(fig.number)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    fig = plt.figure()
+    with pytest.raises(ValueError):                                  # a format matplotlib cannot write
+        atomic_savefig(fig, tmp_path / "g.nope", close=True)
+    assert not plt.fignum_exists(fig.number) and not list(tmp_path.glob("*g.nope*"))
+
+
 @pytest.mark.parametrize("text", ["[]", "42", '"x"', "null"])
 def test_valid_json_of_the_wrong_shape_is_one_line(tmp_path, capsys, text):
     p = tmp_path / "study.json"

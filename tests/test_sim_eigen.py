@@ -163,7 +163,7 @@ NOTES = dict(in_dim=15, out_dim=10, eta=1e-2, sigma=0.1, alpha=1.0, n_samples=0)
 
 @pytest.mark.parametrize("name", ["euc_simsiam", "euc_isoloss", "euc_simsiam_nopred", "euc_simsiam_nosg"])
 def test_iteration_matches_per_mode_map(name):
-    """Done-when of issue 6: expected-gradient matrix iteration == per-mode map to 1e-4 at t=100,300,1000."""
+    """The per-mode map is exact: expected-gradient matrix iteration == per-mode map to 1e-4 at t=100,300,1000."""
     s = E.get_setting(name)
     cfg = E.ToyConfig(**NOTES)
     W0 = E.init_weights(cfg, [2])
@@ -339,7 +339,7 @@ def test_fresh_sample_iteration_tracks_per_mode_map(name):
     assert np.abs(mu[0, -1] - mm[-1]).max() < 1e-3
 
 
-# ------------------------------------------------------------------ n_steps, --set, records (issue: no silent wrong result)
+# ------------------------------------------------------------------ n_steps, --set, records (no silent wrong result)
 @pytest.mark.parametrize("n_steps,every", [(15, 10), (7, 10), (20, 10), (1, 3)])
 def test_simulate_toy_runs_exactly_n_steps_and_records_the_last(n_steps, every):
     s = E.get_setting("euc_simsiam")

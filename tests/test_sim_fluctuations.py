@@ -1,6 +1,6 @@
 """Tests of sim.fluctuations: the boundary-resolving drift against the ODE right-hand side and
 against an independent adaptive quadrature, the exact slope lambda against a finite difference
-of that quadrature (the issue-13 numbers re-derived here), the Oja-limit closed form derived
+of that quadrature (the reference slopes re-derived here), the Oja-limit closed form derived
 with sympy, the OU prediction against SGD, and the fully clamped outcome."""
 from __future__ import annotations
 
@@ -55,9 +55,10 @@ def test_clamp_drift_and_slope_against_adaptive_quadrature(margin, B):
         assert abs(F.drift_slope(cfg, Q) - lam_fd) < 1e-6
 
 
-def test_issue13_slopes_at_the_clamped_fixed_point():
+def test_slopes_at_the_clamped_fixed_point():
     """tanh, m2 = 3, tau = 1, sn = 0, m = 0.1: lambda at the stable fixed point, B = 1 and B = 4,
-    re-derived by the adaptive quadrature (brentq on it, Richardson finite difference)."""
+    re-derived by the adaptive quadrature (brentq on it, Richardson finite difference) and held
+    to the reference slopes -1.384 and -2.524 computed independently the same way."""
     from scipy.optimize import brentq
     for B, issue in ((1, -1.384), (4, -2.524)):
         g = lambda q: quad_drift_clamp_sn0(q, 1.0, 3.0, 0.1, B)  # noqa: E731
@@ -68,7 +69,7 @@ def test_issue13_slopes_at_the_clamped_fixed_point():
         assert abs(sp.Q - qs) < 1e-9
         assert abs(sp.lam - lam_ref) < 1e-5
         assert abs(sp.lam - issue) < 5e-3
-    # the old fixed-node central difference missed the boundary term (issue: -1.240)
+    # a fixed-node central difference misses the boundary term (it gives -1.240, the slope is -1.384)
     sp = F.stationary_point(MFConfig(tau=1.0, m2=(3.0,), mode="clamp", margin=0.1))
     f = rhs_numpy(MFConfig(tau=1.0, m2=(3.0,), mode="clamp", margin=0.1))
     naive = (f(np.array([sp.Q + 1e-6]))[0] - f(np.array([sp.Q - 1e-6]))[0]) / 2e-6
@@ -84,7 +85,7 @@ def test_clamp_with_noise_drift_matches_ode_and_slope_matches_rebuilt_nodes():
     fd = lambda h: (F.drift(cfg, Q + h) - F.drift(cfg, Q - h)) / (2 * h)  # noqa: E731
     assert abs(F.drift_slope(cfg, Q) - (4 * fd(1e-3) - fd(2e-3)) / 3) < 1e-6
     sp = F.stationary_point(cfg)
-    assert abs(sp.lam - (-0.80)) < 0.03  # the issue's "about -0.80"
+    assert abs(sp.lam - (-0.80)) < 0.03  # the independent estimate: about -0.80
 
 
 def oja_closed_form(tau, m2):
@@ -122,7 +123,7 @@ def test_oja_limit_closed_form_and_sgd():
     v = N * np.mean((q - q.mean()) ** 2, axis=1)
     se = v.std(ddof=1) / math.sqrt(K)
     assert abs(v.mean() - sp.n_var) < 3.3 * se
-    # the diffusion without the squared-gradient term's fluctuation is far off (issue 13)
+    # the diffusion without the squared-gradient term's fluctuation is far off: the term is needed
     old = _var_without_bsq(cfg, qs) / (2 * abs(lam))
     assert abs(v.mean() - old) > 5 * se
 

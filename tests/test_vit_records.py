@@ -1,4 +1,4 @@
-"""Recorded files of ``vit train`` and ``vit study`` checked before use (issue 21): crafted
+"""Recorded files of ``vit train`` and ``vit study`` checked before use: crafted
 checkpoints, edited or wrong-shape ``result.json``, a ``study.json`` that is a list.  Every case
 goes through the command as a user runs it (``cffdyn vit ...``, guarded): one line naming the file
 and the fix, exit 2, no traceback, and nothing trained from the file or written over it."""
@@ -22,7 +22,7 @@ from vit.train import RunInterrupted, train_run  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
-# the TINY run of the issue, on sklearn digits (8x8, patch 2)
+# a run small enough for every case to train it, on sklearn digits (8x8, patch 2)
 ARGS = ["--dataset", "digits", "--subset", "300", "--epochs", "2", "--head-epochs", "1", "--layers", "1",
         "--embed-dim", "16", "--heads", "2", "--patch", "2", "--batch-size", "64", "--device", "cpu", "--quiet"]
 

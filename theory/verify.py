@@ -5,9 +5,10 @@ Python API (for the paper build)::
     from theory.verify import QUICK, FULL, VerifyConfig, run_verify
     result = run_verify(QUICK, "results/theory")   # -> dict, writes verify.json + verify.png
 
-``run_verify`` reuses ``<out_dir>/verify.json`` when its recorded ``config`` equals the requested
-one (and it passed); otherwise it recomputes and writes the JSON atomically (``cffdyn.io``) and a
-histogram of the per-case relative errors (``verify.png``).
+``run_verify`` reuses ``<out_dir>/verify.json`` when it is an intact record of this schema whose
+``config`` equals the requested one and ``verify.png`` exists (:func:`cffdyn.records.reusable_record`);
+otherwise it recomputes and writes the JSON atomically (``cffdyn.io``) and a histogram of the
+per-case relative errors (``verify.png``).
 
 Result schema::
 
@@ -34,10 +35,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from cffdyn.io import atomic_savefig, atomic_write_json, ensure_writable_dir, read_json, record_status
+from cffdyn.io import atomic_savefig, atomic_write_json, ensure_writable_dir
+from cffdyn.records import record_header, reusable_record, study_timing
 
 __all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_report", "RESIDUAL_METHOD"]
 
@@ -77,7 +79,7 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     from theory.autograd_check import check_autograd
     from theory.symbolic import identities, mutations, numeric_coefficients
 
-    from cffdyn.machine import load_average, machine_info
+    from cffdyn.machine import machine_info
 
     machine = machine_info("cpu")      # timings mean little without the load they ran under
     t0 = time.perf_counter()
@@ -93,19 +95,18 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     auto = check_autograd(cfg.cases, cfg.seed, per_case=per_case)
     auto["tol_rel"] = cfg.tol_rel
     auto["passed"] = bool(auto["max_rel_err"] <= cfg.tol_rel)
-    seconds = time.perf_counter() - t0
+    timing = study_timing(t0, machine)
     return {
-        "schema": SCHEMA,
-        "config": asdict(cfg),
+        **record_header(SCHEMA, cfg),
         "passed": bool(all(i["passed"] for i in ids) and all(m["flagged"] for m in muts) and auto["passed"]),
         "residual_method": RESIDUAL_METHOD,
         "identities": ids,
         "mutations": muts,
         "autograd": auto,
-        "seconds": seconds,
+        "seconds": timing["seconds"],
         "seconds_by_phase": {"identities": t_sym, "mutations": t_mut, "lambdify": t_lam, **auto["seconds"]},
         "versions": {"sympy": sympy.__version__, "torch": torch.__version__, "mpmath": mpmath.__version__},
-        "machine": {**machine, "load_avg_after": load_average()},
+        "machine": timing["machine"],
     }
 
 
@@ -172,12 +173,7 @@ def plot_errors(per_case: dict[str, list[float]], cfg: VerifyConfig, path: str |
                  fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        atomic_savefig(fig, path, dpi=120)   # whole or not at all, never through a planted symlink
-    finally:
-        plt.close(fig)
-    return path
+    return atomic_savefig(fig, path, dpi=120, close=True)   # whole or not at all, never through a symlink
 
 
 def run_verify(cfg: VerifyConfig = QUICK, out_dir: str | Path = "results/theory", *,
@@ -185,16 +181,8 @@ def run_verify(cfg: VerifyConfig = QUICK, out_dir: str | Path = "results/theory"
     """Run (or reuse) the verification; writes ``<out_dir>/verify.json`` and ``verify.png``."""
     out = Path(out_dir)
     jpath, ppath = out / "verify.json", out / "verify.png"
-    if not force and jpath.exists() and ppath.exists():
-        try:
-            old = read_json(jpath)
-        except (OSError, ValueError):
-            old = None
-        # same config, the current schema and an intact content hash (files of older versions, or
-        # edited ones, are recomputed)
-        if isinstance(old, dict) and record_status(old) == "ok" and old.get("config") == asdict(cfg) \
-                and old.get("schema") == SCHEMA and "passed" in old:
-            return old
+    if not force and (old := reusable_record(jpath, cfg, schema=SCHEMA, outputs=[ppath], keys=["passed"])) is not None:
+        return old
     ensure_writable_dir(out, "out_dir")       # before the work, not after it
     result = verify(cfg, per_case=True)
     per_case = result["autograd"].pop("per_case_rel_err")

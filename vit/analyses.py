@@ -26,7 +26,6 @@ Every figure has integer axes with integer ticks, titles in words and one legend
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from cffdyn.errors import UserError
-from cffdyn.io import atomic_write_bytes, read_json
+from cffdyn.io import atomic_savefig, read_json
 from vit import stats
 
 __all__ = ["load_runs", "check_fields", "factorial", "car_per_epoch", "grad_norms", "dose_response", "pair_density",
@@ -145,11 +144,7 @@ def _save(fig, path: Path | None) -> str | None:
         plt.close(fig)
         return None
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return str(path)
+    return str(atomic_savefig(fig, path, dpi=110, close=True))
 
 
 def _cell_label(fields: Sequence[str], key: Sequence[Any], n: int) -> str:

@@ -129,8 +129,4 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> Path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = (Path(out_dir) if out_dir is not None else run_dir) / FIGURE_NAME
-    try:
-        atomic_savefig(fig, out, dpi=110)   # whole or not at all, never through a planted symlink
-    finally:
-        plt.close(fig)
-    return out
+    return atomic_savefig(fig, out, dpi=110, close=True)   # whole or not at all, never through a planted symlink

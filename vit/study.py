@@ -74,7 +74,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cffdyn.errors import UserError
-from cffdyn.io import Progress, atomic_write_json, read_json, record_status
+from cffdyn.io import Progress, atomic_savefig, atomic_write_json, read_json
+from cffdyn.records import record_header, reusable_record
 from vit import stats
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
@@ -91,12 +92,12 @@ STUDY_SCHEMA = 1
 
 
 #: Wall-time model: seconds per (training image x epoch x seed) of ViT[128 4 5] with 49 tokens,
-#: two views, measured (issue 11): H100, batched explicit engine, 7 seeds x 10 epochs of full
-#: Fashion-MNIST (54,000 images) in 226 s for one cell -> 226 / (10 * 7 * 54000).  CPU: the
-#: quick study's own measurement (2 cores; see README), scaled the same way.  Other models scale
-#: by the forward cost per image (:func:`_cost_per_image`); an ESTIMATE, not a measurement.
+#: two views.  CUDA: one cell of 7 seeds x 10 epochs of full Fashion-MNIST (54,000 images) took
+#: 226 s on an H100 with the batched explicit engine -> 226 / (10 * 7 * 54000).  CPU: the quick
+#: study's own wall time (2 cores; see README), scaled the same way.  Other models scale by the
+#: forward cost per image (:func:`_cost_per_image`); an ESTIMATE, not a measurement.
 WALL_MODEL = {"cuda": {"s_per_image_epoch_seed": 226.0 / (10 * 7 * 54000),
-                       "source": "issue 11: H100, batched explicit engine, 226 s for 7 seeds x 10 epochs of "
+                       "source": "an H100 with the batched explicit engine: 226 s for 7 seeds x 10 epochs of "
                                  "54,000 Fashion-MNIST images, ViT[128 4 5] patch 4"},
               # 2 cff2 cells + 2 cff1 cells (half the forward cost) = 3 cff2-cell equivalents
               "cpu": {"s_per_image_epoch_seed": 414.6 / (1.15 * 5400 * 16 * 3 * 3),
@@ -111,8 +112,9 @@ _POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73
 
 def _cost_per_image(cfg: TrainConfig, device: str) -> float:
     """Forward multiply-adds per training image (all layers and views; MLP ratio 2) — the
-    scaling of the wall-time model between configurations.  On CUDA a step is launch-bound
-    (issue 11: one cff1 step costs as much as a cff2 step), so views do not scale there."""
+    scaling of the wall-time model between configurations.  On CUDA a step is launch-bound (one
+    cff1 step took as long as a cff2 step on the H100 of :data:`WALL_MODEL`), so views do not
+    scale there."""
     side = image_side(cfg.dataset, cfg.image_size)
     t = max(1, (side // cfg.patch) ** 2)
     e, chans = cfg.embed_dim, (3 if cfg.dataset in ("cifar10", "cifar100", "svhn") else 1)
@@ -236,13 +238,10 @@ def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
 
 
 def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cffdyn.io import atomic_write_bytes
     from vit.plot import title
 
     cells = cfg.cells()
@@ -275,10 +274,7 @@ def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
     fig.suptitle(f"{title(b.dataset)}, ViT[{b.embed_dim} {b.heads} {b.layers}], "
                  f"{b.epochs} epochs, {cfg.n_seeds} seeds per cell ({design})", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_savefig(fig, path, dpi=110, close=True)
 
 
 
@@ -335,11 +331,12 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
     out = Path(out_dir)
     path = out / f"{STUDY_NAME}.json"
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
-    prev = _check_design_matches(cfg, path)
-    # reused as is only when intact (content hash present and matching): one without a hash
-    # (older cffdyn, or written by hand) is assembled again from the runs' own records
-    if prev is not None and record_status(prev) == "ok" and prev.get("config") == cfg_dict \
-            and prev.get("status") == "complete" and prev.get("schema") == STUDY_SCHEMA:
+    _check_design_matches(cfg, path)
+    # a damaged study.json is refused (it may be the only record of a cluster study's statistics);
+    # one without a hash is assembled again from the runs' own records, which trains nothing
+    prev = reusable_record(path, cfg_dict, schema=STUDY_SCHEMA, when=lambda r: r.get("status") == "complete",
+                           damaged="refuse", unhashed="and is assembled again from the runs' records")
+    if prev is not None:
         return prev
     check_not_running(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,7 +359,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
     def on_run(cell, seed, res, rd, trained, wall):
         rec = _record(cfg, tuple(cell), seed, res, rd, trained, wall)
         records.append(rec)
-        atomic_write_json(path, {"schema": STUDY_SCHEMA, "config": cfg_dict, "design": design, "status": "running",
+        atomic_write_json(path, {**record_header(STUDY_SCHEMA, cfg_dict), "design": design, "status": "running",
                                  "runs": records, "analysis": None, "table": ""})
         prog.update(len(records), f"{_cell_label(rec['cell'])}, seed {seed}: {cfg.metric} "
                                   f"{100 * rec['metric']:.2f}%" + ("" if trained else " (recorded)"))
@@ -411,7 +408,7 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
         table = (f"INCOMPLETE: {len(missing)} of {len(tasks)} tasks not finished (seeds "
                  f"{', '.join(str(sd) for s in missing for sd in s['seeds'])}); statistics over the "
                  f"{len(done_seeds)} finished seed(s) only\n" + table)
-    result = {"schema": STUDY_SCHEMA, "config": json.loads(json.dumps(cfg.to_dict())), "design": _design(cfg),
+    result = {**record_header(STUDY_SCHEMA, json.loads(json.dumps(cfg.to_dict()))), "design": _design(cfg),
               "status": "complete" if complete else "incomplete", "runs": records, "probe": probe,
               "analysis": analysis, "table": table,
               "tasks": {"n": len(tasks), "plan": plan_hash, "complete": [s["task"] for s in states

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +44,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cffdyn.errors import CorruptFileError
-from cffdyn.io import (Progress, append_jsonl, atomic_write_json, atomic_write_text, clean_stale_tmp, read_json,
-                       record_status)
+from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, clean_stale_tmp
+from cffdyn.records import reusable_record
 from vit.baselines import BP, FF, FFCL
 from vit.cff import CFF
 from vit.checkpoint import (bad_checkpoint, check_optimizer, check_tensors, load_checkpoint, nonfinite_tensor,
@@ -161,7 +160,10 @@ def _payload(method: Method, cfg_dicts: list[dict], epoch: int, histories: list,
 #: keys every result.json has (what the CLI prints and a study reads)
 _RESULT_KEYS = ("config", "device", "val_acc", "test_acc", "test_topk_acc", "topk", "best_epoch", "per_layer",
                 "epoch_time_s", "history")
-_noted: set[str] = set()   # result files already said to be recomputed (said once per process)
+
+
+def _other_run(path: Path) -> ValueError:
+    return ValueError(f"{path} holds a run with a different config; use another out_dir")
 
 
 def recorded_result(path: Path, cfg_dict: dict[str, Any]) -> dict[str, Any] | None:
@@ -172,18 +174,11 @@ def recorded_result(path: Path, cfg_dict: dict[str, Any]) -> dict[str, Any] | No
     with one line (:class:`CorruptFileError`): not a JSON object (``[]``, ``42``), changed after it
     was written (its ``content_sha256`` no longer matches, e.g. an edited ``test_acc``), or
     without the fields of a result; a result of another config is a ValueError."""
-    if not path.exists():
+    # refused, never recomputed: the record stands for a trained run that a rerun would overwrite
+    r = reusable_record(path, cfg_dict, damaged="refuse", other_config=_other_run,
+                        unhashed="and the run counts as unfinished (training it recomputes the file)")
+    if r is None:
         return None
-    r = read_json(path, expect=dict)     # wrong shape, a directory or an edited record: one line
-    if record_status(r) == "unhashed":
-        if str(path) not in _noted:
-            _noted.add(str(path))
-            print(f"note: {path} carries no content hash (written by older cffdyn or by hand), so it is not "
-                  "trusted and the run counts as unfinished (training it recomputes the file)", file=sys.stderr,
-                  flush=True)
-        return None
-    if r.get("config") != cfg_dict:
-        raise ValueError(f"{path} holds a run with a different config; use another out_dir")
     missing = [k for k in _RESULT_KEYS if k not in r]
     bad = [k for k in ("val_acc", "test_acc", "test_topk_acc")
            if k in r and not (isinstance(r[k], (int, float)) and not isinstance(r[k], bool) and 0 <= r[k] <= 1)]
