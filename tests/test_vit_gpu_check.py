@@ -27,6 +27,22 @@ def test_without_cuda_it_says_so_in_one_line(capsys):
     assert gpu_check.main(["--budget", "-1"]) == 2
 
 
+def test_tiny_test_and_bench_steps_on_cpu_record_a_summary(tmp_path):
+    """The first two steps at tiny sizes (seconds); the arm's command is `vit noise-dose`, run end to
+    end by tests/test_vit_noise_dose.py, and the whole check by the slow test below."""
+    if gpu_check._data_root(None) is None:
+        pytest.skip("Fashion-MNIST is not installed (make data)")
+    rc = gpu_check.main(["--device", "cpu", "--tiny", "--budget", "120", "--out", str(tmp_path),
+                         "--steps", "cuda_tests,bench"])
+    (run,) = list(tmp_path.iterdir())
+    s = json.loads((run / "summary.json").read_text())
+    assert [x["step"] for x in s["steps"]] == ["cuda_tests", "bench"] and not s["arm"]["ran"]
+    assert (run / "bench.json").is_file() and "recorded in" in (run / "summary.txt").read_text()
+    assert rc == 0, [(x["step"], x["rc"], x["tail"][-300:]) for x in s["steps"] if x["rc"] not in (0, 5)]
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--steps", "nope"]) == 2
+
+
+@pytest.mark.slow
 def test_tiny_steps_on_cpu_record_a_summary(tmp_path):
     if gpu_check._data_root(None) is None:
         pytest.skip("Fashion-MNIST is not installed (make data)")

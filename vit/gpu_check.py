@@ -110,7 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (the check) | cpu (with --tiny)")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU tests of the steps)")
     ap.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (see the module doc)")
+    ap.add_argument("--steps", default="cuda_tests,bench,arm", metavar="S1,S2",
+                    help="the steps to run: cuda_tests, bench, arm (the arm includes its timing run); default all")
     args = ap.parse_args(argv)
+    steps = [x.strip() for x in args.steps.split(",") if x.strip()]
+    unknown = sorted(set(steps) - {"cuda_tests", "bench", "arm"})
+    if unknown or not steps:
+        print(f"gpu-check: error: --steps {args.steps!r}: unknown {unknown or 'none given'}; choose from cuda_tests, "
+              f"bench, arm", file=sys.stderr)
+        return 2
     if not (args.budget > 0 and math.isfinite(args.budget)):
         print(f"gpu-check: error: --budget {args.budget} must be > 0 seconds", file=sys.stderr)
         return 2
@@ -138,19 +146,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     tests = ["tests/test_vit_augment.py"] if args.tiny else \
         ["tests/test_vit_batched.py", "tests/test_vit_augment.py", "tests/test_vit_train.py",
          "tests/test_vit_pipeline.py", "tests/test_vit_bench.py"]
-    _step("cuda_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k",
-                         "cuda or graph or gpu", *tests], min(120.0, 0.25 * left()), log, env)
+    if "cuda_tests" in steps:
+        _step("cuda_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k",
+                             "cuda or graph or gpu", *tests], min(120.0, 0.25 * left()), log, env)
     bench = [py, "-m", "vit", "bench", "--device", args.device, "--json", str(out / "bench.json")]
     bench += ["--rounds", "1", "--steps", "1", "--seeds", "2", "--workers", "0"] if args.tiny else \
         ["--rounds", "3", "--steps", "3"]
-    _step("bench", bench, min(120.0, 0.3 * left()), log, env)
+    if "bench" in steps:
+        _step("bench", bench, min(120.0, 0.3 * left()), log, env)
     sets = TINY_SETS if args.tiny else FULL_SETS
     seeds = 3 if args.tiny else SEEDS
     n_boot = 199 if args.tiny else 9999
     timing_out = out / "timing"
-    t = _step("timing", arm_command(py, timing_out, sets, 1, seeds, DOSES, root, 199),
-              min(150.0, (0.6 if args.tiny else 0.4) * left()), log, env)
     arm: dict[str, Any] = {"ran": False}
+    t = _step("timing", arm_command(py, timing_out, sets, 1, seeds, DOSES, root, 199),
+              min(150.0, (0.6 if args.tiny else 0.4) * left()), log, env) if "arm" in steps else {"rc": None}
     if t["rc"] == 0:
         study = json.loads((timing_out / "study.json").read_text())
         cells = len(study["design"]["cells"])
