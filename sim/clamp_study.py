@@ -14,6 +14,10 @@ margins of that row.  Plus an Oja row (identity activation, no noise, no margin)
 several N for a few cells (the prediction is N-independent), and the bridge to the ViT: the
 predicted ratio as a function of the stationary clamp activation rate, with ViT study points
 (variance ratio clamp/subtract vs mean layer-0 CAR of the clamp runs) overlaid.
+
+Figures: ``clamp.png`` (:func:`fig_clamp`, also the paper's: N Var predicted vs measured, the
+ratio against the margin, the bridge with the pooled ViT ratio) and ``clamp_scaling.png``
+(:func:`fig_clamp_scaling`: N Var against N for the scaling cells).
 """
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ Python API (the paper build calls these)::
 Each ``run_<name>(cfg, out_dir)`` writes ``<out_dir>/<name>.json`` (atomically) and
 ``<name>.png`` and returns the JSON dict; an existing JSON whose recorded ``config`` equals the
 requested one is returned unchanged (``reuse=False`` forces a rerun).  Each config is a frozen
-dataclass with a ``*_QUICK`` (CPU, seconds) and ``*_FULL`` preset.
+dataclass with a ``*_QUICK`` (CPU, seconds) and ``*_FULL`` preset.  The PNG is drawn by
+``fig_<name>(result)`` from the JSON dict alone, at the manuscript's printed size
+(:mod:`cffdyn.figures`); the paper build calls the same function for its PDF and PNG.
 
 convergence  ODE vs SGD mean +- SD for N in {1e3, 1e4, 1e5} (Fig. 2a analogue); fits the
              exponent of the RMS (over trials) maximum deviation |Q_i(t) - Q_ode(t)| vs N
@@ -22,7 +24,9 @@ hfunc        h(Q) = Qdot/tau with fixed points and stability (Fig. 2b); learnabi
 phase        two-feature phase portrait (Fig. 3 analogue): streamlines, fixed points, attraction
              regions (RK4 batch over a grid of initial conditions), SGD trajectories; share of
              initial conditions won by feature 1 vs m4/m2^2 at fixed m2 (claim ii), and the
-             eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).
+             eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).  The JSON holds
+             what the portrait draws: the grid of winners (one string per row), the
+             streamline field and the SGD paths (4 significant digits).
 noise        stationary Q* vs sigma_n^2 for several rho and tau (Fig. 4 analogue), SGD points,
              comparison with the notes' table.
 clamp        (sim.clamp_study) N Var(Q) and the clamp/subtract variance ratio predicted by the
@@ -55,7 +59,8 @@ __all__ = ["ConvergenceConfig", "HFuncConfig", "PhaseConfig", "NoiseConfig", "Cl
            "BenchConfig", "CONVERGENCE_QUICK", "CONVERGENCE_FULL", "HFUNC_QUICK", "HFUNC_FULL",
            "PHASE_QUICK", "PHASE_FULL", "NOISE_QUICK", "NOISE_FULL", "CLAMP_QUICK", "CLAMP_FULL",
            "BENCH_QUICK", "run_convergence", "run_hfunc", "run_phase", "run_noise", "run_clamp",
-           "run_bench", "NOTES_LEARNABILITY", "NOTES_NOISE_TABLE", "STUDIES"]
+           "run_bench", "NOTES_LEARNABILITY", "NOTES_NOISE_TABLE", "STUDIES", "fig_convergence", "fig_hfunc",
+           "fig_phase", "fig_noise", "winner_grid"]
 
 # Values quoted in the notes (A.4), used only for side-by-side comparison in the reports.
 NOTES_LEARNABILITY = {"tanh": (0.1818, 0.07505), "relu": (0.5, 0.5), "identity": (1.0, 1.0)}

@@ -57,7 +57,8 @@ Files under ``out_dir``
                 state and log) and statistics over the finished seeds only (whole matched
                 pairs).  A complete ``study.json`` of the same schema whose config equals the
                 requested one is returned without touching anything.
-``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate.
+``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate
+                (:func:`fig_study`, the paper's figure too, drawn at its printed size).
 
 Batched mode (``batched=True``, methods cff2/cff1): the seeds of a task without a
 ``result.json`` are trained per cell in one pass with a leading seed dimension
