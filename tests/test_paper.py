@@ -136,7 +136,8 @@ def _phase(rng) -> dict:
             "share_feature1": 0.555,
             "share_feature2": 0.444, "share_none": 0.001, "m4_sweep": sweep,
             "fixed_points": [{"Q": [0.0, 0.0], "stability": "unstable"}, {"Q": [0.9, 0.0], "stability": "stable"}],
-            "winners": {"n_grid": 5, "extent": 0.98, "chars": "012.", "rows": [".222.", "11222", "11022", "11122", ".111."]},
+            "winners": {"n_grid": 5, "extent": 0.98, "chars": "012.",
+                        "rows": [".222.", "11222", "11022", "11122", ".111."]},
             "streamlines": {"x": g.tolist(), "U": [[-x for x in g] for _ in g], "V": [[-y] * 5 for y in g]},
             "sgd_paths": [[[0.05, 0.06], [0.5, 0.1], [0.9, 0.0]]]}
 
