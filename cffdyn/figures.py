@@ -51,17 +51,22 @@ def style() -> Iterator[None]:
 
 
 def styled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a figure function under :func:`style` and lay its figure out before leaving the style:
-    matplotlib creates tick labels and resolves some sizes only when the figure is first drawn, so
-    a figure saved later, outside the style, keeps the style's fonts.  A function that saves its
-    figure itself (and returns, say, a path) runs under the style the same way."""
+    """Run a figure function under :func:`style`.  Matplotlib creates an axis's tick labels when
+    they are first asked for, often only when the figure is saved: the returned figure's ticks are
+    created here, under the style, and the ones a save adds later copy their properties, so a
+    figure saved outside the style keeps the style's fonts.  (Not a draw: a second layout pass
+    would move the axes by a pixel.)  A function that saves its figure itself (and returns, say,
+    a path) runs under the style the same way."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any):
         from matplotlib.figure import Figure
         with style():
             out = fn(*args, **kw)
             if isinstance(out, Figure):
-                out.draw_without_rendering()
+                for ax in out.axes:
+                    for axis in (ax.xaxis, ax.yaxis):
+                        axis.get_major_ticks()
+                        axis.get_minor_ticks()
         return out
     return wrapper
 

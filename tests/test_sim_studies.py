@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_phase_json_holds_its_portrait_and_the_figure_is_vector_at_print_size(tm
     """The stored grid of winners decodes to the study's own shares and count of initial
     conditions; the portrait is drawn from the JSON alone, vector, fonts >= the floor at its
     printed width; a result without the grid is one line."""
-    from cffdyn.figures import TEXT_WIDTH_IN, save_figure, small_fonts
+    from cffdyn.figures import RC, TEXT_WIDTH_IN, save_figure, small_fonts
     from cffdyn.io import read_json
     res = S.run_phase(TINY["phase"], tmp_path, progress=False)
     d = read_json(tmp_path / "phase.json")
@@ -73,7 +74,10 @@ def test_phase_json_holds_its_portrait_and_the_figure_is_vector_at_print_size(tm
     assert abs(g[mid]) < 1e-12 and W[near, mid] == 1 and W[mid, near] == 2
     assert np.allclose([p[0] for p in d["sgd_paths"]], TINY["phase"].sgd_starts, atol=1e-3)
     fig = S.fig_phase(d)
+    fig.savefig(io.BytesIO(), format="png")   # as the study saves it: outside the style, ticks made now
     assert fig.get_figwidth() == TEXT_WIDTH_IN and small_fonts(fig, TEXT_WIDTH_IN) == []
+    assert {t.get_fontsize() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()} \
+        == {RC["xtick.labelsize"]}
     pdf = save_figure(fig, tmp_path / "fig", "mf_phase")
     assert b"/Subtype /Image" not in pdf.read_bytes()
     with pytest.raises(ValueError, match="no grid of winners"):
