@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
 from cffdyn.io import atomic_write_text, read_json
 from paper.numbers import NumberSpec, load_source_numbers, macro_name
 from paper.verdicts import (Verdict, finite as _finite, verdict_direction, verdict_null, verdict_ordering,
@@ -278,51 +279,17 @@ def number_specs(results: dict[str, dict], src: dict, der: dict | None = None) -
 
 
 # --------------------------------------------------------------------------- figures
-#: the printed text width (manuscript.tex: letter paper, 2.5 cm margins): figures are drawn at this
-#: width (or at the fraction of it the manuscript includes them at), so their fonts print at size
-TEXT_WIDTH_IN = 8.5 - 2 * 2.5 / 2.54
-#: smallest font a printed figure may carry (pt)
-MIN_FONT_PT = 7.0
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    matplotlib.rcParams.update({
-        "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-        "legend.fontsize": 7, "figure.titlesize": 8, "legend.framealpha": 0.85, "mathtext.fontset": "cm",
-        "axes.unicode_minus": True, "pdf.fonttype": 42, "lines.markersize": 4})
-    return plt
-
-
+# Figures are drawn at their printed size (cffdyn.figures); a study's own figures are drawn by the
+# study's function (the same one the study's CLI saves as its PNG), and only saved here.
 def _figure(width_frac: float, height_in: float, **kw):
     """A figure drawn at its printed size: ``width_frac`` of the text width."""
-    plt = _plt()
-    return plt.subplots(figsize=(TEXT_WIDTH_IN * width_frac, height_in), layout="constrained", **kw)
-
-
-def small_fonts(fig, printed_width_in: float) -> list[str]:
-    """Texts of ``fig`` that would print below :data:`MIN_FONT_PT` at ``printed_width_in``."""
-    from matplotlib.text import Text
-    scale = printed_width_in / fig.get_figwidth()
-    return [f"{t.get_text()!r} at {t.get_fontsize() * scale:.1f} pt" for t in fig.findobj(Text)
-            if t.get_visible() and t.get_text().strip() and t.get_fontsize() * scale < MIN_FONT_PT - 1e-9]
+    return figure(TEXT_WIDTH_IN * width_frac, height_in, **kw)
 
 
 def _save(fig, out: Path, name: str, width_frac: float = 1.0) -> Path:
     """PNG (for the HTML) and PDF (vector, for the PDF) at the figure's own size, which is its printed
-    size (no tight crop: a crop would rescale the fonts when the PDF is included at the text width)."""
-    bad = small_fonts(fig, TEXT_WIDTH_IN * width_frac)
-    if bad:
-        raise ValueError(f"figure {name}: fonts below {MIN_FONT_PT:g} pt when printed: " + "; ".join(bad[:5]))
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        tmp = out / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=200 if ext == "png" else None, format=ext)
-        tmp.replace(out / f"{name}.{ext}")
-    _plt().close(fig)
-    return out / f"{name}.pdf"
+    size ``width_frac`` of the text width (no tight crop: a crop would rescale the fonts)."""
+    return save_figure(fig, out, name, printed_width_in=TEXT_WIDTH_IN * width_frac)
 
 
 def vit_run_results(data: dict, study_json: Path) -> list[tuple[dict, dict]]:
@@ -341,38 +308,11 @@ def vit_run_results(data: dict, study_json: Path) -> list[tuple[dict, dict]]:
 
 
 def fig_vit_cells(results: dict, paths: dict, out: Path) -> Path:
-    d = results["vit_study"]
-    cells = vit_cells(d)
-    fig, axes = _figure(1.0, 2.7, ncols=2)
-    ticks = []
-    for i, c in enumerate(cells):
-        runs = [r for r in d["runs"] if r["cell"] == c["levels"]]
-        acc = [100 * r["test_acc"] for r in runs]
-        car = [100 * r["car_layer0"] for r in runs if r.get("car_layer0") is not None]
-        ticks.append(f"{c['label']}\n(n = {len(acc)})")
-        for ax, v in ((axes[0], acc), (axes[1], car)):
-            if not v:
-                continue
-            ax.plot([i] * len(v), v, "o", color=f"C{i}", alpha=0.7)
-            sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-            ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=3,
-                        label="cell mean ± SD" if i == 0 else None)
-    if d.get("probe"):
-        axes[0].axhline(100 * d["probe"]["test_acc_mean"], color="0.4", ls="--", lw=1,
-                        label="raw-pixel linear probe")
-    for ax, yl in ((axes[0], "test accuracy (%)"), (axes[1], "layer-0 clamp activation rate (%)")):
-        ax.set_xticks(range(len(cells)))
-        ax.set_xticklabels(ticks)
-        ax.set_xlim(-0.5, len(cells) - 0.3)
-        ax.set_xlabel("cell (loss mode, method; n seeds)")
-        ax.set_ylabel(yl)
-        ax.legend(loc="best")
-    b = d["config"]["base"]
-    fig.suptitle(f"{_DATASET_NAMES.get(b['dataset'], b['dataset'])}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], "
-                 f"{b['epochs']} epochs; {d['config']['n_seeds']} seeds per cell")
-    return _save(fig, out, "vit_cells")
+    from vit.study import fig_study
+    return _save(fig_study(results["vit_study"]), out, "vit_cells")
 
 
+@styled
 def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
     d = results["vit_study"]
     runs = vit_run_results(d, paths["vit_study"])
@@ -401,6 +341,7 @@ def fig_vit_layers(results: dict, paths: dict, out: Path) -> Path | None:
     return _save(fig, out, "vit_layers")
 
 
+@styled
 def fig_eigen_spread(results: dict, paths: dict, out: Path) -> Path:
     d = results["eigen_spread"]
     fig, axes = _figure(1.0, 3.0, ncols=2)
@@ -428,6 +369,7 @@ def fig_eigen_spread(results: dict, paths: dict, out: Path) -> Path:
     return _save(fig, out, "eigen_spread")
 
 
+@styled
 def fig_eigen_settings(results: dict, paths: dict, out: Path) -> Path:
     """Eigenvalue trajectories; values below FLOOR (collapsed modes, exact zeros) are drawn at
     FLOOR (dotted line) so the log axis can show them; the caption says so."""
@@ -1256,204 +1198,36 @@ NUMBER_SPECS.update({"convergence": _mf_specs_convergence, "hfunc": _mf_specs_hf
                      "noise": _mf_specs_noise, "clamp": _mf_specs_clamp})
 
 
-def _none(v):
-    return np.nan if v is None else v
-
-
 def fig_mf_convergence(results: dict, paths: dict, out: Path) -> Path:
-    d = results["convergence"]
-    fig, ax = _figure(1.0, 2.9, ncols=3)
-    t = np.asarray(d["t"], float)
-    ax[0].plot(t, d["q_ode"], "k-", lw=1.5, label="mean-field ODE (RK4)")
-    for j, r in enumerate(d["rows"]):
-        ax[0].errorbar(np.asarray(r.get("t", t), float) + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2,
-                       capsize=1, lw=0.6, label=f"SGD $N$ = {r['N']:g}")
-    ax[0].set(xlabel="time $t$ = steps / $N$", ylabel="overlap $Q(t)$ (cosine)",
-              title=f"mean ± SD over {d['config']['trials']} trials")
-    Ns = np.array([r["N"] for r in d["rows"]], float)
-    fl = np.array([r["fluct"] for r in d["rows"]])
-    ax[1].loglog(Ns, fl, "o-", label="RMS over $t$ of the SD")
-    ax[1].loglog(Ns, fl[0] * (Ns / Ns[0]) ** -0.5, "k:", label="$N^{-1/2}$ reference")
-    lo, hi = d["exponent_ci95"]
-    ax[1].set(xlabel="dimension $N$", ylabel="fluctuation (cosine units)",
-              title=f"exponent {d['exponent']:.3f}\n95% CI [{lo:.3f}, {hi:.3f}]".replace("-", "\u2212"))
-    for tag, mk, dx in (("escape", "o", 1.0), ("end", "s", 1.05)):
-        nb = np.array([r["bias"][tag]["N_bias"] for r in d["rows"]])
-        ns = np.array([r["bias"][tag]["N_se"] for r in d["rows"]])
-        ax[2].errorbar(Ns * dx, nb, yerr=1.96 * ns, fmt=mk, capsize=2,
-                       label=f"$t$ = {d['rows'][0]['bias'][tag]['t']:.1f} ({'escape' if tag == 'escape' else 'end'})")
-    ax[2].axhline(0, color="k", lw=0.6)
-    ax[2].set(xscale="log", xlabel="dimension $N$", ylabel=r"$N \times$ (mean $Q$ $-$ ODE), 95% CI",
-              title="bias: bounded $N \\times$ bias\nmeans $O(1/N)$")
-    from matplotlib.ticker import NullLocator
-    for a in ax[1:]:  # the N values themselves as ticks: minor log labels collided
-        a.set_xticks(Ns)
-        a.set_xticklabels([f"{int(n)}" for n in Ns], rotation=45)
-        a.xaxis.set_minor_locator(NullLocator())
-    ax[0].legend(loc="best", fontsize=7, handlelength=1.2)
-    for a in ax[1:]:
-        a.legend(loc="best")
-    c = d["config"]
-    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
-    return _save(fig, out, "mf_convergence")
+    from sim.studies import fig_convergence
+    return _save(fig_convergence(results["convergence"]), out, "mf_convergence")
 
 
 def fig_mf_noise(results: dict, paths: dict, out: Path) -> Path:
-    d = results["noise"]
-    plt = _plt()
-    fig, ax = _figure(0.75, 3.6)
-    sn2 = d["config"]["sn2"]
-    rhos = sorted({cv["rho"] for cv in d["curves"]})
-    cmap = plt.cm.viridis  # rho = 0 must stay visible (a diverging map made it near-white)
-    col = {r: cmap(0.85 * i / max(len(rhos) - 1, 1)) for i, r in enumerate(rhos)}
-    for cv in d["curves"]:
-        ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")
-        ax.plot(sn2, [_none(q) for q in cv["Q"]], ls, marker=".", color=col[cv["rho"]], lw=1.2,
-                label=f"ODE $\\tau$ = {cv['tau']:g}, $\\rho$ = {cv['rho']:g}".replace("-", "\u2212"))
-    for p in d["sgd"]:
-        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=4)
-    c = d["config"]
-    ax.plot([], [], "kx", label=f"SGD $\\rho$ = 0, $\\tau$ = {c['sgd_tau']:g} ($N$ = {c['sgd_N']}, mean ± SD)")
-    ax.plot([], [], "k^", label="SGD $\\rho$ = \u22121")
-    ax.set(xlabel=r"augmentation noise strength $\sigma_n^2$", ylabel="stationary overlap $Q^*$ (cosine)")
-    fig.legend(loc="outside lower center", ncols=2)  # below the axes: covers no curve
-    return _save(fig, out, "mf_noise", width_frac=0.75)
-
-
-def _clip_interval(ax, x: float, y: float, lo: float | None, hi: float | None, ylim: tuple[float, float],
-                   **kw) -> None:
-    """An interval drawn inside ``ylim``; an end beyond it is cut at the axis, marked by an arrow and
-    its value written beside it, so one wide interval does not flatten every other curve."""
-    bot, top = ylim
-    lo_c = None if lo is None else max(lo, bot)
-    hi_c = None if hi is None else min(hi, top)
-    yerr = None if lo is None or hi is None else [[y - lo_c], [hi_c - y]]
-    ax.errorbar(x, y, yerr=yerr, **kw)
-    for end, cut, mk, va in ((hi, top, "^", "top"), (lo, bot, "v", "bottom")):
-        if end is not None and ((mk == "^" and end > cut) or (mk == "v" and end < cut)):
-            ax.plot([x], [cut], mk, color="k", ms=5, clip_on=False)
-            ax.annotate(f"95% CI to {end:.3g}", (x, cut), xytext=(-4, -3 if mk == "^" else 3),
-                        textcoords="offset points", ha="right", va=va, fontsize=7)
+    from sim.studies import fig_noise
+    return _save(fig_noise(results["noise"]), out, "mf_noise", width_frac=0.75)
 
 
 def fig_mf_clamp(results: dict, paths: dict, out: Path) -> Path:
-    """Predicted vs measured N Var(Q) (every arm), the ratio clamp/subtract against the margin
-    (measured with 95% CI, predicted as crosses and lines, so a single-point series still
-    shows its prediction), and the bridge: predicted ratio vs stationary CAR, with the ViT
-    study's pooled ratio vs layer-0 CAR when that study is in the build (log axis, clipped to the
-    theory's range: an interval beyond it is cut and its end written beside it)."""
-    d = results["clamp"]
-    c = d["config"]
-    fig, axs = _figure(1.0, 5.4, nrows=2, ncols=2)
-    ax = [axs[0, 0], axs[0, 1], axs[1, 0]]
-    axs[1, 1].axis("off")
-    arms = [r["clamp"] for r in d["rows"] if r["clamp"].get("in_ci") is not None] + list(d.get("subtract") or [])
-    if d.get("oja"):
-        arms.append(d["oja"])
-    for a in arms:
-        v = a["measured"]["N_var"]
-        mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
-        colr = "k" if a["mode"] == "oja" else ("C0" if a["batch"] == 1 else "C1")
-        ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - v["ci95"][0]], [v["ci95"][1] - v["est"]]],
-                       fmt=mk, color=colr, mfc="white" if a["sn"] == 0 else colr, ms=4, capsize=2)
-    if arms:
-        xs = [a["prediction"]["N_var"] for a in arms]
-        ax[0].plot([min(xs) / 1.5, max(xs) * 1.5], [min(xs) / 1.5, max(xs) * 1.5], "k:", lw=0.8, label="equality")
-    for lab, mk, colr in (("clamp", "o", "k"), ("subtract", "s", "k"), ("Oja (identity)", "D", "k"),
-                          ("$B$ = 1", "_", "C0"), ("$B$ = 4", "_", "C1")):
-        ax[0].plot([], [], ls="", marker=mk, color=colr, label=lab)
-    ax[0].set(xscale="log", yscale="log", xlabel=r"predicted $N\,\mathrm{Var}(Q)$",
-              ylabel=r"measured $N\,\mathrm{Var}(Q)$, 95% CI",
-              title=f"(a) $N$ = {c['N']}, {c['trials']} seeds per arm\n(open: $\\sigma_n$ = 0)")
-    ax[0].legend(loc="upper left")
-    keys = list(dict.fromkeys((r["sn"], r["batch"]) for r in d["rows"]))
-    for i, (sn, B) in enumerate(keys):
-        col = f"C{i}"
-        sel = [r for r in d["rows"] if (r["sn"], r["batch"]) == (sn, B)]
-        ok = [r for r in sel if r.get("ratio") is not None]
-        for r in ok:
-            e, (lo, hi) = r["ratio"]["est"], r["ratio"]["ci95"]
-            ax[1].errorbar(r["margin"] + 0.004 * (i - 1.5), e, yerr=[[e - lo], [hi - e]], fmt="o", color=col, ms=3,
-                           capsize=2)
-        if ok:
-            ax[1].plot([r["margin"] for r in ok], [r["ratio_pred"] for r in ok], "x-", color=col, ms=5, lw=0.8,
-                       label=f"$\\sigma_n$ = {sn:g}, $B$ = {B}")
-        fc = [r["margin"] for r in sel if r["outcome"] == "fully_clamped"]
-        if fc:
-            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=10, mew=1.5)
-    ax[1].axhline(1, color="k", lw=0.5)
-    ax[1].plot([], [], "ko", ms=3, label="measured, 95% CI")
-    ax[1].plot([], [], "kx", label="predicted")
-    ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped")
-    ax[1].set(xlabel="margin $m$", ylabel=r"$N\,\mathrm{Var}(Q)$ clamp / subtract", title="(b) variance ratio")
-    theory_y = []
-    for i, cv in enumerate(d.get("bridge") or []):
-        p = [x for x in cv["points"] if "car" in x]
-        if p:
-            ys = [x["ratio_pred"] for x in p]
-            theory_y += [y for y in ys if _finite(y) and y > 0]
-            ax[2].plot([100 * x["car"] for x in p], ys, "-o", ms=3,
-                       label=f"one-layer theory $\\sigma_n$ = {cv['sn']:g}, $B$ = {cv['batch']}")
-    vit_pts = []
-    if results.get("vit_study"):
-        from sim.clamp_study import vit_points
-        vit_pts = [v for v in vit_points([paths["vit_study"]], warn=lambda m: None)
-                   if v["kind"] == "pooled" and v["ratio"] is not None]
-    ys = theory_y + [v["ratio"] for v in vit_pts if v["ratio"] > 0] + [1.0]
-    ylim = (min(ys) / 1.6, max(ys) * 1.6)
-    ax[2].set_yscale("log")
-    ax[2].set_ylim(*ylim)
-    for v in vit_pts:
-        lo, hi = v["ci95"]
-        _clip_interval(ax[2], 100 * v["car"], v["ratio"], lo, hi, ylim, fmt="k*", ms=8, capsize=2,
-                       label="ViT study: pooled ratio at its layer-0 CAR")
-    ax[2].axhline(1, color="k", lw=0.5)
-    ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract (log)",
-              title="(c) bridge to the ViT: prediction against CAR")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    ax[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # plain 0.5, 1, 2, 5: not 6 x 10^0
-    ax[2].yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax[2].yaxis.set_minor_formatter(NullFormatter())
-    # the legends of (b) and (c) in the free fourth panel: they cover no data
-    h1, l1 = ax[1].get_legend_handles_labels()
-    h2, l2 = ax[2].get_legend_handles_labels()
-    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)", ncols=2, borderaxespad=0)
-    axs[1, 1].add_artist(leg)
-    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)", ncols=1, borderaxespad=0)
-    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
-    return _save(fig, out, "mf_clamp")
+    """The clamp study's figure, with the ViT study's pooled ratio vs layer-0 CAR in panel (c)
+    when that study is in the build."""
+    from sim.clamp_study import fig_clamp, vit_points
+    vit_pts = vit_points([paths["vit_study"]], warn=lambda m: None) if results.get("vit_study") else []
+    return _save(fig_clamp(results["clamp"], vit_pts), out, "mf_clamp")
 
 
 def fig_mf_hfunc(results: dict, paths: dict, out: Path) -> Path:
-    d = results["hfunc"]
-    acts = d["config"]["activations"]
-    fig, axes = _figure(1.0, 2.5, ncols=len(acts), squeeze=False)
-    for k, (ax, act) in enumerate(zip(axes[0], acts)):
-        for cv in [c for c in d["curves"] if c["activation"] == act]:
-            ln, = ax.plot(d["Q"], cv["h"], label=f"$\\tau$ = {cv['tau']:g}")
-            for fp in cv["fixed_points"]:
-                ax.plot(fp["Q"], 0, "o", ms=3.5, color=ln.get_color(),
-                        mfc=ln.get_color() if fp["stability"] == "stable" else "white")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set(xlabel="overlap $Q$ (cosine)", title=act)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        if k == 0:  # one y-label: the panels share its meaning
-            ax.set_ylabel(r"$h(Q) = \dot Q/\tau$")
-        ax.legend(loc="best")
-    fig.suptitle(f"single feature, $m_2$ = {d['config']['m2']}, $\\sigma_n$ = {d['config']['sn']}; filled: stable "
-                 "fixed point (deterministic ODE, no seeds)")
-    return _save(fig, out, "mf_hfunc")
+    from sim.studies import fig_hfunc
+    return _save(fig_hfunc(results["hfunc"]), out, "mf_hfunc")
 
 
 def fig_mf_phase(results: dict, paths: dict, out: Path) -> Path:
-    """The study's own phase portrait (its grid of winners is not stored in the JSON): copied."""
-    png = paths["phase"].with_suffix(".png")
-    if not png.is_file():
-        raise ValueError(f"figure mf_phase: the study's portrait {png} is missing")
-    out.mkdir(parents=True, exist_ok=True)
-    import shutil
-    shutil.copyfile(png, out / "mf_phase.png")
-    return out / "mf_phase.png"
+    from sim.studies import fig_phase
+    try:
+        fig = fig_phase(results["phase"])
+    except ValueError as exc:      # a phase.json recorded before the grid of winners was stored
+        raise ValueError(f"figure mf_phase: {exc}") from None
+    return _save(fig, out, "mf_phase")
 
 
 FIGURES.update({"mf_convergence": (("convergence",), fig_mf_convergence), "mf_hfunc": (("hfunc",), fig_mf_hfunc),

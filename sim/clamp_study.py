@@ -14,9 +14,14 @@ margins of that row.  Plus an Oja row (identity activation, no noise, no margin)
 several N for a few cells (the prediction is N-independent), and the bridge to the ViT: the
 predicted ratio as a function of the stationary clamp activation rate, with ViT study points
 (variance ratio clamp/subtract vs mean layer-0 CAR of the clamp runs) overlaid.
+
+Figures: ``clamp.png`` (:func:`fig_clamp`, also the paper's: N Var predicted vs measured, the
+ratio against the margin, the bridge with the pooled ViT ratio) and ``clamp_scaling.png``
+(:func:`fig_clamp_scaling`: N Var against N for the scaling cells).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +30,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from cffdyn.errors import UserError
-from cffdyn.io import Progress, read_json
+from cffdyn.figures import TEXT_WIDTH_IN, figure, styled
+from cffdyn.io import Progress, read_json, to_jsonable
 from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
 from sim.model import MFConfig, SGDConfig, run_sgd
-from sim.report import finish, pyplot, reuse_recorded, save_fig
+from sim.report import finish, reuse_recorded, save_fig
 from sim.stationary import WindowSpec, measure_nvar, ratio_ci
 
-__all__ = ["ClampConfig", "CLAMP_QUICK", "CLAMP_FULL", "run_clamp", "check_clamp_config", "vit_points"]
+__all__ = ["ClampConfig", "CLAMP_QUICK", "CLAMP_FULL", "run_clamp", "check_clamp_config", "vit_points",
+           "fig_clamp", "fig_clamp_scaling"]
 
 
 @dataclass(frozen=True)
@@ -271,9 +278,10 @@ def run_clamp(cfg: ClampConfig, out_dir, *, reuse: bool = True, progress: bool =
     res = {"rows": rows, "subtract": [a for k, a in arms.items() if k[0] == "subtract"], "oja": oja,
            "scaling": scaling, "bridge": bridge, "vit_points": vit_pts, "summary": summary,
            "machine": machine_info()}
-    fig = _figure(cfg, rows, oja, scaling, res)
-    if vit_pts or bridge:
-        save_fig(_bridge_figure(cfg, bridge, vit_pts), out_dir / "clamp_bridge.png")
+    rec = to_jsonable({"config": cfg, **res})
+    if scaling:
+        save_fig(fig_clamp_scaling(rec), out_dir / "clamp_scaling.png")
+    fig = fig_clamp(rec)
     return finish(out_dir, "clamp", cfg, res, fig, t0)
 
 
@@ -297,96 +305,143 @@ def _bridge(cfg: ClampConfig, pred: dict) -> list[dict]:
     return curves
 
 
-def _figure(cfg, rows, oja, scaling, res):
-    plt = pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
-    arms = [r["clamp"] for r in rows if r["clamp"]["in_ci"] is not None] + list(res["subtract"])
-    if oja:
-        arms.append(oja)
+def _clip_interval(ax, x: float, y: float, lo: float | None, hi: float | None, ylim: tuple[float, float],
+                   **kw) -> None:
+    """An interval drawn inside ``ylim``; an end beyond it is cut at the axis, marked by an arrow and
+    its value written beside it, so one wide interval does not flatten every other curve."""
+    bot, top = ylim
+    lo_c = None if lo is None else max(lo, bot)
+    hi_c = None if hi is None else min(hi, top)
+    yerr = None if lo is None or hi is None else [[y - lo_c], [hi_c - y]]
+    ax.errorbar(x, y, yerr=yerr, **kw)
+    for end, cut, mk, va in ((hi, top, "^", "top"), (lo, bot, "v", "bottom")):
+        if end is not None and ((mk == "^" and end > cut) or (mk == "v" and end < cut)):
+            ax.plot([x], [cut], mk, color="k", ms=5, clip_on=False)
+            ax.annotate(f"95% CI to {end:.3g}", (x, cut), xytext=(-4, -3 if mk == "^" else 3),
+                        textcoords="offset points", ha="right", va=va, fontsize=7)
+
+
+def _positive(y) -> bool:
+    return isinstance(y, (int, float)) and not isinstance(y, bool) and math.isfinite(y) and y > 0
+
+
+@styled
+def fig_clamp(d: dict, vit_pts: Sequence[dict] | None = None, *, width_in: float = TEXT_WIDTH_IN,
+              height_in: float = 5.4):
+    """Predicted vs measured N Var(Q) (every arm), the ratio clamp/subtract against the margin
+    (measured with 95% CI, predicted as crosses and lines, so a single-point series still
+    shows its prediction), and the bridge: predicted ratio vs stationary CAR, with the ViT
+    study's pooled ratio vs layer-0 CAR (log axis, clipped to the theory's range: an interval
+    beyond it is cut and its end written beside it), from a clamp result.  ``vit_pts``: the
+    ViT points (:func:`vit_points`) to overlay; default the result's own (``--vit``)."""
+    c = d["config"]
+    fig, axs = figure(width_in, height_in, nrows=2, ncols=2)
+    ax = [axs[0, 0], axs[0, 1], axs[1, 0]]
+    axs[1, 1].axis("off")
+    arms = [r["clamp"] for r in d["rows"] if r["clamp"].get("in_ci") is not None] + list(d.get("subtract") or [])
+    if d.get("oja"):
+        arms.append(d["oja"])
     for a in arms:
-        mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
-        col = {1: "C0", 4: "C1"}.get(a["batch"], "C2") if a["mode"] != "oja" else "k"
         v = a["measured"]["N_var"]
-        lo, hi = v["ci95"]
-        ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - lo], [hi - v["est"]]], fmt=mk,
-                       color=col, mfc="white" if a["sn"] == 0 else col, ms=5, capsize=2)
-    lim = [min(a["prediction"]["N_var"] for a in arms) / 1.5, max(a["prediction"]["N_var"] for a in arms) * 1.5]
-    ax[0].plot(lim, lim, "k:", lw=0.8)
-    ax[0].set(xscale="log", yscale="log", xlabel="predicted N·Var(Q) (linear-noise theory)",
-              ylabel="measured N·Var(Q) (SGD, 95% CI)")
-    for lab, kw in (("clamp", dict(marker="o")), ("subtract", dict(marker="s")), ("Oja (identity)", dict(marker="D")),
-                    ("B = 1", dict(marker="_", color="C0")), ("B = 4", dict(marker="_", color="C1")),
-                    ("open: σ_n = 0, filled: σ_n = 0.7", dict(marker=""))):
-        ax[0].plot([], [], ls="", color=kw.pop("color", "k"), label=lab, **kw)
-    ax[0].legend(fontsize=7, loc="upper left")
-    ax[0].set_title(f"N = {cfg.N}, {cfg.trials} trials per arm, window {cfg.window:g}", fontsize=9)
-    for r in rows:
-        if r["ratio"] is None:
-            continue
-        key = (r["sn"], r["batch"])
-        col = f"C{list(dict.fromkeys((x['sn'], x['batch']) for x in rows)).index(key)}"
-        lo, hi = r["ratio"]["ci95"]
-        ax[1].errorbar(r["margin"], r["ratio"]["est"], yerr=[[r["ratio"]["est"] - lo], [hi - r["ratio"]["est"]]],
-                       fmt="o", color=col, capsize=2, ms=4)
-        ax[1].plot(r["margin"], r["ratio_pred"], "x", color=col, ms=8, mew=1.5)
-    for sn, B in dict.fromkeys((x["sn"], x["batch"]) for x in rows):
-        sel = [r for r in rows if r["sn"] == sn and r["batch"] == B and r["ratio_pred"] is not None]
-        col = f"C{list(dict.fromkeys((x['sn'], x['batch']) for x in rows)).index((sn, B))}"
-        if sel:
-            ax[1].plot([r["margin"] for r in sel], [r["ratio_pred"] for r in sel], "-", color=col, lw=0.8,
-                       label=f"σ_n={sn}, B={B}")
-        fc = [r["margin"] for r in rows if r["sn"] == sn and r["batch"] == B and r["outcome"] == "fully_clamped"]
+        mk = {"clamp": "o", "subtract": "s", "oja": "D"}[a["mode"]]
+        colr = "k" if a["mode"] == "oja" else ("C0" if a["batch"] == 1 else "C1")
+        ax[0].errorbar(a["prediction"]["N_var"], v["est"], yerr=[[v["est"] - v["ci95"][0]], [v["ci95"][1] - v["est"]]],
+                       fmt=mk, color=colr, mfc="white" if a["sn"] == 0 else colr, ms=4, capsize=2)
+    if arms:
+        xs = [a["prediction"]["N_var"] for a in arms]
+        ax[0].plot([min(xs) / 1.5, max(xs) * 1.5], [min(xs) / 1.5, max(xs) * 1.5], "k:", lw=0.8, label="equality")
+    for lab, mk, colr in (("clamp", "o", "k"), ("subtract", "s", "k"), ("Oja (identity)", "D", "k"),
+                          ("$B$ = 1", "_", "C0"), ("$B$ = 4", "_", "C1")):
+        ax[0].plot([], [], ls="", marker=mk, color=colr, label=lab)
+    ax[0].set(xscale="log", yscale="log", xlabel=r"predicted $N\,\mathrm{Var}(Q)$",
+              ylabel=r"measured $N\,\mathrm{Var}(Q)$, 95% CI",
+              title=f"(a) $N$ = {c['N']}, {c['trials']} seeds per arm\n(open: $\\sigma_n$ = 0)")
+    ax[0].legend(loc="upper left")
+    keys = list(dict.fromkeys((r["sn"], r["batch"]) for r in d["rows"]))
+    for i, (sn, B) in enumerate(keys):
+        col = f"C{i}"
+        sel = [r for r in d["rows"] if (r["sn"], r["batch"]) == (sn, B)]
+        ok = [r for r in sel if r.get("ratio") is not None]
+        for r in ok:
+            e, (lo, hi) = r["ratio"]["est"], r["ratio"]["ci95"]
+            ax[1].errorbar(r["margin"] + 0.004 * (i - 1.5), e, yerr=[[e - lo], [hi - e]], fmt="o", color=col, ms=3,
+                           capsize=2)
+        if ok:
+            ax[1].plot([r["margin"] for r in ok], [r["ratio_pred"] for r in ok], "x-", color=col, ms=5, lw=0.8,
+                       label=f"$\\sigma_n$ = {sn:g}, $B$ = {B}")
+        fc = [r["margin"] for r in sel if r["outcome"] == "fully_clamped"]
         if fc:
-            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=14)
+            ax[1].plot(fc, [1.0] * len(fc), "|", color=col, ms=10, mew=1.5)
     ax[1].axhline(1, color="k", lw=0.5)
-    ax[1].plot([], [], "ko", ms=4, label="measured (95% CI)")
+    ax[1].plot([], [], "ko", ms=3, label="measured, 95% CI")
     ax[1].plot([], [], "kx", label="predicted")
-    ax[1].plot([], [], "k|", ms=10, label="fully clamped (no stationary state)")
-    ax[1].set(xlabel="margin m", ylabel="N·Var(Q) clamp / subtract")
-    ax[1].legend(fontsize=7)
-    for mode, m, sn, B in dict.fromkeys((s["mode"], s["margin"], s["sn"], s["batch"]) for s in scaling):
-        sel = [s for s in scaling if (s["mode"], s["margin"], s["sn"], s["batch"]) == (mode, m, sn, B)]
-        Ns = np.array([s["N"] for s in sel], float)
-        est = np.array([s["measured"]["est"] for s in sel])
-        ci = np.array([s["measured"]["ci95"] for s in sel])
-        ln = ax[2].errorbar(Ns, est, yerr=[est - ci[:, 0], ci[:, 1] - est], fmt="o", capsize=2,
-                            label=("Oja (identity)" if mode == "oja" else f"{mode} m={m}, σ_n={sn}, B={B}"))
-        ax[2].plot([Ns.min() / 1.3, Ns.max() * 1.3], [sel[0]["pred"]] * 2, "-", color=ln[0].get_color(), lw=0.8)
-    ax[2].set(xscale="log", yscale="log", xlabel="dimension N", ylabel="N·Var(Q) (lines: prediction)")
-    ax[2].legend(fontsize=7)
-    fig.suptitle(f"one feature, tanh, m2={cfg.m2}, τ={cfg.tau}, Rademacher c; Oja row: identity, τ={cfg.oja_tau}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _bridge_figure(cfg, bridge, vit_pts):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for j, cv in enumerate(bridge):
+    ax[1].plot([], [], "k|", ms=8, mew=1.5, label="fully clamped")
+    ax[1].set(xlabel="margin $m$", ylabel=r"$N\,\mathrm{Var}(Q)$ clamp / subtract", title="(b) variance ratio")
+    theory_y = []
+    for cv in d.get("bridge") or []:
         runs, cur = [], []
-        for x in cv["points"]:  # valid runs of margins are joined, never across an invalid one
+        for x in cv["points"]:  # valid runs of margins are joined, never across a margin without a point
             if "car" in x:
                 cur.append(x)
             elif cur:
                 runs.append(cur)
                 cur = []
         runs += [cur] if cur else []
-        for k, p in enumerate(runs):
-            ax.plot([100 * x["car"] for x in p], [x["ratio_pred"] for x in p], "-o", ms=3, color=f"C{j}",
-                    label=f"one-layer theory σ_n={cv['sn']}, B={cv['batch']}" if k == 0 else None)
+        line = None
+        for p in runs:
+            ys = [x["ratio_pred"] for x in p]
+            theory_y += [y for y in ys if _positive(y)]
+            line, = ax[2].plot([100 * x["car"] for x in p], ys, "-o", ms=3,
+                               **({"color": line.get_color()} if line is not None else
+                                  {"label": f"one-layer theory $\\sigma_n$ = {cv['sn']:g}, $B$ = {cv['batch']}"}))
+    vit_pts = [v for v in ((d.get("vit_points") or []) if vit_pts is None else vit_pts)
+               if v["kind"] == "pooled" and v["ratio"] is not None]
+    ys = theory_y + [v["ratio"] for v in vit_pts if v["ratio"] > 0] + [1.0]
+    ylim = (min(ys) / 1.6, max(ys) * 1.6)
+    ax[2].set_yscale("log")
+    ax[2].set_ylim(*ylim)
     for v in vit_pts:
         lo, hi = v["ci95"]
-        yerr = None if lo is None or hi is None else [[v["ratio"] - lo], [hi - v["ratio"]]]
-        ax.errorbar(100 * v["car"], v["ratio"], yerr=yerr, fmt="k*" if v["kind"] == "pooled" else "k^",
-                    ms=9 if v["kind"] == "pooled" else 5, capsize=2)
-    if vit_pts:
-        ax.plot([], [], "k*", label="ViT study, pooled (bootstrap 95% CI)")
-        ax.plot([], [], "k^", ms=5, label="ViT study, per level of the other factors")
-    ax.axhline(1, color="k", lw=0.5)
-    ax.set(xlabel="stationary clamp activation rate (%) (ViT: layer 0, clamp runs)",
-           ylabel="variance ratio clamp / subtract")
-    ax.legend(fontsize=7)
+        _clip_interval(ax[2], 100 * v["car"], v["ratio"], lo, hi, ylim, fmt="k*", ms=8, capsize=2,
+                       label="ViT study: pooled ratio at its layer-0 CAR")
+    ax[2].axhline(1, color="k", lw=0.5)
+    ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract (log)",
+              title="(c) bridge to the ViT: prediction against CAR")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # plain 0.5, 1, 2, 5: not 6 x 10^0
+    ax[2].yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax[2].yaxis.set_minor_formatter(NullFormatter())
+    # the legends of (b) and (c) in the free fourth panel: they cover no data
+    h1, l1 = ax[1].get_legend_handles_labels()
+    h2, l2 = ax[2].get_legend_handles_labels()
+    leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)", ncols=2, borderaxespad=0)
+    axs[1, 1].add_artist(leg)
+    axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)", ncols=1, borderaxespad=0)
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
+    return fig
+
+
+@styled
+def fig_clamp_scaling(d: dict, *, width_in: float = 0.75 * TEXT_WIDTH_IN, height_in: float = 3.2):
+    """N Var(Q) measured at several N (95% CI) against the N-independent prediction (lines), for
+    the clamp result's ``scaling`` cells (the study's own figure; the paper tabulates them)."""
+    fig, ax = figure(width_in, height_in)
+    sc = d["scaling"]
+    for mode, m, sn, B in dict.fromkeys((s["mode"], s["margin"], s["sn"], s["batch"]) for s in sc):
+        sel = [s for s in sc if (s["mode"], s["margin"], s["sn"], s["batch"]) == (mode, m, sn, B)]
+        Ns = np.array([s["N"] for s in sel], float)
+        est = np.array([s["measured"]["est"] for s in sel])
+        ci = np.array([s["measured"]["ci95"] for s in sel], float)
+        ln = ax.errorbar(Ns, est, yerr=[est - ci[:, 0], ci[:, 1] - est], fmt="o", capsize=2,
+                         label=("Oja (identity)" if mode == "oja" else
+                                f"{mode}, $m$ = {m:g}, $\\sigma_n$ = {sn:g}, $B$ = {B}"))
+        ax.plot([Ns.min() / 1.3, Ns.max() * 1.3], [sel[0]["pred"]] * 2, "-", color=ln[0].get_color(), lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="dimension $N$",
+           ylabel=r"$N\,\mathrm{Var}(Q)$, 95% CI (lines: prediction)")
+    ax.legend(loc="best")
+    c = d["config"]
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}; Oja: identity, "
+                 f"$\\tau$ = {c['oja_tau']}")
     return fig
 
 

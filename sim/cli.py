@@ -76,7 +76,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
                            help="stationary window in time units t = steps/N (>= 10 correlation times)")
             s.add_argument("--vit", nargs="+", default=(), metavar="STUDY_JSON",
                            help="ViT study JSONs (cffdyn vit study) whose variance ratio vs layer-0 CAR is "
-                                "overlaid on the predicted curve (clamp_bridge.png)")
+                                "overlaid on the predicted curve (panel (c) of clamp.png)")
     b = sub.add_parser("bench", formatter_class=fmt, help="print speed ratios measured in one run",
                        description="full and semi-reduced SGD engines vs a NumPy step loop (1 thread), each "
                                    "against the rate of drawing its normals alone, 1 vs 2 threads interleaved, "
@@ -188,8 +188,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         raise UserError(f"{args.cmd}: {exc}", "change the offending option") from None
     out = Path(args.out)
     files = [out / f"{args.cmd}.json", out / f"{args.cmd}.png"]
-    if args.cmd == "clamp" and (out / "clamp_bridge.png").exists():
-        files.append(out / "clamp_bridge.png")
+    if args.cmd == "clamp" and (out / "clamp_scaling.png").exists():
+        files.append(out / "clamp_scaling.png")
     print(f"{args.cmd}: {'reused' if res.get('reused') else 'computed'} in {res.get('elapsed_s', 0):.1f}s; "
           f"wrote {', '.join(map(str, files))}")
     for line in _summary_lines(args.cmd, res):

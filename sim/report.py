@@ -27,7 +27,7 @@ def save_fig(fig, path: Path, *, formats: tuple[str, ...] = ("png",), dpi: int =
 
 #: Version of what the study JSONs hold.  A result recorded by code with another schema (say,
 #: without a key a reader needs) is recomputed, not reused: the same config does not mean the same file.
-SCHEMA = 2
+SCHEMA = 3
 
 
 def reuse_recorded(out_dir: Path, name: str, cfg: Any, reuse: bool, *, outputs: Iterable[str] = ()) -> dict | None:

@@ -11,7 +11,9 @@ Python API (the paper build calls these)::
 Each ``run_<name>(cfg, out_dir)`` writes ``<out_dir>/<name>.json`` (atomically) and
 ``<name>.png`` and returns the JSON dict; an existing JSON whose recorded ``config`` equals the
 requested one is returned unchanged (``reuse=False`` forces a rerun).  Each config is a frozen
-dataclass with a ``*_QUICK`` (CPU, seconds) and ``*_FULL`` preset.
+dataclass with a ``*_QUICK`` (CPU, seconds) and ``*_FULL`` preset.  The PNG is drawn by
+``fig_<name>(result)`` from the JSON dict alone, at the manuscript's printed size
+(:mod:`cffdyn.figures`); the paper build calls the same function for its PDF and PNG.
 
 convergence  ODE vs SGD mean +- SD for N in {1e3, 1e4, 1e5} (Fig. 2a analogue); fits the
              exponent of the RMS (over trials) maximum deviation |Q_i(t) - Q_ode(t)| vs N
@@ -22,7 +24,9 @@ hfunc        h(Q) = Qdot/tau with fixed points and stability (Fig. 2b); learnabi
 phase        two-feature phase portrait (Fig. 3 analogue): streamlines, fixed points, attraction
              regions (RK4 batch over a grid of initial conditions), SGD trajectories; share of
              initial conditions won by feature 1 vs m4/m2^2 at fixed m2 (claim ii), and the
-             eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).
+             eigenvalues at Q = 0 for each m4 (unchanged: only m2 enters).  The JSON holds
+             what the portrait draws: the grid of winners (one string per row), the
+             streamline field and the SGD paths (4 significant digits).
 noise        stationary Q* vs sigma_n^2 for several rho and tau (Fig. 4 analogue), SGD points,
              comparison with the notes' table.
 clamp        (sim.clamp_study) N Var(Q) and the clamp/subtract variance ratio predicted by the
@@ -43,7 +47,8 @@ import numpy as np
 from numba import njit
 
 from cffdyn.io import Progress, to_jsonable
-from sim.report import finish, pyplot, reuse_recorded
+from cffdyn.figures import TEXT_WIDTH_IN, figure, pyplot, styled
+from sim.report import finish, reuse_recorded
 from sim.clamp_study import CLAMP_FULL, CLAMP_QUICK, ClampConfig, run_clamp
 from sim.fluctuations import NoInteriorFixedPoint, find_fixed_points, stable_root
 from sim.model import (Law, MFConfig, SGDConfig,
@@ -54,7 +59,8 @@ __all__ = ["ConvergenceConfig", "HFuncConfig", "PhaseConfig", "NoiseConfig", "Cl
            "BenchConfig", "CONVERGENCE_QUICK", "CONVERGENCE_FULL", "HFUNC_QUICK", "HFUNC_FULL",
            "PHASE_QUICK", "PHASE_FULL", "NOISE_QUICK", "NOISE_FULL", "CLAMP_QUICK", "CLAMP_FULL",
            "BENCH_QUICK", "run_convergence", "run_hfunc", "run_phase", "run_noise", "run_clamp",
-           "run_bench", "NOTES_LEARNABILITY", "NOTES_NOISE_TABLE", "STUDIES"]
+           "run_bench", "NOTES_LEARNABILITY", "NOTES_NOISE_TABLE", "STUDIES", "fig_convergence", "fig_hfunc",
+           "fig_phase", "fig_noise", "winner_grid"]
 
 # Values quoted in the notes (A.4), used only for side-by-side comparison in the reports.
 NOTES_LEARNABILITY = {"tanh": (0.1818, 0.07505), "relu": (0.5, 0.5), "identity": (1.0, 1.0)}
@@ -66,6 +72,12 @@ NOTES_NOISE_TABLE = {  # (tau, rho) -> {sigma_n^2: Q*}; None = recovery fixed po
     (3.0, 0.0): {0: 0.8794, 0.25: 0.7457, 0.5: None, 1.0: None},
     (3.0, -1.0): {0: 0.8794, 0.25: 0.7635, 0.5: 0.5882, 1.0: None},
 }
+
+
+def _recorded(cfg, res: dict) -> dict:
+    """A study's result as its JSON will hold it (config included, arrays as lists, non-finite
+    values as null): what the figure functions draw, here and in the paper build."""
+    return to_jsonable({"config": cfg, **res})
 
 
 def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
@@ -200,39 +212,55 @@ def run_convergence(cfg: ConvergenceConfig, out_dir, *, reuse: bool = True, prog
     se_diff = np.sqrt(qf.var(0, ddof=1) / qf.shape[0] + qr.var(0, ddof=1) / qr.shape[0]) + 1e-12
     z = np.abs(qf.mean(0) - qr.mean(0)) / se_diff
     prog.update(len(cfg.Ns) + 1, "full-engine check")
-    plt = pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    ax[0].plot(t_fine, Y[:, 0], "k-", lw=2, label="mean-field ODE (RK4)")
-    for j, row in enumerate(rows):
-        ax[0].errorbar(np.asarray(row["t"]) + 0.04 * j, row["mean"], yerr=row["sd"], fmt="o", ms=2.5, capsize=1.5,
-                       label=f"SGD N={row['N']:g} (mean ± SD)")
-    ax[0].set(xlabel="t = steps / N", ylabel="cosine similarity Q(t)",
-              title=f"tanh, m2={cfg.m2}, τ={cfg.tau}, {cfg.trials} trials per N")
-    ax[0].legend(fontsize=7)
-    Na = np.array(Ns, float)
     fl = np.array([r_["fluct"] for r_ in rows])
-    ax[1].loglog(Na, fl, "o-", label="fluctuation: RMS_t SD_t(Q)")
-    ax[1].loglog(Na, fl[0] * (Na / Na[0]) ** -0.5, "k:", label="N^-1/2 reference")
-    ax[1].set(xlabel="N", ylabel="across-trial SD (cosine units)",
-              title=f"fluctuation exponent {slope:.3f} (95% CI {ci[0]:.3f} to {ci[1]:.3f})")
-    ax[1].legend(fontsize=7)
-    for tag, mk in (("escape", "o"), ("end", "s")):
-        nb = np.array([r_["bias"][tag]["N_bias"] for r_ in rows])
-        ns = np.array([r_["bias"][tag]["N_se"] for r_ in rows])
-        ax[2].errorbar(Na * (1.04 if tag == "end" else 1.0), nb, yerr=1.96 * ns, fmt=mk, capsize=2,
-                       label=f"N·(mean − ODE) at t={rows[0]['bias'][tag]['t']:.1f} ({tag})")
-    ax[2].axhline(0, color="k", lw=0.6)
-    ax[2].set(xscale="log", xlabel="N", ylabel="N × bias (95% CI)",
-              title="bias O(1/N): N × bias bounded if the ODE is the limit")
-    ax[2].legend(fontsize=7)
-    fig.tight_layout()
     res = {"t": t_ode, "q_ode": q_ode, "rk4_vs_solve_ivp_max": float(np.max(np.abs(Y - Yref))),
            "rows": rows, "exponent": slope, "exponent_ci95": ci, "exponent_se": fit_exponent(Ns, fl)[1],
            "bias_exponent": bias_exp, "t_escape": float(t_ode[i_half]),
            "full_vs_reduced": {"N": N0, "max_abs_mean_diff": float(np.max(np.abs(qf.mean(0) - qr.mean(0)))),
                                "max_z": float(np.max(z)), "full_trials": int(qf.shape[0]),
                                "reduced_trials": int(qr.shape[0])}}
+    fig = fig_convergence(_recorded(cfg, res))
     return finish(out_dir, "convergence", cfg, res, fig, t0)
+
+
+@styled
+def fig_convergence(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 2.9):
+    """ODE vs SGD mean +- SD over time, the fluctuation against N with its N^-1/2 reference, and
+    N x bias at the escape and end times (95% CI) from a convergence result."""
+    fig, ax = figure(width_in, height_in, ncols=3)
+    t = np.asarray(d["t"], float)
+    ax[0].plot(t, d["q_ode"], "k-", lw=1.5, label="mean-field ODE (RK4)")
+    for j, r in enumerate(d["rows"]):
+        ax[0].errorbar(np.asarray(r.get("t", t), float) + 0.04 * j, r["mean"], yerr=r["sd"], fmt="o", ms=2,
+                       capsize=1, lw=0.6, label=f"SGD $N$ = {r['N']:g}")
+    ax[0].set(xlabel="time $t$ = steps / $N$", ylabel="overlap $Q(t)$ (cosine)",
+              title=f"mean ± SD over {d['config']['trials']} trials")
+    Ns = np.array([r["N"] for r in d["rows"]], float)
+    fl = np.array([r["fluct"] for r in d["rows"]])
+    ax[1].loglog(Ns, fl, "o-", label="RMS over $t$ of the SD")
+    ax[1].loglog(Ns, fl[0] * (Ns / Ns[0]) ** -0.5, "k:", label="$N^{-1/2}$ reference")
+    lo, hi = d["exponent_ci95"]
+    ax[1].set(xlabel="dimension $N$", ylabel="fluctuation (cosine units)",
+              title=f"exponent {d['exponent']:.3f}\n95% CI [{lo:.3f}, {hi:.3f}]".replace("-", "\u2212"))
+    for tag, mk, dx in (("escape", "o", 1.0), ("end", "s", 1.05)):
+        nb = np.array([r["bias"][tag]["N_bias"] for r in d["rows"]])
+        ns = np.array([r["bias"][tag]["N_se"] for r in d["rows"]])
+        ax[2].errorbar(Ns * dx, nb, yerr=1.96 * ns, fmt=mk, capsize=2,
+                       label=f"$t$ = {d['rows'][0]['bias'][tag]['t']:.1f} ({'escape' if tag == 'escape' else 'end'})")
+    ax[2].axhline(0, color="k", lw=0.6)
+    ax[2].set(xscale="log", xlabel="dimension $N$", ylabel=r"$N \times$ (mean $Q$ $-$ ODE), 95% CI",
+              title="bias: bounded $N \\times$ bias\nmeans $O(1/N)$")
+    from matplotlib.ticker import NullLocator
+    for a in ax[1:]:  # the N values themselves as ticks: minor log labels collided
+        a.set_xticks(Ns)
+        a.set_xticklabels([f"{int(n)}" for n in Ns], rotation=45)
+        a.xaxis.set_minor_locator(NullLocator())
+    ax[0].legend(loc="best", fontsize=7, handlelength=1.2)
+    for a in ax[1:]:
+        a.legend(loc="best")
+    c = d["config"]
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
+    return fig
 
 
 # =========================================================================== 2. hfunc
@@ -257,15 +285,11 @@ def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool =
         return old
     t0 = time.perf_counter()
     Qg = np.linspace(-0.995, 0.995, cfg.n_grid)
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(cfg.activations), figsize=(4.5 * len(cfg.activations), 3.8))
-    axes = np.atleast_1d(axes)
     curves, learn = [], {}
-    for ai, act in enumerate(cfg.activations):
+    for act in cfg.activations:
         L = learnability(act)
         notes = NOTES_LEARNABILITY.get(act)
         learn[act] = {**L, "notes_kappa_v": notes}
-        ax = axes[ai]
         for tau in cfg.taus:
             mf = MFConfig(tau=tau, m2=(cfg.m2,), sn=cfg.sn, activation=act)
             f = rhs_numpy(mf, n_gh=200 if act == "relu" else 0)
@@ -277,18 +301,32 @@ def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool =
                            "fixed_points": [{"Q": float(p["Q"][0]), "eigenvalue": float(p["eigenvalues"][0].real),
                                              "stability": p["stability"]} for p in fps],
                            "slope_at_0": slope0, "slope_at_0_linearised": pred0})
-            ln, = ax.plot(Qg, h, label=f"tau={tau}")
-            for p in fps:
-                ax.plot(p["Q"][0], 0, "o", ms=7, color=ln.get_color(),
-                        mfc=ln.get_color() if p["stability"] == "stable" else "white")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("Q")
-        ax.set_ylabel("h(Q) = (dQ/dt) / tau")
-        ax.set_title(f"{act}: kappa={L['kappa']:.4f}, v={L['v']:.4f} (filled = stable)", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"single feature, m2={cfg.m2}, sigma_n={cfg.sn}, Rademacher c")
     res = {"Q": Qg, "curves": curves, "learnability": learn}
+    fig = fig_hfunc(_recorded(cfg, res))
     return finish(out_dir, "hfunc", cfg, res, fig, t0)
+
+
+@styled
+def fig_hfunc(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 2.5):
+    """h(Q) = Qdot/tau per activation (one panel each), one curve per tau, with the fixed points
+    (filled: stable) from an hfunc result."""
+    acts = d["config"]["activations"]
+    fig, axes = figure(width_in, height_in, ncols=len(acts), squeeze=False)
+    for k, (ax, act) in enumerate(zip(axes[0], acts)):
+        for cv in [c for c in d["curves"] if c["activation"] == act]:
+            ln, = ax.plot(d["Q"], cv["h"], label=f"$\\tau$ = {cv['tau']:g}")
+            for fp in cv["fixed_points"]:
+                ax.plot(fp["Q"], 0, "o", ms=3.5, color=ln.get_color(),
+                        mfc=ln.get_color() if fp["stability"] == "stable" else "white")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel="overlap $Q$ (cosine)", title=act)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        if k == 0:  # one y-label: the panels share its meaning
+            ax.set_ylabel(r"$h(Q) = \dot Q/\tau$")
+        ax.legend(loc="best")
+    fig.suptitle(f"single feature, $m_2$ = {d['config']['m2']}, $\\sigma_n$ = {d['config']['sn']}; filled: stable "
+                 "fixed point (deterministic ODE, no seeds)")
+    return fig
 
 
 # =========================================================================== 3. phase
@@ -317,11 +355,60 @@ PHASE_FULL = PhaseConfig(n_grid=101, kurtoses=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0), n_
                          sgd_N=10000)
 
 
-def _disk_grid(n: int) -> np.ndarray:
-    g = np.linspace(-0.98, 0.98, n)
+#: the grid of initial conditions spans [-_DISK, _DISK]^2 and keeps the points inside that radius
+_DISK = 0.98
+#: characters of the stored grid of winners (``winners.rows``): none, feature 1, feature 2, outside
+_WIN_CHARS = "012."
+
+
+def _disk_mask(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's coordinates g (n values) and the (n, n) mask of its points inside the disk
+    (``[i, j]``: Q1 = g[i], Q2 = g[j])."""
+    g = np.linspace(-_DISK, _DISK, n)
     X, Y = np.meshgrid(g, g, indexing="ij")
     pts = np.stack([X.ravel(), Y.ravel()], axis=1)
-    return pts[np.sum(pts ** 2, axis=1) < 0.98 ** 2]
+    return g, (np.sum(pts ** 2, axis=1) < _DISK ** 2).reshape(n, n)
+
+
+def _disk_grid(n: int) -> np.ndarray:
+    """The initial conditions: the grid's points inside the disk, row by row."""
+    g, inside = _disk_mask(n)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    return np.stack([X.ravel(), Y.ravel()], axis=1)[inside.ravel()]
+
+
+def _winner_rows(n: int, win: np.ndarray) -> list[str]:
+    """The winners of the grid of :func:`_disk_grid` as ``n`` strings of ``n`` characters of
+    :data:`_WIN_CHARS` (row i: Q1 = g[i]; column j: Q2 = g[j]; ``.`` outside the disk): the
+    portrait's background in a few kB of JSON."""
+    _, inside = _disk_mask(n)
+    grid = np.full((n, n), 3)
+    grid[inside] = win       # _disk_grid's points are the mask's, in the same (row-major) order
+    return ["".join(_WIN_CHARS[v] for v in row) for row in grid]
+
+
+def winner_grid(d: dict) -> tuple[np.ndarray, np.ma.MaskedArray]:
+    """``(g, W)`` of a phase result: the grid coordinates and the winners (0 none, 1 feature 1,
+    2 feature 2) as an (n, n) array ``W[i, j]`` at (Q1, Q2) = (g[i], g[j]), masked outside the
+    disk.  ValueError in one line when the result holds no grid (recorded by older code)."""
+    wd = d.get("winners") or {}
+    rows, chars = wd.get("rows"), wd.get("chars", _WIN_CHARS)
+    if not rows:
+        raise ValueError("the phase result holds no grid of winners (recorded before it was stored): "
+                         "rerun the phase study ('cffdyn sim phase') to record it")
+    n = len(rows)
+    if any(len(r) != n or set(r) - set(chars) for r in rows):
+        raise ValueError(f"the phase result's grid of winners is not {n} rows of {n} characters of {chars!r}")
+    W = np.array([[chars.index(c) for c in r] for r in rows])
+    ext = float(wd.get("extent", _DISK))
+    return np.linspace(-ext, ext, n), np.ma.masked_equal(W, 3)
+
+
+def _sig(a, digits: int = 4) -> list:
+    """``a`` (nested, NaN allowed) rounded to ``digits`` significant digits: the streamlines and
+    paths only draw, so their JSON need not carry 17 digits."""
+    return np.vectorize(lambda x: float(f"{x:.{digits}g}") if math.isfinite(x) else math.nan)(
+        np.asarray(a, float)).tolist()
 
 
 def _winner(final: np.ndarray) -> np.ndarray:
@@ -372,38 +459,74 @@ def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool =
                       "share_feature2": float(np.mean(w == 2)), "share_none": float(np.mean(w == 0)),
                       "eigs_at_0": np.sort(np.linalg.eigvals(J0).real)})
         prog.update(4 + i, f"m4/m2^2={kurt}")
-    plt = pyplot()
-    fig, ax = plt.subplots(1, 2, figsize=(11, 5))
-    from matplotlib.colors import ListedColormap
-    cmap = ListedColormap(["#dddddd", "#a6dba0", "#f4a582"])
-    ax[0].scatter(ics[:, 0], ics[:, 1], c=win, cmap=cmap, vmin=0, vmax=2, s=12, marker="s", linewidths=0)
-    ax[0].streamplot(g, g, U, V, color="0.3", density=1.2, linewidth=0.6, arrowsize=0.7)
-    for p in fps:
-        q = p["Q"]
-        ax[0].plot(q[0], q[1], "o", ms=8, color="k", mfc={"stable": "k", "saddle": "0.6"}.get(p["stability"], "white"))
-    for k in range(sgd.Q.shape[0]):
-        ax[0].plot(sgd.Q[k, :, 0], sgd.Q[k, :, 1], "-", color="tab:blue", lw=1.2,
-                   label=f"SGD N={cfg.sgd_N}" if k == 0 else None)
-    ax[0].add_patch(plt.Circle((0, 0), 1, fill=False, color="k", lw=0.8))
-    ax[0].set_aspect("equal")
-    ax[0].set_xlabel("Q1 (feature 1, m2=%g)" % cfg.m2[0])
-    ax[0].set_ylabel("Q2 (feature 2, m2=%g)" % cfg.m2[1])
-    ax[0].set_title(f"tanh, tau={cfg.tau}: green -> feature 1, red -> feature 2\n"
-                    "fixed points: black stable, grey saddle, white unstable", fontsize=8)
-    ax[0].legend(fontsize=7, loc="lower left")
-    ks = [s["kurtosis"] for s in sweep]
-    ax[1].plot(ks, [s["share_feature1"] for s in sweep], "o-", label="feature 1 wins")
-    ax[1].plot(ks, [s["share_feature2"] for s in sweep], "s-", label="feature 2 wins")
-    ax[1].set_xlabel("m4 / m2^2 of c (sparse three-point law; 1 = Rademacher)")
-    ax[1].set_ylabel(f"share of {len(ics_m4)} initial conditions")
-    ax[1].set_title(f"attraction shares at fixed m2={cfg.m2}", fontsize=9)
-    ax[1].legend(fontsize=7)
     res = {"n_ics": len(ics), "n_ics_m4": len(ics_m4), "share_feature1": float(np.mean(win == 1)), "share_feature2": float(np.mean(win == 2)),
            "share_none": float(np.mean(win == 0)), "batch_seconds": t_batch, "n_steps": n_steps,
            "fixed_points": [{"Q": p["Q"], "stability": p["stability"], "eigenvalues": p["eigenvalues"].real}
                             for p in fps],
-           "m4_sweep": sweep, "sgd_final": sgd.Q[:, -1], "sgd_starts": cfg.sgd_starts}
+           "m4_sweep": sweep, "sgd_final": sgd.Q[:, -1], "sgd_starts": cfg.sgd_starts,
+           # what the portrait draws: the grid of winners, the streamline field, the SGD paths
+           "winners": {"n_grid": cfg.n_grid, "extent": _DISK, "chars": _WIN_CHARS,
+                       "rows": _winner_rows(cfg.n_grid, win)},
+           "streamlines": {"x": g, "U": _sig(U), "V": _sig(V)},
+           "sgd_paths": _sig(sgd.Q[:, :, :2])}
+    fig = fig_phase(_recorded(cfg, res))
     return finish(out_dir, "phase", cfg, res, fig, t0)
+
+
+#: background of the portrait: no feature, feature 1, feature 2 wins
+_PHASE_COLOURS = ("#dddddd", "#a6dba0", "#f4a582")
+
+
+@styled
+def fig_phase(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 3.3):
+    """(a) The phase portrait of a phase result: which feature each initial condition of the grid
+    converges to (background), streamlines, fixed points (black stable, grey saddle, white
+    unstable) and the SGD paths; (b) the share of initial conditions won by each feature against
+    m4/m2^2.  Vector throughout (the background is a mesh of cells, not an image)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle, Patch
+
+    g, W = winner_grid(d)
+    c = d["config"]
+    fig, ax = figure(width_in, height_in, ncols=2)
+    h = (g[1] - g[0]) / 2 if len(g) > 1 else 1.0   # each cell centred on its initial condition
+    edges = np.concatenate([g - h, [g[-1] + h]])
+    ax[0].pcolormesh(edges, edges, W.T, cmap=ListedColormap(_PHASE_COLOURS), vmin=-0.5, vmax=2.5,
+                     shading="flat", linewidth=0, edgecolors="none")
+    st = d.get("streamlines")
+    if st:
+        nan = lambda a: np.array([[np.nan if v is None else v for v in row] for row in a], float)  # noqa: E731
+        ax[0].streamplot(np.asarray(st["x"], float), np.asarray(st["x"], float), nan(st["U"]), nan(st["V"]),
+                         color="0.3", density=1.0, linewidth=0.5, arrowsize=0.6)
+    for k, path in enumerate(d.get("sgd_paths") or []):
+        q = np.asarray(path, float)
+        ax[0].plot(q[:, 0], q[:, 1], "-", color="tab:blue", lw=1.0)
+    fill = {"stable": "k", "saddle": "0.6"}
+    for p in d["fixed_points"]:
+        ax[0].plot(p["Q"][0], p["Q"][1], "o", ms=5, color="k", mfc=fill.get(p["stability"], "white"), zorder=5)
+    ax[0].add_patch(Circle((0, 0), 1, fill=False, color="k", lw=0.8))
+    ax[0].set(xlim=(-1.02, 1.02), ylim=(-1.02, 1.02), aspect="equal",
+              xlabel=f"$Q_1$ (feature 1, $m_2$ = {c['m2'][0]:g})", ylabel=f"$Q_2$ (feature 2, $m_2$ = {c['m2'][1]:g})",
+              title=f"(a) tanh, $\\tau$ = {c['tau']:g}, {d['n_ics']} initial conditions")
+    ks = [s["kurtosis"] for s in d["m4_sweep"]]
+    ax[1].plot(ks, [100 * s["share_feature1"] for s in d["m4_sweep"]], "o-", color="#1b7837",
+               label="feature 1 wins")
+    ax[1].plot(ks, [100 * s["share_feature2"] for s in d["m4_sweep"]], "s-", color="#b2182b",
+               label="feature 2 wins")
+    ax[1].set(xlabel=r"$m_4/m_2^2$ of $c$ (sparse three-point law; 1: Rademacher)",
+              ylabel=f"share of {d['n_ics_m4']} initial conditions (%)",
+              title=f"(b) attraction shares at fixed $m_2$ = ({c['m2'][0]:g}, {c['m2'][1]:g})")
+    ax[1].legend(loc="best")
+    handles = [Patch(color=_PHASE_COLOURS[1], label="feature 1 wins"),
+               Patch(color=_PHASE_COLOURS[2], label="feature 2 wins"),
+               Patch(color=_PHASE_COLOURS[0], label="neither ($|Q| < 0.05$)"),
+               Line2D([], [], color="tab:blue", lw=1.0, label=f"SGD, $N$ = {c['sgd_N']}, 1 seed each"),
+               Line2D([], [], ls="", marker="o", color="k", label="stable fixed point"),
+               Line2D([], [], ls="", marker="o", color="k", mfc="0.6", label="saddle"),
+               Line2D([], [], ls="", marker="o", color="k", mfc="white", label="unstable")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4)   # below the panels: covers no data
+    return fig
 
 
 # =========================================================================== 4. noise
@@ -457,23 +580,33 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
             sgd_pts.append({"rho": rho, "sn2": s2, "mean": float(tail.mean()), "sd": float(tail.std(ddof=1)),
                             "trials": cfg.sgd_trials})
     prog.update(len(curves) + 1, "SGD")
-    plt = pyplot()
-    fig, ax = plt.subplots(1, 1, figsize=(6.5, 4.5))
-    for c in curves:
-        ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(c["tau"], "-.")
-        col = plt.cm.coolwarm(0.5 - 0.5 * c["rho"])
-        ax.plot(cfg.sn2, [np.nan if q is None else q for q in c["Q"]], ls, color=col, marker=".",
-                label=f"ODE tau={c['tau']}, rho={c['rho']}")
-    for p in sgd_pts:
-        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=5)
-    ax.plot([], [], "kx", label=f"SGD rho=0, tau={cfg.sgd_tau} (N={cfg.sgd_N}, {cfg.sgd_trials} trials)")
-    ax.plot([], [], "k^", label=f"SGD rho=-1, tau={cfg.sgd_tau}")
-    ax.set_xlabel("noise strength sigma_n^2")
-    ax.set_ylabel("stationary cosine similarity Q*")
-    ax.set_title(f"tanh, m2={cfg.m2}, Rademacher c (missing = recovery fixed point absent)", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
     res = {"curves": curves, "sgd": sgd_pts}
+    fig = fig_noise(_recorded(cfg, res))
     return finish(out_dir, "noise", cfg, res, fig, t0)
+
+
+@styled
+def fig_noise(d: dict, *, width_in: float = 0.75 * TEXT_WIDTH_IN, height_in: float = 3.6):
+    """Stationary Q* against sigma_n^2 of a noise result: ODE lines per (tau, rho) (missing: the
+    recovery fixed point is absent) and the SGD points (mean +- SD)."""
+    plt = pyplot()
+    fig, ax = figure(width_in, height_in)
+    sn2 = d["config"]["sn2"]
+    rhos = sorted({cv["rho"] for cv in d["curves"]})
+    cmap = plt.cm.viridis  # rho = 0 must stay visible (a diverging map made it near-white)
+    col = {r: cmap(0.85 * i / max(len(rhos) - 1, 1)) for i, r in enumerate(rhos)}
+    for cv in d["curves"]:
+        ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")
+        ax.plot(sn2, [np.nan if q is None else q for q in cv["Q"]], ls, marker=".", color=col[cv["rho"]], lw=1.2,
+                label=f"ODE $\\tau$ = {cv['tau']:g}, $\\rho$ = {cv['rho']:g}".replace("-", "\u2212"))
+    for p in d["sgd"]:
+        ax.errorbar(p["sn2"], p["mean"], yerr=p["sd"], fmt="kx" if p["rho"] == 0 else "k^", capsize=2, ms=4)
+    c = d["config"]
+    ax.plot([], [], "kx", label=f"SGD $\\rho$ = 0, $\\tau$ = {c['sgd_tau']:g} ($N$ = {c['sgd_N']}, mean ± SD)")
+    ax.plot([], [], "k^", label="SGD $\\rho$ = \u22121")
+    ax.set(xlabel=r"augmentation noise strength $\sigma_n^2$", ylabel="stationary overlap $Q^*$ (cosine)")
+    fig.legend(loc="outside lower center", ncols=2)  # below the axes: covers no curve
+    return fig
 
 
 # =========================================================================== bench

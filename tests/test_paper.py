@@ -131,9 +131,15 @@ def _hfunc(rng) -> dict:
 def _phase(rng) -> dict:
     sweep = [{"kurtosis": k, "share_feature1": 0.4 + 0.1 * i, "share_feature2": 0.5 - 0.1 * i, "share_none": 0.1,
               "eigs_at_0": [0.01, 0.02468]} for i, k in enumerate((1.0, 4.0))]
+    g = np.linspace(-1, 1, 5)
     return {"config": {"m2": [1.2, 1.1], "tau": 0.2, "sgd_N": 2000, "n_grid_m4": 41}, "n_ics": 2813, "n_ics_m4": 1245,
             "share_feature1": 0.555,
-            "share_feature2": 0.444, "share_none": 0.001, "m4_sweep": sweep}
+            "share_feature2": 0.444, "share_none": 0.001, "m4_sweep": sweep,
+            "fixed_points": [{"Q": [0.0, 0.0], "stability": "unstable"}, {"Q": [0.9, 0.0], "stability": "stable"}],
+            "winners": {"n_grid": 5, "extent": 0.98, "chars": "012.",
+                        "rows": [".222.", "11222", "11022", "11122", ".111."]},
+            "streamlines": {"x": g.tolist(), "U": [[-x for x in g] for _ in g], "V": [[-y] * 5 for y in g]},
+            "sgd_paths": [[[0.05, 0.06], [0.5, 0.1], [0.9, 0.0]]]}
 
 
 def _noise(rng) -> dict:
@@ -203,13 +209,6 @@ def write_results(root: Path, seed: int = 0) -> dict[str, Path]:
         p = result_dir(st, root, SCALE) / st.json_name
         atomic_write_json(p, makers[st.name]())
         out[st.name] = p
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(2, 2))
-    ax.plot([0, 1], [0, 1])
-    fig.savefig(out["phase"].with_suffix(".png"))   # the phase study's own portrait (copied into the paper)
-    plt.close(fig)
     return out
 
 

@@ -100,11 +100,11 @@ def test_findings_are_sentences_with_a_status():
 
 
 def test_small_figure_fonts_are_refused(tmp_path):
-    from paper.content import MIN_FONT_PT, _figure, _save, small_fonts
-    fig, ax = _figure(1.0, 2.0)
+    from cffdyn.figures import MIN_FONT_PT, TEXT_WIDTH_IN, figure, save_figure, small_fonts
+    fig, ax = figure(TEXT_WIDTH_IN, 2.0)
     ax.set_title("readable")
     assert small_fonts(fig, fig.get_figwidth()) == []
     ax.text(0.5, 0.5, "tiny", fontsize=MIN_FONT_PT - 2)
     assert small_fonts(fig, fig.get_figwidth())[0].startswith("'tiny'")
     with pytest.raises(ValueError, match="fonts below"):
-        _save(fig, tmp_path, "x")
+        save_figure(fig, tmp_path, "x")

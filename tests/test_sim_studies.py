@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
+import numpy as np
 import pytest
 
 from sim import studies as S
@@ -50,6 +52,36 @@ def test_study_runs_writes_and_reuses(name, tmp_path):
         assert abs(L["kappa"] - 0.1818) < 1e-4
         cur = res["curves"][0]
         assert abs(cur["slope_at_0"] - cur["slope_at_0_linearised"]) < 1e-6
+
+
+def test_phase_json_holds_its_portrait_and_the_figure_is_vector_at_print_size(tmp_path):
+    """The stored grid of winners decodes to the study's own shares and count of initial
+    conditions; the portrait is drawn from the JSON alone, vector, fonts >= the floor at its
+    printed width; a result without the grid is one line."""
+    from cffdyn.figures import RC, TEXT_WIDTH_IN, save_figure, small_fonts
+    from cffdyn.io import read_json
+    res = S.run_phase(TINY["phase"], tmp_path, progress=False)
+    d = read_json(tmp_path / "phase.json")
+    g, W = S.winner_grid(d)
+    n = TINY["phase"].n_grid
+    assert W.shape == (n, n) and g[0] == -g[-1] and int(W.count()) == d["n_ics"]
+    for k in (1, 2):
+        assert abs(float((W.compressed() == k).mean()) - d[f"share_feature{k}"]) < 1e-12
+    inside = np.add.outer(g ** 2, g ** 2) < g[-1] ** 2
+    assert np.array_equal(~W.mask, inside)
+    # W[i, j] is the start (Q1, Q2) = (g[i], g[j]): a start near an axis goes to that axis's feature
+    mid, near = n // 2, n - 2
+    assert abs(g[mid]) < 1e-12 and W[near, mid] == 1 and W[mid, near] == 2
+    assert np.allclose([p[0] for p in d["sgd_paths"]], TINY["phase"].sgd_starts, atol=1e-3)
+    fig = S.fig_phase(d)
+    fig.savefig(io.BytesIO(), format="png")   # as the study saves it: outside the style, ticks made now
+    assert fig.get_figwidth() == TEXT_WIDTH_IN and small_fonts(fig, TEXT_WIDTH_IN) == []
+    assert {t.get_fontsize() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()} \
+        == {RC["xtick.labelsize"]}
+    pdf = save_figure(fig, tmp_path / "fig", "mf_phase")
+    assert b"/Subtype /Image" not in pdf.read_bytes()
+    with pytest.raises(ValueError, match="no grid of winners"):
+        S.fig_phase({k: v for k, v in res.items() if k != "winners"})
 
 
 def test_fit_exponent_recovers_power_law():

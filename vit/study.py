@@ -57,7 +57,8 @@ Files under ``out_dir``
                 state and log) and statistics over the finished seeds only (whole matched
                 pairs).  A complete ``study.json`` of the same schema whose config equals the
                 requested one is returned without touching anything.
-``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate.
+``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate
+                (:func:`fig_study`, the paper's figure too, drawn at its printed size).
 
 Batched mode (``batched=True``, methods cff2/cff1): the seeds of a task without a
 ``result.json`` are trained per cell in one pass with a leading seed dimension
@@ -73,8 +74,11 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from cffdyn.errors import UserError
-from cffdyn.io import Progress, atomic_savefig, atomic_write_json, read_json
+from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
+from cffdyn.io import Progress, atomic_write_json, read_json
 from cffdyn.records import record_header, reusable_record
 from vit import stats
 from vit.data import image_side
@@ -85,7 +89,7 @@ from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
            "cell_runs", "run_dir", "projected_wall_s", "describe_projection", "STUDY_NAME", "STUDY_SCHEMA",
-           "SEED_FIELDS", "METRICS", "WALL_MODEL"]
+           "SEED_FIELDS", "METRICS", "WALL_MODEL", "fig_study"]
 
 #: version of the layout of study.json (a complete record of another schema is re-assembled)
 STUDY_SCHEMA = 1
@@ -237,46 +241,47 @@ def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
 
 
 
-def _plot(cfg: StudyConfig, result: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+@styled
+def fig_study(result: Mapping[str, Any], *, width_in: float = TEXT_WIDTH_IN, height_in: float = 2.7):
+    """The study's figure from its ``study.json`` dict: per cell, the per-seed metric and layer-0
+    clamp activation rate (points) with the cell mean ± SD, and the raw-pixel probe's test
+    accuracy (dashed) when the metric is test accuracy."""
     from vit.plot import title
 
-    cells = cfg.cells()
-    names = ["\n".join(title(v) for v in c) for c in cells]
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.8 * len(cells), 4.4))
-    probe = result.get("probe") or {}
-    for ax, key, ylabel in ((axes[0], "metric", f"{title(cfg.metric)} (%)"),
-                            (axes[1], "car_layer0", "layer-0 clamp activation rate (%)")):
-        for i, c in enumerate(cells):
-            cd = dict(zip(cfg.factor_names, c))
-            v = [100 * r[key] for r in result["runs"] if r["cell"] == cd and r[key] is not None]
+    c = result["config"]       # read as recorded (not StudyConfig.from_dict): an older record still draws
+    metric = c.get("metric", "test_acc")
+    names = [f for f, _ in c["factors"]]
+    cells: list[dict[str, Any]] = [{}]
+    for f, levels in c["factors"]:      # first factor slowest, as StudyConfig.cells()
+        cells = [{**cd, f: lv} for cd in cells for lv in levels]
+    fig, axes = figure(width_in, height_in, ncols=2)
+    ticks = []
+    for i, cd in enumerate(cells):
+        runs = [r for r in result["runs"] if r["cell"] == cd]
+        acc = [100 * r["metric"] for r in runs if r.get("metric") is not None]
+        car = [100 * r["car_layer0"] for r in runs if r.get("car_layer0") is not None]
+        ticks.append(f"{', '.join(str(v) for v in cd.values())}\n(n = {len(acc)})")
+        for ax, v in ((axes[0], acc), (axes[1], car)):
             if not v:
                 continue
-            ax.plot([i] * len(v), v, "o", alpha=0.6, color=f"C{i}",
-                    label=f"{', '.join(title(x) for x in cd.values())}: {len(v)} seeds")
-            m = sum(v) / len(v)
-            sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
-            ax.errorbar([i + 0.15], [m], yerr=[sd], fmt="s", color="k", capsize=4,
+            ax.plot([i] * len(v), v, "o", color=f"C{i}", alpha=0.7)
+            sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+            ax.errorbar([i + 0.2], [np.mean(v)], yerr=[sd], fmt="s", color="k", capsize=3,
                         label="cell mean ± SD" if i == 0 else None)
-        if key == "metric" and probe.get("test_acc_mean") is not None and cfg.metric == "test_acc":
-            ax.axhline(100 * probe["test_acc_mean"], color="0.4", ls="--", lw=1,
-                       label="raw-pixel linear probe (same head)")
+    probe = result.get("probe") or {}
+    if metric == "test_acc" and probe.get("test_acc_mean") is not None:
+        axes[0].axhline(100 * probe["test_acc_mean"], color="0.4", ls="--", lw=1, label="raw-pixel linear probe")
+    for ax, yl in ((axes[0], f"{title(metric)} (%)"), (axes[1], "layer-0 clamp activation rate (%)")):
         ax.set_xticks(range(len(cells)))
-        ax.set_xticklabels(names, fontsize=7)
-        ax.set_xlabel("cell")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6)
-    b = cfg.base
-    design = "independent seeds per cell" if cfg.independent_seeds else "the same seeds in every cell"
-    fig.suptitle(f"{title(b.dataset)}, ViT[{b.embed_dim} {b.heads} {b.layers}], "
-                 f"{b.epochs} epochs, {cfg.n_seeds} seeds per cell ({design})", fontsize=9)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110, close=True)
-
-
+        ax.set_xticklabels(ticks)
+        ax.set_xlim(-0.5, len(cells) - 0.3)
+        ax.set_xlabel(f"cell ({', '.join(f.replace('_', ' ') for f in names)}; n seeds)")
+        ax.set_ylabel(yl)
+        ax.legend(loc="best")
+    b = c["base"]
+    fig.suptitle(f"{title(b['dataset'])}, ViT[{b['embed_dim']} {b['heads']} {b['layers']}], {b['epochs']} epochs; "
+                 f"{c['n_seeds']} seeds per cell")
+    return fig
 
 
 def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None:
@@ -416,7 +421,7 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
                         "missing": missing},
               "timing": _timing(cfg, records, task_recs)}
     if records:
-        _plot(cfg, result, out / f"{STUDY_NAME}.png")
+        save_figure(fig_study(result), out, STUDY_NAME, formats=("png",), dpi=110)
     atomic_write_json(path, result)
     return read_json(path)   # exactly what a later call reuses (NaN statistics become null)
 
