@@ -21,7 +21,7 @@ from paper.numbers import NumberSpec, load_source_numbers, macro_name
 from paper.verdicts import (Verdict, finite as _finite, verdict_direction, verdict_null, verdict_ordering,
                              verdict_value, VERDICT_RULE)
 
-__all__ = ["NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
+__all__ = ["study_timing_specs", "NUMBER_SPECS", "number_specs", "source_specs", "FIGURES", "TABLES", "REPLICATION_ROWS",
            "tex_escape", "vit_cells", "vit_run_results", "RepRow", "tab_replication", "vit_data_phrase", "loss_mode_comparison",
            "replication_rows", "epoch_time_ratios", "value_range", "derived"]
 
@@ -58,6 +58,23 @@ def _cell(data: dict, levels: dict) -> dict[str, Any]:
     return next(c for c in data["analysis"]["cells"] if c["levels"] == levels)
 
 
+def study_timing_specs(prefix: str, source: str, data: dict) -> list[NumberSpec]:
+    """``<prefix>WallMin``, ``<prefix>LoadStart``, ``<prefix>LoadEnd`` from a study record's
+    ``timing`` (the ViT study layout: wall, load at the first task's start, machine at the end),
+    each only where recorded."""
+    t = data.get("timing") or {}
+    out = []
+    if t.get("wall_s") is not None:
+        out.append(NumberSpec(f"{prefix}WallMin", source, "timing.wall_s", ".1f", 1 / 60, None, "study wall time (min)"))
+    if t.get("load_avg_start"):
+        out.append(NumberSpec(f"{prefix}LoadStart", source, "timing.load_avg_start[0]", ".1f", 1.0, None,
+                              "1-min load average at the start"))
+    if (t.get("machine") or {}).get("load_avg"):
+        out.append(NumberSpec(f"{prefix}LoadEnd", source, "timing.machine.load_avg[0]", ".1f", 1.0, None,
+                              "1-min load average at the end"))
+    return out
+
+
 def _vit_specs(data: dict) -> list[NumberSpec]:
     s: list[NumberSpec] = []
     add = lambda m, p, fmt=".2f", scale=1.0, red=None, d="": s.append(NumberSpec(m, "vit_study", p, fmt, scale, red, d))
@@ -85,13 +102,7 @@ def _vit_specs(data: dict) -> list[NumberSpec]:
         add("VitProbeN", "probe.runs[*].seed", "d", red="count", d="probe seeds")
         if data["probe"].get("test_acc_sd") is not None:
             add("VitProbeSd", "probe.test_acc_sd", ".2f", 100.0, d="SD of the probe (points)")
-    t = data.get("timing") or {}
-    if t.get("wall_s") is not None:
-        add("VitWallMin", "timing.wall_s", ".1f", 1 / 60, d="study wall time (min)")
-    if t.get("load_avg_start"):
-        add("VitLoadStart", "timing.load_avg_start[0]", ".1f", d="1-min load average at the start")
-    if (t.get("machine") or {}).get("load_avg"):
-        add("VitLoadEnd", "timing.machine.load_avg[0]", ".1f", d="1-min load average at the end")
+    s += study_timing_specs("Vit", "vit_study", data)
     for c in _comparisons(data):
         p = f"analysis.comparisons[{c['sel']}]"
         t = c["tag"]

@@ -63,13 +63,7 @@ def number_specs(data: dict) -> list[NumberSpec]:
     if tr.get("ci"):
         add("NdTrendLo", "analysis.trend.ci[0]", ".2f")
         add("NdTrendHi", "analysis.trend.ci[1]", ".2f")
-    t = data.get("timing") or {}
-    if t.get("wall_s") is not None:
-        add("NdWallMin", "timing.wall_s", ".1f", 1 / 60, d="study wall time (min)")
-    if t.get("load_avg_start"):
-        add("NdLoadStart", "timing.load_avg_start[0]", ".1f", d="1-min load at the start")
-    if (t.get("machine") or {}).get("load_avg"):
-        add("NdLoadEnd", "timing.machine.load_avg[0]", ".1f", d="1-min load at the end")
+    s += content.study_timing_specs("Nd", STUDY, data)
     for i, lv in enumerate(data["analysis"]["levels"]):
         p = f"analysis.levels[{i}]"
         add(macro_name("Nd", i, "dose"), p + ".view_noise", "g", d="view noise (pixel SDs)")

@@ -166,14 +166,18 @@ def test_stacked_quick_run_is_bit_identical_to_separate_runs():
     _stacked_equals_separate([QUICK.replace(device="cpu", seed=s) for s in range(3)])
 
 
-def test_seed_batch_resumes(tmp_path):
+def _uninterrupted_and_resumed(cfgs, tmp_path):
+    """(results of one uninterrupted pass, results of a pass stopped after epoch 0 and resumed)."""
     from vit.train import RunInterrupted
-    cfgs = [BASE.replace(epochs=3, **kw) for kw in SEEDS[:2]]
     ref = train_runs(cfgs, progress=False)
-    dirs = [tmp_path / "r0", tmp_path / "r1"]
+    dirs = [tmp_path / f"r{k}" for k in range(len(cfgs))]
     with pytest.raises(RunInterrupted):
         train_runs(cfgs, dirs, ckpt=tmp_path / "c.pt", progress=False, stop_after_epoch=0)
-    res = train_runs(cfgs, dirs, ckpt=tmp_path / "c.pt", progress=False)
+    return ref, train_runs(cfgs, dirs, ckpt=tmp_path / "c.pt", progress=False)
+
+
+def test_seed_batch_resumes(tmp_path):
+    ref, res = _uninterrupted_and_resumed([BASE.replace(epochs=3, **kw) for kw in SEEDS[:2]], tmp_path)
     for a, b in zip(ref, res):
         assert [h["layers"][0]["loss"] for h in a["history"]] == [h["layers"][0]["loss"] for h in b["history"]]
         assert a["test_acc"] == b["test_acc"]
@@ -257,13 +261,8 @@ def test_resume_with_a_captured_graph_equals_uninterrupted(tmp_path, method):
     not move the loaded weights) gives the uninterrupted pass's history, selection and accuracy.
     GPU reductions are not bit-reproducible (atomic adds), so losses agree to 1e-5 and test
     accuracy to one image."""
-    from vit.train import RunInterrupted
-    cfgs = [BASE.replace(method=method, device="cuda", batch_size=64, epochs=3, **kw) for kw in SEEDS[:2]]
-    ref = train_runs(cfgs, progress=False)
-    dirs = [tmp_path / "r0", tmp_path / "r1"]
-    with pytest.raises(RunInterrupted):
-        train_runs(cfgs, dirs, ckpt=tmp_path / "c.pt", progress=False, stop_after_epoch=0)
-    res = train_runs(cfgs, dirs, ckpt=tmp_path / "c.pt", progress=False)
+    ref, res = _uninterrupted_and_resumed(
+        [BASE.replace(method=method, device="cuda", batch_size=64, epochs=3, **kw) for kw in SEEDS[:2]], tmp_path)
     for a, b in zip(ref, res):
         assert len(b["history"]) == 3 and a["best_epoch"] == b["best_epoch"]
         for ha, hb in zip(a["history"], b["history"]):
