@@ -174,12 +174,14 @@ def classify(r: dict, expect: str, check_msg: str | None) -> str:
         if r["rc"] == 2 and len(error_lines(r["stderr"])) == 1:
             return "good"
         return "other"
-    # expect ok (or "either": refusal or a correct result)
+    if expect == "ok" and r["rc"] != 0:
+        return "other"          # a valid input refused
+    # "either": a one-line refusal or a correct result; the check applies to both
     if check_msg:
         return "silent"
     if r["rc"] == 0:
         return "good"
-    if expect == "either" and r["rc"] == 2 and len(error_lines(r["stderr"])) == 1:
+    if r["rc"] == 2 and len(error_lines(r["stderr"])) == 1:
         return "good"
     return "other"
 
@@ -246,7 +248,8 @@ def cases(work: Path) -> list[Case]:
 
     # ---- data: the real formats -------------------------------------------------------------------
     def data_case(cid, ds, make, expect="refuse", check=None):
-        add(Case(cid, "data", C("vit train", "--dataset", ds, "--data-root", "{W}/data", *TINY, "--out", out),
+        patch = ["--patch", "4"] if ds in ("cifar10", "cifar100", "svhn") else []
+        add(Case(cid, "data", C("vit train", "--dataset", ds, "--data-root", "{W}/data", *TINY, *patch, "--out", out),
                  expect, setup=lambda W, m=make: m(W / "data"), check=check))
 
     rng = np.random.default_rng(1)
@@ -290,7 +293,7 @@ def cases(work: Path) -> list[Case]:
     def evil(d):
         cifar(d, batch_obj=_Evil(str(d.parent / "PWNED")))
     add(Case("cifar10-pickle-runs-code", "data",
-             C("vit train", "--dataset", "cifar10", "--data-root", "{W}/data", *TINY, "--out", out),
+             C("vit train", "--dataset", "cifar10", "--data-root", "{W}/data", *TINY, "--patch", "4", "--out", out),
              "refuse", setup=evil, check=lambda W, r: "code ran" if (W / "PWNED").exists() else None))
     data_case("cifar100-valid", "cifar100", lambda d: cifar(d, fine=True), "ok")
     data_case("cifar100-missing-fine", "cifar100",
