@@ -17,6 +17,8 @@ predicted ratio as a function of the stationary clamp activation rate, with ViT 
 """
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from cffdyn.io import Progress, read_json
 from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
 from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.predict import SN_MAX
 from sim.report import finish, pyplot, reuse_recorded, save_fig
 from sim.stationary import WindowSpec, measure_nvar, ratio_ci
 
@@ -95,6 +98,10 @@ def check_clamp_config(cfg: ClampConfig) -> None:
         raise UserError("empty grid of margins, noise levels or batch sizes", "give at least one value of each")
     if any(not 0 <= m < 1 for m in cfg.margins):
         raise UserError(f"margins {cfg.margins} must lie in [0, 1)", "use margins such as 0.1 0.3 0.5")
+    # the range 'sim predict' covers (an unbounded sn = 1e300 overflowed sn**2 in the quadrature)
+    if any(not (math.isfinite(s) and 0.0 <= s <= SN_MAX) for s in cfg.sns):
+        raise UserError(f"noise levels {cfg.sns} must lie in [0, {SN_MAX:g}] (the range the theory covers)",
+                        "use --sns between 0 and 2, e.g. 0 0.7")
 
 
 def _predict_all(cfg: ClampConfig, progress: bool) -> dict:
