@@ -342,7 +342,8 @@ def simulate_toy(setting: Setting, W0: np.ndarray, cfg: ToyConfig, n_steps: int,
     mu[:, 0] = eigvals_desc(W)
     r = 1
     for k in range(1, n_steps + 1):
-        W = toy_step(setting, W, cfg, rng)
+        with np.errstate(over="ignore", invalid="ignore"):   # a diverging W is reported just below
+            W = toy_step(setting, W, cfg, rng)
         # every step, not only at records: the next step's predictor (eigh of W W^T) fails on a
         # non-finite W with LinAlgError before a record step would see it
         if not np.all(np.isfinite(W)):
