@@ -69,8 +69,16 @@ def _config(args: argparse.Namespace):
             k, v = s.split("=", 1)
             if k.strip() in ("seed", "view_noise", "loss_mode"):
                 raise UserError(f"--set {k.strip()}: the study sets it", "use --seeds / --doses")
-            over[k.strip()] = parse_field_value(k.strip(), v)
-        changes["base"] = cfg.base.replace(**over)
+            try:   # an unknown field, a bad value or a config the TrainConfig checks refuse
+                over[k.strip()] = parse_field_value(k.strip(), v)
+            except ValueError as exc:
+                raise UserError(f"--set {s}: {exc}", "give FIELD=VALUE with a TrainConfig field "
+                                                    "(see 'cffdyn vit train --help')") from None
+        try:
+            changes["base"] = cfg.base.replace(**over)
+        except ValueError as exc:
+            raise UserError(f"--set: {str(exc).replace('TrainConfig: ', '')}",
+                            "change the offending --set value") from None
     if args.seeds is not None:
         changes["n_seeds"] = args.seeds
     if args.batched:
@@ -101,6 +109,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     from vit.study import run_study
 
     args = build_parser(prog).parse_args(argv)
+    for opt, val in (("--ran-at", args.ran_at), ("--record-to", args.record_to)):
+        if val is not None and not args.record:   # it would be ignored: the study would run without the record
+            raise UserError(f"{opt} is only used with --record", f"add --record, or drop {opt}")
     cfg = _config(args)
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     nd.check_design(cfg_dict)                                # before any work
