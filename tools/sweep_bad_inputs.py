@@ -536,7 +536,10 @@ def cases(work: Path) -> list[Case]:
     num("vit-bench-seeds=1e6", C("vit bench", "--seeds", "1000000", "--rounds", "1", "--steps", "1"))
     num("vit-bench-steps=1e12", C("vit bench", "--steps", "1000000000000", "--rounds", "1"))
     num("vit-bench-workers=-1", C("vit bench", "--workers", "-1"))
-    num("vit-bench-json-missing-dir", C("vit bench", "--json", "{W}/no/such/dir/x.json"))
+    # a missing directory of --json is created (ensure_writable_file): a valid request
+    num("vit-bench-json-missing-dir", C("vit bench", "--rounds", "1", "--steps", "1", "--seeds", "2", "--json",
+                                        "{W}/no/such/dir/x.json"), "either", timeout=120,
+        check=lambda W, r: None if r["rc"] != 0 or (W / "no/such/dir/x.json").is_file() else "no JSON written")
     num("vit-bench-data-root-missing", C("vit bench", "--data-root", "{W}/nonexistent"))
 
     def with_run(W):
@@ -550,7 +553,8 @@ def cases(work: Path) -> list[Case]:
     num("vit-analyze-factorial-second-nosuch", C("vit analyze factorial", "{W}/run", "--second", "nosuch", "--out", out),
         setup=with_run)
     num("vit-analyze-dose-response-one-run", C("vit analyze dose-response", "{W}/run", "--out", out), setup=with_run)
-    num("vit-analyze-grad-norms-garbage-log", C("vit analyze grad-norms", "{W}/run", "--out", out),
+    # the analyses read result.json's history (hashed), not log.jsonl: a garbage log does not matter
+    num("vit-analyze-grad-norms-garbage-log", C("vit analyze grad-norms", "{W}/run", "--out", out), "either",
         setup=lambda W: (with_run(W), (W / "run" / "log.jsonl").write_text("garbage\n{]\n")))
     num("vit-analyze-pair-density-bogus", C("vit analyze pair-density", "--bogus"))
 
@@ -592,9 +596,18 @@ def cases(work: Path) -> list[Case]:
             copy_run(base_run(work), W / "run")
             (W / "run" / "result.json").write_text(text)
         return s
+    def recomputed(W, r):
+        """A refused record is one line; an accepted one must have been recomputed (hashed, finite)."""
+        if r["rc"] != 0:
+            return None
+        res = _json(W / "run" / "result.json")
+        if not isinstance(res, dict) or "content_sha256" not in res or not isinstance(res.get("test_acc"), float):
+            return "result.json not recomputed"
+        return None
+    # a record without a content hash counts as unfinished and is recomputed; others are refused
     for name, text in (("list", "[]"), ("42", "42"), ("string", '"x"'), ("empty-dict", "{}"), ("null", "null"),
                        ("truncated", '{"config": {'), ("nan", "NaN")):
-        rec(f"result.json={name}", train_again, with_result(text))
+        rec(f"result.json={name}", train_again, with_result(text), "either", recomputed)
 
     def fabricate(keep_hash: bool):
         def s(W):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import UserError, make_parser, positive_int
+from vit.study_config import resamples_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="view_noise doses in pixel SDs, at least 3 (default: the preset's 0.25,0.6,1.25,2.0)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
                    help="override a field of the base TrainConfig (repeatable), e.g. --set epochs=2")
-    p.add_argument("--n-boot", type=positive_int, default=9999, help="bootstrap resamples (default 9999)")
+    p.add_argument("--n-boot", type=resamples_arg, default=9999, help="bootstrap resamples (default 9999)")
     p.add_argument("--record", action="store_true",
                    help="keep the result (with provenance) in the repository's recorded/vit/noise_dose")
     p.add_argument("--record-to", default=None, metavar="DIR",
