@@ -216,6 +216,12 @@ def _check_clamp_inputs(cfg, vit: Sequence[str], full) -> None:
             raise UserError(f"--vit {p}: no such file", "give the study.json written by 'cffdyn vit study' "
                                                           "(e.g. results/vit/study/quick/study.json)")
         read_json(p, expect=dict)   # not JSON, another shape ([] or 42) or edited: one line, before any work
+        from sim.clamp_study import vit_points
+        why: list[str] = []
+        if not vit_points([p], warn=why.append):   # a study without the runs/comparison the overlay needs
+            raise UserError(why[0].replace(": skipped (", ": cannot be overlaid (", 1) if why else
+                            f"--vit {p}: no point to overlay", "give the study.json of a complete 'cffdyn vit study' "
+                                                              "with the loss_mode clamp/subtract factor")
     sizes = [cfg.N, *cfg.n_scaling]
     work = cfg.trials * cfg.window * sum(n * n for n in sizes)
     unit = full.trials * full.window * sum(n * n for n in [full.N, *full.n_scaling])
