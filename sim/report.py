@@ -2,11 +2,12 @@
 whose config matches, and the final write of ``<name>.json`` + ``<name>.png``."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from cffdyn.io import atomic_write_bytes, atomic_write_json, read_json, to_jsonable
+from cffdyn.io import atomic_write_bytes, atomic_write_json, read_json, record_status, to_jsonable
 
 __all__ = ["pyplot", "save_fig", "reuse_recorded", "finish"]
 
@@ -38,7 +39,13 @@ SCHEMA = 2
 def reuse_recorded(out_dir: Path, name: str, cfg: Any, reuse: bool) -> dict | None:
     path = out_dir / f"{name}.json"
     if reuse and path.exists() and (out_dir / f"{name}.png").exists():
-        old = read_json(path)
+        old = read_json(path, verify=False)
+        status = record_status(old)
+        if status != "ok":
+            # edited after writing, written by hand, or another JSON shape ([] / 42): not trusted
+            print(f"note: {path} {'was changed after it was written' if status == 'edited' else 'carries no content hash'}"
+                  f"; recomputing it", file=sys.stderr)
+            return None
         if old.get("config") == to_jsonable(cfg) and old.get("schema") == SCHEMA:
             old["reused"] = True
             return old
