@@ -81,6 +81,18 @@ def guarded(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
     except MemoryError:
         print(f"{prog}: error: out of memory; {_MEMORY_FIX}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        # torch reports a failed allocation (CPU "can't allocate memory", CUDA OutOfMemoryError)
+        # and a scalar that overflows float32 as RuntimeError: the user's sizes or step sizes
+        text = str(exc)
+        if type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
+            print(f"{prog}: error: out of memory ({text.splitlines()[0][:160]}); {_MEMORY_FIX}", file=sys.stderr)
+            return EXIT_USAGE
+        if "cannot be converted to type" in text and "without overflow" in text:
+            print(f"{prog}: error: a value overflowed float32 ({text.splitlines()[0]}); likely cause: a learning "
+                  f"rate, weight decay or noise level too large, reduce it and rerun", file=sys.stderr)
+            return EXIT_USAGE
+        raise
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

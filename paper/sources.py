@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cffdyn.io import read_json
+from cffdyn.io import read_json, record_status
 
 __all__ = ["Study", "STUDIES", "SCALES", "MissingResultError", "StudyUnavailable", "StudyResult",
            "obtain", "result_dir", "get_study"]
@@ -151,6 +151,11 @@ def _load(study: Study, path: Path) -> dict[str, Any]:
         data = read_json(path)
     except ValueError as exc:
         raise MissingResultError(f"paper build: result {path} of study {study.name!r} is not valid JSON: {exc}") from None
+    if record_status(data) == "unhashed":
+        # written by hand or by older code: nothing says it holds what the manuscript reads
+        raise MissingResultError(f"paper build: result {path} of study {study.name!r} carries no content hash "
+                                 f"(not written by this cffdyn, or by hand); rerun without --reuse-only to "
+                                 f"recompute it.")
     if not isinstance(data, dict) or not study.complete(data):
         raise MissingResultError(f"paper build: result {path} of study {study.name!r} is incomplete "
                                  f"(an interrupted run?); rerun without --reuse-only to finish it.")

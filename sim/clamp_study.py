@@ -35,6 +35,7 @@ from cffdyn.io import Progress, read_json, to_jsonable
 from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
 from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.predict import SN_MAX
 from sim.report import finish, reuse_recorded, save_fig
 from sim.stationary import WindowSpec, measure_nvar, ratio_ci
 
@@ -102,6 +103,10 @@ def check_clamp_config(cfg: ClampConfig) -> None:
         raise UserError("empty grid of margins, noise levels or batch sizes", "give at least one value of each")
     if any(not 0 <= m < 1 for m in cfg.margins):
         raise UserError(f"margins {cfg.margins} must lie in [0, 1)", "use margins such as 0.1 0.3 0.5")
+    # the range 'sim predict' covers (an unbounded sn = 1e300 overflowed sn**2 in the quadrature)
+    if any(not (math.isfinite(s) and 0.0 <= s <= SN_MAX) for s in cfg.sns):
+        raise UserError(f"noise levels {cfg.sns} must lie in [0, {SN_MAX:g}] (the range the theory covers)",
+                        "use --sns between 0 and 2, e.g. 0 0.7")
 
 
 def _predict_all(cfg: ClampConfig, progress: bool) -> dict:
@@ -184,33 +189,45 @@ def vit_points(paths: Sequence[str | Path], warn=print) -> list[dict]:
         except (OSError, ValueError) as exc:
             warn(f"--vit {p}: skipped ({exc})")
             continue
-        runs = [r for r in d.get("runs") or [] if isinstance(r, dict) and "cell" in r]
-        clamp_runs = [r for r in runs if r["cell"].get("loss_mode") == "clamp"]
-        cars = [r["car_layer0"] for r in clamp_runs if r.get("car_layer0") is not None]
-        comp = [c for c in ((d.get("analysis") or {}).get("comparisons") or [])
-                if c.get("factor") == "loss_mode" and {c.get("level_a"), c.get("level_b")} == {"clamp", "subtract"}]
-        if not cars or not comp:
-            warn(f"--vit {p}: skipped (needs runs with loss_mode=clamp and car_layer0, and analysis.comparisons "
-                 "for loss_mode clamp vs subtract)")
-            continue
-        c = comp[0]
-        flip = c["level_a"] == "subtract"
-        ratio = c.get("ratio")
-        ci = c.get("boot_ci") or [None, None]
-        if flip and ratio:
-            ratio, ci = 1.0 / ratio, [None if v in (None, 0) else 1.0 / v for v in ci[::-1]]
-        pts.append({"file": str(p), "kind": "pooled", "ratio": ratio, "ci95": ci, "car": float(np.mean(cars)),
-                    "n_runs": len(runs)})
-        others = sorted({tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) for r in runs})
-        for o in others:
-            sel = lambda mode: [r for r in runs if r["cell"].get("loss_mode") == mode  # noqa: E731
-                                and tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) == o]
-            a, b = [r["metric"] for r in sel("clamp")], [r["metric"] for r in sel("subtract")]
-            car = [r["car_layer0"] for r in sel("clamp") if r.get("car_layer0") is not None]
-            if len(a) >= 2 and len(b) >= 2 and car and np.var(b, ddof=1) > 0:
-                pts.append({"file": str(p), "kind": "cell", "levels": dict(o),
-                            "ratio": float(np.var(a, ddof=1) / np.var(b, ddof=1)), "ci95": [None, None],
-                            "car": float(np.mean(car)), "n_runs": len(a) + len(b)})
+        try:
+            pts += _vit_file_points(p, d, warn)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:   # valid JSON of another shape
+            warn(f"--vit {p}: skipped (not a study record of 'cffdyn vit study': {type(exc).__name__}: {exc})")
+    return pts
+
+
+def _vit_file_points(p: Path, d: Any, warn) -> list[dict]:
+    """The points of one study record ``d`` read from ``p`` (see :func:`vit_points`)."""
+    pts: list[dict] = []
+    if not isinstance(d, dict):
+        raise TypeError(f"a {type(d).__name__}, not an object")
+    runs = [r for r in d.get("runs") or [] if isinstance(r, dict) and "cell" in r]
+    clamp_runs = [r for r in runs if r["cell"].get("loss_mode") == "clamp"]
+    cars = [r["car_layer0"] for r in clamp_runs if r.get("car_layer0") is not None]
+    comp = [c for c in ((d.get("analysis") or {}).get("comparisons") or [])
+            if c.get("factor") == "loss_mode" and {c.get("level_a"), c.get("level_b")} == {"clamp", "subtract"}]
+    if not cars or not comp:
+        warn(f"--vit {p}: skipped (needs runs with loss_mode=clamp and car_layer0, and analysis.comparisons "
+             "for loss_mode clamp vs subtract)")
+        return pts
+    c = comp[0]
+    flip = c["level_a"] == "subtract"
+    ratio = c.get("ratio")
+    ci = c.get("boot_ci") or [None, None]
+    if flip and ratio:
+        ratio, ci = 1.0 / ratio, [None if v in (None, 0) else 1.0 / v for v in ci[::-1]]
+    pts.append({"file": str(p), "kind": "pooled", "ratio": ratio, "ci95": ci, "car": float(np.mean(cars)),
+                "n_runs": len(runs)})
+    others = sorted({tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) for r in runs})
+    for o in others:
+        sel = lambda mode: [r for r in runs if r["cell"].get("loss_mode") == mode  # noqa: E731
+                            and tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) == o]
+        a, b = [r["metric"] for r in sel("clamp")], [r["metric"] for r in sel("subtract")]
+        car = [r["car_layer0"] for r in sel("clamp") if r.get("car_layer0") is not None]
+        if len(a) >= 2 and len(b) >= 2 and car and np.var(b, ddof=1) > 0:
+            pts.append({"file": str(p), "kind": "cell", "levels": dict(o),
+                        "ratio": float(np.var(a, ddof=1) / np.var(b, ddof=1)), "ci95": [None, None],
+                        "car": float(np.mean(car)), "n_runs": len(a) + len(b)})
     return pts
 
 

@@ -163,6 +163,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             ensure_writable_file(args.json, "--json")
         cfg = S.BenchConfig(N=args.N, steps=args.steps, sn=args.sn, rounds=args.rounds, par_trials=args.par_trials,
                             n_traj=args.n_traj, n_steps=args.n_steps, table=args.table)
+        _check_bench_size(cfg, S.BENCH_QUICK)
         res = S.run_bench(cfg)
         if args.json:
             atomic_write_json(args.json, res)
@@ -179,6 +180,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     cfg = S.replace(quick if args.preset == "quick" else full, **over)
     if args.cmd == "clamp":
         _check_clamp_inputs(cfg, args.vit, full)
+    if args.cmd == "convergence":
+        _check_convergence_time(cfg, quick)
     kw = {"vit": args.vit, "warn": lambda m: print(f"{prog} clamp: {m}", file=sys.stderr)} \
         if args.cmd == "clamp" else {}
     try:
@@ -213,6 +216,12 @@ def _check_clamp_inputs(cfg, vit: Sequence[str], full) -> None:
             raise UserError(f"--vit {p}: no such file", "give the study.json written by 'cffdyn vit study' "
                                                           "(e.g. results/vit/study/quick/study.json)")
         read_json(p, expect=dict)   # not JSON, another shape ([] or 42) or edited: one line, before any work
+        from sim.clamp_study import vit_points
+        why: list[str] = []
+        if not vit_points([p], warn=why.append):   # a study without the runs/comparison the overlay needs
+            raise UserError(why[0].replace(": skipped (", ": cannot be overlaid (", 1) if why else
+                            f"--vit {p}: no point to overlay", "give the study.json of a complete 'cffdyn vit study' "
+                                                              "with the loss_mode clamp/subtract factor")
     sizes = [cfg.N, *cfg.n_scaling]
     work = cfg.trials * cfg.window * sum(n * n for n in sizes)
     unit = full.trials * full.window * sum(n * n for n in [full.N, *full.n_scaling])
@@ -224,6 +233,45 @@ def _check_clamp_inputs(cfg, vit: Sequence[str], full) -> None:
                                                                   f"{CLAMP_MAX_HOURS:g} h of work)")
 
 
+def _refuse_long(what: str, hours: float, unit: str, fix: str) -> None:
+    """One line, before any work, for a run estimated at more than :data:`CLAMP_MAX_HOURS`."""
+    if hours > CLAMP_MAX_HOURS:
+        raise UserError(f"{what} would take about {hours:.3g} h ({unit})",
+                        f"{fix} (the limit is about {CLAMP_MAX_HOURS:g} h of work)")
+
+
+#: wall time of the QUICK convergence preset (measured 60 s on 2 loaded cores), the unit of its estimate
+_CONVERGENCE_QUICK_MIN = 1.0
+
+
+def _check_convergence_time(cfg, quick) -> None:
+    """Reduced-engine SGD costs O(1) a step, N steps per time unit: trials x t_end x sum(N); the
+    full-engine cross-check O(N) a step at Ns[0]; scaled from the QUICK preset."""
+    def work(c):
+        return c.t_end * (c.trials * sum(c.Ns) + c.full_check_trials * c.Ns[0] ** 2)
+    hours = _CONVERGENCE_QUICK_MIN / 60 * work(cfg) / work(quick)
+    _refuse_long(f"convergence with {cfg.trials} trials per N", hours,
+                 f"SGD work grows with trials x sum(N); the quick preset takes about {_CONVERGENCE_QUICK_MIN:g} min",
+                 "use fewer --trials")
+
+
+#: wall time of the default validation (its help: about an hour on 2 loaded cores)
+_VALIDATE_DEFAULT_H = 1.0
+
+
+def _check_bench_size(cfg, default) -> None:
+    """The bench's parts scale with rounds x steps x N (SGD timings), n_traj x n_steps (phase
+    portrait) and table; refused past 100x the default bench (about a minute), with the part named."""
+    parts = {"--rounds x --steps x --N": (cfg.rounds * cfg.steps * cfg.N * max(1, cfg.par_trials),
+                                         default.rounds * default.steps * default.N * default.par_trials),
+             "--n-traj x --n-steps": (cfg.n_traj * cfg.n_steps, default.n_traj * default.n_steps),
+             "--table": (cfg.table, default.table)}
+    for name, (w, w0) in parts.items():
+        if w > 100 * w0:
+            raise UserError(f"sim bench: {name} is {w / w0:.3g}x the default bench's (which takes about a minute)",
+                            f"keep {name} within 100x the defaults (see 'cffdyn sim bench --help')")
+
+
 def _predict_or_validate(args, argv, prog) -> int:
     import dataclasses
 
@@ -231,6 +279,10 @@ def _predict_or_validate(args, argv, prog) -> int:
     if args.cmd == "validate":
         from sim.validate import VALIDATE_DEFAULT, run_validate
         cfg = VALIDATE_DEFAULT if args.trials is None else dataclasses.replace(VALIDATE_DEFAULT, trials=args.trials)
+        # SGD work is proportional to the trials (every cell and N runs them all)
+        _refuse_long(f"validate with {cfg.trials} trials", _VALIDATE_DEFAULT_H * cfg.trials / VALIDATE_DEFAULT.trials,
+                     f"the default {VALIDATE_DEFAULT.trials} trials take about {_VALIDATE_DEFAULT_H:g} h",
+                     "use fewer --trials")
         res = run_validate(cfg, Path(args.out) / "validation.json", progress=not args.quiet, command=command)
         s = res["summary"]
         print(f"validate: wrote {Path(args.out) / 'validation.json'} in {res['provenance']['wall_s']:.0f}s; diffusion "

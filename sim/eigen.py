@@ -108,7 +108,12 @@ def toy_predictor(W: np.ndarray, alpha: float) -> np.ndarray:
         raise ValueError(f"W must have shape (..., M, N), got {W.shape}")
     if not np.isfinite(alpha):
         raise ValueError(f"alpha={alpha!r} must be finite")
-    d, U = np.linalg.eigh(W @ np.swapaxes(W, -1, -2))
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported just below
+        C = W @ np.swapaxes(W, -1, -2)
+    if not np.all(np.isfinite(C)):
+        # a diverging W can stay finite while W W^T overflows; eigh would fail with LinAlgError
+        raise FloatingPointError("W W^T is not finite (W diverged)")
+    d, U = np.linalg.eigh(C)
     lam = np.abs(d) ** alpha
     return (U * lam[..., None, :]) @ np.swapaxes(U, -1, -2)
 
@@ -337,10 +342,13 @@ def simulate_toy(setting: Setting, W0: np.ndarray, cfg: ToyConfig, n_steps: int,
     mu[:, 0] = eigvals_desc(W)
     r = 1
     for k in range(1, n_steps + 1):
-        W = toy_step(setting, W, cfg, rng)
+        with np.errstate(over="ignore", invalid="ignore"):   # a diverging W is reported just below
+            W = toy_step(setting, W, cfg, rng)
+        # every step, not only at records: the next step's predictor (eigh of W W^T) fails on a
+        # non-finite W with LinAlgError before a record step would see it
+        if not np.all(np.isfinite(W)):
+            raise FloatingPointError(f"{setting.name}: W became non-finite by step {k}")
         if k == steps[r]:
-            if not np.all(np.isfinite(W)):
-                raise FloatingPointError(f"{setting.name}: W became non-finite by step {k}")
             mu[:, r] = eigvals_desc(W)
             r += 1
             if progress is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -62,6 +63,47 @@ def apply_overrides(cfg, pairs: Sequence[str]):
     return dataclasses.replace(cfg, **upd)
 
 
+#: wall time of each QUICK eigen study (measured 11-12 s on 2 loaded cores), the unit of the estimate
+QUICK_SECONDS = 15.0
+#: a study estimated to take longer than this is refused before any work
+MAX_HOURS = 24.0
+
+
+def _runs(name: str, cfg) -> list[tuple[int, int, int, int, int, int]]:
+    """(seeds S, samples per step n (0: exact), steps, in_dim, out_dim, records) of each simulation."""
+    if name == "spread":
+        return [(len(cfg.seeds), cfg.n_samples_euc if es.get_setting(l).loss == "euc" else cfg.n_samples_cos,
+                 cfg.n_steps if es.get_setting(l).loss == "euc" else cfg.n_steps_cos, cfg.in_dim, cfg.out_dim,
+                 (cfg.n_steps if es.get_setting(l).loss == "euc" else cfg.n_steps_cos) + 1) for l in cfg.losses]
+    runs = []
+    for st in es.SETTINGS:
+        tc, n_steps, rec = cfg.toy(st)
+        runs.append((1, tc.n_samples, n_steps, cfg.in_dim, cfg.out_dim, n_steps // rec + 2))
+    return runs
+
+
+def check_size(name: str, cfg, quick) -> None:
+    """Refuse, before any work, a study whose per-step arrays exceed half the RAM or whose work
+    (steps x seeds x samples x in_dim x out_dim, scaled from the quick preset) exceeds MAX_HOURS."""
+    def work(c) -> float:
+        return float(sum(n_steps * S * max(n, m) * d * m for S, n, n_steps, d, m, _ in _runs(name, c)))
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        ram = None
+    # per step: the input, two views and their pre-activations (float64); the recorded eigenvalues
+    need = max(8 * (4 * S * n * d + 2 * S * n * m + S * rec * m) for S, n, _, d, m, rec in _runs(name, cfg))
+    if ram is not None and need > ram // 2:
+        raise UserError(f"eigen {name}: the per-step arrays need about {need / 2**30:.3g} GiB (seeds x samples x "
+                        f"in_dim, and the recorded eigenvalues), more than half of this machine's {ram / 2**30:.3g} GiB",
+                        "reduce in_dim, n_samples or n_steps (see 'cffdyn sim eigen settings --help' for the keys)")
+    hours = QUICK_SECONDS / 3600 * work(cfg) / work(quick)
+    if hours > MAX_HOURS:
+        raise UserError(f"eigen {name} would take about {hours:.3g} h (work grows as steps x seeds x samples x "
+                        f"in_dim x out_dim; the quick preset takes about {QUICK_SECONDS:g} s)",
+                        f"reduce n_steps, n_samples or in_dim (the limit is about {MAX_HOURS:g} h of work)")
+
+
 def _summary(name: str, res: dict) -> str:
     if "outcomes" in res:
         return f"{name}: " + ", ".join(f"{k}={v}" for k, v in res["outcomes"].items())
@@ -106,6 +148,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         except (ValueError, TypeError) as e:
             raise UserError(f"--set: {e}", "give KEY=VALUE with a field of the study's config and a finite "
                                            "value of its type") from None
+    for name in names:
+        check_size(name, cfgs[name], _STUDIES[name][1])
     with output_dir(args.out, "--out"):   # one writer per directory; a failed first run leaves no empty --out
         for name in names:
             res = _STUDIES[name][0](cfgs[name], args.out, progress=not args.quiet)

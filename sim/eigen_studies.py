@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cffdyn.errors import UserError
 from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_savefig, atomic_write_json, content_hash, read_jsonl,
                        record_status, to_jsonable)
 from cffdyn.records import record_header, reusable_record, study_timing
@@ -374,7 +375,11 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
         n_steps = cfg.n_steps if euc else cfg.n_steps_cos
         prog = Progress(n_steps, f"eigen_spread:{name}", enabled=progress)
         t0 = time.perf_counter()
-        steps, mu = simulate_toy(s, W0, tc, n_steps, seed=cfg.seeds[0], progress=prog.update)
+        try:
+            steps, mu = simulate_toy(s, W0, tc, n_steps, seed=cfg.seeds[0], progress=prog.update)
+        except FloatingPointError as exc:   # the spread of a diverged run is not defined: one line, no record
+            raise UserError(f"eigen spread: {exc} (eta={tc.eta:g})",
+                            f"use a smaller {'eta_euc' if euc else 'eta_cos'} (--set), or the preset's") from None
         ttf = np.stack([time_to_fraction(steps, mu[k], frac=cfg.frac, tail=cfg.tail,
                                          min_log_distance=cfg.min_log_distance) for k in range(mu.shape[0])])
         ratios = np.array([np.nanmax(r) / np.nanmin(r) if np.sum(np.isfinite(r)) >= 2 else np.nan for r in ttf])

@@ -87,7 +87,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 BYTES_PER_CASE = 16_000
 
 
-def check_cases_fit(cases: int) -> None:
+def check_cases_fit(cases: int, option: str = "--cases") -> None:
     """Refuse, before any work, a case count whose estimated memory exceeds half the machine's RAM."""
     try:
         ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -96,9 +96,9 @@ def check_cases_fit(cases: int) -> None:
     need = cases * BYTES_PER_CASE
     if need > ram // 2:
         fit = max(1, (ram // 2) // BYTES_PER_CASE)
-        raise UserError(f"--cases {cases} needs about {need / 2**30:.3g} GiB of memory (~{BYTES_PER_CASE // 1000} KB "
+        raise UserError(f"{option} {cases} needs about {need / 2**30:.3g} GiB of memory (~{BYTES_PER_CASE // 1000} KB "
                         f"per case), more than half of this machine's {ram / 2**30:.3g} GiB",
-                        f"use --cases <= {fit} (the paper's full check is 100000)")
+                        f"use {option} <= {fit} (the paper's full check is 100000)")
 
 
 def _check_plot_path(path: str) -> None:
@@ -161,6 +161,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.cmd == "show":
         return _cmd_show(args)
     from theory.bench import run_bench
+    # the bench builds the same case arrays as verify (and loops over --loop-cases of them):
+    # the same memory bound, before any work
+    check_cases_fit(args.cases)
+    check_cases_fit(args.loop_cases, "--loop-cases")
     run_bench(args.cases, args.seed, args.loop_cases)
     return 0
 

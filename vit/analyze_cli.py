@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cffdyn.errors import UserError, make_parser, positive_int
+from cffdyn.errors import UserError, make_parser
+from vit.study_config import resamples_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -44,8 +45,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         if name == "factorial":
             sp.add_argument("--second", default="method", help="second factor: any TrainConfig field")
             sp.add_argument("--metric", default="test_acc", choices=("test_acc", "val_acc"), help="metric")
-            sp.add_argument("--n-boot", type=positive_int, default=9999, help="bootstrap resamples")
-            sp.add_argument("--n-perm", type=positive_int, default=9999, help="permutations")
+            sp.add_argument("--n-boot", type=resamples_arg, default=9999, help="bootstrap resamples")
+            sp.add_argument("--n-perm", type=resamples_arg, default=9999, help="permutations")
         if name in ("car", "grad-norms"):
             sp.add_argument("--group", default="loss_mode,method",
                             help="TrainConfig fields that define a cell (comma-separated)")
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         out = out / "analyses"
     runs = A.load_runs(args.dirs) if args.dirs else None   # inputs first: a bad one must leave nothing behind
     group = [g.strip() for g in getattr(args, "group", "").split(",") if g.strip()]
+    if args.analysis in ("car", "grad-norms") and not group:   # no field: every run would pool into one cell
+        raise UserError(f"--group {args.group!r} names no field", "give TrainConfig fields, e.g. --group loss_mode,method")
     if runs is not None and args.analysis in ("car", "grad-norms"):
         A.check_fields(runs, group)
     name = args.analysis.replace("-", "_")

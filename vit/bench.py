@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json
 from cffdyn.machine import machine_info
 from vit.augment import default_pad
@@ -44,7 +45,7 @@ from vit.losses import supcon_loss
 from vit.models import patchify
 from vit.config import TrainConfig
 from vit.device import DeviceData, resolve_device, supported_precisions, sync, use_precision
-from vit.train import build_method
+from vit.train import build_method, check_memory
 
 __all__ = ["RefViT", "run_bench", "format_bench", "synthetic_dataset", "bench_configs", "PROTOCOL_RUNS"]
 
@@ -226,6 +227,9 @@ def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: i
         raise ValueError(f"--seeds={seeds} must be >= 1")
     if rounds < 1 or steps < 1:
         raise ValueError("--rounds and --steps must be >= 1")
+    if rounds * steps > 100 * 5 * 3:   # each row times rounds x steps steps; the defaults are 5 x 3
+        raise UserError(f"--rounds {rounds} x --steps {steps} = {rounds * steps} timed steps per row, more than 100x "
+                        "the defaults' 15", "keep --rounds x --steps <= 1500")
     dev = resolve_device(device)
     cfg = cfg or bench_configs(dev)
     cores = os.cpu_count() or 1
@@ -244,6 +248,8 @@ def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: i
                      num_classes=full.num_classes, mean=full.mean, std=full.std)
         data_name = f"{full.name} ({n} training images)"
     cfg = cfg.replace(dataset=ds.name if ds.name != "synthetic" else cfg.dataset)
+    # the S-seed row's step must fit before anything is built
+    check_memory(cfg, seeds, int(ds.x_train.shape[0]), int(ds.x_train.shape[1]), dev, "reduce --seeds")
     info_before = machine_info(str(dev))
     rows: list[dict[str, Any]] = []
     loops: list[tuple[dict[str, Any], Callable[[], Any]]] = []

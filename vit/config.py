@@ -43,7 +43,7 @@ from vit.data import DATASETS, REFERENCE_NORMALISATION, Dataset, image_side, loa
 from vit.losses import LOSS_MODES, check_margin, margin_schedule
 from vit.models import INITS, MODELS
 
-__all__ = ["TrainConfig", "QUICK", "QUICK_DIGITS", "FULL_CIFAR10", "METHODS", "CFF_METHODS", "DEVICES",
+__all__ = ["MAX_EPOCHS", "memory_estimate", "TrainConfig", "QUICK", "QUICK_DIGITS", "FULL_CIFAR10", "METHODS", "CFF_METHODS", "DEVICES",
            "PRECISIONS", "PROTOCOLS", "SEED_FIELDS", "FFCL_LR", "FFCL_HIDDEN", "REFERENCE_BP_LR", "REFERENCE_HEAD_LR",
            "REFERENCE_TOPK", "derive_seed", "departures", "data_key", "load_run_dataset", "check_seed_batch",
            "input_normalisation", "preset"]
@@ -55,6 +55,12 @@ PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
 PROTOCOLS: tuple[str, ...] = ("reference", "cffdyn")
 FFCL_LR = 1e-4
 FFCL_HIDDEN = (64, 64)
+#: largest stage-1 / stage-2 epoch count: every epoch's record is kept in the run's history, which
+#: each epoch's checkpoint rewrites (its size grows with the epochs); 10,000 is 16x the reference's 600
+MAX_EPOCHS = 10_000
+#: the largest finite float32, the precision the losses, optimisers and augmentation compute in:
+#: a larger value becomes inf there (tau = 1e300 made every logit 0 and the run "learn" nothing)
+FLOAT32_MAX = 3.4028234663852886e38
 REFERENCE_BP_LR = 5e-4   # main_BP.py trains end to end with lr2 = 5e-4
 REFERENCE_HEAD_LR = 5e-4  # main_CFF.py stage 2: AdamW(classifier_head, lr=args.lr2), lr2 default 0.0005
 #: the k of the accuracy the reference reports (its ``eval_mode``: CIFAR-10 1, CIFAR-100 5; its
@@ -144,6 +150,14 @@ class TrainConfig:
                 bad(f"{name}={getattr(self, name)} must be >= 1")
         if int(self.head_epochs) < 0:
             bad(f"head_epochs={self.head_epochs} must be >= 0")
+        if int(self.head_epochs) < 1 and self.method in CFF_METHODS:
+            # the run's val/test accuracies are the stage-2 head's: an untrained head scores chance
+            bad(f"head_epochs={self.head_epochs}: method {self.method} reports the accuracy of its stage-2 head, "
+                f"which needs at least 1 epoch")
+        for name in ("epochs", "head_epochs"):
+            if int(getattr(self, name)) > MAX_EPOCHS:
+                bad(f"{name}={getattr(self, name)} exceeds {MAX_EPOCHS} (every epoch's record is kept in the "
+                    f"history that each checkpoint rewrites); use {name} <= {MAX_EPOCHS}")
         if self.batch_size < 2:
             bad(f"batch_size={self.batch_size} must be >= 2 (the contrastive loss needs pairs)")
         for name in SEED_FIELDS:
@@ -156,6 +170,18 @@ class TrainConfig:
             v = float(getattr(self, name))
             if not math.isfinite(v) or v <= 0:
                 bad(f"{name}={v} must be finite and > 0")
+        for name in ("tau", "lr", "head_lr", "wd", "view_noise", "ff_threshold"):
+            v = float(getattr(self, name))
+            if math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                bad(f"{name}={v:g} is not finite in float32, the precision the run computes in (largest "
+                    f"{FLOAT32_MAX:.3g})")
+        for name in ("lr", "head_lr"):
+            # AdamW's first step is lr / (1 - beta1) = 10 lr, its decay factor 1 - lr wd: torch
+            # converts both to float32 and raises (not NaN) when they overflow
+            v = float(getattr(self, name))
+            if 10 * v > FLOAT32_MAX or v * self.wd > FLOAT32_MAX:
+                bad(f"{name}={v:g} (with wd={self.wd:g}): AdamW's first step 10 x {name} and its decay "
+                    f"{name} x wd must be finite in float32 (largest {FLOAT32_MAX:.3g})")
         if not math.isfinite(self.wd) or self.wd < 0:
             bad(f"wd={self.wd} must be finite and >= 0")
         if not math.isfinite(self.ff_threshold):
@@ -214,6 +240,28 @@ class TrainConfig:
             "order": self.seed_order if self.seed_order is not None else derive_seed(self.seed, "order"),
             "aug": self.seed_aug if self.seed_aug is not None else derive_seed(self.seed, "aug"),
         }
+
+
+def memory_estimate(cfg: TrainConfig, n_seeds: int, n_train: int, channels: int) -> dict[str, float]:
+    """Bytes a training step holds, estimated from the sizes alone (float32): ``params`` (weights,
+    gradients and AdamW's two moments of every layer, S seeds) and ``activations`` (one batch of
+    ``min(batch, n_train)`` images through the layers whose graph is kept: one for the layer-local
+    methods, all for bp/ff; tokens x width for the block's tensors and heads x tokens^2 for the
+    attention scores).  A lower bound, for refusing sizes that cannot fit before any work."""
+    side = image_side(cfg.dataset, cfg.image_size)
+    E, L, S = cfg.embed_dim, cfg.n_layers, n_seeds
+    if cfg.method == "ffcl":
+        return {"params": 0.0, "activations": 0.0}   # fixed 64-wide MLPs
+    if cfg.model == "vit":
+        tokens = (side // cfg.patch) ** 2 + (1 if cfg.method == "ff" else 0)
+        params = L * 8 * E * E + channels * cfg.patch ** 2 * E + tokens * E
+        per_row = 10 * tokens * E + 2 * cfg.heads * tokens ** 2
+    else:
+        params = channels * side * side * E + (L - 1) * E * E
+        per_row = 4 * E
+    rows = min(cfg.batch_size, max(n_train, 1)) * (2 if cfg.method == "cff2" else 1)
+    kept = L if cfg.method in ("bp", "ff") else 1
+    return {"params": 16.0 * S * params, "activations": 4.0 * S * rows * per_row * kept}
 
 
 def data_key(cfg: TrainConfig) -> tuple:

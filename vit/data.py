@@ -40,7 +40,8 @@ Security: CIFAR batches are python pickles.  They are read with :class:`Restrict
 which admits only what the format holds - dicts, lists, tuples, bytes/str, ints/floats and numpy
 arrays and scalars (the globals ``_reconstruct`` and ``scalar`` of ``numpy.core.multiarray`` /
 ``numpy._core.multiarray``, ``numpy._core.numeric._frombuffer``, ``numpy.ndarray``, ``numpy.dtype`` and,
-for pickles written by Python 3 at protocol < 3, a latin-1-only ``_codecs.encode``) - and refuses
+for pickles written by Python 3 at protocol < 3, a latin-1-only ``_codecs.encode`` and the
+argument-less ``bytes()`` of an empty array) - and refuses
 any other global, so a file crafted to run code (``__reduce__`` -> ``os.system``) is rejected
 before anything runs.
 
@@ -62,6 +63,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import sys
@@ -160,6 +162,8 @@ def check_images(path: object, x: object, conversions: list[str] | None = None) 
         raise CorruptFileError(f"{path}: images are not an array ({exc})", _IMAGES_FIX) from None
     if a.dtype == np.uint8:
         return a
+    if a.size == 0 and a.dtype.kind in "biuf":   # no value to change: the empty split is refused by load_dataset
+        return a.astype(np.uint8)
     want = "uint8 images in [0, 255] (or floats in [0, 1])"
     if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
         note = f"{path}: {a.dtype.name} images (values {a.min()}..{a.max()}) converted to uint8 (no value changed)"
@@ -187,6 +191,8 @@ def check_labels(path: object, y: object, num_classes: int,
     except (TypeError, ValueError) as exc:
         raise CorruptFileError(f"{path}: labels are not an array ({exc})", _LABELS_FIX) from None
     want = f"integer labels in [0, {num_classes})"
+    if a.size == 0 and a.dtype.kind in "iuf":   # an empty list unpickles as float64; no value to change
+        return a.astype(np.int64)
     if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and np.all(a == np.rint(a)):
         note = f"{path}: {a.dtype.name} labels hold whole numbers only; read as integers"
         print(f"note: {note}", file=sys.stderr)
@@ -231,14 +237,15 @@ def read_idx(path: str | os.PathLike, fix: str | None = None) -> np.ndarray:
         raise CorruptFileError(f"{path}: unknown IDX element type 0x{code:02x}", fix)
     if len(raw) < 4 + 4 * ndim:
         raise CorruptFileError(f"{path}: IDX header cut short ({len(raw)} bytes)", fix)
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    # Python ints: a header's product of dimensions can exceed int64 (np.prod would wrap)
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[code])
-    n = int(np.prod(dims)) if ndim else 1
+    n = math.prod(dims)
     offset = 4 + 4 * ndim
     if len(raw) - offset != n * dtype.itemsize:
         raise CorruptFileError(f"{path}: size mismatch: header {tuple(dims)} needs {n * dtype.itemsize} "
                                f"bytes, file has {len(raw) - offset} (truncated?)", fix)
-    return np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(tuple(dims)).copy()
+    return np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(dims).copy()
 
 
 def _find(root: Path, stem: str) -> Path | None:
@@ -303,6 +310,14 @@ def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") 
     return text.encode("latin1", errors)
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()`` as Python 3 pickles an empty bytes object at protocol < 3 (the data of an empty
+    numpy array); only the no-argument call, which allocates nothing."""
+    if args:
+        raise pickle.UnpicklingError("refused bytes() with arguments")
+    return b""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds only plain containers, strings, numbers and numpy arrays/scalars.
 
@@ -321,6 +336,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _numpy_global(module, name)
         if key == ("_codecs", "encode"):
             return _latin1_encode
+        if key in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _empty_bytes
         raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays, dicts, lists, "
                                      f"bytes/str and numbers are allowed)")
 
@@ -537,6 +554,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, subset: in
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
         raise CorruptFileError(f"{name}{where}: image/label count mismatch ({xtr.shape[0]}/{ytr.shape[0]} train, "
                                f"{xte.shape[0]}/{yte.shape[0]} test)", "replace the files with a complete, matching set")
+    # an empty split would train on nothing or score on nothing (a NaN accuracy, or a crash in the
+    # first forward pass): refused with the files named
+    for what, n in (("training", xtr.shape[0]), ("test", xte.shape[0])):
+        if n == 0:
+            raise CorruptFileError(f"{name}{where}: the {what} files hold no images",
+                                   "replace the files with the original dataset files")
     for lab in (ytr, yte):
         if lab.size and (lab.min() < 0 or lab.max() >= nc):
             raise CorruptFileError(f"{name}{where}: labels outside [0, {nc})",

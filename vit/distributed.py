@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
+import tempfile
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
+from cffdyn.errors import EXIT_USAGE, UserError
 from vit.device import resolve_device
 
 __all__ = ["free_port", "backend_for", "init_from_env", "launch_local"]
@@ -40,7 +43,8 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0) -> tuple[int,
     return dist.get_rank(), dist.get_world_size()
 
 
-def _local_entry(rank: int, world: int, port: int, backend: str, threads: int, fn: Callable, args: tuple) -> None:
+def _local_entry(rank: int, world: int, port: int, backend: str, threads: int, fn: Callable, args: tuple,
+                 err_dir: str | None = None) -> None:
     torch.set_num_threads(threads)
     if backend == "nccl":
         torch.cuda.set_device(rank)
@@ -48,6 +52,14 @@ def _local_entry(rank: int, world: int, port: int, backend: str, threads: int, f
                             timeout=datetime.timedelta(hours=24))
     try:
         fn(*args)
+    except UserError as exc:
+        # a stage's one-line error (a diverged run, a bad checkpoint) reaches the parent as its
+        # message, not as the child's traceback that mp.spawn would re-raise
+        if err_dir is None:
+            raise
+        with open(os.path.join(err_dir, f"rank{rank}.txt"), "w") as fh:
+            fh.write(str(exc))
+        sys.exit(EXIT_USAGE)
     finally:
         dist.destroy_process_group()
 
@@ -63,4 +75,13 @@ def launch_local(fn: Callable, args: tuple, world: int, *, backend: str = "gloo"
     if backend == "nccl" and torch.cuda.device_count() < world:
         raise ValueError(f"launch_local: nccl needs one GPU per process ({world}); "
                          f"{torch.cuda.device_count()} visible")
-    mp.spawn(_local_entry, args=(world, free_port(), backend, int(threads), fn, args), nprocs=world, join=True)
+    with tempfile.TemporaryDirectory(prefix="cffdyn-stages-") as err_dir:
+        try:
+            mp.spawn(_local_entry, args=(world, free_port(), backend, int(threads), fn, args, err_dir), nprocs=world,
+                     join=True)
+        except (mp.ProcessExitedException, mp.ProcessRaisedException):
+            msgs = [open(os.path.join(err_dir, f)).read() for f in sorted(os.listdir(err_dir))]
+            if msgs:
+                raise UserError(msgs[0]) from None
+            raise
+

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from vit.config import TrainConfig, derive_seed
 from vit.device import DeviceData, generator
 from vit.diagnostics import topk_accuracy
+from vit.method import RunDiverged
 from vit.models import Head
 
 __all__ = ["fit_heads"]
@@ -68,18 +69,30 @@ def fit_heads(cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData],
     best = [(math.inf if ref else -1.0, -1, {k: v.clone() for k, v in h.state_dict().items()}) for h in heads]
     curves: list[list[float]] = [[] for _ in range(S)]
     n = xtr.shape[1]
+    # the first step (per seed) whose head loss is non-finite, -1: none; flagged on the device,
+    # read once per epoch with the validation metric (a NaN head scores the class-0 share)
+    bad = torch.full((S,), -1, dtype=torch.long, device=device)
     for ep in range(cfg.head_epochs):
         perms = [torch.randperm(n, generator=g, device=device) for g in gens]
-        for i in range(0, n, bs):
+        for step, i in enumerate(range(0, n, bs)):
             idx = [p[i:i + bs] for p in perms]
             if ref:
                 fb = features(torch.stack([xtr[s][idx[s]] for s in range(S)]), True)
             for s in range(S):
                 f = fb[s] if ref else ftr[s][idx[s]]
                 loss = F.cross_entropy(heads[s](f), ytr[s][idx[s]])
+                bad[s] = torch.where((bad[s] < 0) & ~torch.isfinite(loss.detach()), step, bad[s])
                 opts[s].zero_grad(set_to_none=True)
                 loss.backward()
                 opts[s].step()
+        for s, step in enumerate(bad.cpu().tolist()):
+            if step < 0 and not all(bool(torch.isfinite(p).all()) for p in heads[s].parameters()):
+                step = "last"   # a finite loss whose update overflowed the weights
+            if step != -1:
+                seed = f"seed {cfgs[s].seed}, " if S > 1 else ""
+                raise RunDiverged(f"non-finite stage-2 head loss at {seed}head epoch {ep}, step {step} (head lr "
+                                  f"{cfg.head_lr:g})", "likely cause: the head learning rate (--head-lr) too large; "
+                                  "rerun with a smaller --head-lr")
         with torch.no_grad():
             if ref:
                 ce = torch.zeros(S, dtype=torch.float64, device=device)

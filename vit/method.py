@@ -33,7 +33,7 @@ from vit.device import DeviceData, generator, loss_dtype
 from vit.losses import supcon_loss
 from vit.models import seed_slice
 
-__all__ = ["N_STATS", "RunDiverged", "NonFiniteLoss", "LIKELY_CAUSE", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
+__all__ = ["N_STATS", "RunDiverged", "NonFiniteLoss", "LIKELY_CAUSE", "likely_cause", "EpochStats", "Method", "margin_loss", "seed_grad_norm", "adamw"]
 
 N_STATS = 5  # loss, car, grad_norm, pos_sim, neg_sim
 #: per statistic: True = an epoch mean over samples (steps weighted by batch size), False = over steps
@@ -51,6 +51,11 @@ class NonFiniteLoss(RunDiverged):
 
 
 LIKELY_CAUSE = "likely cause: the learning rate (--lr) too large or the temperature (--tau) too small"
+
+
+def likely_cause(cfg: TrainConfig) -> str:
+    """:data:`LIKELY_CAUSE`, naming the view noise too when the run adds some."""
+    return LIKELY_CAUSE + (f", or the view noise (--view-noise {cfg.view_noise:g}) too large" if cfg.view_noise > 0 else "")
 
 
 class EpochStats:
@@ -131,7 +136,7 @@ class EpochStats:
                     seed = f"seed {cfgs[s].seed}, " if len(cfgs) > 1 else ""
                     raise NonFiniteLoss(f"non-finite loss at {seed}layer {l}, epoch {epoch}, step {step} "
                                         f"(method {cfgs[0].method}, lr {cfgs[0].lr:g}, tau {cfgs[0].tau:g}); "
-                                        f"{LIKELY_CAUSE}; the last good checkpoint is kept")
+                                        f"{likely_cause(cfgs[0])}; the last good checkpoint is kept")
 
     def records(self, margins: Sequence[float]) -> list[list[dict[str, Any]]]:
         """Per seed, per layer the epoch means (one host read): loss, CAR and similarities weighted

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cffdyn.errors import UserError, make_parser, positive_int
+from vit.study_config import resamples_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="view_noise doses in pixel SDs, at least 3 (default: the preset's 0.25,0.6,1.25,2.0)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
                    help="override a field of the base TrainConfig (repeatable), e.g. --set epochs=2")
-    p.add_argument("--n-boot", type=positive_int, default=9999, help="bootstrap resamples (default 9999)")
+    p.add_argument("--n-boot", type=resamples_arg, default=9999, help="bootstrap resamples (default 9999)")
     p.add_argument("--record", action="store_true",
                    help="keep the result (with provenance) in the repository's recorded/vit/noise_dose")
     p.add_argument("--record-to", default=None, metavar="DIR",
@@ -69,8 +70,16 @@ def _config(args: argparse.Namespace):
             k, v = s.split("=", 1)
             if k.strip() in ("seed", "view_noise", "loss_mode"):
                 raise UserError(f"--set {k.strip()}: the study sets it", "use --seeds / --doses")
-            over[k.strip()] = parse_field_value(k.strip(), v)
-        changes["base"] = cfg.base.replace(**over)
+            try:   # an unknown field, a bad value or a config the TrainConfig checks refuse
+                over[k.strip()] = parse_field_value(k.strip(), v)
+            except ValueError as exc:
+                raise UserError(f"--set {s}: {exc}", "give FIELD=VALUE with a TrainConfig field "
+                                                    "(see 'cffdyn vit train --help')") from None
+        try:
+            changes["base"] = cfg.base.replace(**over)
+        except ValueError as exc:
+            raise UserError(f"--set: {str(exc).replace('TrainConfig: ', '')}",
+                            "change the offending --set value") from None
     if args.seeds is not None:
         changes["n_seeds"] = args.seeds
     if args.batched:
@@ -101,6 +110,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     from vit.study import run_study
 
     args = build_parser(prog).parse_args(argv)
+    for opt, val in (("--ran-at", args.ran_at), ("--record-to", args.record_to)):
+        if val is not None and not args.record:   # it would be ignored: the study would run without the record
+            raise UserError(f"{opt} is only used with --record", f"add --record, or drop {opt}")
     cfg = _config(args)
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     nd.check_design(cfg_dict)                                # before any work

@@ -30,7 +30,7 @@ from vit import stats
 from vit import config as _train
 from vit.config import TrainConfig
 
-__all__ = ["SEED_DESIGNS", "StudyConfig", "QUICK", "NOISE_DOSE", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
+__all__ = ["MAX_RESAMPLES", "MAX_SEEDS", "resamples_arg", "SEED_DESIGNS", "StudyConfig", "QUICK", "NOISE_DOSE", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
            "METRICS", "cell_name", "config_hash", "run_dir", "probe_path", "cell_runs"]
 
 STUDY_NAME = "study"
@@ -44,6 +44,23 @@ SEED_DESIGNS = ("all", "sgd")
 def _train_fields() -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+#: resamples of the bootstrap and permutation tests at most (100x the default 9999)
+MAX_RESAMPLES = 1_000_000
+#: seeds per cell at most (every run is listed in the plan, the task records and study.json)
+MAX_SEEDS = 10_000
+
+
+def resamples_arg(text: str) -> int:
+    """argparse type of --n-boot / --n-perm: an integer in [1, MAX_RESAMPLES]."""
+    import argparse
+
+    from cffdyn.errors import positive_int
+    n = positive_int(text)
+    if n > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"{text!r} is above {MAX_RESAMPLES} resamples (scipy holds them all in memory)")
+    return n
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,13 @@ class StudyConfig:
             bad("alpha and target_power must be in (0, 1)")
         if self.n_boot < 100 or self.n_perm < 100:
             bad("n_boot and n_perm must be >= 100")
+        if max(self.n_boot, self.n_perm) > MAX_RESAMPLES:
+            # scipy draws every resample at once (resamples x runs floats), after the whole study trained
+            bad(f"n_boot={self.n_boot}, n_perm={self.n_perm}: at most {MAX_RESAMPLES} resamples (100x the "
+                f"default 9999; scipy holds them all in memory, after every run has trained)")
+        if self.n_seeds > MAX_SEEDS:
+            bad(f"{self.n_seeds} seeds per cell: the study plan and study.json list every run; use at most "
+                f"{MAX_SEEDS} seeds per cell")
         if not (self.assumed_ratio > 0 and math.isfinite(self.assumed_ratio)):
             bad(f"assumed_ratio={self.assumed_ratio} must be finite and > 0")
         for cell in self.cells():        # every level combination must be a valid TrainConfig

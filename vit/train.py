@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +44,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cffdyn.errors import CorruptFileError
+from cffdyn.errors import CorruptFileError, UserError
 from cffdyn.io import Progress, append_jsonl, atomic_write_json, atomic_write_text, clean_stale_tmp
 from cffdyn.records import reusable_record
 from vit.baselines import BP, FF, FFCL
 from vit.cff import CFF
 from vit.checkpoint import (bad_checkpoint, check_optimizer, check_tensors, load_checkpoint, nonfinite_tensor,
                             save_checkpoint)
-from vit.config import CFF_METHODS, TrainConfig, check_seed_batch, departures, load_run_dataset
+from vit.config import CFF_METHODS, TrainConfig, check_seed_batch, departures, load_run_dataset, memory_estimate
 from vit.data import Dataset
 from vit.device import DeviceData, device_name, resolve_device, sync, use_precision
-from vit.method import LIKELY_CAUSE, Method, RunDiverged
+from vit.method import Method, RunDiverged, likely_cause
 
 __all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method",
            "recorded_result"]
@@ -130,7 +131,7 @@ def _record_epoch(method: Method, epoch: int, recs: list[dict[str, Any]], t_trai
             seed = f"seed {method.cfgs[s].seed}, " if method.S > 1 else ""
             raise RunDiverged(f"non-finite validation metric ({ev['metric']}) at {seed}epoch {epoch} "
                               f"(method {method.cfg.method}, lr {method.cfg.lr:g}, tau {method.cfg.tau:g}); "
-                              f"{LIKELY_CAUSE}; the last good checkpoint is kept")
+                              f"{likely_cause(method.cfg)}; the last good checkpoint is kept")
     t_eval = time.perf_counter() - t_eval0
     out = []
     for s, (rec, ev) in enumerate(zip(recs, evs)):
@@ -274,6 +275,29 @@ def _check_data(cfg: TrainConfig, datasets: Sequence[Dataset], device: torch.dev
                          f"--cuda-graph false")
 
 
+def check_memory(cfg: TrainConfig, n_seeds: int, n_train: int, channels: int, device: torch.device,
+                 fix: str = "reduce --embed-dim, --layers, --batch-size or the seeds trained together") -> None:
+    """Refuse, before the model is built, sizes whose estimated step memory
+    (:func:`vit.config.memory_estimate`) exceeds half the RAM (CPU) or the GPU's memory: a
+    width of 1e7 asked the allocator for 1.2 PB, 1e6 layers built for minutes first."""
+    est = memory_estimate(cfg, n_seeds, n_train, channels)
+    need = est["params"] + est["activations"]
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        have, where = total, "the GPU's"
+    else:
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return
+        have, where = total // 2, "half of this machine's"
+    if need > have:
+        raise UserError(f"a training step needs about {need / 2**30:.3g} GiB (weights, gradients and AdamW "
+                        f"moments {est['params'] / 2**30:.3g} GiB, activations {est['activations'] / 2**30:.3g} "
+                        f"GiB), more than {where} {total / 2**30:.3g} GiB",
+                        fix)
+
+
 def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | None = None, *,
                ckpt: str | Path | None = None, progress: bool = True, stop_after_epoch: int | None = None,
                datasets: Sequence[Dataset] | None = None, epochs: Epochs = SEQUENTIAL) -> list[dict[str, Any]]:
@@ -315,6 +339,7 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
     if datasets is None:
         datasets = [load_run_dataset(c) for c in cfgs]
     _check_data(cfg, datasets, device)
+    check_memory(cfg, len(cfgs), int(datasets[0].x_train.shape[0]), datasets[0].image_shape[0], device)
     method = build_method(cfgs, [DeviceData.for_config(ds, c, device) for ds, c in zip(datasets, cfgs)])
     S = method.S
     train = epochs.train or (lambda m, e: m.train_epoch(e))
