@@ -996,9 +996,9 @@ def kill_cases(work: Path, n: int, seed: int) -> list[dict]:
                         ep = [json.loads(x)["epoch"] for x in lg.read_text().splitlines() if x.strip()]
                         if ep != sorted(set(ep)):
                             same, why = False, f"{lg.name}: epochs {ep}"
-                    left = [p.name for p in d.rglob("*.tmp")]
-                    if left:
-                        same, why = False, f"temp files left: {left}"
+                left = [p.name for p in d.rglob("*.tmp")]
+                if left:
+                    same, why = False, f"temp files left after the rerun: {left}"
             rec = {"id": f"kill-{kind}-{i}", "cls": "kill", "kills": delays, "outcome": "identical" if same else "differs",
                    "why": why, "wall": r["wall"]}
             print(json.dumps(rec), flush=True)
