@@ -934,7 +934,7 @@ def full_check(W, r):
 def _strip(obj):
     """A result without its timings and machine-dependent fields."""
     drop = ("time", "wall", "_s", "t_all", "started", "finished", "t_start", "t_end", "load", "content_sha256", "cpu",
-            "torch_threads", "owner", "host", "pid", "log", "commit", "trained_now", "elapsed", "when")
+            "torch_threads", "owner", "host", "pid", "log", "commit", "trained_now", "elapsed", "when", "reused")
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if not any(d in k for d in drop)}
     if isinstance(obj, list):
