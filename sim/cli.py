@@ -70,7 +70,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         if name == "clamp":
             s.add_argument("--N", type=positive_int, default=None, help="dimension (>= 100; default: the preset's)")
             s.add_argument("--margins", type=nonneg_float, nargs="+", default=None, help="margins m in [0, 1)")
-            s.add_argument("--sns", type=nonneg_float, nargs="+", default=None, help="noise strengths sigma_n")
+            s.add_argument("--sns", type=nonneg_float, nargs="+", default=None, help="noise strengths sigma_n in [0, 2]")
             s.add_argument("--batches", type=positive_int, nargs="+", default=None, help="batch sizes B")
             s.add_argument("--window", type=positive_float, default=None,
                            help="stationary window in time units t = steps/N (>= 10 correlation times)")

@@ -377,7 +377,11 @@ def cases(work: Path) -> list[Case]:
 
     for sub in ("convergence", "phase", "noise", "clamp"):
         num(f"sim-{sub}-seed=-1", C(f"sim {sub}", "--seed", "-1", "--out", out))
-        num(f"sim-{sub}-seed=huge", C(f"sim {sub}", "--preset", "quick", "--seed", str(10 ** 30), "--out", out), "either")
+    # a seed above 2^64 goes through SeedSequence; phase and noise take minutes at their quick
+    # presets (checked at reduced sizes in Python instead), convergence and clamp run here
+    for sub in ("convergence", "clamp"):
+        num(f"sim-{sub}-seed=huge", C(f"sim {sub}", "--preset", "quick", "--seed", str(10 ** 30), "--out", out), "either",
+            timeout=120)
     for sub in ("convergence", "clamp"):
         num(f"sim-{sub}-trials=0", C(f"sim {sub}", "--trials", "0", "--out", out))
         num(f"sim-{sub}-trials=1e9", C(f"sim {sub}", "--preset", "quick", "--trials", "1000000000", "--out", out))
@@ -457,6 +461,8 @@ def cases(work: Path) -> list[Case]:
     # bf16 autocast runs on CPU, and an MLP's / FFCL's normalised features stay finite at lr 1e30
     for cid, args in (("--batch-size=1e9", ("--batch-size", "1000000000")), ("--seed=2^70", ("--seed", str(2 ** 70))),
                       ("--precision=bf16", ("--precision", "bf16")),
+                      # one head step at lr 1e30: finite weights, the accuracy they give is what is reported
+                      ("--head-lr=1e30", ("--head-lr", "1e30")),
                       ("--model=mlp--lr=1e30", ("--model", "mlp", "--lr", "1e30")),
                       ("--method=ffcl--lr=1e30", ("--method", "ffcl", "--lr", "1e30"))):
         tr(cid, *args, expect="either", check=no_nonfinite("result.json"), timeout=90)
@@ -466,7 +472,7 @@ def cases(work: Path) -> list[Case]:
                       "--subset": ("1", "0", "-5", "1000000000"), "--embed-dim": ("0", "10000000"),
                       "--heads": ("0", "3"), "--layers": ("0", "1000000"), "--patch": ("5", "0", "1000"),
                       "--crop-pad": ("100000", "-1"), "--view-noise": ("nan", "-1", "1e300"), "--wd": ("nan", "-1"),
-                      "--head-lr": ("nan", "0", "1e30"), "--ff-threshold": ("nan",), "--seed": ("-1",),
+                      "--head-lr": ("nan", "0", "1e38"), "--ff-threshold": ("nan",), "--seed": ("-1",),
                       "--seed-init": ("-1",), "--topk": ("0", "11"), "--image-size": ("16",), "--dataset": ("bogus",),
                       "--method": ("bogus",), "--loss-mode": ("bogus",), "--device": ("bogus", "cuda"),
                       "--precision": ("bogus",), "--protocol": ("bogus",), "--augment": ("bogus",),
@@ -481,6 +487,7 @@ def cases(work: Path) -> list[Case]:
     tr("--pipeline-procs=5", "--pipeline", "--pipeline-procs", "5")
     tr("--pipeline-depth=0", "--pipeline", "--pipeline-depth", "0")
     tr("--pipeline-threads=0", "--pipeline", "--pipeline-threads", "0")
+    tr("--head-lr=1e30-3-head-epochs", "--head-lr", "1e30", "--head-epochs", "3")
     tr("-pipeline-lr=1e30", "--pipeline", "--pipeline-procs", "1", "--lr", "1e30", timeout=120)
     tr("-out-is-file", setup=lambda W: (W / "out").write_text("x"))
 
@@ -869,7 +876,7 @@ def cases(work: Path) -> list[Case]:
             return msg
         ep = [json.loads(x)["epoch"] for x in (W / "out" / "log.jsonl").read_text().splitlines() if x.strip()]
         return f"log.jsonl epochs {ep}" if len(ep) != len(set(ep)) else None
-    two("vit-train-x2", C("vit train", *TINY, "--epochs", "3", "--out", out), train_log_ok, delay=3.0)
+    two("vit-train-x2", C("vit train", *TINY, "--epochs", "40", "--out", out), train_log_ok, delay=3.0)
 
     def study_log_ok(W, r):
         msg = one_refused(W, r)
@@ -903,7 +910,9 @@ def cases(work: Path) -> list[Case]:
         full(f"vit-plot-free{kb}k", C("vit plot", "{W}/run", "--out", "{F}/out"), kb, setup=with_run)
         full(f"paper-build-free{kb}k", C("paper build", "--reuse-only", "--only", "verify", "--results", "{W}/results",
                                          "--out", "{F}/out", "--pdf", "never", "--html", "auto"), kb, setup=paper_reuse)
-    full("vit-train-free120k", C("vit train", *TINY, "--out", "{F}/out"), 120)
+    # 120 KiB hold the whole tiny run: it must then succeed with every file intact
+    add(Case("vit-train-free120k", "diskfull", C("vit train", *TINY, "--out", "{F}/out"), "either",
+             timeout=120, env={"_FULL_KB": "120"}, check=full_check))
     return L
 
 
@@ -925,7 +934,7 @@ def full_check(W, r):
 def _strip(obj):
     """A result without its timings and machine-dependent fields."""
     drop = ("time", "wall", "_s", "t_all", "started", "finished", "t_start", "t_end", "load", "content_sha256", "cpu",
-            "torch_threads", "owner", "host", "pid", "log", "commit", "trained_now", "elapsed")
+            "torch_threads", "owner", "host", "pid", "log", "commit", "trained_now", "elapsed", "when", "reused")
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if not any(d in k for d in drop)}
     if isinstance(obj, list):
@@ -933,12 +942,21 @@ def _strip(obj):
     return obj
 
 
+def _state(d: Path) -> str:
+    """What a killed run left: epochs logged, checkpoints and results on disk."""
+    logs = list(d.rglob("log.jsonl"))
+    epochs = sum(len([x for x in lg.read_text().splitlines() if x.strip()]) for lg in logs)
+    return (f"{epochs} epochs logged in {len(logs)} logs, {len(list(d.rglob('*.pt')))} ckpt, "
+            f"{len(list(d.rglob('result.json')))} results, {len(list(d.rglob('*.tmp')))} tmp")
+
+
 def kill_cases(work: Path, n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     out = []
-    train = C("vit train", *TINY, "--epochs", "6", "--head-epochs", "3")
+    # long enough (tens of epochs) that a kill after the imports lands inside training
+    train = C("vit train", *TINY, "--epochs", "30", "--head-epochs", "10")
     study = C("vit study", "--factor", "loss_mode=clamp,subtract", "--seeds", "2", "--n-boot", "100", "--n-perm", "100",
-              *TINY_SET, "--set", "epochs=3")
+              *TINY_SET, "--set", "epochs=12", "--set", "head_epochs=5")
     for kind, argv, files in (("train", train, ["result.json", "log.jsonl"]), ("study", study, ["study.json"])):
         ref = work / f"_kill_ref_{kind}"
         if not (ref / files[0]).is_file():
@@ -954,9 +972,9 @@ def kill_cases(work: Path, n: int, seed: int) -> list[dict]:
             delays = []
             # up to two kills per case, then the rerun to completion
             for _ in range(rng.choice((1, 1, 2))):
-                delay = rng.uniform(0.15, 0.95) * wall
+                delay = rng.uniform(0.4, 0.97) * wall
                 r = run(argv + ["--out", str(d)], work, delay)
-                delays.append((round(delay, 2), "killed" if r["rc"] is None else f"ended rc {r['rc']}"))
+                delays.append((round(delay, 2), "killed" if r["rc"] is None else f"ended rc {r['rc']}", _state(d)))
             r = run(argv + ["--out", str(d)], work, 600)
             same, why = r["rc"] == 0, "" if r["rc"] == 0 else f"rerun rc {r['rc']}: {r['stderr'][-300:]}"
             if same:
@@ -978,9 +996,9 @@ def kill_cases(work: Path, n: int, seed: int) -> list[dict]:
                         ep = [json.loads(x)["epoch"] for x in lg.read_text().splitlines() if x.strip()]
                         if ep != sorted(set(ep)):
                             same, why = False, f"{lg.name}: epochs {ep}"
-                    left = [p.name for p in d.rglob("*.tmp")]
-                    if left:
-                        same, why = False, f"temp files left: {left}"
+                left = [p.name for p in d.rglob("*.tmp")]
+                if left:
+                    same, why = False, f"temp files left after the rerun: {left}"
             rec = {"id": f"kill-{kind}-{i}", "cls": "kill", "kills": delays, "outcome": "identical" if same else "differs",
                    "why": why, "wall": r["wall"]}
             print(json.dumps(rec), flush=True)

@@ -35,11 +35,12 @@ FIELD_HELP: dict[str, str] = {
     "loss_mode": "margin handling: clamp (CFF min(s+m,1)) | subtract (gradient-neutral) | none (SupCon)",
     "m0": "margin of the first layer, in [0, 2]",
     "m_last": "margin of the last layer, in [0, 2] (linear schedule in between)",
-    "tau": "SupCon temperature",
-    "epochs": "stage-1 epochs (all epochs for bp/ff/ffcl)",
-    "head_epochs": "stage-2 epochs of the LayerNorm+Linear head (CFF)",
+    "tau": "SupCon temperature (> 0, finite in float32)",
+    "epochs": "stage-1 epochs (all epochs for bp/ff/ffcl; at most 10,000)",
+    "head_epochs": "stage-2 epochs of the LayerNorm+Linear head (CFF: 1 to 10,000; the run's accuracy is the head's)",
     "batch_size": "batch size (samples; CFF two-forward sees 2x as many rows)",
-    "lr": "AdamW learning rate of every layer (constant); BP under --protocol reference uses 5e-4",
+    "lr": "AdamW learning rate of every layer (constant; 10 x lr and lr x wd finite in float32); BP under "
+          "--protocol reference uses 5e-4",
     "wd": "AdamW weight decay",
     "head_lr": "AdamW learning rate of the stage-2 head (default: 5e-3, the quick preset's; 5e-4, the "
                "reference's, under --protocol reference; a value other than 5e-4 is a listed departure)",

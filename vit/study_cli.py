@@ -71,7 +71,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="a factor: a TrainConfig field and its levels (repeatable; replaces the preset's "
                         "factors when given), e.g. --factor loss_mode=clamp,subtract --factor m0=0.2,0.4")
     p.add_argument("--seeds", type=positive_int, default=None,
-                   help="seeds per cell, at least 2 (default: the preset's)")
+                   help="seeds per cell, 2 to 10,000 (default: the preset's)")
     p.add_argument("--seed0", type=nonneg_int, default=None, help="first seed (default: the preset's, 0)")
     p.add_argument("--independent-seeds", action="store_true", default=None,
                    help="every cell gets its own seeds (no seed shared between cells): the independent-"
@@ -99,9 +99,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="correlation of the two runs of a seed pair assumed for the paired power "
                         "(default: the preset's, 0.5: half the variance shared by the seed); the observed "
                         "one is reported too")
-    p.add_argument("--n-boot", type=positive_int, default=None, help="bootstrap resamples (default: the preset's)")
+    p.add_argument("--n-boot", type=positive_int, default=None, help="bootstrap resamples, 100 to 1,000,000 (default: the preset's)")
     p.add_argument("--n-perm", type=positive_int, default=None,
-                   help="permutations for the permutation p-values (default: the preset's)")
+                   help="permutations for the permutation p-values, 100 to 1,000,000 (default: the preset's)")
     p.add_argument("--stats-seed", type=nonneg_int, default=None,
                    help="seed of the bootstrap and permutation draws (default: the preset's, 0)")
     p.add_argument("--no-probe", action="store_true", default=None, help="skip the raw-pixel linear probe")
