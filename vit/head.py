@@ -92,7 +92,7 @@ def fit_heads(cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData],
                 seed = f"seed {cfgs[s].seed}, " if S > 1 else ""
                 raise RunDiverged(f"non-finite stage-2 head loss at {seed}head epoch {ep}, step {step} (head lr "
                                   f"{cfg.head_lr:g})", "likely cause: the head learning rate (--head-lr) too large; "
-                                  "rerun with a smaller --head-lr")
+                                  "rerun with a smaller --head-lr", position=s)
         with torch.no_grad():
             if ref:
                 ce = torch.zeros(S, dtype=torch.float64, device=device)

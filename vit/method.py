@@ -42,8 +42,14 @@ PER_SAMPLE: tuple[bool, ...] = (True, True, False, True, True)
 
 class RunDiverged(UserError, RuntimeError):
     """A run's loss or metric became NaN/inf: one line (layer, epoch, step, likely cause), exit 2
-    through :func:`cffdyn.errors.guarded`; a study can catch it and record the run as failed
-    with ``str(exc)`` as the reason."""
+    through :func:`cffdyn.errors.guarded`; a study catches it and records the run as failed
+    with ``str(exc)`` as the reason (:mod:`vit.study_tasks`).  ``position``: the index, in a
+    seed-stacked pass, of the seed that diverged (0 in a one-seed pass), so the study knows
+    which of the stacked runs failed."""
+
+    def __init__(self, problem: str, fix: str | None = None, *, position: int = 0) -> None:
+        super().__init__(problem, fix)
+        self.position = position
 
 
 class NonFiniteLoss(RunDiverged):
@@ -136,7 +142,7 @@ class EpochStats:
                     seed = f"seed {cfgs[s].seed}, " if len(cfgs) > 1 else ""
                     raise NonFiniteLoss(f"non-finite loss at {seed}layer {l}, epoch {epoch}, step {step} "
                                         f"(method {cfgs[0].method}, lr {cfgs[0].lr:g}, tau {cfgs[0].tau:g}); "
-                                        f"{likely_cause(cfgs[0])}; the last good checkpoint is kept")
+                                        f"{likely_cause(cfgs[0])}; the last good checkpoint is kept", position=s)
 
     def records(self, margins: Sequence[float]) -> list[list[dict[str, Any]]]:
         """Per seed, per layer the epoch means (one host read): loss, CAR and similarities weighted

@@ -84,7 +84,8 @@ from vit import stats
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
                               StudyConfig, cell_runs, probe_path, run_dir)
-from vit.study_tasks import DatasetCache, check_not_running, read_plan, read_result, run_task, task_state, write_plan
+from vit.study_tasks import (DatasetCache, check_not_running, read_failure, read_plan, read_result, run_finished, run_task,
+                             task_state, write_plan)
 from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
@@ -347,7 +348,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
     out.mkdir(parents=True, exist_ok=True)
     todo = cell_runs(cfg)
     design = _design(cfg)
-    recorded = [(c, sd) for c, sd in todo if read_result(cfg.run_config(c, sd), run_dir(out, cfg, c, sd)) is not None]
+    recorded = [(c, sd) for c, sd in todo if run_finished(cfg.run_config(c, sd), run_dir(out, cfg, c, sd))]
     if progress:
         import sys
         print(f"[study] {len(todo)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "
@@ -358,15 +359,21 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
         data(cfg.run_config(*next(r for r in todo if r not in recorded)))   # a missing dataset fails here
     tasks, plan_hash = write_plan(out, cfg, seeds_per_task)
     records: list[dict[str, Any]] = []
+    failed: list[tuple] = []
     prog = Progress(len(todo), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
                     enabled=progress, min_interval=0.0)
 
     def on_run(cell, seed, res, rd, trained, wall):
+        if res is None:     # diverged: recorded as failed (failed.json), left out of the statistics
+            failed.append((cell, seed))
+            prog.update(len(records) + len(failed), f"{_cell_label(dict(zip(cfg.factor_names, cell)))}, seed {seed}: "
+                                                     f"FAILED (diverged; {rd / 'failed.json'})")
+            return
         rec = _record(cfg, tuple(cell), seed, res, rd, trained, wall)
         records.append(rec)
         atomic_write_json(path, {**record_header(STUDY_SCHEMA, cfg_dict), "design": design, "status": "running",
                                  "runs": records, "analysis": None, "table": ""})
-        prog.update(len(records), f"{_cell_label(rec['cell'])}, seed {seed}: {cfg.metric} "
+        prog.update(len(records) + len(failed), f"{_cell_label(rec['cell'])}, seed {seed}: {cfg.metric} "
                                   f"{100 * rec['metric']:.2f}%" + ("" if trained else " (recorded)"))
 
     for task in tasks:
@@ -379,7 +386,10 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
     (the config is the plan's; ``cfg``, if given, must equal it).  ``status`` is ``complete``
     only when every task is; otherwise ``incomplete``, with ``tasks.missing`` naming each
     unfinished task (id, seeds, state, error, log) and the statistics over the complete tasks
-    (whole seeds in every cell) when each cell has at least 2 of them.  Trains nothing."""
+    (whole seeds in every cell) when each cell has at least 2 of them.  Runs that diverged are
+    listed in ``failed_runs`` (cell, seed, reason, run_dir), counted in ``n_failed`` and left
+    out of the statistics (the paired comparisons align on the seeds finished in every cell of
+    a comparison).  Trains nothing."""
     out = Path(out_dir)
     pcfg, tasks, plan_hash = read_plan(out)
     if cfg is not None and json.loads(json.dumps(cfg.to_dict())) != json.loads(json.dumps(pcfg.to_dict())):
@@ -389,6 +399,7 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
     _check_design_matches(cfg, path)
     states = [task_state(cfg, out, t) for t in tasks]
     records: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     task_recs = []
     for t, s in zip(tasks, states):
         if s["state"] != "complete":
@@ -398,23 +409,40 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
         for cell, seed in t.runs:
             rc, rd = cfg.run_config(cell, seed), run_dir(out, cfg, cell, seed)
             m = meta.get((json.dumps(dict(zip(cfg.factor_names, cell)), sort_keys=True), seed), {})
-            records.append(_record(cfg, tuple(cell), seed, read_result(rc, rd), rd, bool(m.get("trained_now")),
+            res = read_result(rc, rd)
+            if res is None:      # a complete task's run without a result has a recorded divergence
+                fail = read_failure(rc, rd) or {"reason": "no result.json and no failed.json"}
+                failures.append({"cell": dict(zip(cfg.factor_names, cell)), "seed": seed, "reason": fail["reason"],
+                                 "run_dir": str(rd)})
+                continue
+            records.append(_record(cfg, tuple(cell), seed, res, rd, bool(m.get("trained_now")),
                                    float(m.get("wall_s") or 0.0)))
     complete = all(s["state"] == "complete" for s in states)
     done_seeds = sorted({sd for t, s in zip(tasks, states) if s["state"] == "complete" for sd in t.seeds})
     probe = _probe_summary(cfg, out, done_seeds)
     counts = [sum(r["cell"] == dict(zip(cfg.factor_names, c)) for r in records) for c in cfg.cells()]
-    if complete or min(counts) >= 2:
+    if min(counts) >= 2:
         analysis, table = _analysis(cfg, records, probe)
     else:
         analysis, table = None, f"(too few finished seeds for statistics: {min(counts)} per cell)"
+    if analysis is not None:
+        analysis["n_failed"] = len(failures)
+        for c in analysis["cells"]:
+            c["n_failed"] = sum(f["cell"] == c["levels"] for f in failures)
+    if failures:
+        listed = "; ".join(f"{_cell_label(f['cell'])}, seed {f['seed']}: {f['reason']}" for f in failures[:3])
+        more = f"; and {len(failures) - 3} more (study.json failed_runs)" if len(failures) > 3 else ""
+        table = (f"FAILED: {len(failures)} of {len(records) + len(failures)} runs diverged and are left out of the "
+                 f"statistics (paired comparisons use the seeds finished in every cell they compare; delete a "
+                 f"run's failed.json to train it again): {listed}{more}\n" + table)
     missing = [{k: v for k, v in s.items() if k != "record"} for s in states if s["state"] != "complete"]
     if missing:
         table = (f"INCOMPLETE: {len(missing)} of {len(tasks)} tasks not finished (seeds "
                  f"{', '.join(str(sd) for s in missing for sd in s['seeds'])}); statistics over the "
                  f"{len(done_seeds)} finished seed(s) only\n" + table)
     result = {**record_header(STUDY_SCHEMA, json.loads(json.dumps(cfg.to_dict()))), "design": _design(cfg),
-              "status": "complete" if complete else "incomplete", "runs": records, "probe": probe,
+              "status": "complete" if complete else "incomplete", "runs": records, "failed_runs": failures,
+              "n_failed": len(failures), "probe": probe,
               "analysis": analysis, "table": table,
               "tasks": {"n": len(tasks), "plan": plan_hash, "complete": [s["task"] for s in states
                                                                           if s["state"] == "complete"],

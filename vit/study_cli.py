@@ -15,7 +15,8 @@ Examples::
     cffdyn vit study --bench-batched                           # batched-seed measurement
 
 Run the same command again after a kill: finished runs are read back, the interrupted one
-resumes from its checkpoint.  Options not given keep the preset's values.
+resumes from its checkpoint.  Options not given keep the preset's values.  A diverged run is
+recorded as failed (failed.json) and left out of the statistics; the rest of the study runs.
 """
 from __future__ import annotations
 
@@ -60,7 +61,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "means by Welch's and the paired t-test, power and seeds for 80% power; and the "
             "raw-pixel linear probe with the same head on the same images.  Writes OUT/study.json, "
             "OUT/study.png, one train_run directory per run under OUT/runs and the task records under "
-            "OUT/tasks; resumable."))
+            "OUT/tasks; resumable.  A run that diverges (NaN/inf loss or metric) is recorded as "
+            "failed (its run directory's failed.json, with the reason) and the study goes on; the "
+            "statistics leave it out and say how many failed; exit 1 if a cell is left with fewer "
+            "than 2 runs."))
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--preset", choices=tuple(PRESET_HELP), default=None,
                         help="study preset: " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
@@ -278,10 +282,19 @@ def _print_study(res, out: Path) -> None:
         cpu = f", {t['cpu_s']:.0f} CPU-s on {t.get('torch_threads')} torch threads" if t.get("cpu_s") else ""
         print(f"\n{len(res['runs'])} runs ({t['n_trained_now']} trained now, {t['n_reused']} read back) "
               f"in {t['wall_s']:.1f} s{cpu}; {load}; results: {out / 'study.json'}")
+    if res.get("n_failed"):
+        print(f"{res['n_failed']} run(s) FAILED (diverged) and are left out of the statistics; each one's reason is "
+              f"in its failed.json and in study.json's failed_runs")
     if res.get("status") != "complete":
         n = len((res.get("tasks") or {}).get("missing", []))
         print(f"study INCOMPLETE: {n} task(s) not finished; rerun the same command to run them, then "
               f"'cffdyn vit study --collect {out}'")
+
+
+def _exit_code(res: dict) -> int:
+    """0 for a complete study with statistics; 1 while tasks are missing, or when so many runs
+    diverged that a cell has fewer than 2 (the study ran, but it has no result)."""
+    return 0 if res["status"] == "complete" and res.get("analysis") is not None else 1
 
 
 def _dry_run(cfg, args, slurm) -> int:
@@ -326,7 +339,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         with output_dir(args.collect, "--collect"):
             res = collect_study(Path(args.collect))
         _print_study(res, Path(args.collect))
-        return 0 if res["status"] == "complete" else 1
+        return _exit_code(res)
     slurm_given = [n for n in _SLURM_NAMED if getattr(args, n) is not None] + [f"slurm_{k}" for k, _ in extra]
     if slurm_given and args.executor != "submitit":
         raise UserError(f"--{slurm_given[0].replace('_', '-')} is a Slurm option, but the executor is "
@@ -365,4 +378,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print(f"collect with: cffdyn vit study --collect {out}")
         return 0
     _print_study(res, out)
-    return 0 if res["status"] == "complete" else 1
+    return _exit_code(res)

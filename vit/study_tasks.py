@@ -21,6 +21,12 @@ Files under the study directory ``OUT``
 ``runs/...``                one :func:`vit.train.train_run` directory per run (result.json is
                             written atomically; ``ckpt.pt`` after every epoch, so a killed or
                             requeued task resumes its interrupted run where it stopped).
+``runs/.../failed.json``    a run that diverged (:class:`vit.method.RunDiverged`: a non-finite
+                            loss or metric) instead of a ``result.json``: its config and the
+                            one-line reason.  The task goes on with its other runs and counts as
+                            complete; the study leaves the run out of its statistics and says how
+                            many failed.  Training is deterministic, so a rerun reads the failure
+                            back instead of diverging again; delete the file to retry the run.
 """
 from __future__ import annotations
 
@@ -38,14 +44,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, pid_alive, read_json
+from cffdyn.records import record_header, reusable_record
 from vit.study_config import StudyConfig, cell_name, probe_path, run_dir
 from vit.config import TrainConfig
+from vit.method import RunDiverged
 from vit.train import recorded_result, train_run
 
 __all__ = ["TASKS_DIR", "TASK_SCHEMA", "HEARTBEAT_S", "STALE_S", "StudyTask", "plan_tasks", "default_seeds_per_task", "MAX_BATCHED_SEEDS",
            "write_plan", "read_plan", "plan_path", "task_record_path", "claim_path", "read_claim", "claim_alive",
            "TaskClaimed", "Claim", "acquire_claim", "check_not_running", "this_owner", "DatasetCache", "run_task", "run_planned_task",
-           "read_result", "task_state", "record_submission", "submitted_logs"]
+           "read_result", "FAILED_NAME", "read_failure", "record_failure", "run_finished", "task_state", "record_submission", "submitted_logs"]
 
 TASKS_DIR = "tasks"
 TASK_SCHEMA = 1
@@ -308,28 +316,63 @@ def read_result(rc: TrainConfig, rd: Path) -> dict[str, Any] | None:
     return recorded_result(rd / "result.json", rc.to_dict())
 
 
+FAILED_NAME = "failed.json"
+FAILED_SCHEMA = 1
+
+
+def read_failure(rc: TrainConfig, rd: Path) -> dict[str, Any] | None:
+    """The recorded divergence of run ``rd`` (``failed.json``) when it is one of config ``rc``;
+    None otherwise (none, damaged, edited or of another config: the run is trained again)."""
+    return reusable_record(rd / FAILED_NAME, rc.to_dict(), schema=FAILED_SCHEMA,
+                           when=lambda r: r.get("status") == "diverged" and isinstance(r.get("reason"), str),
+                           unhashed="and the run is trained again")
+
+
+def record_failure(rc: TrainConfig, rd: Path, exc: RunDiverged) -> dict[str, Any]:
+    """Write ``rd/failed.json`` (atomically, hashed) for run ``rc`` that raised ``exc``; return it."""
+    rec = {**record_header(FAILED_SCHEMA, rc.to_dict()), "status": "diverged", "reason": str(exc), "recorded": _now()}
+    atomic_write_json(rd / FAILED_NAME, rec)
+    return rec
+
+
+def run_finished(rc: TrainConfig, rd: Path) -> bool:
+    """A run is finished when it has a result of its config or a recorded divergence."""
+    return read_result(rc, rd) is not None or read_failure(rc, rd) is not None
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _train_batched(cfg: StudyConfig, out: Path, task: StudyTask) -> set[tuple]:
-    """Seed-batched tasks: per cell, the task's seeds without a ``result.json`` in one pass of
+    """Seed-batched tasks: per cell, the task's unfinished seeds in one pass of
     :func:`vit.train.train_runs` (which writes each seed's ``result.json``); a killed pass
-    resumes from its checkpoint.  Returns the (cell, seed) trained."""
+    resumes from its checkpoint.  A seed that diverges is recorded as failed and the others are
+    trained again in a pass without it (a smaller stack: each result's ``seed_batch`` records
+    its layout).  Returns the (cell, seed) trained or failed now."""
     from vit import train as vtrain
 
     trained = set()
     for cell in cfg.cells():
         seeds = [sd for c, sd in task.runs if c == tuple(cell)
-                 and read_result(cfg.run_config(cell, sd), run_dir(out, cfg, cell, sd)) is None]
-        if not seeds:
-            continue
-        rcs = [cfg.run_config(cell, sd) for sd in seeds]
-        tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
-        ck = out / "runs" / f"{cell_name(cfg.factor_names, cell)}__batched__{tag}.pt"
-        vtrain.train_runs(rcs, [run_dir(out, cfg, cell, sd) for sd in seeds], ckpt=ck, progress=False)
-        ck.unlink(missing_ok=True)
-        trained |= {(tuple(cell), sd) for sd in seeds}
+                 and not run_finished(cfg.run_config(cell, sd), run_dir(out, cfg, cell, sd))]
+        while seeds:
+            rcs = [cfg.run_config(cell, sd) for sd in seeds]
+            rds = [run_dir(out, cfg, cell, sd) for sd in seeds]
+            tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
+            ck = out / "runs" / f"{cell_name(cfg.factor_names, cell)}__batched__{tag}.pt"
+            try:
+                vtrain.train_runs(rcs, rds, ckpt=ck, progress=False)
+            except RunDiverged as exc:      # (an interruption keeps the checkpoint to resume from)
+                bad = min(max(exc.position, 0), len(seeds) - 1)
+                record_failure(rcs[bad], rds[bad], exc)
+                ck.unlink(missing_ok=True)
+                trained.add((tuple(cell), seeds[bad]))
+                seeds = seeds[:bad] + seeds[bad + 1:]
+                continue
+            ck.unlink(missing_ok=True)
+            trained |= {(tuple(cell), sd) for sd in seeds}
+            break
     return trained
 
 
@@ -341,8 +384,9 @@ def run_task(cfg: StudyConfig, out_dir: str | Path, task: StudyTask, *, plan_has
              owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Claim ``task``, train (or resume, or read back) its runs and probes, write its record
     ``tasks/task-<i>.json`` atomically and return it.  ``on_run(cell, seed, result, run_dir,
-    trained, wall_s)`` is called after each run.  A failure writes a ``failed`` record naming
-    the error and the log, then propagates."""
+    trained, wall_s)`` is called after each run (``result`` None for a run that diverged: it is
+    recorded as failed, ``failed.json``, and the task goes on).  Any other failure writes a
+    ``failed`` task record naming the error and the log, then propagates."""
     import torch
 
     from cffdyn.machine import load_average
@@ -356,7 +400,7 @@ def run_task(cfg: StudyConfig, out_dir: str | Path, task: StudyTask, *, plan_has
                            "started": _now(), "t_start": time.time(), "load_avg_start": load_average(),
                            "runs": [], "probes": []}
     try:
-        todo = [(c, sd) for c, sd in task.runs if read_result(cfg.run_config(c, sd), run_dir(out, cfg, c, sd)) is None]
+        todo = [(c, sd) for c, sd in task.runs if not run_finished(cfg.run_config(c, sd), run_dir(out, cfg, c, sd))]
         if todo and not cfg.batched:
             get_data(cfg.run_config(*todo[0]))     # a missing dataset fails here, before any training
         batched = _train_batched(cfg, out, task) if cfg.batched else set()
@@ -364,12 +408,17 @@ def run_task(cfg: StudyConfig, out_dir: str | Path, task: StudyTask, *, plan_has
             rc, rd = cfg.run_config(cell, seed), run_dir(out, cfg, cell, seed)
             t_run = time.perf_counter()
             res = read_result(rc, rd)
-            trained = res is None or (cell, seed) in batched
-            if res is None:
-                res = train_run(rc, rd, progress=run_progress, dataset=get_data(rc))
+            fail = read_failure(rc, rd) if res is None else None
+            trained = (res is None and fail is None) or (cell, seed) in batched
+            if res is None and fail is None:
+                try:
+                    res = train_run(rc, rd, progress=run_progress, dataset=get_data(rc))
+                except RunDiverged as exc:      # recorded; the task's other runs still train
+                    fail = record_failure(rc, rd, exc)
             wall = time.perf_counter() - t_run
             rec["runs"].append({"cell": dict(zip(cfg.factor_names, cell)), "seed": seed, "run_dir": str(rd),
-                                "trained_now": trained, "wall_s": wall})
+                                "trained_now": trained, "wall_s": wall,
+                                **({"failed": fail["reason"]} if fail is not None else {})})
             if on_run is not None:
                 on_run(cell, seed, res, rd, trained, wall)
         t_probe = time.perf_counter()
@@ -447,7 +496,8 @@ def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
     ``running`` (a live claim), ``failed``/``interrupted`` (its record, or a claim whose holder
     is gone), or ``not started``; with the log path where one is known.  A run counts as
     recorded only when its ``result.json`` is intact (:func:`read_result`); an edited or
-    damaged one makes the task unfinished, its reason in ``error``."""
+    damaged one makes the task unfinished, its reason in ``error``; a recorded divergence
+    (:func:`read_failure`) is a finished run."""
     rec_path, cl_path = task_record_path(out, task), claim_path(out, task)
     rec = read_json(rec_path, expect=dict) if rec_path.is_file() else None
     holder = read_claim(cl_path)
@@ -458,7 +508,7 @@ def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
     for c, sd in task.runs:
         rd = run_dir(out, cfg, c, sd)
         try:
-            found = read_result(cfg.run_config(c, sd), rd) is not None
+            found = run_finished(cfg.run_config(c, sd), rd)
         except ValueError as exc:    # an edited, truncated or foreign result (CorruptFileError): not finished
             found = False
             unusable.append(str(exc).splitlines()[0])

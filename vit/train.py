@@ -131,7 +131,7 @@ def _record_epoch(method: Method, epoch: int, recs: list[dict[str, Any]], t_trai
             seed = f"seed {method.cfgs[s].seed}, " if method.S > 1 else ""
             raise RunDiverged(f"non-finite validation metric ({ev['metric']}) at {seed}epoch {epoch} "
                               f"(method {method.cfg.method}, lr {method.cfg.lr:g}, tau {method.cfg.tau:g}); "
-                              f"{likely_cause(method.cfg)}; the last good checkpoint is kept")
+                              f"{likely_cause(method.cfg)}; the last good checkpoint is kept", position=s)
     t_eval = time.perf_counter() - t_eval0
     out = []
     for s, (rec, ev) in enumerate(zip(recs, evs)):
