@@ -15,8 +15,8 @@ change.  The quoted uncertainty of the crossing and of log VR is the spread over
 the grid and between N and N -> inf: a model spread (which effective margin and size a ViT layer
 has is not known), not a statistical interval; the theory itself is deterministic.
 
-Power (paired design, matched seeds): the seeds per arm at which the Pitman-Morgan test of
-:mod:`vit.stats` (two-sided, level alpha, assumed correlation of paired runs) detects the
+Power (paired design, matched seeds): the seeds per arm at which the Pitman-Morgan test
+(:mod:`cffdyn.power`, two-sided, level alpha, assumed correlation of paired runs) detects the
 predicted VR with the given power, one pair of partner cells (clamp vs subtract at one noise
 level).
 """
@@ -132,9 +132,9 @@ def _crossing(sns: list[float], lv: list[float | None]) -> list[float]:
 
 
 def power_table(vrs: list[tuple[float, float | None]], *, power: float, alpha: float, corr: float) -> list[dict]:
-    """Seeds per arm for the paired Pitman-Morgan test (``vit.stats.seeds_for_power_paired``,
+    """Seeds per arm for the paired Pitman-Morgan test (``cffdyn.power.seeds_for_power_paired``,
     one pair of partner cells) at each (sigma_n, VR); None where 2000 seeds are not enough."""
-    from vit.stats import seeds_for_power_paired
+    from cffdyn.power import seeds_for_power_paired
 
     rows = []
     for sn, vr in vrs:
@@ -298,7 +298,7 @@ def _record(cfg: PredictConfig, curves: list[dict], command: str) -> dict:
         "validity_range": {"by_activation": vrange, "rule": to_jsonable(cfg.validity),
                            "sigma_n_max_theory": SN_MAX},
         "power": power,
-        "power_assumptions": {"test": "Pitman-Morgan, paired (vit.stats.seeds_for_power_paired), two-sided",
+        "power_assumptions": {"test": "Pitman-Morgan, paired (cffdyn.power.seeds_for_power_paired), two-sided",
                               "alpha": cfg.alpha, "power": cfg.power, "corr_paired_runs": cfg.power_corr,
                               "partner_cell_pairs": 1, "ratio": "the headline margin's predicted VR"},
         "one_unit_limits": ONE_UNIT_LIMITS,
@@ -371,13 +371,11 @@ def record_prediction(out_dir, *, command: str, wall_s: float | None = None, loa
     """Keep ``out_dir``'s prediction (``prediction.json`` and the map's figures) in the
     repository's ``recorded/sim/prediction/`` with its provenance; the payload is the prediction
     record itself (:mod:`sim.prediction_record`), the config its ``provenance.config``."""
-    from cffdyn.io import read_json
     from cffdyn.recorded import provenance, record_dir, write_record
     from sim.prediction_record import load_prediction
 
     out = Path(out_dir)
-    rec = load_prediction(out / "prediction.json")
-    read_json(out / "prediction.json")            # refuses an edited file (its content hash)
+    rec = load_prediction(out / "prediction.json")       # refuses an edited file (its content hash)
     d = record_dir("sim", "prediction", root)
     return write_record(d, kind=PREDICTION_KIND, config=rec["provenance"]["config"], payload=rec,
                         prov=provenance(command, wall_s=wall_s, load_start=load_start),

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cffdyn.errors import UserError
+from cffdyn.errors import CorruptFileError, UserError
+from cffdyn.io import record_status
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "REQUIRED", "PREDICTION_KEYS", "validate_prediction", "load_prediction",
            "predicted_at", "noise_ratio", "sigma_n_from_ratio", "sigma_n_from_preacts"]
@@ -73,8 +74,8 @@ def validate_prediction(rec: Any, where: str = "prediction record") -> dict:
 
 
 def load_prediction(path: str | Path) -> dict:
-    """Read and validate a prediction record; UserError (one line) on a missing or unreadable
-    file or another schema."""
+    """Read and validate a prediction record (one read); UserError (one line) on a missing or
+    unreadable file, one edited after it was written (its content hash), or another schema."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -87,6 +88,9 @@ def load_prediction(path: str | Path) -> dict:
     except ValueError as exc:
         raise UserError(f"prediction record {p} is not JSON ({exc})", "regenerate it with `cffdyn sim predict`") \
             from None
+    if record_status(rec) == "edited":
+        raise CorruptFileError(f"prediction record {p} was changed after it was written (its content hash does not "
+                               f"match)", "restore the original, or regenerate it with `cffdyn sim predict`")
     return validate_prediction(rec, str(p))
 
 

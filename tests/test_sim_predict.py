@@ -132,9 +132,12 @@ def test_record_round_trip_and_reader(tmp_path):
     assert (tmp_path / "predict.pdf").exists() and (tmp_path / "predict.png").exists()
     with pytest.raises(UserError, match="does not exist"):
         load_prediction(tmp_path / "nope.json")
-    bad = dict(rec, schema_version=0)
-    (tmp_path / "old.json").write_text(json.dumps(bad))
+    from cffdyn.io import atomic_write_json
+    atomic_write_json(tmp_path / "old.json", dict(rec, schema_version=0))   # an intact record of another schema
     with pytest.raises(UserError, match="schema"):
         load_prediction(tmp_path / "old.json")
+    (tmp_path / "edited.json").write_text(json.dumps(dict(rec, schema_version=0)))   # the hash of the original
+    with pytest.raises(UserError, match="changed after it was written"):
+        load_prediction(tmp_path / "edited.json")
     with pytest.raises(UserError, match="missing"):
         validate_prediction({k: v for k, v in rec.items() if k != "power"})

@@ -85,8 +85,8 @@ def load_prediction_record(path: str | Path | None = None) -> tuple[dict, str]:
         pred = rec["payload"]
     else:
         from sim.prediction_record import load_prediction
-        pred = load_prediction(p)
-        read_json(p)          # refuses an edited file
+        pred = load_prediction(p)          # validated, and refused if edited
+        return pred, str(pred.get(HASH_KEY) or "")
     validate_prediction(pred, str(p))
     return pred, str(pred.get(HASH_KEY) or "")
 
@@ -146,9 +146,8 @@ def init_noise(study_cfg: Mapping[str, Any]) -> dict[str, list[float | None]]:
     same views as every epoch's: the noise as the input brings it, before learning changes the
     features (a sensitivity placement beside the pre-registered one)."""
     from vit.config import data_key, load_run_dataset
-    from vit.device import DeviceData, resolve_device, use_precision
     from vit.study_config import StudyConfig
-    from vit.train import build_method
+    from vit.train import prepare_method
 
     cfg = StudyConfig.from_dict(study_cfg)
     doses, _ = check_design(study_cfg)
@@ -158,10 +157,7 @@ def init_noise(study_cfg: Mapping[str, Any]) -> dict[str, list[float | None]]:
         rc = cfg.run_config(tuple("clamp" if f == "loss_mode" else d for f in cfg.factor_names), cfg.seed0)
         if data_key(rc) not in cache:
             cache[data_key(rc)] = load_run_dataset(rc)
-        dev = resolve_device(rc.device)
-        use_precision(rc.precision, dev)
-        m = build_method(rc, DeviceData.for_config(cache[data_key(rc)], rc, dev))
-        est = m.pair_noise()
+        est = prepare_method([rc], [cache[data_key(rc)]]).pair_noise()
         out[f"{d:g}"] = [row[0] for row in est["sigma_n_eff"]]
     return out
 

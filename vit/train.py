@@ -56,7 +56,7 @@ from vit.data import Dataset
 from vit.device import DeviceData, device_name, resolve_device, sync, use_precision
 from vit.method import Method, RunDiverged, likely_cause
 
-__all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method",
+__all__ = ["train_runs", "train_run", "Epochs", "SEQUENTIAL", "RunInterrupted", "METHOD_CLASSES", "build_method", "prepare_method",
            "recorded_result"]
 
 METHOD_CLASSES: dict[str, type[Method]] = {"cff2": CFF, "cff1": CFF, "bp": BP, "ff": FF, "ffcl": FFCL}
@@ -78,6 +78,21 @@ def build_method(cfg: TrainConfig | Sequence[TrainConfig], data: DeviceData | Se
     if len({d.device for d in datas}) != 1:
         raise ValueError("all DeviceData must be on the same device")
     return METHOD_CLASSES[cfgs[0].method](cfgs, datas)
+
+
+def prepare_method(cfgs: Sequence[TrainConfig], datasets: Sequence[Dataset] | None = None) -> Method:
+    """The untrained method of the seed configs ``cfgs`` as a run starts it: the device resolved,
+    its precision set (:func:`vit.device.use_precision`), the datasets loaded (unless given, one
+    per config), checked against the config and the memory bound, and put on the device."""
+    cfgs = list(cfgs)
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    use_precision(cfg.precision, device)
+    if datasets is None:
+        datasets = [load_run_dataset(c) for c in cfgs]
+    _check_data(cfg, datasets, device)
+    check_memory(cfg, len(cfgs), int(datasets[0].x_train.shape[0]), datasets[0].image_shape[0], device)
+    return build_method(cfgs, [DeviceData.for_config(ds, c, device) for ds, c in zip(datasets, cfgs)])
 
 
 def _call(fn: Callable[[], Any]) -> Any:
@@ -334,13 +349,10 @@ def train_runs(cfgs: Sequence[TrainConfig], out_dirs: Sequence[str | Path] | Non
     for d in {*(outs or ()), *([ck.parent] if ck is not None else [])}:
         clean_stale_tmp(d)
     cfg = cfgs[0]
-    device = resolve_device(cfg.device)
-    use_precision(cfg.precision, device)
     if datasets is None:
         datasets = [load_run_dataset(c) for c in cfgs]
-    _check_data(cfg, datasets, device)
-    check_memory(cfg, len(cfgs), int(datasets[0].x_train.shape[0]), datasets[0].image_shape[0], device)
-    method = build_method(cfgs, [DeviceData.for_config(ds, c, device) for ds, c in zip(datasets, cfgs)])
+    method = prepare_method(cfgs, datasets)
+    device = method.device
     S = method.S
     train = epochs.train or (lambda m, e: m.train_epoch(e))
 
