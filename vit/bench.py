@@ -15,6 +15,14 @@ Rows (one CFF two-forward training step over all layers, ``cff2``, clamp margins
                supports (CPU: fp32, and bf16 where the CPU has it; CUDA: fp32, tf32, bf16).
 ``ours S=k``   the same step for k seeds in one pass (default 7), each precision.
 
+``--epoch`` (:func:`run_epoch_bench`): whole stage-1 epochs (train pass, then valid pass) of the
+published loop ported operation for operation (:mod:`vit.reference_port`: its 4 DataLoader
+workers whatever the machine has, its attention returning weights, its loss's operations, no
+persistent workers) against ours (``train_epoch`` + ``evaluate``, S = 1, fp32) on the same
+images, at one torch thread and at all of them, rounds interleaved (per round: each thread
+setting, each row).  The step rows above time a model of the reference loop; this times the
+loop as published, its per-epoch costs (worker start-up, the valid pass) included.
+
 Timing: one untimed warm-up round, then ``rounds`` rounds; each round runs ``steps`` steps of
 every row in turn (A B C A B C ...), so a load change on a shared machine hits every row.  Per
 row: median and spread (min, max) of the per-round ms per step.  ``ops_per_step``: kernel
@@ -30,7 +38,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +55,8 @@ from vit.config import TrainConfig
 from vit.device import DeviceData, resolve_device, supported_precisions, sync, use_precision
 from vit.train import build_method, check_memory
 
-__all__ = ["RefViT", "run_bench", "format_bench", "synthetic_dataset", "bench_configs", "PROTOCOL_RUNS"]
+__all__ = ["RefViT", "run_bench", "format_bench", "synthetic_dataset", "bench_configs", "PROTOCOL_RUNS",
+           "parse_threads", "run_epoch_bench", "format_epoch_bench"]
 
 #: the Steier protocol the projection is for: 2×2 cells × 7 seeds × 600 epochs on 50,000 images
 PROTOCOL_RUNS = {"cells": 4, "seeds": 7, "epochs": 600, "images": 50_000}
@@ -317,4 +326,133 @@ def format_bench(res: dict[str, Any]) -> str:
                      f"{'[' + format(r['ms_per_step_min'], '.1f') + ', ' + format(r['ms_per_step_max'], '.1f') + ']':>20} "
                      f"{r['ms_per_seed_step']:13.1f} {r['ops_per_step']:9d} {r['epoch_s_50k']:12.1f} "
                      f"{r['protocol_hours']:11.1f} {r['speedup_vs_reference']:8.2f}x")
+    return "\n".join(lines)
+
+
+# ============================================================================ whole epochs vs the published loop
+def parse_threads(text: str) -> list[int]:
+    """``"1,all"`` -> [1, os.cpu_count()]: the torch thread counts of the epoch bench."""
+    cores = os.cpu_count() or 1
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        n = cores if part == "all" else int(part) if part.isdigit() else 0
+        if not 1 <= n <= cores:
+            raise ValueError(f"--threads {text!r}: each entry must be 'all' or an integer from 1 to {cores} "
+                             f"(this machine's CPUs)")
+        out.append(n)
+    return list(dict.fromkeys(out))
+
+
+def _epoch_dataset(cfg: TrainConfig, data_root: str | None, n_train: int, n_val: int, dev: torch.device) -> Dataset:
+    if dev.type == "cuda" and data_root is None:
+        full = synthetic_dataset(n_train + n_val, (3, 32, 32))
+    else:
+        full = load_dataset("cifar10" if dev.type == "cuda" else cfg.dataset, data_root, seed=0)
+    if full.x_train.shape[0] < n_train + n_val:
+        raise UserError(f"--n-train {n_train} + --n-val {n_val} images: the dataset has {full.x_train.shape[0]}",
+                        "give smaller sizes")
+    # the reference's valid split is taken from the training images (it uses their transform too)
+    return Dataset(name=full.name, x_train=full.x_train[:n_train], y_train=full.y_train[:n_train],
+                   x_val=full.x_train[n_train:n_train + n_val], y_val=full.y_train[n_train:n_train + n_val],
+                   x_test=full.x_test[:64], y_test=full.y_test[:64], num_classes=full.num_classes, mean=full.mean,
+                   std=full.std)
+
+
+def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[int] | None = None,
+                    n_train: int = 2048, n_val: int = 256, workers: int | None = None, data_root: str | None = None,
+                    cfg: TrainConfig | None = None, json_path: Path | None = None) -> dict[str, Any]:
+    """Seconds per stage-1 epoch of the published loop (ported) and of ours, interleaved (module doc)."""
+    from vit.reference_port import REFERENCE_WORKERS, PortLoop
+    from vit.train import prepare_method
+
+    if rounds < 1 or rounds > 100:
+        raise UserError(f"--rounds {rounds}: the epoch bench takes 1 to 100 rounds", "give --rounds 3 (the default)")
+    if not (1 <= n_train <= 100_000 and 1 <= n_val <= 100_000):
+        raise UserError(f"--n-train {n_train}, --n-val {n_val}: each must be 1 to 100,000 images", "give smaller sizes")
+    dev = resolve_device(device)
+    cfg = (cfg or bench_configs(dev)).replace(precision="fp32", augment="crop_flip")
+    threads = list(threads) if threads else parse_threads("1,all")
+    workers = REFERENCE_WORKERS if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"--workers={workers} must be >= 0")
+    ds = _epoch_dataset(cfg, data_root, n_train, n_val, dev)
+    cfg = cfg.replace(dataset=ds.name if ds.name != "synthetic" else cfg.dataset, subset=None)
+    check_memory(cfg, 1, n_train, int(ds.x_train.shape[1]), dev)
+    from vit.config import input_normalisation
+    norm = input_normalisation(cfg, ds)
+    side = int(ds.x_train.shape[-1])
+    pad = cfg.crop_pad if cfg.crop_pad is not None else default_pad(side)
+    saved_threads = torch.get_num_threads()
+    info_before = machine_info(str(dev))
+    port = PortLoop(x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val, mean=norm["mean"],
+                    std=norm["std"], pad=pad, patch=cfg.patch, dim=cfg.embed_dim, heads=cfg.heads, layers=cfg.layers,
+                    batch_size=cfg.batch_size, lr=cfg.lr, margins=cfg.margins(), temperature=cfg.tau, device=dev,
+                    workers=workers)
+    ours = prepare_method([cfg], [ds])
+    epoch_no = [0]
+
+    def ours_epoch() -> None:
+        ours.train_epoch(epoch_no[0])
+        ours.evaluate(epoch_no[0])
+        epoch_no[0] += 1
+
+    rows = [("reference (published loop, ported)", port.epoch), ("ours", ours_epoch)]
+    times: dict[tuple[str, int], list[float]] = {(name, t): [] for name, _ in rows for t in threads}
+    try:
+        for r in range(rounds + 1):                 # round 0: warm-up (allocator, first worker start)
+            for t in threads:
+                torch.set_num_threads(t)
+                for name, fn in rows:
+                    use_precision("fp32", dev)
+                    sync(dev)
+                    t0 = time.perf_counter()
+                    fn()
+                    sync(dev)
+                    if r > 0:
+                        times[(name, t)].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(saved_threads)
+    out_rows = []
+    for t in threads:
+        ref_ts, our_ts = times[(rows[0][0], t)], times[(rows[1][0], t)]
+        per_round = [a / b for a, b in zip(ref_ts, our_ts)]
+        for name, _ in rows:
+            ts = times[(name, t)]
+            out_rows.append({"impl": name, "threads": t, "epoch_s": statistics.median(ts), "epoch_s_min": min(ts),
+                             "epoch_s_max": max(ts), "round_s": ts})
+        out_rows[-1].update(ratio_reference_over_ours=statistics.median(ref_ts) / statistics.median(our_ts),
+                            ratio_per_round_min=min(per_round), ratio_per_round_max=max(per_round))
+    res = {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+           "model": f"ViT[{cfg.embed_dim} {cfg.heads} {cfg.layers}] patch {cfg.patch}", "method": "cff2 clamp",
+           "batch_size": cfg.batch_size, "data": f"{ds.name}: {n_train} training + {n_val} valid images",
+           "rounds": rounds, "threads": threads, "reference_workers": workers,
+           "reference_loop": ("the published one_epoch_stage1 (train pass, then valid pass with the training "
+                              "transform), ported operation for operation (vit.reference_port): per-sample "
+                              f"augmentation in a DataLoader with {workers} workers started every epoch, two forwards "
+                              "per layer, attention returning its weights, .item() per layer, fp32"),
+           "ours": "vit.cff.CFF train_epoch + evaluate (on-device augmentation, both views in one forward), S = 1, fp32",
+           "rows": out_rows, "machine_before": info_before, "machine": machine_info(str(dev))}
+    if json_path is not None:
+        atomic_write_json(json_path, res)
+    return res
+
+
+def format_epoch_bench(res: dict[str, Any]) -> str:
+    mb, ma = res["machine_before"], res["machine"]
+    lines = [f"vit bench --epoch on {res['device']}: {res['model']}, {res['method']}, batch {res['batch_size']}, "
+             f"{res['data']}; {res['rounds']} interleaved rounds after one warm-up round; median [min, max] s/epoch",
+             f"reference = {res['reference_loop']}",
+             f"ours = {res['ours']}",
+             f"machine: {ma.get('cpus')} CPUs {ma.get('cpu')}, torch {ma.get('torch')}; load average before "
+             f"{mb.get('load_avg')}, after {ma.get('load_avg')}",
+             f"{'impl':<38}{'threads':>8} {'s/epoch':>9} {'[min, max]':>18} {'reference/ours':>15} {'per round':>16}"]
+    for r in res["rows"]:
+        ratio = ""
+        if "ratio_reference_over_ours" in r:
+            spread = f"[{r['ratio_per_round_min']:.2f}, {r['ratio_per_round_max']:.2f}]"
+            ratio = f"{r['ratio_reference_over_ours']:14.2f}x {spread:>16}"
+        lines.append(f"{r['impl']:<38}{r['threads']:>8} {r['epoch_s']:9.2f} "
+                     f"{'[' + format(r['epoch_s_min'], '.2f') + ', ' + format(r['epoch_s_max'], '.2f') + ']':>18} "
+                     + ratio)
     return "\n".join(lines)

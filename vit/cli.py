@@ -91,7 +91,14 @@ def _cmd_bench(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.json:
         from cffdyn.io import ensure_writable_file
         ensure_writable_file(ns.json, "--json")
-    res = run_bench(device=ns.device, rounds=ns.rounds, steps=ns.steps, seeds=ns.seeds, workers=ns.workers,
+    if ns.epoch:
+        from vit.bench import format_epoch_bench, parse_threads, run_epoch_bench
+        res = run_epoch_bench(device=ns.device, rounds=ns.rounds or 3, threads=parse_threads(ns.threads),
+                              n_train=ns.n_train, n_val=ns.n_val, workers=ns.workers, data_root=ns.data_root,
+                              json_path=Path(ns.json) if ns.json else None)
+        print(format_epoch_bench(res))
+        return 0
+    res = run_bench(device=ns.device, rounds=ns.rounds or 5, steps=ns.steps, seeds=ns.seeds, workers=ns.workers,
                     data_root=ns.data_root, json_path=Path(ns.json) if ns.json else None)
     print(format_bench(res))
     return 0
@@ -131,11 +138,19 @@ def build_parser(prog: str = "cffdyn vit") -> argparse.ArgumentParser:
                                     "rounds interleaved (A B C A B C ...), median and spread. GPU: ViT[128 4 5], "
                                     "patch 4, 32x32, batch 512; CPU: ViT[64 4 4], patch 7, 28x28, batch 128.")
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
-    bp.add_argument("--rounds", type=positive_int, default=5, help="interleaved timed rounds (after one warm-up)")
+    bp.add_argument("--epoch", action="store_true",
+                    help="time whole stage-1 epochs (train + valid pass) of the published reference loop, ported "
+                         "operation for operation (its 4 DataLoader workers), against ours, at each --threads setting")
+    bp.add_argument("--threads", default="1,all", help="--epoch: torch thread counts, e.g. 1,all (default)")
+    bp.add_argument("--n-train", type=positive_int, default=2048, help="--epoch: training images (default 2048)")
+    bp.add_argument("--n-val", type=positive_int, default=256, help="--epoch: valid images (default 256)")
+    bp.add_argument("--rounds", type=positive_int, default=None,
+                    help="interleaved timed rounds after one warm-up (default 5; --epoch: 3)")
     bp.add_argument("--steps", type=positive_int, default=3, help="training steps per row per round")
     bp.add_argument("--seeds", type=positive_int, default=7, help="S of the seed-batched row")
     bp.add_argument("--workers", type=int, default=None,
-                    help="DataLoader workers of the reference row (default 4, capped at the CPU count)")
+                    help="DataLoader workers of the reference row (default 4, capped at the CPU count; --epoch: 4 "
+                         "as published)")
     bp.add_argument("--data-root", default=None, help="CIFAR-10 directory (default: random 32x32 images on GPU, "
                                                       "Fashion-MNIST on CPU)")
     bp.add_argument("--json", default=None, help="also write the rows and machine_info() as JSON here")
