@@ -137,3 +137,22 @@ def test_an_edited_failure_record_is_not_trusted(tmp_path, monkeypatch):
     run_study(cfg, tmp_path, progress=False)
     assert calls == [(1e30, seed)]        # retrained (and recorded again), not read back
     assert read_json(p)["reason"] != "edited"
+
+
+def test_a_probe_record_is_reused_only_when_intact_and_of_its_config(tmp_path, monkeypatch):
+    """The raw-pixel probe of a seed is read back like a run's result: an edited or header-less
+    file is trained again, not trusted."""
+    from vit.study_config import probe_path
+
+    cfg = LR_CFG.replace(factors=(("loss_mode", ("clamp", "subtract")),), probe=True)
+    run_study(cfg, tmp_path, progress=False)
+    p = probe_path(tmp_path, cfg, 0)
+    assert study_tasks.read_probe(cfg, tmp_path, 0)["seed"] == 0
+    rec = json.loads(p.read_text())
+    assert rec["config"] == study_tasks.probe_config(cfg, 0).to_dict()
+    rec["test_acc"] = 0.99                                  # a fabricated accuracy keeping the old hash
+    p.write_text(json.dumps(rec))
+    assert study_tasks.read_probe(cfg, tmp_path, 0) is None
+    (tmp_path / "study.json").unlink()
+    res = run_study(cfg, tmp_path, progress=False)
+    assert res["probe"]["runs"][0]["test_acc"] != 0.99 and study_tasks.read_probe(cfg, tmp_path, 0) is not None

@@ -83,9 +83,9 @@ from cffdyn.records import record_header, reusable_record
 from vit import stats
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
-                              StudyConfig, cell_runs, probe_path, run_dir)
-from vit.study_tasks import (DatasetCache, check_not_running, read_failure, read_plan, read_result, run_finished, run_task,
-                             task_state, write_plan)
+                              StudyConfig, cell_runs, run_dir)
+from vit.study_tasks import (DatasetCache, check_not_running, read_failure, read_plan, read_probe, read_result,
+                             run_finished, run_task, task_state, write_plan)
 from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
@@ -308,7 +308,7 @@ def _probe_summary(cfg: StudyConfig, out: Path, seeds: Sequence[int]) -> dict[st
     if not cfg.probe:
         return None
     want = set(seeds)
-    runs = [read_json(probe_path(out, cfg, sd), expect=dict) for sd in cfg.all_seeds() if sd in want]
+    runs = [r for r in (read_probe(cfg, out, sd) for sd in cfg.all_seeds() if sd in want) if r is not None]
     if not runs:
         return None
     acc = [r["test_acc"] for r in runs]

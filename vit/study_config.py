@@ -31,7 +31,7 @@ from vit import config as _train
 from vit.config import TrainConfig
 
 __all__ = ["MAX_RESAMPLES", "MAX_SEEDS", "resamples_arg", "SEED_DESIGNS", "StudyConfig", "QUICK", "NOISE_DOSE", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
-           "METRICS", "cell_name", "config_hash", "run_dir", "probe_path", "cell_runs"]
+           "METRICS", "cell_name", "config_hash", "run_dir", "probe_config", "probe_path", "cell_runs"]
 
 STUDY_NAME = "study"
 #: TrainConfig fields that a factor may not vary (the study owns the seed axis).
@@ -275,8 +275,13 @@ def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:
     return [(cell, cfg.seeds(cell)[i]) for i in range(cfg.n_seeds) for cell in cells]
 
 
-def probe_path(out_dir: Path, cfg: StudyConfig, seed: int) -> Path:
-    """The recorded raw-pixel probe of ``seed`` (its config: the first cell that runs the seed)."""
+def probe_config(cfg: StudyConfig, seed: int) -> TrainConfig:
+    """The config of ``seed``'s raw-pixel probe: the run config of the first cell that runs the seed."""
     cells = [c for c in cfg.cells() if seed in cfg.seeds(c)] or cfg.cells()[:1]
-    return Path(out_dir) / "runs" / f"probe__seed{seed}__{config_hash(cfg.run_config(cells[0], seed))}.json"
+    return cfg.run_config(cells[0], seed)
+
+
+def probe_path(out_dir: Path, cfg: StudyConfig, seed: int) -> Path:
+    """The recorded raw-pixel probe of ``seed`` (its config: :func:`probe_config`)."""
+    return Path(out_dir) / "runs" / f"probe__seed{seed}__{config_hash(probe_config(cfg, seed))}.json"
 

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from cffdyn.errors import UserError
-from cffdyn.io import atomic_write_json, pid_alive, read_json
+from cffdyn.io import HASH_KEY, atomic_write_json, pid_alive, read_json
 from cffdyn.records import record_header, reusable_record
-from vit.study_config import StudyConfig, cell_name, probe_path, run_dir
+from vit.study_config import StudyConfig, cell_name, probe_config, probe_path, run_dir  # noqa: F401 (re-exported)
 from vit.config import TrainConfig
 from vit.method import RunDiverged
 from vit.train import recorded_result, train_run
@@ -53,7 +53,7 @@ from vit.train import recorded_result, train_run
 __all__ = ["TASKS_DIR", "TASK_SCHEMA", "HEARTBEAT_S", "STALE_S", "StudyTask", "plan_tasks", "default_seeds_per_task", "MAX_BATCHED_SEEDS",
            "write_plan", "read_plan", "plan_path", "task_record_path", "claim_path", "read_claim", "claim_alive",
            "TaskClaimed", "Claim", "acquire_claim", "check_not_running", "this_owner", "DatasetCache", "run_task", "run_planned_task",
-           "read_result", "FAILED_NAME", "read_failure", "record_failure", "run_finished", "task_state", "record_submission", "submitted_logs"]
+           "read_result", "PROBE_SCHEMA", "read_probe", "FAILED_NAME", "read_failure", "record_failure", "run_finished", "task_state", "record_submission", "submitted_logs"]
 
 TASKS_DIR = "tasks"
 TASK_SCHEMA = 1
@@ -335,6 +335,19 @@ def record_failure(rc: TrainConfig, rd: Path, exc: RunDiverged) -> dict[str, Any
     return rec
 
 
+PROBE_SCHEMA = 1
+_PROBE_KEYS = ("seed", "val_acc", "test_acc", "protocol")
+
+
+def read_probe(cfg: StudyConfig, out: Path, seed: int) -> dict[str, Any] | None:
+    """``seed``'s recorded raw-pixel probe (``runs/probe__seed<k>__<hash>.json``) when it is an
+    intact record of its config (:func:`vit.study_config.probe_config`), without the record's
+    header keys; None otherwise (none, edited, unhashed, another config or schema: trained again)."""
+    rec = reusable_record(probe_path(out, cfg, seed), probe_config(cfg, seed).to_dict(), schema=PROBE_SCHEMA,
+                          keys=_PROBE_KEYS, unhashed="and the probe is trained again")
+    return None if rec is None else {k: v for k, v in rec.items() if k not in ("schema", "config", HASH_KEY)}
+
+
 def run_finished(rc: TrainConfig, rd: Path) -> bool:
     """A run is finished when it has a result of its config or a recorded divergence."""
     return read_result(rc, rd) is not None or read_failure(rc, rd) is not None
@@ -424,11 +437,11 @@ def run_task(cfg: StudyConfig, out_dir: str | Path, task: StudyTask, *, plan_has
         t_probe = time.perf_counter()
         for seed in task.probe_seeds:
             path = probe_path(out, cfg, seed)
-            if not path.is_file():
+            if read_probe(cfg, out, seed) is None:
                 from vit.probe import raw_pixel_probe
-                cells = [c for c in cfg.cells() if seed in cfg.seeds(c)]
-                rc = cfg.run_config(cells[0], seed)
-                atomic_write_json(path, {"seed": seed, **raw_pixel_probe(rc, get_data(rc))})
+                rc = probe_config(cfg, seed)
+                atomic_write_json(path, {**record_header(PROBE_SCHEMA, rc.to_dict()), "seed": seed,
+                                         **raw_pixel_probe(rc, get_data(rc))})
             rec["probes"].append(str(path))
         rec.update(status="complete", probe_s=time.perf_counter() - t_probe)
     except BaseException as exc:
@@ -514,7 +527,7 @@ def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
             unusable.append(str(exc).splitlines()[0])
         if not found:
             missing.append(str(rd))
-    missing += [str(probe_path(out, cfg, sd)) for sd in task.probe_seeds if not probe_path(out, cfg, sd).is_file()]
+    missing += [str(probe_path(out, cfg, sd)) for sd in task.probe_seeds if read_probe(cfg, out, sd) is None]
     if rec is not None and rec.get("status") == "complete" and not missing:
         return {"task": task.index, "seeds": task.seeds, "state": "complete", "record": rec}
     if holder is not None:      # a claim left by a holder that is gone: killed mid-run
