@@ -38,9 +38,13 @@ def _counting(monkeypatch):
 
 def test_a_diverged_cell_is_recorded_failed_the_rest_trains_and_a_rerun_reads_it_back(tmp_path, monkeypatch, capsys):
     calls = _counting(monkeypatch)
-    assert study_main(["--factor", "lr=0.001,1e30", "--seeds", "2", "--no-probe", "--n-boot", "199", "--n-perm", "199",
-                       *_tiny_sets(), "--out", str(tmp_path), "--quiet"], prog="cffdyn vit study") == 1
-    out = capsys.readouterr().out
+    from cffdyn.errors import guarded
+    argv = ["--factor", "lr=0.001,1e30", "--seeds", "2", "--no-probe", "--n-boot", "199", "--n-perm", "199",
+            *_tiny_sets(), "--out", str(tmp_path), "--quiet"]
+    assert guarded(lambda a: study_main(a, prog="cffdyn vit study"), argv, "cffdyn vit study") == 2
+    cap = capsys.readouterr()
+    out, err = cap.out, cap.err
+    assert len(err.strip().splitlines()) == 1 and "2 of 4 runs diverged" in err and "no statistics" in err
     assert sorted(calls) == [(1e-3, 0), (1e-3, 1), (1e30, 0), (1e30, 1)]     # every run was tried
     res = read_json(tmp_path / "study.json")
     assert res["status"] == "complete" and res["n_failed"] == 2 and res["analysis"] is None

@@ -63,8 +63,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "OUT/study.png, one train_run directory per run under OUT/runs and the task records under "
             "OUT/tasks; resumable.  A run that diverges (NaN/inf loss or metric) is recorded as "
             "failed (its run directory's failed.json, with the reason) and the study goes on; the "
-            "statistics leave it out and say how many failed; exit 1 if a cell is left with fewer "
-            "than 2 runs."))
+            "statistics leave it out and say how many failed; exit 2 with one line if a cell is left "
+            "with fewer than 2 runs."))
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--preset", choices=tuple(PRESET_HELP), default=None,
                         help="study preset: " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
@@ -292,9 +292,18 @@ def _print_study(res, out: Path) -> None:
 
 
 def _exit_code(res: dict) -> int:
-    """0 for a complete study with statistics; 1 while tasks are missing, or when so many runs
-    diverged that a cell has fewer than 2 (the study ran, but it has no result)."""
-    return 0 if res["status"] == "complete" and res.get("analysis") is not None else 1
+    """0 for a complete study with statistics; 1 while tasks are missing.  A complete study whose
+    diverged runs leave a cell with fewer than 2 runs has no result: one line (UserError, exit 2),
+    as a diverged ``vit train`` run; its study.json and the failures stay recorded."""
+    if res["status"] != "complete":
+        return 1
+    if res.get("analysis") is None:
+        first = (res.get("failed_runs") or [{}])[0].get("reason", "")
+        raise UserError(f"{res.get('n_failed', 0)} of {len(res['runs']) + res.get('n_failed', 0)} runs diverged, "
+                        f"leaving a cell with fewer than 2 runs: no statistics (first: {first.split(';')[0]})",
+                        "lower --set lr or raise --set tau, then rerun in a fresh --out (or delete the runs' "
+                        "failed.json); study.json lists every failure")
+    return 0
 
 
 def _dry_run(cfg, args, slurm) -> int:
