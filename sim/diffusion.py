@@ -7,7 +7,11 @@ zero-flux stationary density on the basin ``(lo, hi)`` of the stable fixed point
 
     p(Q) ∝ exp(Phi(Q)) / Var Y(Q),    Phi(Q) = 2 B N ∫_{Q*}^{Q} f(q) / Var Y(q) dq,
 
-which gives N Var(Q) and the mean shift without linearising.  Linearising f about Q* and
+which gives N Var(Q) and the mean shift without linearising.  The density keeps an O(1) term
+in its exponent (the 1 / Var Y), so f and Var Y are the step's moments AT N, with their 1/N
+terms (``drift_c1``, ``varY_c1`` of :mod:`sim.fluctuations`): with the N -> inf moments the
+density is off by as much as the 1 / Var Y it keeps (relu, sigma_n = 0.7, N = 2000: N Var 4.43
+instead of 4.14, mean Q 0.289 instead of SGD's 0.295).  Linearising f about Q* and
 freezing Var Y at Q* gives back the Ornstein-Uhlenbeck value ``Var Y / (2 B |lambda|)``: the
 linear-noise value is this density's small-noise limit (N -> inf).  Q = 0 is a reflecting end
 (the law of c is symmetric, so Q and -Q are the same state and SGD is read as |Q|), Q = 1 is
@@ -22,6 +26,14 @@ reported ``fp_change``.
 Validity figures (each prediction carries all of them):
 
 ``ou_fp_rel_diff``         N Var(Q) of the linear-noise value over the diffusion's, minus 1;
+``finite_n_var_rel``       the 1/N term of Var Y at Q* relative to Var Y (the expansion in 1/N
+                           needs it small; ``finite_n_shift_sd``: the 1/N drift's shift of Q*
+                           in SDs of Q);
+``sq_dev_tau``, ``kurtosis``  the integrated autocorrelation time of (Q - mean)^2 and the
+                           density's kurtosis: a time average of N (Q - mean)^2 over K trials of
+                           T time units has relative SE ``sqrt((kurtosis - 1) 2 sq_dev_tau / (K T))``,
+                           which sizes the SGD window (:mod:`sim.validate`; a skewed density with
+                           a shelf makes both far larger than the linear 1 / (2 |lambda|) and 3);
 ``edge_sigmas``            distance from Q* to the nearest end of its basin in units of the
                            diffusion's SD of Q (``escape_edge_sigmas``: to an unstable fixed
                            point only, where the state can leave);
@@ -43,7 +55,7 @@ import numpy as np
 from sim.fluctuations import StationaryPoint, increment_moments
 from sim.model import MFConfig
 
-__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "frozen_reason", "validity"]
+__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "expected_rel_se", "frozen_reason", "relaxation", "validity"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,8 @@ class ValidityRule:
     ``horizon`` time units (t = steps / N; the stationary state is not reached within the
     horizon, so the seed-to-seed spread is set by the start, not by the noise).  Escapes: an
     unstable fixed point within ``min_edge_sigmas`` SD of Q*.  Unresolved: the diffusion
-    density changed by more than ``max_fp_change`` (relative, N Var) between two resolutions.
+    density changed by more than ``max_fp_change`` (relative, N Var) between two resolutions, or
+    the 1/N term of Var Y at Q* exceeds ``max_finite_n_rel`` of Var Y (the expansion in 1/N fails).
     The linear-noise value may stand for the diffusion's where they differ by at most
     ``max_ou_rel_diff``."""
     min_active: float = 100.0
@@ -61,6 +74,7 @@ class ValidityRule:
     min_edge_sigmas: float = 4.0
     max_fp_change: float = 1e-3
     max_ou_rel_diff: float = 0.05
+    max_finite_n_rel: float = 0.2
 
 
 VALIDITY = ValidityRule()
@@ -72,9 +86,10 @@ def _cheb_lobatto(lo: float, hi: float, n: int) -> np.ndarray:
 
 
 def _moments_of(Q: np.ndarray, f: np.ndarray, v: np.ndarray, lo: float, hi: float, BN: float, q_star: float,
-                n_fine: int) -> tuple[float, float, float, float]:
-    """Mean, variance and the density's values at both ends (relative to its maximum) from
-    f and Var Y sampled at Chebyshev-Lobatto points of [lo, hi]."""
+                n_fine: int) -> dict:
+    """Mean, variance, kurtosis and the density's values at both ends (relative to its maximum)
+    from f and Var Y sampled at Chebyshev-Lobatto points of [lo, hi], and the density on the
+    fine grid (``x``, log density ``lp``, diffusion coefficient ``D`` per unit time)."""
     C = np.polynomial.chebyshev.Chebyshev
     deg = Q.size - 1
     r = C.fit(Q, f / v, deg, domain=[lo, hi])
@@ -82,18 +97,55 @@ def _moments_of(Q: np.ndarray, f: np.ndarray, v: np.ndarray, lo: float, hi: floa
     phi = r.integ(lbnd=q_star)
     x = np.linspace(lo, hi, n_fine)
     lp = 2.0 * BN * phi(x) - lv(x)
-    p = np.exp(lp - lp.max())
+    lp -= lp.max()
+    p = np.exp(lp)
     Z = np.trapezoid(p, x)
     mean = float(np.trapezoid(x * p, x) / Z)
     var = float(np.trapezoid((x - mean) ** 2 * p, x) / Z)
-    return mean, var, float(p[0]), float(p[-1])
+    kurt = float(np.trapezoid((x - mean) ** 4 * p, x) / Z) / var ** 2
+    return {"mean": mean, "var": var, "kurtosis": kurt, "p_lo": float(p[0]), "p_hi": float(p[-1]),
+            "x": x, "lp": lp, "D": np.exp(lv(x)) / (2.0 * BN)}
 
 
-def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int = 33, window_sd: float = 14.0,
+def relaxation(x: np.ndarray, lp: np.ndarray, D: np.ndarray, n_grid: int = 400) -> dict:
+    """The slowest relaxation time of the diffusion and the integrated autocorrelation times of
+    Q and of (Q - mean)^2 in its stationary state, from the generator discretised on ``n_grid``
+    points of the density's window (log density ``lp``, diffusion coefficient ``D``): the rates
+    ``D / h^2 * exp((lp_j - lp_i) / 2)`` between neighbours satisfy detailed balance with the
+    density exactly, so the symmetrised generator is tridiagonal with off-diagonal D / h^2 and
+    reflecting ends.  tau_int(g) = sum_k <g, psi_k>^2 / (|mu_k| Var g) over its eigenpairs."""
+    idx = np.unique(np.linspace(0, x.size - 1, n_grid).round().astype(int))
+    q, l, d = x[idx], lp[idx], D[idx]
+    keep = l > l.max() - 700.0  # exp underflows beyond: no mass, no motion
+    q, l, d = q[keep], l[keep], d[keep]
+    h = q[1] - q[0]
+    pi = np.exp(l - l.max())
+    pi /= pi.sum()
+    dm = 0.5 * (d[1:] + d[:-1]) / h ** 2
+    up = dm * np.exp(0.5 * (l[1:] - l[:-1]))
+    dn = dm * np.exp(0.5 * (l[:-1] - l[1:]))
+    diag = np.zeros(q.size)
+    diag[:-1] -= up
+    diag[1:] -= dn
+    w, U = np.linalg.eigh(np.diag(diag) + np.diag(dm, 1) + np.diag(dm, -1))
+    s = np.sqrt(pi)
+    mu = float(np.sum(pi * q))
+    moving = w < -1e-12 * abs(w).max()
+
+    def tau_int(g):
+        g = g - np.sum(pi * g)
+        c2 = (U.T @ (g * s)) ** 2
+        return float(np.sum(c2[moving] / -w[moving]) / np.sum(pi * g * g))
+    return {"relax_time": float(-1.0 / w[moving].max()), "q_tau": tau_int(q), "sq_dev_tau": tau_int((q - mu) ** 2)}
+
+
+def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int = 49, window_sd: float = 14.0,
                   n_fine: int = 8001) -> dict:
     """N Var(Q), the mean and its shift N (mean - Q*) of the stationary diffusion density at
-    dimension ``N`` (see the module docstring), with its convergence figure ``fp_change`` and
-    the density at the window's ends (``end_density``, relative to the peak)."""
+    dimension ``N`` with the step's moments at N (see the module docstring), with its
+    convergence figure ``fp_change``, the density at the window's ends (``end_density``,
+    relative to the peak), ``N_var_leading`` (the same density with the N -> inf moments), the
+    1/N terms at Q* and the density's kurtosis and time scales (:func:`relaxation`)."""
     if n_points < 9 or n_points % 2 == 0:
         raise ValueError(f"n_points={n_points} must be odd and >= 9 (the even-indexed subset is the check)")
     n = sp.quad.order if sp.quad is not None else 0
@@ -103,16 +155,31 @@ def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int =
     hi = min(sp.basin[1], sp.Q + window_sd * sd, top)
     Q = _cheb_lobatto(lo, hi, n_points)
     mom = [increment_moments(cfg, float(q), n=n) for q in Q]
-    f = np.array([m["drift"] for m in mom])
-    v = np.array([m["varY"] for m in mom])
-    if not np.all(v > 0):
-        raise ValueError(f"Var Y vanishes inside [{lo:.6g}, {hi:.6g}]: the diffusion is degenerate there")
+    f0 = np.array([m["drift"] for m in mom])
+    v0 = np.array([m["varY"] for m in mom])
+    f = f0 + np.array([m["drift_c1"] for m in mom]) / N
+    v = v0 + np.array([m["varY_c1"] for m in mom]) / N
+    if not (np.all(v0 > 0) and np.all(v > 0)):
+        raise ValueError(f"Var Y vanishes inside [{lo:.6g}, {hi:.6g}] at N={N}: the diffusion is degenerate there")
     BN = cfg.batch * float(N)
-    mean, var, p_lo, p_hi = _moments_of(Q, f, v, lo, hi, BN, sp.Q, n_fine)
-    mean2, var2, _, _ = _moments_of(Q[::2], f[::2], v[::2], lo, hi, BN, sp.Q, n_fine)
-    return {"N": int(N), "N_var": N * var, "mean_Q": mean, "N_shift": N * (mean - sp.Q),
-            "fp_change": abs(var2 / var - 1.0), "window": [lo, hi], "end_density": [p_lo, p_hi],
-            "n_points": n_points}
+    m = _moments_of(Q, f, v, lo, hi, BN, sp.Q, n_fine)
+    m2 = _moments_of(Q[::2], f[::2], v[::2], lo, hi, BN, sp.Q, n_fine)
+    lead = _moments_of(Q, f0, v0, lo, hi, BN, sp.Q, n_fine)
+    at = increment_moments(cfg, sp.Q, n=n)
+    rel = relaxation(m["x"], m["lp"], m["D"])
+    return {"N": int(N), "N_var": N * m["var"], "mean_Q": m["mean"], "N_shift": N * (m["mean"] - sp.Q),
+            "N_var_leading": N * lead["var"], "mean_Q_leading": lead["mean"],
+            "fp_change": abs(m2["var"] / m["var"] - 1.0), "window": [lo, hi], "end_density": [m["p_lo"], m["p_hi"]],
+            "n_points": n_points, "kurtosis": m["kurtosis"], **rel,
+            "finite_n": {"drift_c1": at["drift_c1"], "varY_c1": at["varY_c1"],
+                         "var_rel": at["varY_c1"] / (N * sp.var_step),
+                         "shift_sd": at["drift_c1"] / (N * abs(sp.lam)) / sd}}
+
+
+def expected_rel_se(fp: dict, trials: int, window: float) -> float:
+    """Relative SE of N Var(Q) measured as the time average of N (Q - mean)^2 over ``trials``
+    independent stationary trials of ``window`` time units, if the diffusion is right."""
+    return math.sqrt(max(fp["kurtosis"] - 1.0, 0.0) * 2.0 * fp["sq_dev_tau"] / (trials * window))
 
 
 def frozen_reason(corr_time: float, car: float, batch: int, N: int, rule: ValidityRule = VALIDITY) -> str | None:
@@ -145,7 +212,10 @@ def validity(sp: StationaryPoint, fp: dict, N: int, rule: ValidityRule = VALIDIT
            "nearest_edge": min(ends, key=ends.get),
            "escape_edge_sigmas": (min(escape.values()) / sd) if escape else None,
            "active_per_corr_time": active, "active_per_unit_time": N * sp.batch * (1.0 - sp.car),
-           "corr_time": sp.corr_time, "fp_change": fp["fp_change"], "rule": rule.__dict__.copy()}
+           "corr_time": sp.corr_time, "fp_change": fp["fp_change"],
+           "finite_n_var_rel": fp["finite_n"]["var_rel"], "finite_n_shift_sd": fp["finite_n"]["shift_sd"],
+           "kurtosis": fp["kurtosis"], "sq_dev_tau": fp["sq_dev_tau"], "relax_time": fp["relax_time"],
+           "rule": rule.__dict__.copy()}
     reasons = []
     frozen = frozen_reason(sp.corr_time, sp.car, sp.batch, N, rule)
     if frozen:
@@ -158,6 +228,10 @@ def validity(sp: StationaryPoint, fp: dict, N: int, rule: ValidityRule = VALIDIT
     elif fp["fp_change"] > rule.max_fp_change:
         outcome = "unresolved"
         reasons.append(f"the diffusion density changed by {fp['fp_change']:.2g} between two resolutions")
+    elif abs(fp["finite_n"]["var_rel"]) > rule.max_finite_n_rel:
+        outcome = "unresolved"
+        reasons.append(f"the 1/N term of the step variance is {100 * fp['finite_n']['var_rel']:+.0f}% of it at Q* "
+                       f"(> {100 * rule.max_finite_n_rel:g}%): the expansion in 1/N fails")
     else:
         outcome = "interior"
     out["outcome"] = outcome

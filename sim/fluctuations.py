@@ -10,9 +10,25 @@ where ``D, A, Bsq`` are the per-sample scalars of the notes (Bsq is the notes' c
 |gradient|^2 / N) and every one of them is multiplied by the clamp indicator
 ``k = 1[y1 y2 < 1 - m]`` in the clamped variant.  ALL three are O(1) random variables, so the
 diffusion is ``Var X / N = Var Y / (B N)`` per unit time t = steps / N (the squared-gradient
-term's fluctuation included).  Neglected: the O(N^-1/2) fluctuations of |x|^2/N, x1.x2/N and
-of the cross-sample products inside |mean_b g_b x_b|^2/N (they enter Delta Q at O(N^-3/2), its
-variance at O(N^-3)), and the O(N^-2) remainder of the expansion of the normalisation.
+term's fluctuation included).
+
+The 1/N terms of the step (``drift_c1``, ``varY_c1`` of :func:`increment_moments`).  At finite
+N the stationary density ``exp(2 B N int f / Var Y) / Var Y`` (:mod:`sim.diffusion`) keeps an
+O(1) term in its exponent (the 1 / Var Y), and 1/N corrections to the drift and to Var Y enter
+it at the same O(1): they must be kept with it.  They are not small in practice (relu at
+sigma_n = 0.7: N E[N dQ] - N f = 8.6 at Q* = 0.30, a shift of Q* by +0.004 at N = 2000, and
+B Var[N dQ] - Var Y = -170 / N, -3% at N = 1000).  Exactly, with the batch means
+``Dbar, Abar, Vbar`` (V = Bsq per sample; the orthogonal part of |mean_b g_b x_b|^2 is
+``tau^2 Vbar chi^2_{N-2} / B`` and P = (A - Q D) / sqrt(1 - Q^2) the part along w's background)
+and ``E1 = 2 tau Abar + tau^2 Vbar / B``::
+
+    N dQ = Y0 + T / sqrt(N) + Z1 / N + O(N^-3/2),       Y0 = tau Dbar - Q E1 / 2,
+    T  = -Q tau^2 Vbar sqrt(2) zeta / (2 B),             zeta = (chi^2 - (N - 2)) / sqrt(2 (N - 2)),
+    Z1 = -tau Dbar E1 / 2 + 3 Q E1^2 / 8 - Q tau^2 (Dbar^2 + Pbar^2 - 2 Vbar / B) / 2,
+
+(the normalisation ``(1 + eps)^-1/2`` to second order), so ``drift_c1 = E Z1`` and
+``varY_c1 = B (2 Cov(Y0, Z1) + E T^2)``; the remainder is O(N^-2) (checked against a numpy
+Monte Carlo of the exact step in the tests).  The order-1/N^2 remainder is what is left out.
 
 The drift is ``f(Q) = E Y`` (the ODE right-hand side of :mod:`sim.model`), its slope
 ``lambda = f'(Q*)`` at a stable fixed point, and the linear-noise (Ornstein-Uhlenbeck)
@@ -230,8 +246,9 @@ def build_nodes(cfg: MFConfig, Q: float, *, n: int = 0, n_gh_c: int = 40) -> Nod
 
 
 def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None, *, n: int = 0) -> dict:
-    """E Y, E Y^2, Var Y and the clamp activation rate at overlap Q (see the module docstring),
-    with ``nodes`` from :func:`build_nodes` (built at Q with order ``n`` if omitted)."""
+    """E Y, E Y^2, Var Y, the clamp activation rate and the 1/N terms ``drift_c1``, ``varY_c1``
+    of the step's mean and variance at overlap Q (see the module docstring), with ``nodes`` from
+    :func:`build_nodes` (built at Q with order ``n`` if omitted)."""
     act = _check(cfg)
     nd = nodes if nodes is not None else build_nodes(cfg, Q, n=n)
     sig, dsig = _sig(act)
@@ -265,8 +282,65 @@ def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None, *, n:
     EY2 = mY * mY + tau * tau * (a1 * a1 * C11 + a2 * a2 * C22 + 2 * a1 * a2 * C12)
     W = nd.w * dens
     m1, m2 = float(np.sum(W * mY)), float(np.sum(W * EY2))
-    return {"drift": m1, "EY2": m2, "varY": m2 - m1 * m1, "car": float(np.sum(W * (1.0 - nd.keep))),
-            "mass": float(np.sum(W))}
+    out = {"drift": m1, "EY2": m2, "varY": m2 - m1 * m1, "car": float(np.sum(W * (1.0 - nd.keep))),
+           "mass": float(np.sum(W))}
+    # the finite-N step: the feature part D = a1 (c + nu1) + a2 (c + nu2) is Gaussian given h
+    Dm = a1 * (c + M1) + a2 * (c + M2)
+    Dv = a1 * a1 * C11 + a2 * a2 * C22 + 2 * a1 * a2 * C12
+    out.update(_finite_n_terms(W, Dm, Dv, a1 * h1 + a2 * h2, Bsq, Q, tau, B, m1, m2 - m1 * m1))
+    return out
+
+
+def _finite_n_terms(W: np.ndarray, Dm: np.ndarray, Dv: np.ndarray, A: np.ndarray, V: np.ndarray, Q: float,
+                    tau: float, B: int, f: float, var_y: float) -> dict:
+    """The 1/N terms of the step's mean and variance (module docstring): ``drift_c1`` with
+    N E[N dQ] = f + drift_c1 / N and ``varY_c1`` with B Var[N dQ] = Var Y + varY_c1 / N.
+
+    Per sample u = (D, A, V): D | h ~ N(Dm, Dv), A and V functions of h.  The step is a
+    polynomial in the batch means u-bar: Y0 linear, Z1 quadratic, so E Z1 and Cov(Y0, Z1) need
+    the per-sample moments of u up to order 3 and the iid-mean identities for E[ubar_i ubar_j]
+    and E[ubar_i ubar_j ubar_k]."""
+    s2 = 1.0 - Q * Q
+    if s2 <= 0.0:
+        return {"drift_c1": 0.0, "varY_c1": 0.0}
+    Dm2 = Dm * Dm + Dv
+    Dm3 = Dm * (Dm * Dm + 3 * Dv)
+    pw = (np.ones_like(Dm), Dm, Dm2, Dm3)
+    hv = (A, V)
+
+    def mom(*idx):  # per-sample E[prod u_i], i in {0: D, 1: A, 2: V}
+        p = sum(1 for i in idx if i == 0)
+        g = pw[p]
+        for i in idx:
+            if i:
+                g = g * hv[i - 1]
+        return float(np.sum(W * g))
+    b = float(B)
+    mu = [mom(i) for i in range(3)]
+
+    def m2(i, j):
+        return mom(i, j) / b + (1 - 1 / b) * mu[i] * mu[j]
+
+    def m3(i, j, k):
+        return (mom(i, j, k) / b ** 2 + (1 / b) * (1 - 1 / b) * (mom(i, j) * mu[k] + mom(i, k) * mu[j]
+                                                             + mom(j, k) * mu[i])
+                + (1 - 1 / b) * (1 - 2 / b) * mu[i] * mu[j] * mu[k])
+    # Y0 = l . ubar,  Z1 = ubar^T M ubar + L . ubar  (module docstring)
+    l = np.array([tau, -tau * Q, -tau * tau * Q / (2 * b)])
+    e1 = np.array([0.0, 2 * tau, tau * tau / b])               # E1 = e1 . ubar
+    M = -0.5 * tau * np.outer([1.0, 0, 0], e1)                  # -tau D E1 / 2
+    M += 3 * Q / 8 * np.outer(e1, e1)                           # 3 Q E1^2 / 8
+    pq = np.array([-Q, 1.0, 0.0]) / math.sqrt(s2)               # P = (A - Q D) / s
+    M -= 0.5 * Q * tau * tau * (np.outer([1.0, 0, 0], [1.0, 0, 0]) + np.outer(pq, pq))
+    L = np.array([0.0, 0.0, Q * tau * tau / b])                 # - Q tau^2 (-2 V / B) / 2
+    M = 0.5 * (M + M.T)
+    ez1 = sum(M[i, j] * m2(i, j) for i in range(3) for j in range(3)) + float(L @ mu)
+    ey0z1 = (sum(l[k] * M[i, j] * m3(i, j, k) for i in range(3) for j in range(3) for k in range(3))
+             + sum(l[k] * L[i] * m2(i, k) for i in range(3) for k in range(3)))
+    cov = ey0z1 - f * ez1
+    # chi^2_{N-2} fluctuation of the orthogonal part of |step|^2
+    chi = Q * Q * tau ** 4 * m2(2, 2) / (2 * b * b)
+    return {"drift_c1": ez1, "varY_c1": b * (2 * cov + chi)}
 
 
 def drift(cfg: MFConfig, Q: float, *, n: int = 0) -> float:

@@ -824,8 +824,9 @@ def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = p
          f"{res['phase_error_vs_direct_quadrature']:.1e}")
     res["machine_after"] = machine_info()
     la, lb = res["machine_before"]["load_avg"], res["machine_after"]["load_avg"]
-    echo(f"(1-min load average {la[0] if la else float('nan'):.1f} before, {lb[0] if lb else float('nan'):.1f} after, "
-         f"on {os.cpu_count()} CPUs; wall times on a shared machine are inflated accordingly)")
+    echo(f"(device: {res['machine_before'].get('cpu') or 'cpu'}; 1-min load average "
+         f"{la[0] if la else float('nan'):.1f} before, {lb[0] if lb else float('nan'):.1f} after, on {os.cpu_count()} "
+         f"CPUs; wall times on a shared machine are inflated accordingly, the interleaved ratios much less)")
     return res
 
 

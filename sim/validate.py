@@ -4,7 +4,16 @@ its provenance (commit, command, machine, wall time, load) under ``recorded/sim/
 
 Each cell is a one-unit model; at each N its prediction (:func:`sim.predict.cell_prediction`)
 is made first, then SGD (exact-in-law reduced engine) starts at Q* and N Var(Q) is measured over
-a stationary window with batch-means 95% intervals (:mod:`sim.stationary`).  A cell outside
+a stationary window with batch-means 95% intervals (:mod:`sim.stationary`).  The window is sized
+by the diffusion's own time scales, not by the linear correlation time 1/|lambda| alone: where
+the density is skewed (Q* a few SD from an end of its basin) the excursions that make N Var(Q)
+are rare and slow, the kurtosis and the autocorrelation time of (Q - mean)^2 several times the
+Gaussian ones, and a window of 40 / |lambda| gives an estimate whose batch-means SE is itself
+low exactly when the run missed the excursions (relu, sigma_n = 0.7, N = 2000: six seeds of the
+old window gave 3.78 to 4.60 with quoted SEs 0.14 to 0.39).  So the window is long enough for a
+relative SE of ``target_rel_se`` by :func:`sim.diffusion.expected_rel_se` (at most
+``max_window``), the burn-in covers the slowest relaxation time, a batch covers many
+autocorrelation times of (Q - mean)^2, and the expected SE is recorded next to the measured one.  A cell outside
 validity is still run, over a short window from Q* (quasi-frozen) or from q0 (no stationary
 point), and reported with its outcome: it is never counted as a check of a valid prediction.
 """
@@ -20,6 +29,7 @@ import numpy as np
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, to_jsonable
 from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.diffusion import expected_rel_se
 from sim.predict import cell_prediction
 from sim.stationary import WindowSpec, measure_nvar
 
@@ -49,8 +59,11 @@ VALIDATE_CELLS: tuple[tuple[str, MFConfig], ...] = (
 class ValidateConfig:
     """Cells x Ns; SGD ``trials`` per cell and N over ``window`` time units (at least
     ``min_corr`` correlation times) after ``burn_corr`` correlation times, batch-means batches
-    of ``batch_corr`` correlation times (>= ``min_batch``); outside validity a ``short_window``
-    from Q* (or from ``q0``) with ``short_trials`` trials."""
+    of ``batch_corr`` correlation times (>= ``min_batch``), the window lengthened (to at most
+    ``max_window``) until the diffusion's expected relative SE of N Var(Q) is ``target_rel_se``,
+    the correlation time for burn-in the slowest relaxation time and for batches the
+    autocorrelation time of (Q - mean)^2 where they are longer than 1/|lambda|; outside validity
+    a ``short_window`` from Q* (or from ``q0``) with ``short_trials`` trials."""
     cells: tuple[tuple[str, MFConfig], ...] = VALIDATE_CELLS
     Ns: tuple[int, ...] = (500, 1000, 2000)
     trials: int = 48
@@ -59,6 +72,8 @@ class ValidateConfig:
     burn_corr: float = 5.0
     batch_corr: float = 10.0
     min_batch: float = 5.0
+    target_rel_se: float = 0.04
+    max_window: float = 2000.0
     short_window: float = 50.0
     short_trials: int = 16
     q0: float = 0.5
@@ -82,7 +97,7 @@ def _commit() -> str:
 def _one(cfg: ValidateConfig, mf: MFConfig, N: int, seed: int) -> dict:
     pred = cell_prediction(mf, N, q0=cfg.q0)
     row = {"N": N, "prediction": {k: pred.get(k) for k in ("outcome", "valid", "reason", "Q_star", "N_var",
-                                                            "N_var_ou", "N_shift", "corr_time", "car_star",
+                                                            "N_var_ou", "N_shift", "corr_time", "car_star", "fp",
                                                             "validity", "quad")}}
     if "Q_star" not in pred:  # no stationary point: show where SGD goes
         r = run_sgd(mf, SGDConfig(N=N, trials=cfg.short_trials, t_end=cfg.short_window, n_records=20, seed=seed),
@@ -93,10 +108,13 @@ def _one(cfg: ValidateConfig, mf: MFConfig, N: int, seed: int) -> dict:
         row["fp_in_ci"] = row["ou_in_ci"] = None
         return row
     tc = pred["corr_time"]
+    fp = pred["fp"]
     if pred["valid"]:
-        win = WindowSpec(burn=cfg.burn_corr * tc, window=max(cfg.window, cfg.min_corr * tc),
-                         batch_len=max(cfg.batch_corr * tc, cfg.min_batch))
         trials = cfg.trials
+        need = (fp["kurtosis"] - 1.0) * 2.0 * fp["sq_dev_tau"] / (trials * cfg.target_rel_se ** 2)
+        win = WindowSpec(burn=cfg.burn_corr * max(tc, fp["relax_time"]),
+                         window=min(max(cfg.window, cfg.min_corr * tc, need), cfg.max_window),
+                         batch_len=max(cfg.batch_corr * max(tc, fp["sq_dev_tau"]), cfg.min_batch))
     else:  # quasi-frozen or escaping: a short look, not a stationary measurement
         win = WindowSpec(burn=0.0, window=cfg.short_window, batch_len=cfg.short_window / 5)
         trials = cfg.short_trials
@@ -106,6 +124,9 @@ def _one(cfg: ValidateConfig, mf: MFConfig, N: int, seed: int) -> dict:
     row["window"] = to_jsonable(win)
     row["fp_in_ci"] = bool(lo <= pred["N_var"] <= hi) if pred["valid"] else None
     row["ou_in_ci"] = bool(lo <= pred["N_var_ou"] <= hi) if pred["valid"] else None
+    row["expected_rel_se"] = expected_rel_se(fp, trials, win.window)
+    row["measured_rel_se"] = m["N_var"]["se"] / m["N_var"]["est"]
+    row["fp_leading_in_ci"] = bool(lo <= fp["N_var_leading"] <= hi) if pred["valid"] else None
     row["sgd_over_fp"] = m["N_var"]["est"] / pred["N_var"]
     row["sgd_over_ou"] = m["N_var"]["est"] / pred["N_var_ou"]
     return row
@@ -134,6 +155,7 @@ def run_validate(cfg: ValidateConfig, out_path, *, progress: bool = True, comman
     res = {"study": "validate", "config": to_jsonable(cfg), "cells": rows,
            "summary": {"valid_checks": len(checked), "fp_in_ci": sum(r["fp_in_ci"] for r in checked),
                        "ou_in_ci": sum(r["ou_in_ci"] for r in checked),
+                       "fp_leading_in_ci": sum(r["fp_leading_in_ci"] for r in checked),
                        "outside_validity": sum(1 for c in rows for r in c["by_N"] if not r["prediction"]["valid"])},
            "provenance": {"commit": commit, "command": command, "machine_before": before,
                           "machine_after": machine_info(), "wall_s": time.perf_counter() - t0,

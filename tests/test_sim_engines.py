@@ -54,5 +54,6 @@ def test_bench_tiny_reports_ratios_and_load():
               "full_speedup_2_threads", "semi_speedup_2_threads"):
         assert math.isfinite(res[k]) and res[k] > 0
     assert res["seconds_1_thread"]["semi"]["n"] == 2 and res["thread_count_independent"] is True
-    assert "load_avg" in res["machine_before"] and "load average" in lines[-1]
+    assert "load_avg" in res["machine_before"] and "load average" in lines[-1] and "device:" in lines[-1]
+    assert any("compilation excluded" in ln for ln in lines)  # the choice is said
     assert res["normals_per_step"]["semi"] < res["normals_per_step"]["full"] / 2.5

@@ -141,3 +141,93 @@ def test_record_round_trip_and_reader(tmp_path):
         load_prediction(tmp_path / "edited.json")
     with pytest.raises(UserError, match="missing"):
         validate_prediction({k: v for k, v in rec.items() if k != "power"})
+
+
+def _exact_step_mc(cfg: MFConfig, Q: float, Ns: tuple[int, ...], M: int, seed: int) -> dict:
+    """N dQ of one exact SGD step at overlap Q for each N in Ns, by numpy Monte Carlo written from
+    the model's definition (not from the quadrature): B samples of the two views' feature part
+    c + sn n_f and their part along w's background a + sn n_u, the orthogonal rest of the mean
+    update as tau^2 Vbar chi^2_{N-2} / B; common random numbers across N (Wilson-Hilferty chi^2
+    from one normal), so the differences between N have a small error."""
+    rng = np.random.default_rng(seed)
+    tau, sn, rho, B, thr = cfg.tau, cfg.sn, cfg.rho, cfg.batch, 1.0 - cfg.margin
+    sig = {"relu": lambda h: np.maximum(h, 0.0), "tanh": np.tanh}[cfg.act.name]
+    dsig = {"relu": lambda h: (h > 0) * 1.0, "tanh": lambda h: 1.0 - np.tanh(h) ** 2}[cfg.act.name]
+    s = math.sqrt(1 - Q * Q)
+    Gf = np.zeros(M)
+    Gu = np.zeros(M)
+    A = np.zeros(M)
+    V = np.zeros(M)
+    for _ in range(B):
+        c = math.sqrt(cfg.m2[0]) * rng.choice([-1.0, 1.0], M)
+        au = rng.standard_normal(M)
+        n1f, n1u = rng.standard_normal((2, M))
+        n2f = rho * n1f + math.sqrt(1 - rho * rho) * rng.standard_normal(M)
+        n2u = rho * n1u + math.sqrt(1 - rho * rho) * rng.standard_normal(M)
+        x1f, x2f, x1u, x2u = c + sn * n1f, c + sn * n2f, au + sn * n1u, au + sn * n2u
+        h1, h2 = Q * x1f + s * x1u, Q * x2f + s * x2u
+        S1, S2 = sig(h1), sig(h2)
+        keep = ~((S1 * S2 >= thr) & (cfg.mode == "clamp"))
+        g1, g2 = dsig(h1) * S2 * keep, S1 * dsig(h2) * keep
+        Gf += (g1 * x1f + g2 * x2f) / B
+        Gu += (g1 * x1u + g2 * x2u) / B
+        V += ((g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2 * rho * g1 * g2)) / B
+    z = rng.standard_normal(M)
+    out = {}
+    for N in Ns:
+        k = N - 2
+        chi = k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
+        wf = math.sqrt(N) * Q + tau / math.sqrt(N) * Gf
+        wu = math.sqrt(N) * s + tau / math.sqrt(N) * Gu
+        out[N] = N * (wf / np.sqrt(wf * wf + wu * wu + tau * tau * V * chi / (B * N)) - Q)
+    return out
+
+
+@pytest.mark.parametrize("cfg,Q", [
+    (MFConfig(tau=1.0, m2=(3.0,), activation="relu", mode="subtract", sn=0.7), 0.3),
+    (MFConfig(tau=1.0, m2=(3.0,), activation="relu", mode="subtract", sn=0.7, batch=2), 0.55),
+    (MFConfig(tau=2.0, m2=(3.0,), mode="clamp", margin=0.3, sn=0.7, rho=-0.5, batch=2), 0.5),
+])
+def test_finite_n_step_terms_against_monte_carlo_of_the_exact_step(cfg, Q):
+    """drift_c1, varY_c1: N (E[N dQ]_N - E[N dQ]_inf) and N B (Var_N - Var_inf) of the exact step
+    tend to them; at N = 20000 the O(1/N^2) remainder is ~1% of them."""
+    N, big = 20000, 10 ** 9
+    y = _exact_step_mc(cfg, Q, (N, big), 400_000, 1)
+    m = F.increment_moments(cfg, Q)
+    d = (y[N] - y[big]) * N
+    mc_c1, mc_se = d.mean(), d.std() / math.sqrt(d.size)
+    assert abs(mc_c1 - m["drift_c1"]) < 0.03 * abs(m["drift_c1"]) + 4 * mc_se
+    dc = (y[N] - y[N].mean()) ** 2 - (y[big] - y[big].mean()) ** 2
+    mc_v, mc_vse = cfg.batch * N * dc.mean(), cfg.batch * N * dc.std() / math.sqrt(dc.size)
+    assert abs(mc_v - m["varY_c1"]) < 0.03 * abs(m["varY_c1"]) + 4 * mc_vse
+    assert mc_vse < 0.1 * abs(m["varY_c1"])  # the check has power
+    # the leading moments as well (independent of the quadrature)
+    assert abs(y[big].mean() - m["drift"]) < 4 * y[big].std() / math.sqrt(d.size)
+    assert abs(cfg.batch * y[big].var() / m["varY"] - 1) < 0.02
+
+
+def test_relaxation_of_an_ornstein_uhlenbeck_density():
+    """Linear drift -lam q, constant D: slowest relaxation 1/lam, tau_int(Q) = 1/lam,
+    tau_int((Q - mean)^2) = 1/(2 lam) (its correlation is rho^2), kurtosis 3."""
+    from sim.diffusion import relaxation
+    lam, D = 0.8, 2e-3
+    sd = math.sqrt(D / lam)
+    x = np.linspace(-12 * sd, 12 * sd, 8001)
+    r = relaxation(x, -0.5 * (x / sd) ** 2, np.full(x.size, D))
+    assert abs(r["relax_time"] * lam - 1) < 1e-2
+    assert abs(r["q_tau"] * lam - 1) < 1e-2
+    assert abs(r["sq_dev_tau"] * 2 * lam - 1) < 1e-2
+    fine = relaxation(x, -0.5 * (x / sd) ** 2, np.full(x.size, D), n_grid=1600)  # the grid converges
+    assert abs(fine["sq_dev_tau"] * 2 * lam - 1) < abs(r["sq_dev_tau"] * 2 * lam - 1)
+
+
+def test_diffusion_uses_the_step_moments_at_n():
+    """The 1/N terms change the density at O(1) in its exponent: the mean moves by
+    about drift_c1 / (N |lambda|) and N Var differs from the N -> inf moments' density."""
+    cfg = MFConfig(tau=1.0, m2=(3.0,), activation="relu", mode="subtract", sn=0.7, batch=2)
+    sp = F.stationary_point(cfg)
+    fp = fp_stationary(cfg, sp, 2000)
+    c1 = F.increment_moments(cfg, sp.Q)["drift_c1"]
+    shift = fp["mean_Q"] - fp["mean_Q_leading"]
+    assert abs(shift / (c1 / (2000 * abs(sp.lam))) - 1) < 0.15
+    assert fp["N_var"] != fp["N_var_leading"] and fp["kurtosis"] > 2.5 and fp["sq_dev_tau"] > 0
