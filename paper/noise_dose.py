@@ -143,7 +143,8 @@ def verdict_text(results: dict) -> str:
             parts.append(f"At dose {dose} no ratio can be formed ({tex_escape(c.get('note') or '')}).")
             continue
         parts.append(f"At dose {dose} ($\\sigma_{{n,\\mathrm{{eff}}}} = \\{tg}Sig$) the test-accuracy ratio is "
-                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: " + "; ".join(_short(a, v[a]) for a in ("tanh", "relu")) + ".")
+                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: "
+                     + "; ".join(_short(a, v[a], c["ci"]) for a in ("tanh", "relu")) + ".")
     tr = an["trend"]
     ci = r" (95\% interval [\NdTrendLo, \NdTrendHi])" if tr.get("ci") else ""
     parts.append(f"Across the doses the slope of $\\log \\mathrm{{VR}}$ of the test accuracy on "
@@ -194,13 +195,23 @@ def verdict_text(results: dict) -> str:
     return "\n".join(parts)
 
 
-def _short(act: str, v: dict) -> str:
-    """One curve's verdict in a few words (the table and the record hold the full reasons)."""
-    if v["verdict"] == "untestable":
-        why = v["why"]
-        why = ("no predicted direction" if "contains VR = 1" in why else
-               "outside the theory's valid range" if "validity" in why or "outside" in why else tex_escape(why))
-        return f"{act} untestable ({why})"
+#: a verdict kind the text names in words (:func:`vit.noise_dose.verdict_kind`); the others print the
+#: verdict word with the predicted ratio
+_KIND_WORDS = {"no direction": "untestable (no predicted direction)",
+               "outside validity": "untestable (outside the theory's valid range)",
+               "no interval": "inconclusive (no interval for the measured ratio)"}
+
+
+def _short(act: str, v: dict, ci: list | None) -> str:
+    """One curve's verdict in a few words (the table and the record hold the full reasons), by its
+    kind: a function of the recorded intervals, never of the verdict's wording."""
+    from vit.noise_dose import VERDICT_KINDS, verdict_kind
+    kind = verdict_kind(v["predicted_interval"], ci)
+    if VERDICT_KINDS[kind] != v["verdict"]:
+        raise ValueError(f"noise-dose record: the {act} verdict {v['verdict']!r} is not that of its intervals "
+                         f"({kind!r})")
+    if kind in _KIND_WORDS:
+        return f"{act} {_KIND_WORDS[kind]}"
     return f"{act} {v['verdict']} (predicted {v['predicted_vr']:.2g})"
 
 

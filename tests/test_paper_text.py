@@ -108,3 +108,36 @@ def test_small_figure_fonts_are_refused(tmp_path):
     assert small_fonts(fig, fig.get_figwidth())[0].startswith("'tiny'")
     with pytest.raises(ValueError, match="fonts below"):
         save_figure(fig, tmp_path, "x")
+
+
+def _recorded_noise_dose() -> dict:
+    import json
+
+    from vit import noise_dose as nd
+    pred, sha = nd.load_prediction_record()
+    rec = nd.find_noise_dose_record(json.loads(json.dumps(nd.NOISE_DOSE.to_dict())), sha)
+    if rec is None:
+        pytest.skip("recorded/vit/noise_dose is missing")
+    return rec["payload"]
+
+
+def test_noise_dose_text_names_each_verdict_by_the_kind_of_its_intervals():
+    """The section's per-dose sentences come from the kind function of the recorded intervals:
+    each curve's words there are its kind's, and a verdict word that is not its intervals' is refused."""
+    from paper import noise_dose as pnd
+    from vit.noise_dose import verdict_kind
+    data = _recorded_noise_dose()
+    text = pnd.verdict_text({"noise_dose": data})
+    lines = [ln for ln in text.splitlines() if ln.startswith("At dose")]
+    levels = data["analysis"]["levels"]
+    assert len(lines) == len(levels)
+    for ln, lv in zip(lines, levels):
+        c = lv["quantities"]["test_acc@sel"]
+        for act, v in c["verdicts"].items():
+            kind = verdict_kind(v["predicted_interval"], c["ci"])
+            want = pnd._KIND_WORDS.get(kind, f"{v['verdict']} (predicted")
+            assert f"{act} {want}" in ln, (kind, ln)
+    c = levels[0]["quantities"]["test_acc@sel"]
+    v = dict(c["verdicts"]["tanh"], verdict="confirmed")
+    with pytest.raises(ValueError, match="not that of its intervals"):
+        pnd._short("tanh", v, c["ci"])
