@@ -337,7 +337,7 @@ def test_headline_numbers_independent(built):
     assert "1245 initial conditions" in text
     assert "with 4 seeds per cell" in text           # generated Limitations: the study's own seed count
     assert "No run of this build used a GPU (ViT runs: cpu)" in text
-    assert "study of Steier (2026) at CPU scale (--quick presets)." in text
+    assert "on a ViT, at CPU scale (--quick presets)." in text
 
 
 def test_html_is_self_contained_with_math_and_references(built):
@@ -800,9 +800,21 @@ def test_generated_text_is_complete_sentences_with_units_and_uncertainty(built):
 def test_abstract_states_the_findings_and_the_conclusion_exists(built):
     _, out, _, _ = built
     text = _html_text(_html(out))
-    abstract = text[text.index("Abstract"):text.index("Introduction")]
-    assert "This build confirms that" in abstract and "It could not test that" in abstract
+    abstract = text[text.index("Abstract") + len("Abstract"):text.index("Introduction")]
+    # a real abstract: within the word limit, every status the build has stated with its lead words, the
+    # headline findings with their numbers and uncertainty, the rest counted
+    from paper.findings import ABSTRACT_MAX_WORDS, abstract_words, findings
+    from paper.content import derived
+    fs = findings(_results_of(built), derived(_results_of(built)))
+    assert 150 <= abstract_words(abstract) <= ABSTRACT_MAX_WORDS, abstract_words(abstract)
+    lead = {"confirmed": "confirms that", "refuted": "refutes that", "not tested": "could not test that"}
+    for status, words in lead.items():
+        assert (words in abstract) == any(f.status == status and f.clause for f in fs), (status, abstract)
+    n_rest = sum(1 for f in fs if not f.clause)
+    assert f"The Conclusion states {n_rest} further finding" in abstract
     assert "paired t p" in abstract             # the verdict on the means names the test that fits the design
+    assert "95% CI" in abstract and "paired Pitman–Morgan p" in abstract
+    assert "Section" not in abstract and "??" not in abstract          # an abstract cites no section
     conclusion = text[text.rindex("Conclusion"):text.index("References", text.rindex("Conclusion"))]
     assert "Confirmed" in conclusion and "Not tested by this build" in conclusion
     # every replication verdict appears in the findings, and the timing row cannot be compared (other device)

@@ -90,13 +90,27 @@ def test_findings_are_sentences_with_a_status():
     with pytest.raises(ValueError):
         Finding("confirmed", "x", "the ratio is", "sec:a")
     fs = [Finding("confirmed", "a holds", "A holds.", "sec:a"), Finding("confirmed", "b holds", "B holds.", "sec:b"),
-          Finding("not tested", "c holds (other data)", "C holds; other data.", "sec:c")]
+          Finding("not tested", "c holds (other data)", "C holds; other data.", "sec:c"),
+          Finding("confirmed", "", "D holds.", "sec:d"), Finding("not tested", "", "E holds; other data.", "sec:e"),
+          Finding("not tested", "", "F holds; other device.", "sec:f")]
     ab = abstract_tex(fs)
-    assert ab == "This build confirms that a holds; and that b holds.\nIt could not test that c holds (other data)."
-    assert "refutes" not in ab
+    # headline findings (a clause) are stated by status; the others are counted, by status
+    assert ab == ("This build confirms that a holds; and that b holds.\nIt could not test that c holds (other data)."
+                  "\nThe Conclusion states 3 further findings (1 confirmed, 2 not tested).")
+    assert "refutes" not in ab and "D holds" not in ab
+    assert abstract_tex([Finding("refuted", "x holds", "X holds.", "sec:x")]) == "This build refutes that x holds."
     co = conclusion_tex(fs)
+    # the Conclusion states every finding, the counted ones too
     assert r"\item Section~\ref{sec:a}: A holds." in co and r"\paragraph{Not tested by this build.}" in co
+    assert all(f.sentence in co for f in fs)
     assert abstract_tex([]).endswith(".")
+
+
+def test_abstract_word_count():
+    from paper.findings import abstract_words
+    assert abstract_words("We find that VR = 0.243 (95% CI [0.0963, 0.582]); 12 seeds.") == 11
+    assert abstract_words("2.6 × 10−12, Pitman–Morgan p = 0.698.") == 5
+    assert abstract_words("") == 0
 
 
 def test_small_figure_fonts_are_refused(tmp_path):
