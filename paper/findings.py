@@ -147,8 +147,8 @@ def _vit_power(results: dict, der: dict) -> list[Finding]:
     pw = pp.get("power_assumed_ratio_assumed_corr")
     if not finite(pw) or pw >= 0.8:
         return []
-    sentence = (r"the clamp changes the ViT's seed-to-seed variance by a ratio of Steier's size (with \VitSeeds{} seeds "
-                r"per cell the paired Pitman--Morgan test has power \PowerPairedLossMode{} for a ratio of "
+    sentence = (r"the clamp changes the ViT's seed-to-seed variance by a ratio of Steier's size (with \VitSeeds{} "
+                r"seeds per cell the paired Pitman--Morgan test has power \PowerPairedLossMode{} for a ratio of "
                 r"\AssumedRatioLossMode$\times$; \SeedsForPowerPairedLossMode{} seeds per cell would give 80\%)")
     clause = (r"the ViT's ratio is of Steier's size (\AssumedRatioLossMode$\times$; power \PowerPairedLossMode{} "
               r"with \VitSeeds{} seeds per cell, \SeedsForPowerPairedLossMode{} would give 80\%)")

@@ -39,8 +39,9 @@ def test_verdict_untestable_outside_validity_or_without_direction():
 @pytest.mark.parametrize("pi, ci, kind", [
     (None, (0.1, 0.5), "outside validity"), ((0.9, 1.1), (0.1, 0.5), "no direction"),
     ((1.0, 3.0), None, "no direction"), ((0.2, 0.5), None, "no interval"),
-    ((0.2, 0.5), (0.1, 0.9), "confirmed"), ((0.2, 0.5), (1.1, 2.0), "refuted"), ((0.2, 0.5), (0.5, 1.5), "inconclusive"),
-    ((1.5, 3.0), (1.1, 2.0), "confirmed"), ((1.5, 3.0), (0.1, 0.9), "refuted"), ((1.5, 3.0), (0.9, 1.0), "inconclusive")])
+    ((0.2, 0.5), (0.1, 0.9), "confirmed"), ((0.2, 0.5), (1.1, 2.0), "refuted"),
+    ((0.2, 0.5), (0.5, 1.5), "inconclusive"), ((1.5, 3.0), (1.1, 2.0), "confirmed"),
+    ((1.5, 3.0), (0.1, 0.9), "refuted"), ((1.5, 3.0), (0.9, 1.0), "inconclusive")])
 def test_verdict_kind_is_a_function_of_the_two_intervals(pi, ci, kind):
     assert nd.verdict_kind(pi, ci) == kind
     # verdict() decides by the kind: its word is the kind's

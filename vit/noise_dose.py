@@ -296,7 +296,8 @@ def _verdicts(prediction: Mapping[str, Any], sn: float, ci) -> dict[str, dict[st
     for act in ACTIVATIONS:
         pred = predicted_at(prediction, act, sn)
         v, why = verdict(pred, ci)
-        out[act] = {"verdict": v, "why": why, "predicted_vr": pred.get("vr"), "predicted_interval": predicted_interval(pred)}
+        out[act] = {"verdict": v, "why": why, "predicted_vr": pred.get("vr"),
+                    "predicted_interval": predicted_interval(pred)}
     return out
 
 
