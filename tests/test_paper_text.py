@@ -77,6 +77,28 @@ def test_mathml_fences_lose_operator_spacing():
     assert got.count('lspace="0em" rspace="0em"') == 2 and "<mo>+</mo>" in got
 
 
+def test_display_fences_stretch_only_around_tall_content():
+    """pandoc marks P(i)'s parentheses stretchy, which browsers draw with a tall glyph's spacing
+    ("P ( i )"); only the fences around a fraction or a sum with limits may stretch."""
+    fence = lambda c, inner: (f'<mrow><mo stretchy="true" form="prefix">{c[0]}</mo>{inner}'  # noqa: E731
+                              f'<mo stretchy="true" form="postfix">{c[1]}</mo></mrow>')
+    small = fence("()", "<mi>i</mi>")
+    tall = fence("()", "<munder><mo>∑</mo><mi>n</mi></munder><mi>x</mi>")
+    src = ('<p><math display="block" xmlns="http://www.w3.org/1998/Math/MathML"><semantics><mrow><mi>P</mi>'
+           f'{small}<mo>+</mo><mo>log</mo>{tall}<mo>+</mo><mo>min</mo>{fence("()", "<mi>s</mi>")}</mrow>'
+           '<annotation encoding="application/x-tex">P(i) + \\log\\left(\\sum_n x\\right) + \\min(s)</annotation>'
+           '</semantics></math></p>')
+    got = html.tidy_mathml(src)
+    assert got.count('stretchy="false"') == 4 and got.count('stretchy="true"') == 2
+    assert got.index('stretchy="true"') > got.index("log")          # the fences of the sum, only
+    assert "<mi>log</mi>" in got and "<mi>min</mi>" in got and "<mo>log</mo>" not in got
+    assert got.count('lspace="0em" rspace="0em"') == 6 and "\\left(" in got
+    assert got.startswith("<p><math") and got.endswith("</math></p>")
+    # math that does not parse is left as it is
+    bad = '<math display="block"><mrow><mi>x</mrow></math>'
+    assert html.tidy_mathml(bad) == bad
+
+
 def test_value_range_never_degenerate():
     from paper.content import value_range
     assert value_range(8.771, 8.769, ".2f") == "8.77"
