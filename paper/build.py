@@ -196,7 +196,7 @@ def p_relations(tex: str, numbers: list[Number]) -> str:
     bounds = [n.spec.macro for n in numbers if n.spec.fmt == "p" and n.value.startswith("<")]
     if not bounds:
         return tex
-    pat = re.compile(r"([ (~$]p)\s*=\s*(?:~|\\,|\\ )?\s*(\\(?:" + "|".join(map(re.escape, bounds)) + r"))(?![A-Za-z])")
+    pat = re.compile(r"([ (~$]p)(?:\s|~)*=\s*(?:~|\\,|\\ )?\s*(\\(?:" + "|".join(map(re.escape, bounds)) + r"))(?![A-Za-z])")
     return pat.sub(r"\1 \2", tex)
 
 

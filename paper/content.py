@@ -503,6 +503,8 @@ def tab_vit_tests(results: dict) -> str:
     for c in _comparisons(d):
         t, raw = c["tag"], c["raw"]
         st = raw["steier"]
+        if test_rows:
+            test_rows.append(r"\addlinespace")   # the factors' blocks apart
         test_rows.append(r"\multicolumn{3}{l}{\textit{" + tex_escape(c["factor"]) + ": " + tex_escape(c["a"]) + " vs "
                          + tex_escape(c["b"]) + f" (ratio {tex_escape(c['a'])}/{tex_escape(c['b'])}; "
                          + ("matched seeds" if raw.get("paired") is not None else "independent seeds") + r")}} \\")
@@ -716,24 +718,24 @@ def _rep_vit(results: dict) -> list[RepRow]:
         if pr is not None and _finite(pr.get("pm_p")) and _finite(lmc.get("ratio")):
             vr, vr_p = lmc["ratio"], pr["pm_p"]
             vr_test = r"Pitman--Morgan test on the matched seed pairs, p = \PPMLossMode"
-            vr_key = r"\VRLossMode$\times$, paired Pitman--Morgan p = \PPMLossMode"
+            vr_key = r"\VRLossMode$\times$, paired Pitman--Morgan p~=~\PPMLossMode"   # ~: no break in the abstract
             ours_vr = (r"\VRLossMode$\times$ (within-cell; Pitman--Morgan p = \PPMLossMode; Steier's pooled "
                        r"\VRSteierLossMode$\times$, F p = \PSteierLossMode)")
         else:
             vr, vr_p = st.get("ratio"), st.get("p")
             vr_test = r"Steier's pooled F-test, p = \PSteierLossMode"
-            vr_key = r"\VRSteierLossMode$\times$, F p = \PSteierLossMode"
+            vr_key = r"\VRSteierLossMode$\times$, F p~=~\PSteierLossMode"
             ours_vr = r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode)"
         log_vr = math.log(vr) if _finite(vr) and vr > 0 else None
         if pr is not None and _finite(pr.get("paired_t_p")):
             mean_p, mean_test = pr["paired_t_p"], r"paired t-test on the matched seed pairs, p = \PPairedTLossMode"
-            mean_key = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode], "
-                        r"paired t p = \PPairedTLossMode")
+            mean_key = (r"$\Delta$~=~\MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode], "
+                        r"paired t p~=~\PPairedTLossMode")
             ours_mean = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode] "
                          r"(paired t p = \PPairedTLossMode; Welch p = \PWelchLossMode{} ignores the pairing)")
         else:
             mean_p, mean_test = lmc.get("welch_p"), r"Welch t-test, p = \PWelchLossMode"
-            mean_key = r"$\Delta$ = \MeanDiffLossMode\,points, Welch p = \PWelchLossMode"
+            mean_key = r"$\Delta$~=~\MeanDiffLossMode\,points, Welch p~=~\PWelchLossMode"
             ours_mean = r"$\Delta$ = \MeanDiffLossMode\,points (Welch p = \PWelchLossMode)"
         not_cifar = f"our data are {_DATASET_NAMES.get(ds, ds)}, not CIFAR-10"
         clamp_car = [100 * r["car_layer0"] for r in d["runs"]

@@ -111,7 +111,7 @@ def _clamp(results: dict, der: dict) -> list[Finding]:
     short = (r"the theory predicts the clamped model's seed-to-seed variance (\ClampArmsIn{} of "
              r"\ClampArmsChecked{} arms" + (r" and \ClampRatiosIn{} of \ClampRatiosChecked{} ratios" if ratios else "")
              + r" inside the measured 95\% intervals"
-             + (")" if ok else r"; more misses than chance allows, binomial p = \ClampArmsBinomP)"))
+             + (")" if ok else r"; more misses than chance allows, binomial p~=~\ClampArmsBinomP)"))
     return [Finding("confirmed" if ok else "refuted", short, clause + "." + extra, "sec:mfclamp")]
 
 

@@ -231,7 +231,7 @@ def built(tmp_path_factory):
 def _html_text(html: str) -> str:
     """Visible text of the HTML: tags, MathML's TeX annotations and the style sheet removed."""
     import html as h
-    html = re.sub(r"<annotation[^>]*>.*?</annotation>|<style>.*?</style>", "", html, flags=re.S)
+    html = re.sub(r"<annotation[^>]*>.*?</annotation>|<style[^>]*>.*?</style>", "", html, flags=re.S)
     text = h.unescape(re.sub(r"<[^>]+>", "", html)).replace("\xa0", " ")
     return re.sub(r"\s+", " ", text)
 
@@ -486,9 +486,9 @@ def test_p_values_read_as_bounds():
     small = Number(NumberSpec("PSmall", "x", "a", "p"), 0.0004, format_value(0.0004, "p"), "x.json")
     big = Number(NumberSpec("PBig", "x", "a", "p"), 0.2, format_value(0.2, "p"), "x.json")
     assert small.value == "< 0.001" and big.value == "0.200"
-    tex = r"(F p = \PSmall, Welch p = \PBig) & \PSmall \\ $p = \PSmall$ (p = \PSmallish)"
+    tex = r"(F p = \PSmall, Welch p = \PBig) & \PSmall \\ $p = \PSmall$ (p = \PSmallish) t p~=~\PSmall"
     got = p_relations(tex, [small, big])
-    assert got == r"(F p \PSmall, Welch p = \PBig) & \PSmall \\ $p \PSmall$ (p = \PSmallish)"
+    assert got == r"(F p \PSmall, Welch p = \PBig) & \PSmall \\ $p \PSmall$ (p = \PSmallish) t p \PSmall"
 
 
 def test_gradient_case_titles_are_math():
