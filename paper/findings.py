@@ -78,7 +78,7 @@ def _convergence(results: dict, der: dict) -> list[Finding]:
     if lo <= -0.5 <= hi:
         return [Finding("confirmed", "",
                         clause + r", which contains the $N^{-1/2}$ of the central limit theorem; "
-                        r"the statistic that tests the ODE is the bias, reported in Section~\ref{sec:mfconv}.",
+                        r"the statistic that tests the ODE is the bias, reported there.",
                         "sec:mfconv")]
     return [Finding("refuted", clause + r", which excludes $N^{-1/2}$",
                     clause + r", which excludes the $N^{-1/2}$ of the central limit theorem.",
@@ -134,7 +134,8 @@ def _row_finding(r: RepRow) -> Finding | None:
         return Finding(status, clause, f"{r.that}{who}; here {r.ours}{rests}.", "sec:replication")
     why = tex_escape(v.why)
     return Finding("not tested", clause,
-                   f"{r.that}{who}; {why}" + (rests if v.inconclusive else "") + ".", "sec:replication")
+                   f"{r.that}{who}; " + (f"here {r.ours}; {why}{rests}" if v.inconclusive else why) + ".",
+                   "sec:replication")
 
 
 def _replication(results: dict, der: dict) -> list[Finding]:

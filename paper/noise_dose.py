@@ -277,8 +277,8 @@ def noise_dose_findings(results: dict, der: dict) -> list[findings.Finding]:
                   + f" verdicts over the doses and the two curves; {seeds})")
     sentence = (f"On the noise-dose ViT study the test-accuracy verdicts over the doses and the two curves are "
                 f"{n['confirmed']} confirmed, {n['refuted']} refuted, {n['inconclusive']} inconclusive and "
-                f"{n['untestable']} untestable (Section~\\ref{{sec:noisedose}}, which also gives the order "
-                f"parameters and where the verdicts depend on how the noise is measured)."
+                f"{n['untestable']} untestable (that section also gives the order parameters and where the "
+                f"verdicts depend on how the noise is measured)."
                 + "".join(f" The test-accuracy ratio {what} at " + "; at ".join(at(i) for i in decided[k]) + "."
                           for k, what in (("confirmed", "confirms a curve"), ("refuted", "refutes a curve"))
                           if decided[k]))
