@@ -196,7 +196,7 @@ def p_relations(tex: str, numbers: list[Number]) -> str:
     bounds = [n.spec.macro for n in numbers if n.spec.fmt == "p" and n.value.startswith("<")]
     if not bounds:
         return tex
-    pat = re.compile(r"([ (~$]p)\s*=\s*(?:~|\\,|\\ )?\s*(\\(?:" + "|".join(map(re.escape, bounds)) + r"))(?![A-Za-z])")
+    pat = re.compile(r"([ (~$]p)(?:\s|~)*=\s*(?:~|\\,|\\ )?\s*(\\(?:" + "|".join(map(re.escape, bounds)) + r"))(?![A-Za-z])")
     return pat.sub(r"\1 \2", tex)
 
 
@@ -332,14 +332,16 @@ def pandoc_args(version: tuple[int, ...], bib: Path) -> list[str]:
 def html_source(full_tex: str, out: Path) -> str:
     """The flattened manuscript for pandoc: each figure's PDF replaced by its PNG (browsers show PNG),
     ``\\paragraph`` unnumbered as in LaTeX, the bibliography commands dropped (citeproc writes the
-    list) and ``>{\\raggedright\\arraybackslash}``
-    column prefixes dropped (pandoc 2.17 prepends them to each cell and loses the cell's first macro)."""
+    list), ``>{\\raggedright\\arraybackslash}`` column prefixes dropped (pandoc 2.17 prepends them to
+    each cell and loses the cell's first macro) and booktabs' ``\\addlinespace`` dropped (pandoc 2.17
+    reads the next row's first macro as its argument: the noise-dose table lost its doses)."""
     def png(m: re.Match) -> str:
         path = m.group(3)
         cand = out / (path[:-4] + ".png") if path.endswith(".pdf") else None
         return f"{m.group(1)}{{{path[:-4] + '.png'}}}" if cand is not None and cand.is_file() else m.group(0)
     tex = re.sub(r"(\\includegraphics(\[[^\]]*\])?)\{([^}]*)\}", png, full_tex)
     tex = tex.replace(">{\\raggedright\\arraybackslash}", "").replace(">{\\cellfmt}", "")
+    tex = re.sub(r"\\addlinespace(\[[^\]]*\])?", "", tex)
     tex = re.sub(r"\\paragraph\{", r"\\paragraph*{", tex)  # unnumbered, as in LaTeX (pandoc would number it 2.0.0.1)
     tex = html.number_floats(tex)   # the PDF's figure and table numbers (pandoc counts its own)
     return re.sub(r"\\bibliography(style)?\{[^}]*\}", "", tex)

@@ -503,6 +503,8 @@ def tab_vit_tests(results: dict) -> str:
     for c in _comparisons(d):
         t, raw = c["tag"], c["raw"]
         st = raw["steier"]
+        if test_rows:
+            test_rows.append(r"\addlinespace")   # the factors' blocks apart
         test_rows.append(r"\multicolumn{3}{l}{\textit{" + tex_escape(c["factor"]) + ": " + tex_escape(c["a"]) + " vs "
                          + tex_escape(c["b"]) + f" (ratio {tex_escape(c['a'])}/{tex_escape(c['b'])}; "
                          + ("matched seeds" if raw.get("paired") is not None else "independent seeds") + r")}} \\")
@@ -575,8 +577,10 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
 class RepRow(NamedTuple):
     """One replication row: claim (table text), the source paper's value, ours, protocol and
     departures, the verdict; ``who`` (a citation) and ``that`` (the claim as a that-clause, LaTeX)
-    make the row a sentence of the abstract and the Conclusion (:mod:`paper.findings`); ``key``:
-    our key number with its uncertainty and test, short, for the abstract."""
+    make the row a sentence of the Conclusion (:mod:`paper.findings`); ``key``: our key number with
+    its uncertainty and test, short; ``headline``: the claim the manuscript asks about (Steier's),
+    stated in the abstract with its key number whenever ours could be set beside it (the other rows
+    are counted there and stated in the Conclusion)."""
 
     claim: str
     source: str
@@ -586,6 +590,7 @@ class RepRow(NamedTuple):
     who: str = ""
     that: str = ""
     key: str = ""
+    headline: bool = False
 
 
 def loss_mode_comparison(d: dict) -> dict | None:
@@ -713,24 +718,24 @@ def _rep_vit(results: dict) -> list[RepRow]:
         if pr is not None and _finite(pr.get("pm_p")) and _finite(lmc.get("ratio")):
             vr, vr_p = lmc["ratio"], pr["pm_p"]
             vr_test = r"Pitman--Morgan test on the matched seed pairs, p = \PPMLossMode"
-            vr_key = r"ratio \VRLossMode$\times$, paired Pitman--Morgan p = \PPMLossMode"
+            vr_key = r"\VRLossMode$\times$, paired Pitman--Morgan p~=~\PPMLossMode"   # ~: no break in the abstract
             ours_vr = (r"\VRLossMode$\times$ (within-cell; Pitman--Morgan p = \PPMLossMode; Steier's pooled "
                        r"\VRSteierLossMode$\times$, F p = \PSteierLossMode)")
         else:
             vr, vr_p = st.get("ratio"), st.get("p")
             vr_test = r"Steier's pooled F-test, p = \PSteierLossMode"
-            vr_key = r"ratio \VRSteierLossMode$\times$, F p = \PSteierLossMode"
+            vr_key = r"\VRSteierLossMode$\times$, F p~=~\PSteierLossMode"
             ours_vr = r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode)"
         log_vr = math.log(vr) if _finite(vr) and vr > 0 else None
         if pr is not None and _finite(pr.get("paired_t_p")):
             mean_p, mean_test = pr["paired_t_p"], r"paired t-test on the matched seed pairs, p = \PPairedTLossMode"
-            mean_key = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode], "
-                        r"paired t p = \PPairedTLossMode")
+            mean_key = (r"$\Delta$~=~\MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode], "
+                        r"paired t p~=~\PPairedTLossMode")
             ours_mean = (r"$\Delta$ = \MeanDiffLossMode\,points, 95\% CI [\MeanDiffLoLossMode, \MeanDiffHiLossMode] "
                          r"(paired t p = \PPairedTLossMode; Welch p = \PWelchLossMode{} ignores the pairing)")
         else:
             mean_p, mean_test = lmc.get("welch_p"), r"Welch t-test, p = \PWelchLossMode"
-            mean_key = r"$\Delta$ = \MeanDiffLossMode\,points, Welch p = \PWelchLossMode"
+            mean_key = r"$\Delta$~=~\MeanDiffLossMode\,points, Welch p~=~\PWelchLossMode"
             ours_mean = r"$\Delta$ = \MeanDiffLossMode\,points (Welch p = \PWelchLossMode)"
         not_cifar = f"our data are {_DATASET_NAMES.get(ds, ds)}, not CIFAR-10"
         clamp_car = [100 * r["car_layer0"] for r in d["runs"]
@@ -745,7 +750,7 @@ def _rep_vit(results: dict) -> list[RepRow]:
                    verdict_direction(+1, log_vr, vr_p, comparable=ds == "cifar10", why_not=not_cifar, test=vr_test),
                    r"\citet{steier2026}",
                    r"the clamp raises the seed-to-seed variance of test accuracy on CIFAR-10 "
-                   r"(ratio \SrcSteierVrCifarTen$\times$)", vr_key),
+                   r"(ratio \SrcSteierVrCifarTen$\times$)", vr_key, headline=True),
             RepRow("Steier: variance ratio, Fashion-MNIST", r"\SrcSteierVrFmnist$\times$ (p = \SrcSteierPFmnist)",
                    ours_vr,
                    ("same dataset; " if ds == "fashion_mnist" else "different dataset; ") + proto
@@ -754,13 +759,13 @@ def _rep_vit(results: dict) -> list[RepRow]:
                                      why_not=f"our data are {_DATASET_NAMES.get(ds, ds)}, not Fashion-MNIST",
                                      test=vr_test),
                    r"\citet{steier2026}",
-                   r"the clamp lowers the seed-to-seed variance on Fashion-MNIST (ratio \SrcSteierVrFmnist$\times$)",
-                   vr_key),
+                   r"the clamp lowers the variance on Fashion-MNIST (ratio \SrcSteierVrFmnist$\times$)",
+                   vr_key, headline=True),
             RepRow("Steier: the gradient-neutral margin leaves mean accuracy unchanged",
                    "no difference (CIFAR-10; stated as general)", ours_mean, proto,
                    verdict_null(mean_p, test=mean_test),
                    r"\citet{steier2026}",
-                   r"the gradient-neutral subtraction leaves the mean test accuracy unchanged", mean_key),
+                   r"the gradient-neutral subtraction leaves the mean test accuracy unchanged", mean_key, headline=True),
             RepRow("Steier: layer-0 clamp activation rate", r"\SrcSteierCarZeroCifarTen\% (CIFAR-10)",
                    r"\VitCarClamp\% $\pm$ \VitCarClampSd\% (mean $\pm$ SD over the clamp runs)",
                    proto + "; rate on training batches at the selected epoch",

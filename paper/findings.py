@@ -5,6 +5,11 @@ macros of :mod:`paper.numbers`, verdicts of :mod:`paper.verdicts` with the test 
 the abstract cannot state a result the build did not obtain.  A finding is *confirmed*, *refuted*
 or *not tested* (the build could not test it: other data, other hardware, too little power).
 
+The abstract states the headline findings (those with a ``clause``: the gradients, the theory's
+prediction in simulation and on the ViT, Steier's claims where ours could be set beside them, the
+power), each with its key number and uncertainty, and counts the others, which the Conclusion
+states in full; :func:`abstract_words` counts its words against :data:`ABSTRACT_MAX_WORDS`.
+
 :data:`FINDINGS` lists the makers, each with the studies it needs; a maker returns nothing when its
 record is absent.  A study that tests a prediction on the ViT (a prediction or noise-dose record)
 adds its maker here, and the abstract and the Conclusion then state its outcome.
@@ -17,16 +22,20 @@ from typing import Callable
 from paper.content import RepRow, loss_mode_comparison, replication_rows, tex_escape
 from paper.verdicts import ALPHA, finite
 
-__all__ = ["Finding", "STATUSES", "FINDINGS", "findings", "abstract_tex", "conclusion_tex"]
+__all__ = ["Finding", "STATUSES", "FINDINGS", "ABSTRACT_MAX_WORDS", "findings", "abstract_tex", "abstract_words",
+           "conclusion_tex"]
 
 STATUSES = ("confirmed", "refuted", "not tested")
+#: the abstract's length limit (words of the typeset text, the hand-written opening included)
+ABSTRACT_MAX_WORDS = 250
 
 
 @dataclass(frozen=True)
 class Finding:
-    """``status`` in :data:`STATUSES`; ``clause``: the finding as a that-clause (LaTeX, no final
-    period) for the abstract; ``sentence``: one or more complete sentences for the Conclusion;
-    ``where``: the section it comes from (a ``\\ref`` label)."""
+    """``status`` in :data:`STATUSES`; ``clause``: the finding as a short that-clause with its key
+    number and uncertainty (LaTeX, no final period, no ``\\ref``) for the abstract, or "" for a
+    finding the abstract only counts; ``sentence``: one or more complete sentences for the
+    Conclusion; ``where``: the section it comes from (a ``\\ref`` label)."""
 
     status: str
     clause: str
@@ -50,9 +59,8 @@ def _verify(results: dict, der: dict) -> list[Finding]:
               r"references flagged) and match automatic differentiation to a relative error of at most "
               r"$\AutogradMaxErr$ (tolerance $\AutogradTol$)")
     if ok:
-        short = (r"the derived gradients of the clamped loss are CFF's Eq.~18 and A.5--A.7 (\NIdentitiesPassed{} of "
-                 r"\NIdentities{} symbolic identities exact; automatic differentiation agrees to a relative error of "
-                 r"at most $\AutogradMaxErr$)")
+        short = (r"the gradients are exact (\NIdentitiesPassed{} of \NIdentities{} identities; autograd agrees to "
+                 r"$\AutogradMaxErr$)")
         return [Finding("confirmed", short, clause + ".", "sec:losses")]
     return [Finding("refuted", r"every derived gradient case is an exact identity (\NIdentitiesPassed{} of "
                                r"\NIdentities{} hold)",
@@ -68,9 +76,9 @@ def _convergence(results: dict, der: dict) -> list[Finding]:
     clause = (r"the seed-to-seed fluctuation of online SGD in the one-layer model falls as $N^{\ConvExponent}$ "
               r"(95\% bootstrap interval \ConvExponentLo{} to \ConvExponentHi)")
     if lo <= -0.5 <= hi:
-        return [Finding("confirmed", clause + r", the $N^{-1/2}$ of the central limit theorem",
+        return [Finding("confirmed", "",
                         clause + r", which contains the $N^{-1/2}$ of the central limit theorem; "
-                        r"the statistic that tests the ODE is the bias, reported in Section~\ref{sec:mfconv}.",
+                        r"the statistic that tests the ODE is the bias, reported there.",
                         "sec:mfconv")]
     return [Finding("refuted", clause + r", which excludes $N^{-1/2}$",
                     clause + r", which excludes the $N^{-1/2}$ of the central limit theorem.",
@@ -100,10 +108,18 @@ def _clamp(results: dict, der: dict) -> list[Finding]:
     if clean:
         extra = (r" Without augmentation noise the clamp lowers the variance (ratio \ClampCleanRPred{} predicted, "
                  r"\ClampCleanR{} [\ClampCleanRLo, \ClampCleanRHi] measured; Table~\ref{tab:clamp}).") if clean[0]["ratio"]["ci95"][1] < 1 else ""
-    if ok:
-        return [Finding("confirmed", clause, clause + "." + extra, "sec:mfclamp")]
-    return [Finding("refuted", clause, clause + "." + extra,
-                    "sec:mfclamp")]
+    short = (r"the theory predicts the clamped model's seed-to-seed variance (\ClampArmsIn{} of "
+             r"\ClampArmsChecked{} arms" + (r" and \ClampRatiosIn{} of \ClampRatiosChecked{} ratios" if ratios else "")
+             + r" inside the measured 95\% intervals"
+             + (")" if ok else r"; more misses than chance allows, binomial p~=~\ClampArmsBinomP)"))
+    return [Finding("confirmed" if ok else "refuted", short, clause + "." + extra, "sec:mfclamp")]
+
+
+def _with_key(that: str, key: str) -> str:
+    """The claim with our key number: "... (ratio 0.08x; ours: ratio 0.62x, p = ...)"."""
+    if not key:
+        return that
+    return that[:-1] + f"; ours: {key})" if that.endswith(")") else f"{that} ({key})"
 
 
 def _row_finding(r: RepRow) -> Finding | None:
@@ -112,13 +128,14 @@ def _row_finding(r: RepRow) -> Finding | None:
         return None
     who = f", as reported by {r.who}" if r.who else ""
     rests = f"; the verdict rests on the {v.test}" if v.test else ""
+    clause = _with_key(r.that, r.key) if r.headline and v.compared else ""
     if v.word in ("agree", "disagree"):
         status = "confirmed" if v.word == "agree" else "refuted"
-        return Finding(status, r.that + (f" ({r.key})" if r.key else ""),
-                       f"{r.that}{who}; here {r.ours}{rests}.", "sec:replication")
+        return Finding(status, clause, f"{r.that}{who}; here {r.ours}{rests}.", "sec:replication")
     why = tex_escape(v.why)
-    return Finding("not tested", f"{r.that} ({why})",
-                   f"{r.that}{who}; {why}" + (rests if "inconclusive" in v.why else "") + ".", "sec:replication")
+    return Finding("not tested", clause,
+                   f"{r.that}{who}; " + (f"here {r.ours}; {why}{rests}" if v.inconclusive else why) + ".",
+                   "sec:replication")
 
 
 def _replication(results: dict, der: dict) -> list[Finding]:
@@ -131,10 +148,12 @@ def _vit_power(results: dict, der: dict) -> list[Finding]:
     pw = pp.get("power_assumed_ratio_assumed_corr")
     if not finite(pw) or pw >= 0.8:
         return []
-    clause = (r"the clamp changes the ViT's seed-to-seed variance by a ratio of Steier's size (with \VitSeeds{} seeds "
-              r"per cell the paired Pitman--Morgan test has power \PowerPairedLossMode{} for a ratio of "
-              r"\AssumedRatioLossMode$\times$; \SeedsForPowerPairedLossMode{} seeds per cell would give 80\%)")
-    return [Finding("not tested", clause, clause + ".", "sec:vit")]
+    sentence = (r"the clamp changes the ViT's seed-to-seed variance by a ratio of Steier's size (with \VitSeeds{} "
+                r"seeds per cell the paired Pitman--Morgan test has power \PowerPairedLossMode{} for a ratio of "
+                r"\AssumedRatioLossMode$\times$; \SeedsForPowerPairedLossMode{} seeds per cell would give 80\%)")
+    clause = (r"the ViT's ratio is of Steier's size (\AssumedRatioLossMode$\times$; power \PowerPairedLossMode{} "
+              r"with \VitSeeds{} seeds per cell, \SeedsForPowerPairedLossMode{} would give 80\%)")
+    return [Finding("not tested", clause, sentence + ".", "sec:vit")]
 
 
 #: (studies needed, maker) in the order the findings are stated
@@ -159,17 +178,35 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else "; that ".join(items[:-1]) + "; and that " + items[-1]
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def abstract_tex(fs: list[Finding]) -> str:
-    """The abstract's results: one sentence per status that has findings."""
-    by = {s: [f.clause for f in fs if f.status == s] for s in STATUSES}
+    """The abstract's results: one sentence per status that has headline findings (a ``clause``),
+    then one that counts the findings only the Conclusion states, by status."""
+    by = {s: [f.clause for f in fs if f.status == s and f.clause] for s in STATUSES}
     lead = {"confirmed": "This build confirms that ", "refuted": "It refutes that ",
             "not tested": "It could not test that "}
     out = [lead[s] + _join(items) + "." for s, items in by.items() if items]
-    if not out:
+    if not fs:
         return "This build contains no study with a finding to report."
-    if not by["confirmed"]:
+    if out and not by["confirmed"]:
         out[0] = out[0].replace("It refutes", "This build refutes").replace("It could not", "This build could not")
+    rest = {s: sum(1 for f in fs if f.status == s and not f.clause) for s in STATUSES}
+    n = sum(rest.values())
+    if n:
+        parts = [f"{k} {s}" for s, k in rest.items() if k]
+        parts = ", ".join(parts)
+        out.append(f"The Conclusion states {_count(n, 'further finding')} ({parts}).")
     return "\n".join(out)
+
+
+def abstract_words(text: str) -> int:
+    """Words of a typeset abstract (plain text, as the HTML or the PDF shows it): a number or a
+    symbol with its unit counts once, punctuation not at all."""
+    import re
+    return len(re.findall(r"[^\s()\[\];,:.=]*[A-Za-z0-9][^\s()\[\];,:]*", text))
 
 
 def conclusion_tex(fs: list[Finding]) -> str:

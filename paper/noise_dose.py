@@ -143,7 +143,8 @@ def verdict_text(results: dict) -> str:
             parts.append(f"At dose {dose} no ratio can be formed ({tex_escape(c.get('note') or '')}).")
             continue
         parts.append(f"At dose {dose} ($\\sigma_{{n,\\mathrm{{eff}}}} = \\{tg}Sig$) the test-accuracy ratio is "
-                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: " + "; ".join(_short(a, v[a]) for a in ("tanh", "relu")) + ".")
+                     f"\\{tg}Vr{{}} [\\{tg}Lo, \\{tg}Hi]: "
+                     + "; ".join(_short(a, v[a], c["ci"]) for a in ("tanh", "relu")) + ".")
     tr = an["trend"]
     ci = r" (95\% interval [\NdTrendLo, \NdTrendHi])" if tr.get("ci") else ""
     parts.append(f"Across the doses the slope of $\\log \\mathrm{{VR}}$ of the test accuracy on "
@@ -194,13 +195,23 @@ def verdict_text(results: dict) -> str:
     return "\n".join(parts)
 
 
-def _short(act: str, v: dict) -> str:
-    """One curve's verdict in a few words (the table and the record hold the full reasons)."""
-    if v["verdict"] == "untestable":
-        why = v["why"]
-        why = ("no predicted direction" if "contains VR = 1" in why else
-               "outside the theory's valid range" if "validity" in why or "outside" in why else tex_escape(why))
-        return f"{act} untestable ({why})"
+#: a verdict kind the text names in words (:func:`vit.noise_dose.verdict_kind`); the others print the
+#: verdict word with the predicted ratio
+_KIND_WORDS = {"no direction": "untestable (no predicted direction)",
+               "outside validity": "untestable (outside the theory's valid range)",
+               "no interval": "inconclusive (no interval for the measured ratio)"}
+
+
+def _short(act: str, v: dict, ci: list | None) -> str:
+    """One curve's verdict in a few words (the table and the record hold the full reasons), by its
+    kind: a function of the recorded intervals, never of the verdict's wording."""
+    from vit.noise_dose import VERDICT_KINDS, verdict_kind
+    kind = verdict_kind(v["predicted_interval"], ci)
+    if VERDICT_KINDS[kind] != v["verdict"]:
+        raise ValueError(f"noise-dose record: the {act} verdict {v['verdict']!r} is not that of its intervals "
+                         f"({kind!r})")
+    if kind in _KIND_WORDS:
+        return f"{act} {_KIND_WORDS[kind]}"
     return f"{act} {v['verdict']} (predicted {v['predicted_vr']:.2g})"
 
 
@@ -244,21 +255,37 @@ def noise_dose_findings(results: dict, der: dict) -> list[findings.Finding]:
     shared_ref = any(h["shared_prediction_refuted"] for h in an["headline"])
     status = "refuted" if shared_ref else "confirmed" if n["confirmed"] and not n["refuted"] else "not tested"
     doses = an["levels"]
-    k_conf = sum(1 for lv in doses if any(v["verdict"] == "confirmed"
-                                          for v in lv["quantities"]["test_acc@sel"]["verdicts"].values()))
-    k_ref = sum(1 for lv in doses if any(v["verdict"] == "refuted"
-                                         for v in lv["quantities"]["test_acc@sel"]["verdicts"].values()))
-    clause = (f"clamping lowers the seed-to-seed variance of a noise-dosed ViT's test accuracy where the mean-field "
-              f"map predicts it, at {k_conf} of {len(doses)} doses with {k_ref} contradicting it (\\NdSeeds{{}} "
-              f"matched seeds per cell)")   # no \\ref: an abstract cites no section (pandoc leaves it unresolved)
+    decided = {k: [i for i, lv in enumerate(doses)
+                   if any(v["verdict"] == k for v in lv["quantities"]["test_acc@sel"]["verdicts"].values())]
+               for k in ("confirmed", "refuted")}
+    seeds = r"\NdSeeds{} matched seeds"
+
+    def at(i: int) -> str:
+        tg = _tag(i, "test_acc@sel")
+        return (f"view noise \\{macro_name('Nd', i, 'dose')}{{}} pixel SDs: VR \\{tg}Vr, "
+                f"95\\% CI [\\{tg}Lo, \\{tg}Hi]")
+
+    claim = "the clamp changes a noise-dosed ViT's test-accuracy variance in the predicted direction"
+    if status == "confirmed":
+        clause = (f"{claim} at {len(decided['confirmed'])} of {len(doses)} doses, against it at none ("
+                  + "; ".join(at(i) for i in decided["confirmed"]) + f"; {seeds})")
+    elif status == "refuted":
+        ref = [i for i, h in enumerate(an["headline"]) if h["shared_prediction_refuted"]]
+        clause = f"{claim} (both curves refuted at " + "; at ".join(at(i) for i in ref) + f"; {seeds})"
+    else:
+        clause = (f"{claim} (no dose decides: " + ", ".join(f"{n[k]} {k}" for k in n if n[k])
+                  + f" verdicts over the doses and the two curves; {seeds})")
     sentence = (f"On the noise-dose ViT study the test-accuracy verdicts over the doses and the two curves are "
                 f"{n['confirmed']} confirmed, {n['refuted']} refuted, {n['inconclusive']} inconclusive and "
-                f"{n['untestable']} untestable (Section~\\ref{{sec:noisedose}}, which also gives the order "
-                f"parameters and where the verdicts depend on how the noise is measured).")
+                f"{n['untestable']} untestable (that section also gives the order parameters and where the "
+                f"verdicts depend on how the noise is measured)."
+                + "".join(f" The test-accuracy ratio {what} at " + "; at ".join(at(i) for i in decided[k]) + "."
+                          for k, what in (("confirmed", "confirms a curve"), ("refuted", "refutes a curve"))
+                          if decided[k]))
     tr = an["trend"]
     tstat = {"confirmed": "confirmed", "refuted": "refuted"}.get(tr["verdict"], "not tested")
-    tclause = r"the variance ratio rises with the within-pair noise across the doses (slope \NdTrend)"
     ci = r", 95\% interval [\NdTrendLo, \NdTrendHi]" if tr.get("ci") else ""
+    tclause = r"the ratio rises with the noise (slope \NdTrend" + ci + ")"
     tsentence = (f"The predicted rise of the variance ratio with the noise across doses is "
                  f"{'not resolved' if tstat == 'not tested' else tstat} at \\NdSeeds{{}} seeds per cell "
                  f"(slope \\NdTrend{ci}).")

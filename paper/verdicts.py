@@ -39,11 +39,19 @@ VERDICT_RULE = (
 class Verdict:
     """One row's verdict: ``word`` in :data:`VERDICTS`, the reason (plain text) and ``test``, the
     test or computation it rests on (LaTeX, e.g. ``paired t-test, p = 0.024``; empty only when the
-    claim could not be compared at all)."""
+    claim could not be compared at all).  ``compared``: False when ours could not be set beside the
+    claim (other data, model, schedule or device; no estimate), True when the comparison was made,
+    so that "cannot compare" with ``compared`` True is an inconclusive test."""
 
     word: str
     why: str
     test: str = ""
+    compared: bool = True
+
+    @property
+    def inconclusive(self) -> bool:
+        """Compared, and the test decided nothing."""
+        return self.compared and self.word == "cannot compare"
 
     def __post_init__(self) -> None:
         if self.word not in VERDICTS:
@@ -60,9 +68,9 @@ def verdict_direction(source_sign: int, estimate: float | None, p: float | None,
     ``estimate`` is signed relative to the null (e.g. log of a ratio), ``p`` the two-sided p-value
     of ``test``."""
     if not comparable:
-        return Verdict("cannot compare", why_not, test)
+        return Verdict("cannot compare", why_not, test, compared=False)
     if not (finite(estimate) and finite(p)):
-        return Verdict("cannot compare", "no estimate or no test", test)
+        return Verdict("cannot compare", "no estimate or no test", test, compared=False)
     if p >= alpha:
         return Verdict("cannot compare", f"inconclusive: not significant at the {alpha:g} level", test)
     same = (estimate > 0) == (source_sign > 0)
@@ -74,9 +82,9 @@ def verdict_null(p: float | None, *, comparable: bool = True, why_not: str = "",
                  test: str = "") -> Verdict:
     """A claim of no difference: rejected (disagree) when ``p < alpha`` in ``test``."""
     if not comparable:
-        return Verdict("cannot compare", why_not, test)
+        return Verdict("cannot compare", why_not, test, compared=False)
     if not finite(p):
-        return Verdict("cannot compare", "no test", test)
+        return Verdict("cannot compare", "no test", test, compared=False)
     return (Verdict("disagree", f"difference significant, p < {alpha:g}", test) if p < alpha
             else Verdict("agree", f"no difference at the {alpha:g} level", test))
 
@@ -85,10 +93,10 @@ def verdict_value(source: float, values: list[float], *, comparable: bool = True
                   test: str = "within 2 SD of our per-seed values") -> Verdict:
     """A reported value against our per-seed values: within two SDs of our mean agrees."""
     if not comparable:
-        return Verdict("cannot compare", why_not, test)
+        return Verdict("cannot compare", why_not, test, compared=False)
     v = [float(x) for x in values if finite(x)]
     if len(v) < 2:
-        return Verdict("cannot compare", "fewer than 2 seeds", test)
+        return Verdict("cannot compare", "fewer than 2 seeds", test, compared=False)
     mean, sd = float(np.mean(v)), float(np.std(v, ddof=1))
     return (Verdict("agree", "within 2 SD of our seeds", test) if abs(source - mean) <= 2 * sd
             else Verdict("disagree", f"{abs(source - mean) / sd:.1f} SD from our mean" if sd > 0
@@ -99,8 +107,8 @@ def verdict_ordering(holds: bool | None, *, comparable: bool = True, why_not: st
                      test: str = "ordering of the computed quantities") -> Verdict:
     """A qualitative ordering claim about a deterministic computation."""
     if not comparable:
-        return Verdict("cannot compare", why_not, test)
+        return Verdict("cannot compare", why_not, test, compared=False)
     if holds is None:
-        return Verdict("cannot compare", "quantity not computed", test)
+        return Verdict("cannot compare", "quantity not computed", test, compared=False)
     return (Verdict("agree", "ordering as stated", test) if holds
             else Verdict("disagree", "ordering reversed", test))

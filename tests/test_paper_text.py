@@ -77,6 +77,28 @@ def test_mathml_fences_lose_operator_spacing():
     assert got.count('lspace="0em" rspace="0em"') == 2 and "<mo>+</mo>" in got
 
 
+def test_display_fences_stretch_only_around_tall_content():
+    """pandoc marks P(i)'s parentheses stretchy, which browsers draw with a tall glyph's spacing
+    ("P ( i )"); only the fences around a fraction or a sum with limits may stretch."""
+    fence = lambda c, inner: (f'<mrow><mo stretchy="true" form="prefix">{c[0]}</mo>{inner}'  # noqa: E731
+                              f'<mo stretchy="true" form="postfix">{c[1]}</mo></mrow>')
+    small = fence("()", "<mi>i</mi>")
+    tall = fence("()", "<munder><mo>∑</mo><mi>n</mi></munder><mi>x</mi>")
+    src = ('<p><math display="block" xmlns="http://www.w3.org/1998/Math/MathML"><semantics><mrow><mi>P</mi>'
+           f'{small}<mo>+</mo><mo>log</mo>{tall}<mo>+</mo><mo>min</mo>{fence("()", "<mi>s</mi>")}</mrow>'
+           '<annotation encoding="application/x-tex">P(i) + \\log\\left(\\sum_n x\\right) + \\min(s)</annotation>'
+           '</semantics></math></p>')
+    got = html.tidy_mathml(src)
+    assert got.count('stretchy="false"') == 4 and got.count('stretchy="true"') == 2
+    assert got.index('stretchy="true"') > got.index("log")          # the fences of the sum, only
+    assert "<mi>log</mi>" in got and "<mi>min</mi>" in got and "<mo>log</mo>" not in got
+    assert got.count('lspace="0em" rspace="0em"') == 6 and "\\left(" in got
+    assert got.startswith("<p><math") and got.endswith("</math></p>")
+    # math that does not parse is left as it is
+    bad = '<math display="block"><mrow><mi>x</mrow></math>'
+    assert html.tidy_mathml(bad) == bad
+
+
 def test_value_range_never_degenerate():
     from paper.content import value_range
     assert value_range(8.771, 8.769, ".2f") == "8.77"
@@ -90,13 +112,27 @@ def test_findings_are_sentences_with_a_status():
     with pytest.raises(ValueError):
         Finding("confirmed", "x", "the ratio is", "sec:a")
     fs = [Finding("confirmed", "a holds", "A holds.", "sec:a"), Finding("confirmed", "b holds", "B holds.", "sec:b"),
-          Finding("not tested", "c holds (other data)", "C holds; other data.", "sec:c")]
+          Finding("not tested", "c holds (other data)", "C holds; other data.", "sec:c"),
+          Finding("confirmed", "", "D holds.", "sec:d"), Finding("not tested", "", "E holds; other data.", "sec:e"),
+          Finding("not tested", "", "F holds; other device.", "sec:f")]
     ab = abstract_tex(fs)
-    assert ab == "This build confirms that a holds; and that b holds.\nIt could not test that c holds (other data)."
-    assert "refutes" not in ab
+    # headline findings (a clause) are stated by status; the others are counted, by status
+    assert ab == ("This build confirms that a holds; and that b holds.\nIt could not test that c holds (other data)."
+                  "\nThe Conclusion states 3 further findings (1 confirmed, 2 not tested).")
+    assert "refutes" not in ab and "D holds" not in ab
+    assert abstract_tex([Finding("refuted", "x holds", "X holds.", "sec:x")]) == "This build refutes that x holds."
     co = conclusion_tex(fs)
+    # the Conclusion states every finding, the counted ones too
     assert r"\item Section~\ref{sec:a}: A holds." in co and r"\paragraph{Not tested by this build.}" in co
+    assert all(f.sentence in co for f in fs)
     assert abstract_tex([]).endswith(".")
+
+
+def test_abstract_word_count():
+    from paper.findings import abstract_words
+    assert abstract_words("We find that VR = 0.243 (95% CI [0.0963, 0.582]); 12 seeds.") == 11
+    assert abstract_words("2.6 × 10−12, Pitman–Morgan p = 0.698.") == 5
+    assert abstract_words("") == 0
 
 
 def test_small_figure_fonts_are_refused(tmp_path):
@@ -108,3 +144,36 @@ def test_small_figure_fonts_are_refused(tmp_path):
     assert small_fonts(fig, fig.get_figwidth())[0].startswith("'tiny'")
     with pytest.raises(ValueError, match="fonts below"):
         save_figure(fig, tmp_path, "x")
+
+
+def _recorded_noise_dose() -> dict:
+    import json
+
+    from vit import noise_dose as nd
+    pred, sha = nd.load_prediction_record()
+    rec = nd.find_noise_dose_record(json.loads(json.dumps(nd.NOISE_DOSE.to_dict())), sha)
+    if rec is None:
+        pytest.skip("recorded/vit/noise_dose is missing")
+    return rec["payload"]
+
+
+def test_noise_dose_text_names_each_verdict_by_the_kind_of_its_intervals():
+    """The section's per-dose sentences come from the kind function of the recorded intervals:
+    each curve's words there are its kind's, and a verdict word that is not its intervals' is refused."""
+    from paper import noise_dose as pnd
+    from vit.noise_dose import verdict_kind
+    data = _recorded_noise_dose()
+    text = pnd.verdict_text({"noise_dose": data})
+    lines = [ln for ln in text.splitlines() if ln.startswith("At dose")]
+    levels = data["analysis"]["levels"]
+    assert len(lines) == len(levels)
+    for ln, lv in zip(lines, levels):
+        c = lv["quantities"]["test_acc@sel"]
+        for act, v in c["verdicts"].items():
+            kind = verdict_kind(v["predicted_interval"], c["ci"])
+            want = pnd._KIND_WORDS.get(kind, f"{v['verdict']} (predicted")
+            assert f"{act} {want}" in ln, (kind, ln)
+    c = levels[0]["quantities"]["test_acc@sel"]
+    v = dict(c["verdicts"]["tanh"], verdict="confirmed")
+    with pytest.raises(ValueError, match="not that of its intervals"):
+        pnd._short("tanh", v, c["ci"])

@@ -36,6 +36,49 @@ def test_verdict_untestable_outside_validity_or_without_direction():
     assert nd.verdict(_pred(-1, 0.2, 0.5, 0.3), None)[0] == "inconclusive"
 
 
+@pytest.mark.parametrize("pi, ci, kind", [
+    (None, (0.1, 0.5), "outside validity"), ((0.9, 1.1), (0.1, 0.5), "no direction"),
+    ((1.0, 3.0), None, "no direction"), ((0.2, 0.5), None, "no interval"),
+    ((0.2, 0.5), (0.1, 0.9), "confirmed"), ((0.2, 0.5), (1.1, 2.0), "refuted"),
+    ((0.2, 0.5), (0.5, 1.5), "inconclusive"), ((1.5, 3.0), (1.1, 2.0), "confirmed"),
+    ((1.5, 3.0), (0.1, 0.9), "refuted"), ((1.5, 3.0), (0.9, 1.0), "inconclusive")])
+def test_verdict_kind_is_a_function_of_the_two_intervals(pi, ci, kind):
+    assert nd.verdict_kind(pi, ci) == kind
+    # verdict() decides by the kind: its word is the kind's
+    pred = ({"valid": False, "reason": "outside"} if pi is None else
+            {"valid": True, "log_vr_interval": [math.log(x) for x in pi], "vr": math.sqrt(pi[0] * pi[1])})
+    assert nd.verdict(pred, ci)[0] == nd.VERDICT_KINDS[kind]
+
+
+#: the words of a verdict's ``why`` for each kind, as :func:`vit.noise_dose.verdict` writes them
+_WHY = {"outside validity": r"outside", "no direction": r"contains VR = 1", "no interval": r"no interval",
+        "confirmed": r"entirely (below|above) 1$", "refuted": r"entirely on the other side of 1$",
+        "inconclusive": r"\] contains 1$"}
+
+
+def test_every_recorded_verdict_is_the_kind_of_its_recorded_numbers():
+    """recorded/vit/noise_dose, read as the paper reads it (hash and config checked): every verdict's
+    word and text is what the kind function gives from the intervals recorded beside it, and
+    verdict() against the recorded prediction writes it again word for word (no re-recording)."""
+    import re
+
+    from sim.prediction_record import predicted_at
+    pred, sha = nd.load_prediction_record()
+    rec = nd.find_noise_dose_record(json.loads(json.dumps(NOISE_DOSE.to_dict())), sha)
+    assert rec is not None, "recorded/vit/noise_dose is missing"
+    kinds = set()
+    for lv in rec["payload"]["analysis"]["levels"]:
+        for q, c in lv["quantities"].items():
+            for key, sn in (("verdicts", c["sigma_n_eff"]), ("verdicts_at_init", c.get("sigma_n_eff_init"))):
+                for act, v in (c.get(key) or {}).items():
+                    kind = nd.verdict_kind(v["predicted_interval"], c["ci"])
+                    kinds.add(kind)
+                    assert nd.VERDICT_KINDS[kind] == v["verdict"], (q, key, act, kind, v)
+                    assert re.search(_WHY[kind], v["why"]), (q, key, act, kind, v["why"])
+                    assert nd.verdict(predicted_at(pred, act, sn), c["ci"]) == (v["verdict"], v["why"])
+    assert {"outside validity", "no direction", "confirmed", "refuted", "inconclusive"} <= kinds
+
+
 def _table(doses, seeds, scale, n_layers=2, rng_seed=0):
     """Runs whose clamp values are the subtract values' deviations times ``scale[d]`` around a
     common mean: the sample variance ratio at dose d is exactly scale[d]**2."""

@@ -59,7 +59,8 @@ from vit import stats
 from vit.study_config import NOISE_DOSE
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "KIND", "LAST_K", "ACTIVATIONS", "PREDICTION_DIR", "load_prediction_record",
-           "check_design", "run_table", "init_noise", "verdict", "analyse", "draw_noise_dose", "record_noise_dose",
+           "check_design", "run_table", "init_noise", "VERDICT_KINDS", "verdict_kind",
+           "predicted_interval", "verdict", "analyse", "draw_noise_dose", "record_noise_dose",
            "find_noise_dose_record", "format_noise_dose", "NotRecorded", "paper_result", "NOISE_DOSE"]
 
 SCHEMA = "cffdyn.vit.noise_dose"
@@ -162,26 +163,58 @@ def init_noise(study_cfg: Mapping[str, Any]) -> dict[str, list[float | None]]:
     return out
 
 
+#: the kind of a verdict (:func:`verdict_kind`) -> its verdict word
+VERDICT_KINDS = {"confirmed": "confirmed", "refuted": "refuted", "inconclusive": "inconclusive",
+                 "no interval": "inconclusive", "no direction": "untestable", "outside validity": "untestable"}
+
+
+def verdict_kind(predicted_interval: Sequence[float] | None, ci: Sequence[float] | None) -> str:
+    """The kind of one verdict (a key of :data:`VERDICT_KINDS`) from its numbers alone: the
+    predicted VR interval ``[lo, hi]`` (None where the prediction is not valid; the record's
+    ``predicted_interval``) and the measured paired 95% interval ``ci`` (None for degenerate data).
+
+    :func:`verdict` decides by this function, so a recorded verdict's kind is this function of the
+    numbers recorded beside it: a reader (the paper) never has to parse the verdict's ``why``."""
+    if predicted_interval is None:
+        return "outside validity"
+    plo, phi = predicted_interval
+    if plo <= 1.0 <= phi:
+        return "no direction"
+    if ci is None:
+        return "no interval"
+    lo, hi = ci
+    below = phi < 1.0                 # the predicted side of 1
+    if (below and hi < 1.0) or (not below and lo > 1.0):
+        return "confirmed"
+    if (below and lo > 1.0) or (not below and hi < 1.0):
+        return "refuted"
+    return "inconclusive"
+
+
+def predicted_interval(pred: Mapping[str, Any]) -> list[float] | None:
+    """The predicted VR interval of one prediction (:func:`sim.prediction_record.predicted_at`),
+    None where it is not valid: what the record keeps beside each verdict."""
+    return [math.exp(x) for x in pred["log_vr_interval"]] if pred.get("valid") else None
+
+
 def verdict(pred: Mapping[str, Any], ci: Sequence[float] | None) -> tuple[str, str]:
-    """(verdict, why) of one measured VR interval against one prediction (module doc)."""
-    if not pred.get("valid"):
+    """(verdict, why) of one measured VR interval against one prediction (module doc), decided by
+    :func:`verdict_kind`; ``why`` says it in words with the numbers."""
+    pi = predicted_interval(pred)
+    kind = verdict_kind(pi, ci)
+    if kind == "outside validity":
         reason = str(pred.get("reason", "outside the prediction's validity"))
         return "untestable", reason.split(" (")[0]   # the first clause; the model's diagnosis is in the record
-    if pred["sign"] == 0:
-        return "untestable", f"the predicted interval [{math.exp(pred['log_vr_interval'][0]):.3g}, " \
-                             f"{math.exp(pred['log_vr_interval'][1]):.3g}] contains VR = 1 (no direction)"
-    if ci is None:
+    if kind == "no direction":
+        return "untestable", f"the predicted interval [{pi[0]:.3g}, {pi[1]:.3g}] contains VR = 1 (no direction)"
+    if kind == "no interval":
         return "inconclusive", "no interval for the measured ratio (degenerate data)"
     lo, hi = ci
-    side = "below" if pred["sign"] < 0 else "above"
-    if (pred["sign"] < 0 and hi < 1) or (pred["sign"] > 0 and lo > 1):
-        return "confirmed", f"predicted VR {pred['vr']:.3g} ({side} 1); measured interval [{lo:.3g}, {hi:.3g}] " \
-                            f"entirely {side} 1"
-    if (pred["sign"] < 0 and lo > 1) or (pred["sign"] > 0 and hi < 1):
-        return "refuted", f"predicted VR {pred['vr']:.3g} ({side} 1); measured interval [{lo:.3g}, {hi:.3g}] " \
-                          f"entirely on the other side of 1"
-    return "inconclusive", f"predicted VR {pred['vr']:.3g} ({side} 1); measured interval [{lo:.3g}, {hi:.3g}] " \
-                           f"contains 1"
+    side = "below" if pi[1] < 1.0 else "above"
+    head = f"predicted VR {pred['vr']:.3g} ({side} 1); measured interval [{lo:.3g}, {hi:.3g}] "
+    return VERDICT_KINDS[kind], head + {"confirmed": f"entirely {side} 1",
+                                        "refuted": "entirely on the other side of 1",
+                                        "inconclusive": "contains 1"}[kind]
 
 
 def _values(table, dose, mode, seeds, get) -> list[float]:
@@ -260,7 +293,7 @@ def _verdicts(prediction: Mapping[str, Any], sn: float, ci) -> dict[str, dict[st
         pred = predicted_at(prediction, act, sn)
         v, why = verdict(pred, ci)
         out[act] = {"verdict": v, "why": why, "predicted_vr": pred.get("vr"),
-                    "predicted_interval": [math.exp(x) for x in pred["log_vr_interval"]] if pred.get("valid") else None}
+                    "predicted_interval": predicted_interval(pred)}
     return out
 
 
