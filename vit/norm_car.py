@@ -149,7 +149,7 @@ def fig_norm_car(result: dict[str, Any], *, width_in: float = TEXT_WIDTH_IN * 0.
         ax.fill_between(ep, m - s, m + s, color=colour, alpha=0.25, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("layer-0 CAR")
-    ax.legend(frameon=False, loc="lower right")
+    ax.legend(frameon=False, loc="upper right")   # the curves meet low on the right
     fig.tight_layout()
     return fig
 
