@@ -82,7 +82,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
                                    "against the rate of drawing its normals alone, 1 vs 2 threads interleaved, "
                                    "and the time of a many-trajectory RK4 phase portrait. Prints ratios with the "
                                    "machine's load; no pass/fail.")
-    from sim.studies import BENCH_QUICK as B
+    from sim.bench import BENCH_QUICK as B
     b.add_argument("--N", type=_bench_N, default=B.N, help="dimension of the SGD comparison (>= 100)")
     b.add_argument("--steps", type=positive_int, default=B.steps, help="SGD steps timed per engine")
     b.add_argument("--sn", type=nonneg_float, default=B.sn, help="noise strength (sn > 0: 3N normals per step)")
@@ -161,10 +161,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.cmd == "bench":
         if args.json:
             ensure_writable_file(args.json, "--json")
-        cfg = S.BenchConfig(N=args.N, steps=args.steps, sn=args.sn, rounds=args.rounds, par_trials=args.par_trials,
+        from sim import bench as SB
+        cfg = SB.BenchConfig(N=args.N, steps=args.steps, sn=args.sn, rounds=args.rounds, par_trials=args.par_trials,
                             n_traj=args.n_traj, n_steps=args.n_steps, table=args.table)
-        _check_bench_size(cfg, S.BENCH_QUICK)
-        res = S.run_bench(cfg)
+        _check_bench_size(cfg, SB.BENCH_QUICK)
+        res = SB.run_bench(cfg)
         if args.json:
             atomic_write_json(args.json, res)
             print(f"bench: wrote {args.json}")

@@ -111,6 +111,7 @@ def test_an_empty_split_in_the_real_formats_is_one_line(tmp_path, capsys):
 def test_sizes_beyond_memory_or_a_day_are_refused_before_work(argv, words, tmp_path, monkeypatch, capsys):
     """Each of these ran past the sweep's 60 s (or asked the allocator for petabytes) before a
     line came; now each is refused with its estimate before any work or output."""
+    import sim.bench as SB
     import sim.studies as S
     import sim.validate as V
     import vit.train as T
@@ -120,7 +121,7 @@ def test_sizes_beyond_memory_or_a_day_are_refused_before_work(argv, words, tmp_p
         pytest.fail("the work started")
     monkeypatch.setattr(T, "build_method", never)
     monkeypatch.setattr(V, "run_validate", never)
-    monkeypatch.setattr(S, "run_bench", never)
+    monkeypatch.setattr(SB, "run_bench", never)
     monkeypatch.setitem(S.STUDIES, "convergence", (never, S.CONVERGENCE_QUICK, S.CONVERGENCE_FULL))
     out = tmp_path / "out"
     argv = [str(tmp_path) if a == "DIR" else a for a in argv]
@@ -137,13 +138,14 @@ def test_the_estimates_pass_every_preset_and_bound_the_real_sizes():
     gradients, two AdamW moments)."""
     import sim.cli as scli
     import sim.eigen_cli as ecli
+    import sim.bench as SB
     import sim.eigen_studies as es
     import sim.studies as S
     from vit.config import TrainConfig, memory_estimate
     from vit.models import ViT
 
     scli._check_convergence_time(S.CONVERGENCE_FULL, S.CONVERGENCE_QUICK)
-    scli._check_bench_size(S.BENCH_QUICK, S.BENCH_QUICK)
+    scli._check_bench_size(SB.BENCH_QUICK, SB.BENCH_QUICK)
     for name, quick, full in (("settings", es.SETTINGS_QUICK, es.SETTINGS_FULL),
                               ("settings-relu", es.SETTINGS_RELU_QUICK, es.SETTINGS_RELU_FULL),
                               ("spread", es.SPREAD_QUICK, es.SPREAD_FULL)):

@@ -46,10 +46,10 @@ def test_semi_engine_deterministic_and_checks():
 
 @pytest.mark.slow
 def test_bench_tiny_reports_ratios_and_load():
-    from sim import studies as S
-    cfg = S.BenchConfig(N=300, steps=40, sn=0.5, rounds=2, par_trials=2, n_traj=20, n_steps=10, table=64)
+    from sim import bench as SB
+    cfg = SB.BenchConfig(N=300, steps=40, sn=0.5, rounds=2, par_trials=2, n_traj=20, n_steps=10, table=64)
     lines = []
-    res = S.run_bench(cfg, echo=lines.append)
+    res = SB.run_bench(cfg, echo=lines.append)
     for k in ("full_over_numpy", "semi_over_numpy", "semi_normals_fraction", "full_normals_fraction",
               "full_speedup_2_threads", "semi_speedup_2_threads"):
         assert math.isfinite(res[k]) and res[k] > 0

@@ -64,7 +64,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from cffdyn.power import (check_alpha, corr_sd_of_ratio, f_test_power, pitman_morgan_power, seeds_for_power,
+from cffdyn.power import (corr_sd_of_ratio, f_test_power, pitman_morgan_power, seeds_for_power,
                           seeds_for_power_paired)
 
 __all__ = ["STEIER_RATIO", "MIN_SEEDS", "CellSummary", "describe_cells", "pooled_variance", "variance_ratio",
