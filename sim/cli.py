@@ -116,11 +116,14 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     va = sub.add_parser("validate", formatter_class=fmt, help="predictions vs SGD for the validation cells (long)",
                         description="For each validation cell (relu, B = 2, sigma_n = 1.3, rho = -0.5, the collapse "
                                     "and the quasi-frozen case) at N = 500, 1000, 2000: the diffusion and "
-                                    "linear-noise predictions, then SGD from Q* with batch-means 95%% CIs. Writes "
+                                    "linear-noise predictions, then SGD from Q* with batch-means 95% CIs. Writes "
                                     "OUT/validation.json with provenance (commit, command, machine, wall time, load). "
                                     "About an hour on 2 loaded cores.")
     va.add_argument("--out", default="recorded/sim", help="output directory")
     va.add_argument("--trials", type=positive_int, default=None, help="SGD trials per cell and N")
+    va.add_argument("--target-se", type=float, default=None,
+                    help="relative SE of N Var(Q) the SGD windows are sized for, by the diffusion's kurtosis and "
+                         "autocorrelation time (default 0.04; 0.02 takes about 4x as long), in [0.005, 0.2]")
     va.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     e = sub.add_parser("eigen", help="eigenmode (IsoLoss) dynamics; 'eigen --help' lists its commands",
                        add_help=False)
@@ -280,8 +283,14 @@ def _predict_or_validate(args, argv, prog) -> int:
     if args.cmd == "validate":
         from sim.validate import VALIDATE_DEFAULT, run_validate
         cfg = VALIDATE_DEFAULT if args.trials is None else dataclasses.replace(VALIDATE_DEFAULT, trials=args.trials)
-        # SGD work is proportional to the trials (every cell and N runs them all)
-        _refuse_long(f"validate with {cfg.trials} trials", _VALIDATE_DEFAULT_H * cfg.trials / VALIDATE_DEFAULT.trials,
+        if args.target_se is not None:
+            if not 0.005 <= args.target_se <= 0.2:
+                raise UserError(f"--target-se {args.target_se!r} must be in [0.005, 0.2]", "use 0.04 (the default) or 0.02")
+            cfg = dataclasses.replace(cfg, target_rel_se=args.target_se)
+        # SGD work is proportional to the trials (every cell and N runs them all) and, where the
+        # window is sized by the target SE, to 1 / target^2
+        scale = cfg.trials / VALIDATE_DEFAULT.trials * (VALIDATE_DEFAULT.target_rel_se / cfg.target_rel_se) ** 2
+        _refuse_long(f"validate with {cfg.trials} trials at target SE {cfg.target_rel_se:g}", _VALIDATE_DEFAULT_H * scale,
                      f"the default {VALIDATE_DEFAULT.trials} trials take about {_VALIDATE_DEFAULT_H:g} h",
                      "use fewer --trials")
         res = run_validate(cfg, Path(args.out) / "validation.json", progress=not args.quiet, command=command)

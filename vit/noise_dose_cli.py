@@ -29,7 +29,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "The noise-dose study: loss_mode {clamp, subtract} x view_noise doses x matched seeds (seed design "
         "sgd: init and split fixed), each run measuring per layer the effective within-pair noise sigma_n_eff, "
         "the probe accuracy, the positive-pair similarity and the CAR; then, per dose, the clamp/subtract "
-        "variance ratio of each with its paired 95%% bootstrap interval and p-values, placed at the measured "
+        "variance ratio of each with its paired 95% bootstrap interval and p-values, placed at the measured "
         "sigma_n_eff on the recorded prediction (recorded/sim/prediction), with a verdict per curve (tanh, "
         "relu: confirmed / refuted / inconclusive / untestable, rule in vit/noise_dose.py) and a trend test. "
         "Writes OUT/noise_dose.json, OUT/noise_dose.png/.pdf and the study under OUT; resumable."))
