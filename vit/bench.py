@@ -392,25 +392,36 @@ def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[
     ours = prepare_method([cfg], [ds])
     epoch_no = [0]
 
-    def ours_epoch() -> None:
+    def ours_epoch() -> dict[str, float]:
+        t0 = time.perf_counter()
         ours.train_epoch(epoch_no[0])
-        ours.evaluate(epoch_no[0])
+        sync(dev)
+        t1 = time.perf_counter()
+        ours.evaluate(epoch_no[0])       # validation loss and CAR, NCM probe, within-pair noise
+        sync(dev)
         epoch_no[0] += 1
+        return {"train_s": t1 - t0, "valid_s": time.perf_counter() - t1}
 
     rows = [("reference (published loop, ported)", port.epoch), ("ours", ours_epoch)]
     times: dict[tuple[str, int], list[float]] = {(name, t): [] for name, _ in rows for t in threads}
+    parts: dict[tuple[str, int], list[dict[str, float]]] = {k: [] for k in times}
+    import warnings
     try:
-        for r in range(rounds + 1):                 # round 0: warm-up (allocator, first worker start)
-            for t in threads:
-                torch.set_num_threads(t)
-                for name, fn in rows:
-                    use_precision("fp32", dev)
-                    sync(dev)
-                    t0 = time.perf_counter()
-                    fn()
-                    sync(dev)
-                    if r > 0:
-                        times[(name, t)].append(time.perf_counter() - t0)
+        with warnings.catch_warnings():
+            # the reference's 4 workers on a machine with fewer CPUs: as published, said in the output
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            for r in range(rounds + 1):                 # round 0: warm-up (allocator, first worker start)
+                for t in threads:
+                    torch.set_num_threads(t)
+                    for name, fn in rows:
+                        use_precision("fp32", dev)
+                        sync(dev)
+                        t0 = time.perf_counter()
+                        part = fn()
+                        sync(dev)
+                        if r > 0:
+                            times[(name, t)].append(time.perf_counter() - t0)
+                            parts[(name, t)].append(part)
     finally:
         torch.set_num_threads(saved_threads)
     out_rows = []
@@ -420,7 +431,9 @@ def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[
         for name, _ in rows:
             ts = times[(name, t)]
             out_rows.append({"impl": name, "threads": t, "epoch_s": statistics.median(ts), "epoch_s_min": min(ts),
-                             "epoch_s_max": max(ts), "round_s": ts})
+                             "epoch_s_max": max(ts), "round_s": ts,
+                             "train_s": statistics.median(p["train_s"] for p in parts[(name, t)]),
+                             "valid_s": statistics.median(p["valid_s"] for p in parts[(name, t)])})
         out_rows[-1].update(ratio_reference_over_ours=statistics.median(ref_ts) / statistics.median(our_ts),
                             ratio_per_round_min=min(per_round), ratio_per_round_max=max(per_round))
     res = {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
@@ -429,7 +442,9 @@ def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[
            "rounds": rounds, "threads": threads, "reference_workers": workers,
            "reference_loop": ("the published one_epoch_stage1 (train pass, then valid pass with the training "
                               "transform), ported operation for operation (vit.reference_port): per-sample "
-                              f"augmentation in a DataLoader with {workers} workers started every epoch, two forwards "
+                              f"augmentation in a DataLoader with {workers} workers started every epoch"
+                              + (f" (on {os.cpu_count()} CPUs)" if workers > (os.cpu_count() or 1) else "")
+                              + ", two forwards "
                               "per layer, attention returning its weights, .item() per layer, fp32"),
            "ours": "vit.cff.CFF train_epoch + evaluate (on-device augmentation, both views in one forward), S = 1, fp32",
            "rows": out_rows, "machine_before": info_before, "machine": machine_info(str(dev))}
@@ -446,7 +461,8 @@ def format_epoch_bench(res: dict[str, Any]) -> str:
              f"ours = {res['ours']}",
              f"machine: {ma.get('cpus')} CPUs {ma.get('cpu')}, torch {ma.get('torch')}; load average before "
              f"{mb.get('load_avg')}, after {ma.get('load_avg')}",
-             f"{'impl':<38}{'threads':>8} {'s/epoch':>9} {'[min, max]':>18} {'reference/ours':>15} {'per round':>16}"]
+             f"{'impl':<38}{'threads':>8} {'s/epoch':>9} {'[min, max]':>18} {'train':>7} {'valid':>7} "
+             f"{'reference/ours':>15} {'per round':>16}"]
     for r in res["rows"]:
         ratio = ""
         if "ratio_reference_over_ours" in r:
@@ -454,5 +470,5 @@ def format_epoch_bench(res: dict[str, Any]) -> str:
             ratio = f"{r['ratio_reference_over_ours']:14.2f}x {spread:>16}"
         lines.append(f"{r['impl']:<38}{r['threads']:>8} {r['epoch_s']:9.2f} "
                      f"{'[' + format(r['epoch_s_min'], '.2f') + ', ' + format(r['epoch_s_max'], '.2f') + ']':>18} "
-                     + ratio)
+                     f"{r['train_s']:7.2f} {r['valid_s']:7.2f} " + ratio)
     return "\n".join(lines)
