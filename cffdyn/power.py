@@ -27,6 +27,18 @@ def check_alpha(alpha: float) -> float:
     return a
 
 
+def _first_ok(ok, lo: int, hi: int) -> int:
+    """The smallest n in (lo, hi] with ``ok(n)``, by bisection, given ``ok(hi)`` and not ``ok(lo)``
+    (power rises with the seeds, so ``ok`` is monotone)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def f_test_power(ratio: float, df1: int, df2: int, alpha: float = 0.05) -> float:
     """Power of the two-sided level-``alpha`` F-test when the true variance ratio is ``ratio``."""
     alpha = check_alpha(alpha)
@@ -54,16 +66,7 @@ def seeds_for_power(ratio: float, cells_a: int, cells_b: int, *, power: float = 
 
     if not ok(n_max):
         return None
-    lo, hi = 2, n_max            # power increases with n: bisection on the first n that is ok
-    if ok(lo):
-        return lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return 2 if ok(2) else _first_ok(ok, 2, n_max)
 
 
 def corr_sd_of_ratio(ratio: float, corr: float) -> float:
@@ -126,12 +129,4 @@ def seeds_for_power_paired(ratio: float, corr: float, cells: int, *, power: floa
         if hi >= n_max:
             return None
         lo, hi = hi, min(2 * hi, n_max)
-    if hi == 2:
-        return 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return 2 if hi == 2 else _first_ok(ok, lo, hi)
