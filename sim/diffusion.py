@@ -55,7 +55,8 @@ import numpy as np
 from sim.fluctuations import StationaryPoint, increment_moments
 from sim.model import MFConfig
 
-__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "expected_rel_se", "frozen_reason", "relaxation", "validity"]
+__all__ = ["ValidityRule", "VALIDITY", "fp_stationary", "expected_rel_se", "window_for_rel_se", "frozen_reason",
+           "relaxation", "validity"]
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,20 @@ def fp_stationary(cfg: MFConfig, sp: StationaryPoint, N: int, *, n_points: int =
                          "shift_sd": at["drift_c1"] / (N * abs(sp.lam)) / sd}}
 
 
+def _se2_times_window(fp: dict, trials: int) -> float:
+    # (relative SE)^2 x window of a time average of N (Q - mean)^2 over `trials` trials (module doc)
+    return max(fp["kurtosis"] - 1.0, 0.0) * 2.0 * fp["sq_dev_tau"] / trials
+
+
 def expected_rel_se(fp: dict, trials: int, window: float) -> float:
     """Relative SE of N Var(Q) measured as the time average of N (Q - mean)^2 over ``trials``
     independent stationary trials of ``window`` time units, if the diffusion is right."""
-    return math.sqrt(max(fp["kurtosis"] - 1.0, 0.0) * 2.0 * fp["sq_dev_tau"] / (trials * window))
+    return math.sqrt(_se2_times_window(fp, trials) / window)
+
+
+def window_for_rel_se(fp: dict, trials: int, rel_se: float) -> float:
+    """The window (time units) at which :func:`expected_rel_se` is ``rel_se``."""
+    return _se2_times_window(fp, trials) / rel_se ** 2
 
 
 def frozen_reason(corr_time: float, car: float, batch: int, N: int, rule: ValidityRule = VALIDITY) -> str | None:

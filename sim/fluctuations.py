@@ -287,12 +287,12 @@ def increment_moments(cfg: MFConfig, Q: float, nodes: Nodes | None = None, *, n:
     # the finite-N step: the feature part D = a1 (c + nu1) + a2 (c + nu2) is Gaussian given h
     Dm = a1 * (c + M1) + a2 * (c + M2)
     Dv = a1 * a1 * C11 + a2 * a2 * C22 + 2 * a1 * a2 * C12
-    out.update(_finite_n_terms(W, Dm, Dv, a1 * h1 + a2 * h2, Bsq, Q, tau, B, m1, m2 - m1 * m1))
+    out.update(_finite_n_terms(W, Dm, Dv, a1 * h1 + a2 * h2, Bsq, Q, tau, B, m1))
     return out
 
 
 def _finite_n_terms(W: np.ndarray, Dm: np.ndarray, Dv: np.ndarray, A: np.ndarray, V: np.ndarray, Q: float,
-                    tau: float, B: int, f: float, var_y: float) -> dict:
+                    tau: float, B: int, f: float) -> dict:
     """The 1/N terms of the step's mean and variance (module docstring): ``drift_c1`` with
     N E[N dQ] = f + drift_c1 / N and ``varY_c1`` with B Var[N dQ] = Var Y + varY_c1 / N.
 

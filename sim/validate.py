@@ -29,7 +29,7 @@ import numpy as np
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, to_jsonable
 from sim.model import MFConfig, SGDConfig, run_sgd
-from sim.diffusion import expected_rel_se
+from sim.diffusion import expected_rel_se, window_for_rel_se
 from sim.predict import cell_prediction
 from sim.stationary import WindowSpec, measure_nvar
 
@@ -111,7 +111,7 @@ def _one(cfg: ValidateConfig, mf: MFConfig, N: int, seed: int) -> dict:
     fp = pred["fp"]
     if pred["valid"]:
         trials = cfg.trials
-        need = (fp["kurtosis"] - 1.0) * 2.0 * fp["sq_dev_tau"] / (trials * cfg.target_rel_se ** 2)
+        need = window_for_rel_se(fp, trials, cfg.target_rel_se)
         win = WindowSpec(burn=cfg.burn_corr * max(tc, fp["relax_time"]),
                          window=min(max(cfg.window, cfg.min_corr * tc, need), cfg.max_window),
                          batch_len=max(cfg.batch_corr * max(tc, fp["sq_dev_tau"]), cfg.min_batch))

@@ -51,7 +51,7 @@ from vit.augment import default_pad
 from vit.data import Dataset, load_dataset
 from vit.losses import supcon_loss
 from vit.models import patchify
-from vit.config import TrainConfig
+from vit.config import TrainConfig, input_normalisation
 from vit.device import DeviceData, resolve_device, supported_precisions, sync, use_precision
 from vit.train import build_method, check_memory
 
@@ -228,6 +228,13 @@ def _count_ops(fn: Callable[[], Any], device: torch.device) -> int:
     return sum(1 for n in names if n.startswith("aten::"))
 
 
+def _header(dev: torch.device, cfg: TrainConfig) -> dict[str, Any]:
+    """What every bench result names first: the device, the model, the method and the batch."""
+    return {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+            "model": f"ViT[{cfg.embed_dim} {cfg.heads} {cfg.layers}] patch {cfg.patch}", "method": "cff2 clamp",
+            "batch_size": cfg.batch_size}
+
+
 def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: int = 7, workers: int | None = None,
               data_root: str | None = None, json_path: Path | None = None,
               cfg: TrainConfig | None = None, n_images: int | None = None) -> dict[str, Any]:
@@ -292,9 +299,7 @@ def run_bench(*, device: str = "auto", rounds: int = 5, steps: int = 3, seeds: i
                      * PROTOCOL_RUNS["epochs"] / 3600.0,
                      "speedup_vs_reference": ref_seed_ms / per_seed, "round_ms": ts})
     del ref
-    res = {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-           "model": f"ViT[{cfg.embed_dim} {cfg.heads} {cfg.layers}] patch {cfg.patch}", "method": "cff2 clamp",
-           "batch_size": cfg.batch_size, "data": data_name, "rounds": rounds, "steps_per_round": steps,
+    res = {**_header(dev, cfg), "data": data_name, "rounds": rounds, "steps_per_round": steps,
            "reference_loop": (f"two forwards per layer, .item() per layer, nn.MultiheadAttention blocks with default "
                               f"init, per-sample CPU augmentation in a DataLoader with {workers} workers"
                               + (f" (fewer than the reference's 4: {cores} CPUs)" if workers < 4 else "")
@@ -379,7 +384,6 @@ def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[
     ds = _epoch_dataset(cfg, data_root, n_train, n_val, dev)
     cfg = cfg.replace(dataset=ds.name if ds.name != "synthetic" else cfg.dataset, subset=None)
     check_memory(cfg, 1, n_train, int(ds.x_train.shape[1]), dev)
-    from vit.config import input_normalisation
     norm = input_normalisation(cfg, ds)
     side = int(ds.x_train.shape[-1])
     pad = cfg.crop_pad if cfg.crop_pad is not None else default_pad(side)
@@ -436,9 +440,7 @@ def run_epoch_bench(*, device: str = "auto", rounds: int = 3, threads: Sequence[
                              "valid_s": statistics.median(p["valid_s"] for p in parts[(name, t)])})
         out_rows[-1].update(ratio_reference_over_ours=statistics.median(ref_ts) / statistics.median(our_ts),
                             ratio_per_round_min=min(per_round), ratio_per_round_max=max(per_round))
-    res = {"device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-           "model": f"ViT[{cfg.embed_dim} {cfg.heads} {cfg.layers}] patch {cfg.patch}", "method": "cff2 clamp",
-           "batch_size": cfg.batch_size, "data": f"{ds.name}: {n_train} training + {n_val} valid images",
+    res = {**_header(dev, cfg), "data": f"{ds.name}: {n_train} training + {n_val} valid images",
            "rounds": rounds, "threads": threads, "reference_workers": workers,
            "reference_loop": ("the published one_epoch_stage1 (train pass, then valid pass with the training "
                               "transform), ported operation for operation (vit.reference_port): per-sample "

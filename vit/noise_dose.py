@@ -84,11 +84,10 @@ def load_prediction_record(path: str | Path | None = None) -> tuple[dict, str]:
     if p.is_dir():
         rec = load_record(p, kind="sim.prediction", rerun="run `cffdyn sim predict --record`")
         pred = rec["payload"]
+        validate_prediction(pred, str(p))
     else:
         from sim.prediction_record import load_prediction
         pred = load_prediction(p)          # validated, and refused if edited
-        return pred, str(pred.get(HASH_KEY) or "")
-    validate_prediction(pred, str(p))
     return pred, str(pred.get(HASH_KEY) or "")
 
 

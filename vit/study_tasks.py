@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 from cffdyn.errors import UserError
 from cffdyn.io import HASH_KEY, atomic_write_json, pid_alive, read_json
 from cffdyn.records import record_header, reusable_record
-from vit.study_config import StudyConfig, cell_name, probe_config, probe_path, run_dir  # noqa: F401 (re-exported)
+from vit.study_config import StudyConfig, cell_name, probe_config, probe_path, run_dir
 from vit.config import TrainConfig
 from vit.method import RunDiverged
 from vit.train import recorded_result, train_run

@@ -80,16 +80,14 @@ def build_method(cfg: TrainConfig | Sequence[TrainConfig], data: DeviceData | Se
     return METHOD_CLASSES[cfgs[0].method](cfgs, datas)
 
 
-def prepare_method(cfgs: Sequence[TrainConfig], datasets: Sequence[Dataset] | None = None) -> Method:
+def prepare_method(cfgs: Sequence[TrainConfig], datasets: Sequence[Dataset]) -> Method:
     """The untrained method of the seed configs ``cfgs`` as a run starts it: the device resolved,
-    its precision set (:func:`vit.device.use_precision`), the datasets loaded (unless given, one
-    per config), checked against the config and the memory bound, and put on the device."""
+    its precision set (:func:`vit.device.use_precision`), the datasets (one per config) checked
+    against the config and the memory bound, and put on the device."""
     cfgs = list(cfgs)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     use_precision(cfg.precision, device)
-    if datasets is None:
-        datasets = [load_run_dataset(c) for c in cfgs]
     _check_data(cfg, datasets, device)
     check_memory(cfg, len(cfgs), int(datasets[0].x_train.shape[0]), datasets[0].image_shape[0], device)
     return build_method(cfgs, [DeviceData.for_config(ds, c, device) for ds, c in zip(datasets, cfgs)])
