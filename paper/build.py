@@ -47,8 +47,8 @@ from typing import Any
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, atomic_write_text, ensure_writable_dir, pid_alive
 from cffdyn.machine import load_average, machine_info
-from paper import content, findings, html, layout, record
-from paper import noise_dose as _noise_dose  # noqa: F401  (registers the noise-dose section's makers)
+from paper import assemble, findings, html, layout, record
+from paper.tex import tex_escape
 from paper.numbers import Number, evaluate, load_source_numbers, write_numbers, SOURCE_NUMBERS
 from paper.sources import SCALES, STUDIES, MissingResultError, StudyUnavailable, obtain  # noqa: F401 (re-exported)
 
@@ -172,7 +172,7 @@ def flatten(tex: str, paper_dir: Path, out_dir: Path, available: set[str], unava
                 reasons = "; ".join(f"{r}: {unavailable.get(r, 'not built')}" for r in missing)
                 return (f"{head}\n"
                         f"This build did not include the studies this section reports "
-                        f"({content.tex_escape(reasons)}), so the section is left out.\n")
+                        f"({tex_escape(reasons)}), so the section is left out.\n")
             return flatten(text, paper_dir, out_dir, available, unavailable, inline_generated=inline_generated)
         if name.startswith("generated/"):
             if not inline_generated:
@@ -215,7 +215,7 @@ def _case_title(name: str) -> str:
     out = []
     for p in parts:
         m = re.fullmatch(r"k in ([A-Z])(\^c)?\(i\)", p)
-        out.append(f"$k \\in {m.group(1)}{'^{c}' if m.group(2) else ''}(i)$" if m else content.tex_escape(p))
+        out.append(f"$k \\in {m.group(1)}{'^{c}' if m.group(2) else ''}(i)$" if m else tex_escape(p))
     return re.sub(r"^k anchor", r"$k = i$, the anchor", "".join(out))
 
 
@@ -400,13 +400,13 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if "verify" in results:
         st.run("gradients (sympy)", _gradients, out)
 
-    der = content.derived(results)     # numbers no study records (paired intervals, ...): derived.json
+    der = assemble.derived(results)     # numbers no study records (paired intervals, ...): derived.json
     der_path = atomic_write_json(out / "derived.json", der)
 
     def numbers() -> list[Number]:
         src = load_source_numbers()
         nums = []
-        for spec in content.number_specs(results, src, der) + record.build_specs(info):
+        for spec in assemble.number_specs(results, src, der) + record.build_specs(info):
             if spec.source == "source":
                 nums.append(evaluate(spec, src, str(SOURCE_NUMBERS)))
             elif spec.source == "derived":
@@ -421,7 +421,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 
     def figures() -> list[str]:
         made = []
-        for name, (needs, fn) in content.FIGURES.items():
+        for name, (needs, fn) in assemble.FIGURES.items():
             if all(n in results for n in needs):
                 p = fn(results, paths, out / "figures")
                 if p is None:
@@ -431,8 +431,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     figs = st.run("figures", figures)
 
     def tables() -> list[Path]:
-        made = content.write_tables(results, gen, der)
-        fs = findings.findings(results, der)
+        made = assemble.write_tables(results, gen, der)
+        fs = findings.findings(results, der, assemble.FINDINGS)
         made.append(atomic_write_text(gen / "abstract_findings.tex", findings.abstract_tex(fs) + "\n"))
         made.append(atomic_write_text(gen / "conclusion.tex", findings.conclusion_tex(fs)))
         made.append(atomic_write_text(gen / "limitations.tex", record.limitations_tex(results, info)))

@@ -12,15 +12,19 @@ states in full; :func:`abstract_words` counts its words against :data:`ABSTRACT_
 
 :data:`FINDINGS` lists the makers, each with the studies it needs; a maker returns nothing when its
 record is absent.  A study that tests a prediction on the ViT (a prediction or noise-dose record)
-adds its maker here, and the abstract and the Conclusion then state its outcome.
+adds its maker to the build's list (:data:`paper.assemble.FINDINGS`), and the abstract and the
+Conclusion then state its outcome.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from paper.content import RepRow, loss_mode_comparison, replication_rows, tex_escape
-from paper.verdicts import ALPHA, finite
+from cffdyn.exports import finite
+from paper.replication import RepRow, replication_rows
+from paper.tex import tex_escape
+from paper.verdicts import ALPHA
+from vit.study_numbers import loss_mode_comparison
 
 __all__ = ["Finding", "STATUSES", "FINDINGS", "ABSTRACT_MAX_WORDS", "findings", "abstract_tex", "abstract_words",
            "conclusion_tex"]
@@ -166,9 +170,11 @@ FINDINGS: list[tuple[tuple[str, ...], Callable[[dict, dict], list[Finding]]]] = 
 ]
 
 
-def findings(results: dict, der: dict) -> list[Finding]:
+def findings(results: dict, der: dict, makers: list | None = None) -> list[Finding]:
+    """The findings of ``makers`` (default :data:`FINDINGS`; the build adds the sections' own) whose
+    studies are in the build, in order."""
     out: list[Finding] = []
-    for needs, fn in FINDINGS:
+    for needs, fn in FINDINGS if makers is None else makers:
         if all(n in results for n in needs):
             out += fn(results, der)
     return out

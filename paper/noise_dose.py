@@ -1,93 +1,21 @@
-"""The manuscript's noise-dose section (``sections/05b_noise_dose.tex``): numbers, table, the
-generated verdict text, the figure and the finding, all read from the recorded result that
+"""The manuscript's noise-dose section (``sections/05b_noise_dose.tex``): table, the generated
+verdict text, the figure and the findings, all read from the recorded result that
 ``cffdyn vit noise-dose --record`` wrote (:func:`vit.noise_dose.paper_result` puts it into the
 build's results).  The figure is the study's own (:func:`vit.noise_dose.draw_noise_dose`, drawn at
-its printed size), copied, never redrawn here.
-
-Importing this module registers its makers in :mod:`paper.content` and :mod:`paper.findings`
-(the build imports it).
+its printed size), copied, never redrawn here.  Its numbers are the study's
+(:mod:`vit.noise_dose_numbers`); :mod:`paper.assemble` lists these makers.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from paper import content, findings
-from paper.content import tex_escape
-from paper.numbers import NumberSpec, macro_name
+from cffdyn.exports import macro_name
+from paper import findings
+from paper.tex import tex_escape
+from vit.noise_dose_numbers import STUDY, label, rows, tag
 
-__all__ = ["STUDY", "QUANTITIES", "label", "number_specs", "tab_noise_dose", "verdict_text", "fig_noise_dose",
-           "noise_dose_findings"]
-
-STUDY = "noise_dose"
-#: the order parameters per layer, in the table's order: (key prefix, label with {l} for the layer)
-QUANTITIES = (("probe", "layer-{l} probe"), ("pos_sim", r"layer-{l} $\bar s_+$"), ("car", "layer-{l} CAR"))
-_PCT = ("test_acc", "probe", "car")
-
-
-def label(q: str, tex: bool = True) -> str:
-    """The printed name of an analysed quantity key (``test_acc@sel``, ``car_l1@sel`` ...)."""
-    name = q.split("@")[0]
-    if name == "test_acc":
-        return "test accuracy"
-    key, layer = name.rsplit("_l", 1)
-    lab = dict(QUANTITIES)[key].format(l=layer)
-    return lab if tex else lab.replace(r"$\bar s_+$", "mean positive-pair similarity")
-
-
-def _rows(data: dict) -> list[tuple[int, str, str]]:
-    an = data["analysis"]
-    qs = ["test_acc@sel"] + [f"{k}_l{l}@sel" for k, _ in QUANTITIES for l in range(an["n_layers"])]
-    return [(i, q, label(q)) for i in range(len(an["levels"])) for q in qs if q in an["levels"][i]["quantities"]]
-
-
-def _tag(i: int, q: str) -> str:
-    return macro_name("Nd", i, q.split("@")[0].replace("_", " "))
-
-
-def number_specs(data: dict) -> list[NumberSpec]:
-    s: list[NumberSpec] = []
-    add = lambda m, p, fmt=".2f", scale=1.0, red=None, d="": s.append(NumberSpec(m, STUDY, p, fmt, scale, red, d))  # noqa: E731
-    b = "study_config.base."
-    add("NdSeeds", "study_config.n_seeds", "d", d="seeds per cell")
-    add("NdRuns", "table[*].seed", "d", red="count", d="runs")
-    for f in ("epochs", "subset", "embed_dim", "heads", "layers", "patch", "batch_size", "head_epochs"):
-        add(macro_name("nd", f), b + f, "d", d=f"base config {f}")
-    add("NdBoot", "analysis.n_boot", "d")
-    add("NdCross", "prediction_summary.crossings.tanh.sigma_n_cross", ".2f", d="tanh crossing of VR = 1")
-    add("NdCrossLo", "prediction_summary.crossings.tanh.interval[0]", ".2f")
-    add("NdCrossHi", "prediction_summary.crossings.tanh.interval[1]", ".2f")
-    add("NdPredN", "prediction_summary.N", "d", d="dimension of the diffusion values")
-    tr = data["analysis"]["trend"]
-    add("NdTrend", "analysis.trend.slope", ".2f", d="slope of log VR on sigma_n_eff")
-    if tr.get("ci"):
-        add("NdTrendLo", "analysis.trend.ci[0]", ".2f")
-        add("NdTrendHi", "analysis.trend.ci[1]", ".2f")
-    s += content.study_timing_specs("Nd", STUDY, data)
-    for i, lv in enumerate(data["analysis"]["levels"]):
-        p = f"analysis.levels[{i}]"
-        add(macro_name("Nd", i, "dose"), p + ".view_noise", "g", d="view noise (pixel SDs)")
-        for l in range(data["analysis"]["n_layers"]):
-            add(macro_name("Nd", i, "sig", l), f"{p}.sigma_n_eff.sel[{l}].mean", ".2f", d=f"sigma_n_eff layer {l}")
-            for arm in ("clamp", "subtract"):
-                add(macro_name("Nd", i, "sig", l, arm), f"{p}.sigma_n_eff.sel[{l}].by_arm.{arm}", ".2f")
-            if lv.get("sigma_n_eff_init"):
-                add(macro_name("Nd", i, "sig", l, "init"), f"{p}.sigma_n_eff_init[{l}]", ".2f")
-    for i, q, _ in _rows(data):
-        c = data["analysis"]["levels"][i]["quantities"][q]
-        p = f"analysis.levels[{i}].quantities.{q}"
-        tg = _tag(i, q)
-        sc = 100.0 if q.startswith(_PCT) else 1.0
-        for k in ("mean_clamp", "sd_clamp", "mean_subtract", "sd_subtract"):
-            add(tg + macro_name(k), f"{p}.{k}", ".2f" if sc == 100 else ".3f", sc)
-        if c["vr"] is not None:
-            add(tg + "Vr", p + ".vr", ".3g")
-            add(tg + "Lo", p + ".ci[0]", ".3g")
-            add(tg + "Hi", p + ".ci[1]", ".3g")
-            add(tg + "Pm", p + ".pm_p", "p")
-            add(tg + "Perm", p + ".perm_p", "p")
-            add(tg + "Sig", p + ".sigma_n_eff", ".2f")
-    return s
+__all__ = ["tab_noise_dose", "verdict_text", "fig_noise_dose", "noise_dose_findings"]
 
 
 def _cell_vr(tg: str, c: dict) -> str:
@@ -102,9 +30,9 @@ def tab_noise_dose(results: dict) -> str:
     verdict against each curve; every number a macro."""
     d = results[STUDY]
     lines, last = [], None
-    for i, q, lab in _rows(d):
+    for i, q, lab in rows(d):
         c = d["analysis"]["levels"][i]["quantities"][q]
-        tg = _tag(i, q)
+        tg = tag(i, q)
         if last is not None and i != last:
             lines.append(r"\addlinespace")
         last = i
@@ -136,7 +64,7 @@ def verdict_text(results: dict) -> str:
     parts = []
     for i, lv in enumerate(an["levels"]):
         c = lv["quantities"]["test_acc@sel"]
-        tg = _tag(i, "test_acc@sel")
+        tg = tag(i, "test_acc@sel")
         v = c["verdicts"]
         dose = f"\\{macro_name('Nd', i, 'dose')}{{}}"
         if c["vr"] is None:
@@ -261,7 +189,7 @@ def noise_dose_findings(results: dict, der: dict) -> list[findings.Finding]:
     seeds = r"\NdSeeds{} matched seeds"
 
     def at(i: int) -> str:
-        tg = _tag(i, "test_acc@sel")
+        tg = tag(i, "test_acc@sel")
         return (f"view noise \\{macro_name('Nd', i, 'dose')}{{}} pixel SDs: VR \\{tg}Vr, "
                 f"95\\% CI [\\{tg}Lo, \\{tg}Hi]")
 
@@ -291,10 +219,3 @@ def noise_dose_findings(results: dict, der: dict) -> list[findings.Finding]:
                  f"(slope \\NdTrend{ci}).")
     return [findings.Finding(status, clause, sentence, "sec:noisedose"),
             findings.Finding(tstat, tclause, tsentence, "sec:noisedose")]
-
-
-content.NUMBER_SPECS[STUDY] = number_specs
-content.TABLES["noise_dose"] = ((STUDY,), tab_noise_dose)
-content.TABLES["noise_dose_verdicts"] = ((STUDY,), verdict_text)
-content.FIGURES["noise_dose"] = ((STUDY,), fig_noise_dose)
-findings.FINDINGS.append(((STUDY,), noise_dose_findings))

@@ -19,59 +19,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from cffdyn.exports import NumberSpec
 from cffdyn.io import atomic_write_json, atomic_write_text
 from paper.jsonpath import resolve, resolve_one
 
-__all__ = ["NumberSpec", "Number", "format_value", "evaluate", "write_numbers", "SOURCE_NUMBERS",
-           "load_source_numbers", "macro_name", "REDUCTIONS", "typeset"]
+__all__ = ["Number", "format_value", "evaluate", "write_numbers", "SOURCE_NUMBERS", "load_source_numbers",
+           "typeset"]
 
 SOURCE_NUMBERS = Path(__file__).with_name("source_numbers.json")
-REDUCTIONS = ("mean", "sd", "min", "max", "count", "ratio_max_min")
-_MACRO = re.compile(r"^[A-Za-z]+$")
-_DIGITS = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
-
-
-_NUMBERS = {"10": "Ten", "100": "Hundred", "1000": "Thousand"}
-
-
-def _digits(chunk: str) -> str:
-    return _NUMBERS.get(chunk) or "".join(_DIGITS[int(ch)] for ch in chunk)
-
-
-def macro_name(*parts: Any) -> str:
-    """A LaTeX-safe macro name (letters only) from parts: ``('cell', 'cff2', 0)`` -> ``CellCffTwoZero``."""
-    out = ""
-    for p in parts:
-        for tok in re.split(r"[^A-Za-z0-9]+", str(p)):
-            for chunk in re.findall(r"[A-Za-z]+|\d+", tok):
-                out += _digits(chunk) if chunk.isdigit() else chunk[:1].upper() + chunk[1:]
-    if not out:
-        raise ValueError(f"macro_name{parts}: empty")
-    return out
-
-
-@dataclass(frozen=True)
-class NumberSpec:
-    macro: str
-    source: str            # study key, or "source" (paper/source_numbers.json)
-    path: str
-    fmt: str = ".2f"
-    scale: float = 1.0
-    reduce: str | None = None
-    desc: str = ""
-
-    def __post_init__(self) -> None:
-        if not _MACRO.match(self.macro):
-            raise ValueError(f"NumberSpec: macro {self.macro!r} must be letters only")
-        if self.reduce is not None and self.reduce not in REDUCTIONS:
-            raise ValueError(f"NumberSpec {self.macro}: reduce={self.reduce!r} not in {REDUCTIONS}")
-
-
 @dataclass(frozen=True)
 class Number:
     spec: NumberSpec

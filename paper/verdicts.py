@@ -10,13 +10,13 @@ our computed quantities show it.  Each function returns a :class:`Verdict` (word
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-__all__ = ["ALPHA", "VERDICTS", "VERDICT_RULE", "Verdict", "finite", "verdict_direction", "verdict_null",
+from cffdyn.exports import finite
+
+__all__ = ["ALPHA", "VERDICTS", "VERDICT_RULE", "Verdict", "verdict_direction", "verdict_null",
            "verdict_value", "verdict_ordering"]
 
 #: significance level of every verdict that rests on a test
@@ -56,10 +56,6 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.word not in VERDICTS:
             raise ValueError(f"verdict {self.word!r} not in {VERDICTS}")
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def verdict_direction(source_sign: int, estimate: float | None, p: float | None, *, comparable: bool = True,

@@ -45,15 +45,14 @@ __all__ = ["ClampConfig", "CLAMP_QUICK", "CLAMP_FULL", "run_clamp", "check_clamp
 
 @dataclass(frozen=True)
 class ClampConfig:
-    """tanh, Rademacher c, one feature (m2), learning rate tau; grid margins x sns x batches;
+    """The one-unit ``model`` (tanh, Rademacher c, one feature, its tau); grid margins x sns x batches;
     SGD at N with ``trials`` trials per arm over a window of ``window`` time units after a
     burn-in of ``burn_corr`` correlation times, batch-means batches of ``batch_corr``
     correlation times (at least ``min_batch`` time units); ``n_scaling``: N values at which the
     ``scaling_cells`` are remeasured; Oja row with identity activation at ``oja_tau``;
     ``bridge_margins``: margins of the predicted ratio-vs-CAR curves; the fully clamped cells
     are shown by ``fc_trials`` trials from ``q0`` over ``fc_t_end``."""
-    m2: float = 3.0
-    tau: float = 1.0
+    model: MFConfig = MFConfig(tau=1.0, m2=(3.0,))
     margins: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
     sns: tuple[float, ...] = (0.0, 0.7)
     batches: tuple[int, ...] = (1, 4)
@@ -83,8 +82,8 @@ CLAMP_QUICK = ClampConfig(N=500, trials=16, window=40.0, n_scaling=(250, 500, 10
 
 def _mf(cfg: ClampConfig, mode: str, m: float, sn: float, B: int) -> MFConfig:
     if mode == "oja":
-        return MFConfig(tau=cfg.oja_tau, m2=(cfg.m2,), activation="identity")
-    return MFConfig(tau=cfg.tau, m2=(cfg.m2,), sn=sn, batch=B, mode=mode, margin=m)
+        return MFConfig(tau=cfg.oja_tau, m2=cfg.model.m2, activation="identity")
+    return cfg.model.replace(sn=sn, batch=B, mode=mode, margin=m)
 
 
 def _window(cfg: ClampConfig, corr_time: float) -> WindowSpec:
@@ -434,7 +433,7 @@ def fig_clamp(d: dict, vit_pts: Sequence[dict] | None = None, *, width_in: float
     leg = axs[1, 1].legend(h1, l1, loc="upper center", title="panel (b)", ncols=2, borderaxespad=0)
     axs[1, 1].add_artist(leg)
     axs[1, 1].legend(h2, l2, loc="lower center", title="panel (c)", ncols=1, borderaxespad=0)
-    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['model']['m2'][0]:g}, $\\tau$ = {c['model']['tau']:g}, Rademacher $c$")
     return fig
 
 
@@ -457,7 +456,7 @@ def fig_clamp_scaling(d: dict, *, width_in: float = 0.75 * TEXT_WIDTH_IN, height
            ylabel=r"$N\,\mathrm{Var}(Q)$, 95% CI (lines: prediction)")
     ax.legend(loc="best")
     c = d["config"]
-    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}; Oja: identity, "
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['model']['m2'][0]:g}, $\\tau$ = {c['model']['tau']:g}; Oja: identity, "
                  f"$\\tau$ = {c['oja_tau']}")
     return fig
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from cffdyn.errors import UserError
-from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_savefig, atomic_write_json, content_hash, read_jsonl,
+from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_write_json, content_hash, read_jsonl,
                        record_status, to_jsonable)
+from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
 from cffdyn.records import record_header, reusable_record, study_timing
-from sim.report import SCHEMA, pyplot
+from sim.report import SCHEMA
 from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_update_euc, get_setting,
                        init_weights, integrate_per_mode, per_mode_map, simulate_toy)
 
 __all__ = ["SettingsConfig", "SpreadConfig", "SETTINGS_QUICK", "SETTINGS_FULL", "SETTINGS_RELU_QUICK",
            "SETTINGS_RELU_FULL", "SPREAD_QUICK", "SPREAD_FULL", "run_eigen_settings",
            "run_eigen_settings_relu", "run_eigen_spread", "classify_outcome", "time_to_fraction",
-           "ode_check"]
+           "ode_check", "SPREAD_LOSSES", "setting_label", "fig_spread", "fig_settings"]
 
 
 def _cfg_key(cfg) -> str:
@@ -200,37 +202,12 @@ def _run_settings(cfg: SettingsConfig, out_dir, name: str, *, progress: bool = T
            "settings": {k: {kk: v for kk, v in done[k].items() if kk not in ("key", HASH_KEY)} for k in SETTING_ORDER},
            "outcomes": {k: done[k]["outcome"] for k in SETTING_ORDER},
            **study_timing(t_start)}
-    _plot_settings(res, out / f"{name}.png", cfg)
+    save_figure(fig_settings(to_jsonable(res)), out, name, formats=("png",), dpi=110)
     atomic_write_json(jpath, res)
     return res
 
 
 SETTING_ORDER = tuple(s.name for s in SETTINGS)
-
-
-def _plot_settings(res: dict, path: Path, cfg: SettingsConfig) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharey=True)
-    for ax, name in zip(axes.ravel(), SETTING_ORDER):
-        r = res["settings"][name]
-        mu = np.array(r["eigenvalues"], dtype=float)
-        steps = np.array(r["steps"])
-        cmap = plt.get_cmap("viridis")
-        for m in range(mu.shape[1]):
-            ax.plot(steps, np.clip(mu[:, m], 1e-6, None), color=cmap(m / max(mu.shape[1] - 1, 1)), lw=1,
-                    label=f"mode {m + 1}" if m in (0, mu.shape[1] - 1) else None)
-        ax.set_yscale("log")
-        ax.set_ylim(1e-2, 10)
-        ax.set_title(f"{name}\n{r['outcome']} (eta={r['eta']:g}; {r['sampling']})", fontsize=8)
-        ax.set_xlabel("step")
-        ax.axhline((1 + cfg.sigma ** 2) ** (-1 / cfg.alpha), color="k", ls=":", lw=0.8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("eigenvalue of W W^T (log)")
-    axes[0, 0].legend(fontsize=7, title="dotted: mu*=(1+s^2)^(-1/a)", title_fontsize=6)
-    fig.suptitle(f"{cfg.activation} toy, M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
-                 f"one W0 (seed {cfg.seed})")
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110, close=True)
 
 
 def run_eigen_settings(cfg: SettingsConfig = SETTINGS_QUICK, out_dir="results/sim/eigen", *,
@@ -403,35 +380,75 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
         }
     res["ode_check"] = ode_check(cfg)
     res.update(study_timing(t_start))
-    _plot_spread(res, out / "eigen_spread.png", cfg)
+    save_figure(fig_spread(to_jsonable(res)), out, "eigen_spread", formats=("png",), dpi=110)
     atomic_write_json(jpath, res)
     return to_jsonable(res)
 
 
-def _plot_spread(res: dict, path: Path, cfg: SpreadConfig) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    colors = dict(zip(SPREAD_LOSSES, ("C0", "C1", "C2", "C3")))
-    for name, r in res["losses"].items():
-        mu0 = np.asarray(r["mu0"]).ravel()
-        ttf = np.asarray(r["time_to_frac"], dtype=float).ravel()
-        axes[0].scatter(mu0, ttf, s=10, color=colors[name],
-                        label=f"{name} (eta={r['eta']:g}; median ratio {r['ratio_slowest_fastest_median']:.1f})")
+def setting_label(name: str) -> str:
+    """Readable name of an eigenmode setting code (``euc_simsiam_nopred`` -> "Euclidean
+    SimSiam, no predictor")."""
+    parts = name.split("_")
+    loss = {"euc": "Euclidean", "cos": "cosine"}.get(parts[0], parts[0])
+    if len(parts) > 1 and parts[1] == "isoloss":
+        return f"{loss} IsoLoss"
+    extra = {"nopred": "no predictor", "nosg": "no stop-gradient"}
+    tail = [extra.get(p, p) for p in parts[2:]]
+    return f"{loss} SimSiam" + (", " + ", ".join(tail) if tail else "")
+
+
+def fig_spread(d: dict):
+    """Per-mode time to the fraction against the initial eigenvalue, and the seed-0 trajectories, one
+    colour per loss; drawn at its printed size (the text width)."""
+    fig, axes = figure(TEXT_WIDTH_IN, 3.0, ncols=2)
+    handles = []
+    for i, name in enumerate(n for n in SPREAD_LOSSES if n in d["losses"]):
+        r = d["losses"][name]
+        mu0 = np.asarray(r["mu0"], float).ravel()
+        ttf = np.asarray([np.nan if x is None else x for x in np.asarray(r["time_to_frac"], dtype=object).ravel()],
+                         float)
+        h = axes[0].scatter(mu0, ttf, s=8, color=f"C{i}", label=f"{setting_label(name)} ($\\eta$ = {r['eta']:g})")
+        handles.append(h)
         tr = r["mean_trajectory_seed0"]
-        mu = np.asarray(tr["eigenvalues"])
+        mu = np.asarray(tr["eigenvalues"], float)
         for m in range(mu.shape[1]):
-            axes[1].plot(tr["steps"], mu[:, m], color=colors[name], lw=0.8, label=name if m == 0 else None)
-        v = np.asarray(r["var_across_seeds_at_horizon"])
-        axes[2].plot(np.arange(1, v.size + 1), v, "o-", color=colors[name], label=name)
-    axes[0].set(xscale="log", yscale="log", xlabel="initial eigenvalue mu0 of W W^T",
-                ylabel=f"time to {int(cfg.frac * 100)}% (steps)",
-                title=f"per-mode convergence time ({len(cfg.seeds)} seeds of W0)")
-    axes[1].set(yscale="log", xlabel="step", ylabel="eigenvalue of W W^T", title="trajectories, seed 0")
-    axes[2].set(yscale="log", xlabel="mode (sorted, descending)", ylabel="across-seed variance of eigenvalue",
-                title=f"variance over {len(cfg.seeds)} seeds at step {cfg.horizon}")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.suptitle(f"linear toy M={cfg.out_dim}, N={cfg.in_dim}, sigma={cfg.sigma}, alpha={cfg.alpha}; "
-                 f"sampling: {res['sampling']}", fontsize=8)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110, close=True)
+            axes[1].plot(tr["steps"], mu[:, m], color=f"C{i}", lw=0.8)
+    cfg = d["config"]
+    axes[0].set(xscale="log", yscale="log", xlabel=r"initial eigenvalue $\mu_0$ of $WW^\top$",
+                ylabel=f"time to {100 * cfg['frac']:.0f}% of the way (steps)",
+                title=f"{d['n_seeds']} seeds of $W_0$ (one point per mode)")
+    axes[1].set(yscale="log", xlabel="training step", ylabel=r"eigenvalue of $WW^\top$",
+                title="eigenvalue trajectories, seed 0")
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    fig.suptitle(f"linear toy, $M$ = {cfg['out_dim']}, $N$ = {cfg['in_dim']}, $\\sigma$ = {cfg['sigma']}, "
+                 f"$\\alpha$ = {cfg['alpha']}")
+    return fig
+
+
+@styled
+def fig_settings(d: dict):
+    """Eigenvalue trajectories; values below FLOOR (collapsed modes, exact zeros) are drawn at
+    FLOOR (dotted line) so the log axis can show them; the caption says so."""
+    from matplotlib.ticker import MaxNLocator
+    FLOOR = 1e-6
+    names = list(d["settings"])
+    ncol = 4
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = figure(TEXT_WIDTH_IN, 1.9 * nrow + 0.4, nrows=nrow, ncols=ncol, squeeze=False, sharey=True)
+    for ax, name in zip(axes.ravel(), names):
+        s = d["settings"][name]
+        mu = np.asarray(s["eigenvalues"], float)
+        ax.plot(s["steps"], np.clip(mu, FLOOR, None), lw=0.8)
+        ax.axhline(FLOOR, color="0.5", lw=0.6, ls=":")
+        ax.set_yscale("log")
+        ax.set_title(f"{setting_label(name)}:\n{s['outcome']}", fontsize=7)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(r"eigenvalues of $WW^\top$")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    cfg = d["config"]
+    fig.suptitle(f"{cfg['activation']} toy, $M$ = {cfg['out_dim']} modes (one line each), $N$ = {cfg['in_dim']}, "
+                 f"1 seed ($W_0$ seed {cfg['seed']}); values below {FLOOR:g} drawn at {FLOOR:g} (dotted)")
+    return fig

@@ -91,11 +91,10 @@ def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | 
 # =========================================================================== 1. convergence
 @dataclass(frozen=True)
 class ConvergenceConfig:
-    """ODE vs SGD: tanh, Rademacher c, single feature (m2), Q0, tau; SGD (reduced engine)
-    for each N in Ns with ``trials`` trials; full engine cross-check at N = Ns[0];
-    ``n_boot`` bootstrap resamples (over trials, within each N) for the exponents' CIs."""
-    tau: float = 0.5
-    m2: float = 3.0
+    """ODE vs SGD of the one-unit ``model`` (tanh, Rademacher c, one feature) from Q0; SGD
+    (reduced engine) for each N in Ns with ``trials`` trials; full engine cross-check at
+    N = Ns[0]; ``n_boot`` bootstrap resamples (over trials, within each N) for the exponents' CIs."""
+    model: MFConfig = MFConfig(tau=0.5, m2=(3.0,))
     q0: float = 0.1
     t_end: float = 10.0
     n_records: int = 50
@@ -156,7 +155,7 @@ def run_convergence(cfg: ConvergenceConfig, out_dir, *, reuse: bool = True, prog
     if len(cfg.Ns) < 2 or cfg.trials < 2:
         raise ValueError("convergence needs >= 2 values of N and >= 2 trials")
     t0 = time.perf_counter()
-    mf = MFConfig(tau=cfg.tau, m2=(cfg.m2,))
+    mf = cfg.model
     t_fine, Y = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt)
     _, Yref = integrate_ode(mf, [cfg.q0], t_end=cfg.t_end, dt=cfg.dt, method="DOP853")
     t_ode = np.linspace(0.0, cfg.t_end, cfg.n_records + 1)
@@ -255,18 +254,18 @@ def fig_convergence(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: floa
     for a in ax[1:]:
         a.legend(loc="best")
     c = d["config"]
-    fig.suptitle(f"one feature, tanh, $m_2$ = {c['m2']}, $\\tau$ = {c['tau']}, Rademacher $c$")
+    fig.suptitle(f"one feature, tanh, $m_2$ = {c['model']['m2'][0]:g}, $\\tau$ = {c['model']['tau']:g}, Rademacher $c$")
     return fig
 
 
 # =========================================================================== 2. hfunc
 @dataclass(frozen=True)
 class HFuncConfig:
-    """h(Q) = Qdot/tau on a grid of Q for each activation and tau (single feature, sn)."""
+    """h(Q) = Qdot/tau on a grid of Q for each activation and tau of the one-feature ``model``
+    (its activation and tau are those of the sweep)."""
     activations: tuple[str, ...] = ("tanh", "relu", "identity")
     taus: tuple[float, ...] = (0.5, 1.0, 1.5)
-    m2: float = 3.0
-    sn: float = 0.0
+    model: MFConfig = MFConfig(m2=(3.0,))
     n_grid: int = 201
     n_starts: int = 15
 
@@ -287,12 +286,12 @@ def run_hfunc(cfg: HFuncConfig, out_dir, *, reuse: bool = True, progress: bool =
         notes = NOTES_LEARNABILITY.get(act)
         learn[act] = {**L, "notes_kappa_v": notes}
         for tau in cfg.taus:
-            mf = MFConfig(tau=tau, m2=(cfg.m2,), sn=cfg.sn, activation=act)
+            mf = cfg.model.replace(tau=tau, activation=act)
             f = rhs_numpy(mf, n_gh=200 if act == "relu" else 0)
             h = np.array([f(np.array([q]))[0] for q in Qg]) / tau
             fps = find_fixed_points(mf, n_starts=cfg.n_starts, n_gh=200 if act == "relu" else 0)
             slope0 = float(jacobian_fd(f, np.zeros(1))[0, 0])
-            pred0 = 2 * tau * ((cfg.m2 - 1) * L["kappa"] - tau * L["v"]) if cfg.sn == 0 else None
+            pred0 = 2 * tau * ((mf.m2[0] - 1) * L["kappa"] - tau * L["v"]) if mf.sn == 0 else None
             curves.append({"activation": act, "tau": tau, "h": h,
                            "fixed_points": [{"Q": float(p["Q"][0]), "eigenvalue": float(p["eigenvalues"][0].real),
                                              "stability": p["stability"]} for p in fps],
@@ -320,7 +319,7 @@ def fig_hfunc(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 2.
         if k == 0:  # one y-label: the panels share its meaning
             ax.set_ylabel(r"$h(Q) = \dot Q/\tau$")
         ax.legend(loc="best")
-    fig.suptitle(f"single feature, $m_2$ = {d['config']['m2']}, $\\sigma_n$ = {d['config']['sn']}; filled: stable "
+    fig.suptitle(f"single feature, $m_2$ = {d['config']['model']['m2'][0]:g}, $\\sigma_n$ = {d['config']['model']['sn']:g}; filled: stable "
                  "fixed point (deterministic ODE, no seeds)")
     return fig
 
@@ -333,8 +332,7 @@ class PhaseConfig:
     (``table`` mu-points, bilinear; error ~1e-6); m4 sweep with the sparse law
     (kurtosis = m4/m2^2) on a coarser grid; a few SGD trajectories (reduced engine).
     Fixed points and streamlines use the direct quadrature."""
-    m2: tuple[float, float] = (1.2, 1.1)
-    tau: float = 0.2
+    model: MFConfig = MFConfig(tau=0.2, m2=(1.2, 1.1))
     t_end: float = 1500.0
     dt: float = 0.75
     n_grid: int = 41
@@ -420,7 +418,7 @@ def run_phase(cfg: PhaseConfig, out_dir, *, reuse: bool = True, progress: bool =
         return old
     t0 = time.perf_counter()
     prog = Progress(3 + len(cfg.kurtoses), "phase", enabled=progress)
-    mf = MFConfig(tau=cfg.tau, m2=cfg.m2)
+    mf = cfg.model
     n_steps = int(round(cfg.t_end / cfg.dt))
     ics = _disk_grid(cfg.n_grid)
     ts = time.perf_counter()
@@ -485,6 +483,7 @@ def fig_phase(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 3.
 
     g, W = winner_grid(d)
     c = d["config"]
+    m = c["model"]
     fig, ax = figure(width_in, height_in, ncols=2)
     h = (g[1] - g[0]) / 2 if len(g) > 1 else 1.0   # each cell centred on its initial condition
     edges = np.concatenate([g - h, [g[-1] + h]])
@@ -503,8 +502,8 @@ def fig_phase(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 3.
         ax[0].plot(p["Q"][0], p["Q"][1], "o", ms=5, color="k", mfc=fill.get(p["stability"], "white"), zorder=5)
     ax[0].add_patch(Circle((0, 0), 1, fill=False, color="k", lw=0.8))
     ax[0].set(xlim=(-1.02, 1.02), ylim=(-1.02, 1.02), aspect="equal",
-              xlabel=f"$Q_1$ (feature 1, $m_2$ = {c['m2'][0]:g})", ylabel=f"$Q_2$ (feature 2, $m_2$ = {c['m2'][1]:g})",
-              title=f"(a) tanh, $\\tau$ = {c['tau']:g}, {d['n_ics']} initial conditions")
+              xlabel=f"$Q_1$ (feature 1, $m_2$ = {m['m2'][0]:g})", ylabel=f"$Q_2$ (feature 2, $m_2$ = {m['m2'][1]:g})",
+              title=f"(a) tanh, $\\tau$ = {m['tau']:g}, {d['n_ics']} initial conditions")
     ks = [s["kurtosis"] for s in d["m4_sweep"]]
     ax[1].plot(ks, [100 * s["share_feature1"] for s in d["m4_sweep"]], "o-", color="#1b7837",
                label="feature 1 wins")
@@ -512,7 +511,7 @@ def fig_phase(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 3.
                label="feature 2 wins")
     ax[1].set(xlabel=r"$m_4/m_2^2$ of $c$ (sparse three-point law; 1: Rademacher)",
               ylabel=f"share of {d['n_ics_m4']} initial conditions (%)",
-              title=f"(b) attraction shares at fixed $m_2$ = ({c['m2'][0]:g}, {c['m2'][1]:g})")
+              title=f"(b) attraction shares at fixed $m_2$ = ({m['m2'][0]:g}, {m['m2'][1]:g})")
     ax[1].legend(loc="best")
     handles = [Patch(color=_PHASE_COLOURS[1], label="feature 1 wins"),
                Patch(color=_PHASE_COLOURS[2], label="feature 2 wins"),
@@ -528,9 +527,10 @@ def fig_phase(d: dict, *, width_in: float = TEXT_WIDTH_IN, height_in: float = 3.
 # =========================================================================== 4. noise
 @dataclass(frozen=True)
 class NoiseConfig:
-    """Stationary Q* vs sigma_n^2 (tanh, Rademacher c, m2) for each (tau, rho); SGD points at
-    tau = sgd_tau for rho in sgd_rhos (reduced engine, N, trials, from q0 for t_end)."""
-    m2: float = 3.0
+    """Stationary Q* vs sigma_n^2 of the one-feature ``model`` (tanh, Rademacher c) for each
+    (tau, rho) of the sweep; SGD points at tau = sgd_tau for rho in sgd_rhos (reduced engine,
+    N, trials, from q0 for t_end).  The sweep sets the model's tau, sigma_n and rho."""
+    model: MFConfig = MFConfig(m2=(3.0,))
     taus: tuple[float, ...] = (1.0, 2.0, 3.0)
     rhos: tuple[float, ...] = (0.0, -0.5, -1.0)
     sn2: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
@@ -557,7 +557,7 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
     curves = []
     for tau in cfg.taus:
         for rho in cfg.rhos:
-            qs = [_stationary_Q(MFConfig(tau=tau, m2=(cfg.m2,), sn=math.sqrt(s2), rho=rho)) for s2 in cfg.sn2]
+            qs = [_stationary_Q(cfg.model.replace(tau=tau, sn=math.sqrt(s2), rho=rho)) for s2 in cfg.sn2]
             notes = NOTES_NOISE_TABLE.get((tau, rho), {})
             comp = [{"sn2": s2, "ode": q, "notes": notes[s2]} for s2, q in zip(cfg.sn2, qs) if s2 in notes]
             diffs = [abs(c["ode"] - c["notes"]) for c in comp if c["ode"] is not None and c["notes"] is not None]
@@ -569,7 +569,7 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
     sgd_pts = []
     for i, rho in enumerate(cfg.sgd_rhos):
         for j, s2 in enumerate(cfg.sgd_sn2):
-            mf = MFConfig(tau=cfg.sgd_tau, m2=(cfg.m2,), sn=math.sqrt(s2), rho=rho)
+            mf = cfg.model.replace(tau=cfg.sgd_tau, sn=math.sqrt(s2), rho=rho)
             r = run_sgd(mf, SGDConfig(N=cfg.sgd_N, trials=cfg.sgd_trials, t_end=cfg.sgd_t_end, n_records=40,
                                       engine="reduced", seed=cfg.seed + 100 * i + j), [0.5])
             tail = np.abs(r.Q[:, -8:, 0]).mean(1)

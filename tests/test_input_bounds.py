@@ -112,7 +112,7 @@ def test_vit_plot_out_is_a_directory(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- paper --results
 def test_paper_reads_a_studys_runs_under_results_never_the_cwd(tmp_path, monkeypatch):
-    from paper.content import vit_run_results
+    from vit.study import run_results as vit_run_results
     rel = "results/vit/study/quick/runs/clamp_0"
     cwd, X = tmp_path / "cwd", tmp_path / "X"
     atomic_write_json(cwd / rel / "result.json", {"test_acc": 0.11, "where": "cwd"})

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cffdyn.io import atomic_write_json, read_json
+from cffdyn.io import atomic_write_json, read_json, to_jsonable
 from paper.build import BuildConfig, build
 from paper.jsonpath import resolve, resolve_one
-from paper.numbers import format_value, macro_name
+from cffdyn.exports import macro_name
+from paper.numbers import format_value
 from paper.sources import STUDIES, MissingResultError, get_study, result_dir
+from sim.model import MFConfig
 
 SCALE = "quick"
 
@@ -109,8 +111,10 @@ def _convergence(rng) -> dict:
                       "ci95": [-0.01, 0.01]} for tag, tt in (("escape", 4.0), ("end", 10.0))}
         rows.append({"N": N, "t": t.tolist(), "mean": (q + 0.01).tolist(), "sd": [0.01] * 11, "fluct": 0.9 / N ** 0.5,
                      "bias": bias, "max_abs_z": 2.3})
-    return {"study": "convergence", "config": {"tau": 0.5, "m2": 3.0, "q0": 0.1, "t_end": 10.0, "trials": 64,
-                                               "n_boot": 100, "Ns": [500, 1000, 2000, 4000, 8000]},
+    from sim.studies import ConvergenceConfig
+    cfg = ConvergenceConfig(model=MFConfig(tau=0.5, m2=(3.0,)), q0=0.1, t_end=10.0, trials=64, n_boot=100,
+                            Ns=(500, 1000, 2000, 4000, 8000))
+    return {"study": "convergence", "config": to_jsonable(cfg),
             "t": t.tolist(), "q_ode": q.tolist(), "rk4_vs_solve_ivp_max": 1.5e-9, "rows": rows, "exponent": -0.512,
             "exponent_ci95": [-0.55, -0.47], "exponent_se": 0.021, "t_escape": 4.0,
             "bias_exponent": {"est": -1.0, "ci95": None, "resolved": False},
@@ -124,7 +128,9 @@ def _hfunc(rng) -> dict:
                                 {"Q": 0.9, "eigenvalue": -0.3, "stability": "stable"}],
                "slope_at_0": 0.12345 * tau, "slope_at_0_linearised": 0.12346 * tau}
               for a in ("tanh", "relu") for tau in (0.5, 1.0)]
-    return {"config": {"activations": ["tanh", "relu"], "taus": [0.5, 1.0], "m2": 3.0, "sn": 0.0}, "Q": Q.tolist(),
+    from sim.studies import HFuncConfig
+    cfg = HFuncConfig(activations=("tanh", "relu"), taus=(0.5, 1.0), model=MFConfig(m2=(3.0,), sn=0.0))
+    return {"config": to_jsonable(cfg), "Q": Q.tolist(),
             "curves": curves, "learnability": {"tanh": {"kappa": 0.18181, "v": 0.075049}, "relu": {"kappa": 0.5, "v": 0.5}}}
 
 
@@ -132,7 +138,9 @@ def _phase(rng) -> dict:
     sweep = [{"kurtosis": k, "share_feature1": 0.4 + 0.1 * i, "share_feature2": 0.5 - 0.1 * i, "share_none": 0.1,
               "eigs_at_0": [0.01, 0.02468]} for i, k in enumerate((1.0, 4.0))]
     g = np.linspace(-1, 1, 5)
-    return {"config": {"m2": [1.2, 1.1], "tau": 0.2, "sgd_N": 2000, "n_grid_m4": 41}, "n_ics": 2813, "n_ics_m4": 1245,
+    from sim.studies import PhaseConfig
+    cfg = PhaseConfig(model=MFConfig(tau=0.2, m2=(1.2, 1.1)), sgd_N=2000, n_grid_m4=41)
+    return {"config": to_jsonable(cfg), "n_ics": 2813, "n_ics_m4": 1245,
             "share_feature1": 0.555,
             "share_feature2": 0.444, "share_none": 0.001, "m4_sweep": sweep,
             "fixed_points": [{"Q": [0.0, 0.0], "stability": "unstable"}, {"Q": [0.9, 0.0], "stability": "stable"}],
@@ -148,7 +156,9 @@ def _noise(rng) -> dict:
                "vs_notes": [{"sn2": s, "ode": q, "notes": q} for s, q in zip(sn2, [0.98, 0.9 + 0.01 * rho, 0.83 - 0.03 * rho])],
                "max_abs_diff_notes": 1e-4 * tau} for tau in (1.0, 2.0) for rho in (0.0, -1.0)]
     sgd = [{"rho": rho, "sn2": s, "mean": 0.8 - 0.01 * rho, "sd": 0.01, "trials": 5} for rho in (0.0, -1.0) for s in sn2]
-    return {"config": {"sn2": sn2, "sgd_tau": 1.0, "sgd_N": 2000, "sgd_trials": 5}, "curves": curves, "sgd": sgd}
+    from sim.studies import NoiseConfig
+    cfg = NoiseConfig(sn2=tuple(sn2), sgd_tau=1.0, sgd_N=2000, sgd_trials=5)
+    return {"config": to_jsonable(cfg), "curves": curves, "sgd": sgd}
 
 
 def _clamp_arm(mode, m, sn, B, nvar, interior=True) -> dict:
@@ -182,8 +192,10 @@ def _clamp(rng) -> dict:
                 "measured": {"est": 0.0161, "se": 0.0005, "ci95": [0.015, 0.017]}} for N in (500, 2000, 8000)]
     bridge = [{"sn": 0.7, "batch": 1, "points": [{"margin": m, "car": 0.2 + m, "ratio_pred": 1 + m, "Q_star": 0.9}
                                                  for m in (0.1, 0.3)]}]
-    return {"config": {"m2": 3.0, "tau": 1.0, "margins": [0.1, 0.2, 0.3, 0.5], "sns": [0.0, 0.7], "batches": [1, 4],
-                       "N": 2000, "trials": 64, "window": 100.0, "burn_corr": 5.0, "batch_corr": 10.0, "oja_tau": 0.25},
+    from sim.clamp_study import ClampConfig
+    cfg = ClampConfig(model=MFConfig(tau=1.0, m2=(3.0,)), margins=(0.1, 0.2, 0.3, 0.5), sns=(0.0, 0.7), batches=(1, 4),
+                      N=2000, trials=64, window=100.0, burn_corr=5.0, batch_corr=10.0, oja_tau=0.25)
+    return {"config": to_jsonable(cfg),
             "rows": rows, "subtract": subs, "oja": _clamp_arm("oja", 0.0, 0.0, 1, 0.05), "scaling": scaling,
             "bridge": bridge, "vit_points": [],
             "summary": {"arms_checked": 15, "arms_in_ci": 14, "ratios_checked": 10, "ratios_in_ci": 10,
@@ -417,10 +429,10 @@ def test_sections_and_replication_table(built):
 def test_replication_verdicts_follow_the_numbers(built):
     """The verdicts, recomputed here with scipy from the synthetic runs (not with the build's tests)."""
     from scipy import stats
-    from paper.content import _rep_vit
+    from paper.replication import replication_rows
     _, _, paths, _ = built
     d = read_json(paths["vit_study"])
-    rows = {r[0]: r[4] for r in _rep_vit({"vit_study": d})}
+    rows = {r[0]: r[4] for r in replication_rows({"vit_study": d})}
     acc = {lm: [r["test_acc"] for r in d["runs"] if r["cell"]["loss_mode"] == lm] for lm in ("clamp", "subtract")}
     # matched seeds: the verdict on the means rests on the paired t-test (clamp vs subtract run of the same
     # seed and method), the test Section 5 names as fitting the design, not on Welch's
@@ -442,7 +454,7 @@ def test_replication_verdicts_follow_the_numbers(built):
     for r in d["runs"]:
         data.setdefault((r["cell"]["loss_mode"], r["cell"]["method"]), []).append(r["test_acc"])
     d["analysis"] = factorial_analysis(["loss_mode", "method"], data, n_boot=50, n_perm=50)
-    rows = {r[0]: r[4] for r in _rep_vit({"vit_study": d})}
+    rows = {r[0]: r[4] for r in replication_rows({"vit_study": d})}
     assert rows["Steier: the gradient-neutral margin leaves mean accuracy unchanged"].word == "disagree"
 
 
@@ -482,7 +494,8 @@ def test_limitations_are_generated_from_the_build():
 
 def test_p_values_read_as_bounds():
     from paper.build import p_relations
-    from paper.numbers import Number, NumberSpec
+    from cffdyn.exports import NumberSpec
+    from paper.numbers import Number
     small = Number(NumberSpec("PSmall", "x", "a", "p"), 0.0004, format_value(0.0004, "p"), "x.json")
     big = Number(NumberSpec("PBig", "x", "a", "p"), 0.2, format_value(0.2, "p"), "x.json")
     assert small.value == "< 0.001" and big.value == "0.200"
@@ -520,7 +533,7 @@ def test_html_source_and_pandoc_args(tmp_path):
 @needs_pandoc
 def test_pandoc_keeps_double_hyphens_and_accents(tmp_path):
     import subprocess
-    from paper.content import tex_escape
+    from paper.tex import tex_escape
     tex = r"\documentclass{article}\begin{document}" + tex_escape("(--only)") + r" the It\^o term\end{document}"
     html = subprocess.run(["pandoc", "-f", "latex", "-t", "html"], input=tex, capture_output=True, text=True).stdout
     assert "(--only)" in html and "Itô" in html
@@ -669,7 +682,8 @@ def test_quick_build_end_to_end(tmp_path):
 
 def test_epoch_times_carry_device_and_load():
     """The epoch-time row of the replication table states the device and the load of the study."""
-    from paper.content import epoch_time_ratios as _epoch_time_ratios, _vit_timing_context
+    from paper.replication import vit_timing_context as _vit_timing_context
+    from vit.study_numbers import epoch_time_ratios as _epoch_time_ratios
     runs = [{"device": "cpu", "seed": s, "cell": {"loss_mode": "clamp", "method": m}, "epoch_time_s": t}
             for s, (t1, t2) in enumerate([(1.0, 2.2), (1.5, 3.0)]) for m, t in (("cff1", t1), ("cff2", t2))]
     assert sorted(_epoch_time_ratios({"runs": runs})) == pytest.approx([2.0, 2.2])
@@ -679,7 +693,7 @@ def test_epoch_times_carry_device_and_load():
 
 
 def test_vit_seed_phrase_follows_the_recorded_seed_fields():
-    from paper.content import vit_seed_phrase
+    from paper.phrases import vit_seed_phrase
 
     def phrase(**base):
         return vit_seed_phrase({"vit_study": {"config": {"base": {"subset": 6000, **base}}}})
@@ -694,7 +708,7 @@ def test_vit_seed_phrase_follows_the_recorded_seed_fields():
 
 
 def test_vit_departures_phrase_names_every_recorded_departure_once():
-    from paper.content import vit_departures_phrase
+    from paper.phrases import vit_departures_phrase
 
     runs = [{"protocol": "cffdyn", "departures": ["selection:clean_plus_fixed_augmented_view"]},
             {"protocol": "cffdyn", "departures": ["cff1:mean_over_anchors_with_positive",
@@ -728,7 +742,7 @@ def test_html_rendering_works_with_a_relative_output_directory(tmp_path, monkeyp
 
 
 def test_vit_augment_phrase_states_the_padding_that_ran_and_whose_it_is():
-    from paper.content import vit_augment_phrase
+    from paper.phrases import vit_augment_phrase
 
     def phrase(**base):
         return vit_augment_phrase({"vit_study": {"config": {"base": base}}})
@@ -805,7 +819,7 @@ def test_abstract_states_the_findings_and_the_conclusion_exists(built):
     # a real abstract: within the word limit, every status the build has stated with its lead words, the
     # headline findings with their numbers and uncertainty, the rest counted
     from paper.findings import ABSTRACT_MAX_WORDS, abstract_words, findings
-    from paper.content import derived
+    from paper.assemble import derived
     fs = findings(_results_of(built), derived(_results_of(built)))
     assert 150 <= abstract_words(abstract) <= ABSTRACT_MAX_WORDS, abstract_words(abstract)
     lead = {"confirmed": "confirms that", "refuted": "refutes that", "not tested": "could not test that"}
@@ -819,7 +833,7 @@ def test_abstract_states_the_findings_and_the_conclusion_exists(built):
     conclusion = text[text.rindex("Conclusion"):text.index("References", text.rindex("Conclusion"))]
     assert "Confirmed" in conclusion and "Not tested by this build" in conclusion
     # every replication verdict appears in the findings, and the timing row cannot be compared (other device)
-    from paper.content import replication_rows
+    from paper.replication import replication_rows
     rows = {r.claim: r.verdict for r in replication_rows(_results_of(built))}
     assert rows["CFF: time per epoch, one- vs two-forward (their ratio two/one)"].word == "cannot compare"
     assert all(v.test for v in rows.values())

@@ -100,7 +100,7 @@ def test_display_fences_stretch_only_around_tall_content():
 
 
 def test_value_range_never_degenerate():
-    from paper.content import value_range
+    from paper.tex import value_range
     assert value_range(8.771, 8.769, ".2f") == "8.77"
     assert value_range(3.25, 5.14) == "3.2--5.1"
 

@@ -59,6 +59,8 @@ Files under ``out_dir``
                 requested one is returned without touching anything.
 ``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate
                 (:func:`fig_study`, the paper's figure too, drawn at its printed size).
+``study_layers.png``  per layer, CAR and gradient norm at the selected epoch, mean ± SD per cell
+                (:func:`fig_layers`, from the runs' ``result.json``; the paper's figure too).
 
 Batched mode (``batched=True``, methods cff2/cff1): the seeds of a task without a
 ``result.json`` are trained per cell in one pass with a leading seed dimension
@@ -90,7 +92,7 @@ from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
            "cell_runs", "run_dir", "projected_wall_s", "describe_projection", "STUDY_NAME", "STUDY_SCHEMA",
-           "SEED_FIELDS", "METRICS", "WALL_MODEL", "fig_study"]
+           "SEED_FIELDS", "METRICS", "WALL_MODEL", "fig_study", "fig_layers", "run_results"]
 
 #: version of the layout of study.json (a complete record of another schema is re-assembled)
 STUDY_SCHEMA = 1
@@ -285,6 +287,56 @@ def fig_study(result: Mapping[str, Any], *, width_in: float = TEXT_WIDTH_IN, hei
     return fig
 
 
+def run_results(data: Mapping[str, Any], study_json: Path) -> list[tuple[dict, dict]]:
+    """``(run record, run result.json)`` for every run whose result file can be found."""
+    out = []
+    for r in data["runs"]:
+        # the study's own runs/ (under --results) first; a recorded relative run_dir is relative to
+        # the study's working directory, so it is never looked up in the current one
+        rd = Path(r["run_dir"])
+        cands = [study_json.parent / "runs" / rd.name] + ([rd] if rd.is_absolute() else [])
+        for c in cands:
+            if (c / "result.json").is_file():
+                out.append((r, read_json(c / "result.json")))
+                break
+    return out
+
+
+@styled
+def fig_layers(d: Mapping[str, Any], study_json: Path):
+    """Per layer, the clamp activation rate and the gradient norm at the selected epoch (training
+    batches), mean ± SD over each cell's seeds, from the runs' ``result.json`` files; None when no
+    run's file holds them.  Drawn at its printed size (the text width)."""
+    runs = run_results(d, study_json)
+    if not runs:
+        return None
+    per_cell = [[res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
+                for c in d["analysis"]["cells"]]
+    if not any(per_cell):
+        return None
+    fig, axes = figure(TEXT_WIDTH_IN, 2.7, ncols=2)
+    for i, (c, per) in enumerate(zip(d["analysis"]["cells"], per_cell)):
+        label = ", ".join(f"{v}" for v in c["levels"].values())
+        if not per:
+            continue
+        L = min(len(p) for p in per)
+        for ax, key, sc in ((axes[0], "car", 100.0), (axes[1], "grad_norm", 1.0)):
+            v = np.array([[sc * (p[l].get(key) if p[l].get(key) is not None else np.nan) for l in range(L)] for p in per])
+            m = np.nanmean(v, axis=0)
+            sd = np.nanstd(v, axis=0, ddof=1) if len(per) > 1 else np.zeros(L)
+            ax.errorbar(np.arange(L) + 0.05 * i, m, yerr=sd, marker="o", capsize=3, color=f"C{i}",
+                        label=f"{label} (n = {len(per)})")
+    axes[0].set_ylabel("clamp activation rate (%)")
+    axes[1].set_ylabel("gradient norm of the layer (a.u.)")
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        ax.set_xlabel("layer (0 = patch embedding + first block)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # layers are integers: no 0.5 ticks
+        ax.legend(loc="best")
+    fig.suptitle("per layer at the selected epoch (training batches), mean ± SD over seeds")
+    return fig
+
+
 def _check_design_matches(cfg: StudyConfig, path: Path) -> dict[str, Any] | None:
     """The recorded ``study.json`` (None if none); refuses to resume one of the other seed
     design (matched vs independent), which would mix designs in one analysis."""
@@ -450,6 +502,9 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
               "timing": _timing(cfg, records, task_recs)}
     if records:
         save_figure(fig_study(result), out, STUDY_NAME, formats=("png",), dpi=110)
+        layers = fig_layers(result, path)
+        if layers is not None:
+            save_figure(layers, out, f"{STUDY_NAME}_layers", formats=("png",), dpi=110)
     atomic_write_json(path, result)
     return read_json(path)   # exactly what a later call reuses (NaN statistics become null)
 
