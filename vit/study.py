@@ -59,8 +59,6 @@ Files under ``out_dir``
                 requested one is returned without touching anything.
 ``study.png``   per-seed metric by cell (mean ± SD), and the layer-0 clamp activation rate
                 (:func:`fig_study`, the paper's figure too, drawn at its printed size).
-``study_layers.png``  per layer, CAR and gradient norm at the selected epoch, mean ± SD per cell
-                (:func:`fig_layers`, from the runs' ``result.json``; the paper's figure too).
 
 Batched mode (``batched=True``, methods cff2/cff1): the seeds of a task without a
 ``result.json`` are trained per cell in one pass with a leading seed dimension
@@ -308,7 +306,7 @@ def fig_layers(d: Mapping[str, Any], study_json: Path):
     batches), mean ± SD over each cell's seeds, from the runs' ``result.json`` files; None when no
     run's file holds them.  Drawn at its printed size (the text width)."""
     runs = run_results(d, study_json)
-    if not runs:
+    if not runs or not (d.get("analysis") or {}).get("cells"):
         return None
     per_cell = [[res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
                 for c in d["analysis"]["cells"]]
@@ -502,9 +500,6 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
               "timing": _timing(cfg, records, task_recs)}
     if records:
         save_figure(fig_study(result), out, STUDY_NAME, formats=("png",), dpi=110)
-        layers = fig_layers(result, path)
-        if layers is not None:
-            save_figure(layers, out, f"{STUDY_NAME}_layers", formats=("png",), dpi=110)
     atomic_write_json(path, result)
     return read_json(path)   # exactly what a later call reuses (NaN statistics become null)
 
