@@ -80,7 +80,10 @@ def number_specs(results: dict[str, dict], src: dict, der: dict | None = None) -
 # its printed size; here it is saved as PNG (HTML) + PDF (vector), ``width`` of the text width.
 def _saved(name: str, draw: Callable[[dict, dict], Any], width: float = 1.0) -> Callable[[dict, dict, Path], Path | None]:
     def make(results: dict, paths: dict, out: Path) -> Path | None:
-        fig = draw(results, paths)
+        try:
+            fig = draw(results, paths)
+        except ValueError as exc:      # a record without what the figure needs (an older layout)
+            raise ValueError(f"figure {name}: {exc}") from None
         return None if fig is None else save_figure(fig, out, name, printed_width_in=TEXT_WIDTH_IN * width)
     return make
 
@@ -108,10 +111,7 @@ def _eigen_settings(results: dict, paths: dict):
 def _mf(study: str, fn_name: str) -> Callable[[dict, dict], Any]:
     def draw(results: dict, paths: dict):
         import sim.studies
-        try:
-            return getattr(sim.studies, fn_name)(results[study])
-        except ValueError as exc:      # a record without what the figure needs (an older layout)
-            raise ValueError(f"figure of {study}: {exc}") from None
+        return getattr(sim.studies, fn_name)(results[study])
     return draw
 
 

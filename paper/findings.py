@@ -170,11 +170,11 @@ FINDINGS: list[tuple[tuple[str, ...], Callable[[dict, dict], list[Finding]]]] = 
 ]
 
 
-def findings(results: dict, der: dict, makers: list | None = None) -> list[Finding]:
-    """The findings of ``makers`` (default :data:`FINDINGS`; the build adds the sections' own) whose
-    studies are in the build, in order."""
+def findings(results: dict, der: dict, makers: list) -> list[Finding]:
+    """The findings of ``makers`` (the build's list, :data:`paper.assemble.FINDINGS`: these and the
+    sections' own) whose studies are in the build, in order."""
     out: list[Finding] = []
-    for needs, fn in FINDINGS if makers is None else makers:
+    for needs, fn in makers:
         if all(n in results for n in needs):
             out += fn(results, der)
     return out

@@ -8,7 +8,7 @@ from cffdyn.exports import macro_name
 from paper.noise_dose import tab_noise_dose, verdict_text
 from paper.phrases import vit_probe_spread_phrase
 from paper.tex import tex_escape
-from sim.eigen_studies import SPREAD_LOSSES, setting_label
+from sim.eigen_numbers import SPREAD_LOSSES, setting_label
 from vit.study_numbers import cell, comparisons, vit_cells
 
 __all__ = ["identity_name", "tab_identities", "tab_vit", "tab_vit_tests", "tab_eigen", "tab_clamp",

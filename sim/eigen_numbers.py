@@ -1,11 +1,25 @@
 """The numbers the eigenmode studies export for the manuscript (specs over ``eigen_spread.json``
-and ``eigen_settings.json``)."""
+and ``eigen_settings.json``), and the names their figures and tables print.  Imports nothing
+heavy, so the paper build can read these without loading the studies' simulators."""
 from __future__ import annotations
 
 from cffdyn.exports import NumberSpec, macro_name
-from sim.eigen_studies import SPREAD_LOSSES
+__all__ = ["SPREAD_LOSSES", "setting_label", "spread_specs", "settings_specs"]
 
-__all__ = ["spread_specs", "settings_specs"]
+#: the losses of the spread study, in the order its table and figure list them
+SPREAD_LOSSES = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")
+
+
+def setting_label(name: str) -> str:
+    """Readable name of an eigenmode setting code (``euc_simsiam_nopred`` -> "Euclidean
+    SimSiam, no predictor")."""
+    parts = name.split("_")
+    loss = {"euc": "Euclidean", "cos": "cosine"}.get(parts[0], parts[0])
+    if len(parts) > 1 and parts[1] == "isoloss":
+        return f"{loss} IsoLoss"
+    extra = {"nopred": "no predictor", "nosg": "no stop-gradient"}
+    tail = [extra.get(p, p) for p in parts[2:]]
+    return f"{loss} SimSiam" + (", " + ", ".join(tail) if tail else "")
 
 
 def spread_specs(data: dict) -> list[NumberSpec]:

@@ -37,6 +37,7 @@ from cffdyn.io import (HASH_KEY, Progress, append_jsonl, atomic_write_json, cont
                        record_status, to_jsonable)
 from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
 from cffdyn.records import record_header, reusable_record, study_timing
+from sim.eigen_numbers import SPREAD_LOSSES, setting_label
 from sim.report import SCHEMA
 from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_update_euc, get_setting,
                        init_weights, integrate_per_mode, per_mode_map, simulate_toy)
@@ -44,7 +45,7 @@ from sim.eigen import (SETTINGS, Setting, ToyConfig, eigvals_desc, expected_upda
 __all__ = ["SettingsConfig", "SpreadConfig", "SETTINGS_QUICK", "SETTINGS_FULL", "SETTINGS_RELU_QUICK",
            "SETTINGS_RELU_FULL", "SPREAD_QUICK", "SPREAD_FULL", "run_eigen_settings",
            "run_eigen_settings_relu", "run_eigen_spread", "classify_outcome", "time_to_fraction",
-           "ode_check", "SPREAD_LOSSES", "setting_label", "fig_spread", "fig_settings"]
+           "ode_check", "fig_spread", "fig_settings"]
 
 
 def _cfg_key(cfg) -> str:
@@ -229,9 +230,6 @@ def run_eigen_settings_relu(cfg: SettingsConfig = SETTINGS_RELU_QUICK, out_dir="
 # --------------------------------------------------------------------------------------------
 # convergence spread and seed variance
 # --------------------------------------------------------------------------------------------
-SPREAD_LOSSES = ("euc_simsiam", "euc_isoloss", "cos_simsiam", "cos_isoloss")
-
-
 @dataclass(frozen=True)
 class SpreadConfig:
     """Convergence-rate spread across modes and across-seed variance at a fixed horizon."""
@@ -385,18 +383,7 @@ def run_eigen_spread(cfg: SpreadConfig = SPREAD_QUICK, out_dir="results/sim/eige
     return to_jsonable(res)
 
 
-def setting_label(name: str) -> str:
-    """Readable name of an eigenmode setting code (``euc_simsiam_nopred`` -> "Euclidean
-    SimSiam, no predictor")."""
-    parts = name.split("_")
-    loss = {"euc": "Euclidean", "cos": "cosine"}.get(parts[0], parts[0])
-    if len(parts) > 1 and parts[1] == "isoloss":
-        return f"{loss} IsoLoss"
-    extra = {"nopred": "no predictor", "nosg": "no stop-gradient"}
-    tail = [extra.get(p, p) for p in parts[2:]]
-    return f"{loss} SimSiam" + (", " + ", ".join(tail) if tail else "")
-
-
+@styled
 def fig_spread(d: dict):
     """Per-mode time to the fraction against the initial eigenvalue, and the seed-0 trajectories, one
     colour per loss; drawn at its printed size (the text width)."""

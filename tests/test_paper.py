@@ -819,8 +819,8 @@ def test_abstract_states_the_findings_and_the_conclusion_exists(built):
     # a real abstract: within the word limit, every status the build has stated with its lead words, the
     # headline findings with their numbers and uncertainty, the rest counted
     from paper.findings import ABSTRACT_MAX_WORDS, abstract_words, findings
-    from paper.assemble import derived
-    fs = findings(_results_of(built), derived(_results_of(built)))
+    from paper.assemble import FINDINGS, derived
+    fs = findings(_results_of(built), derived(_results_of(built)), FINDINGS)
     assert 150 <= abstract_words(abstract) <= ABSTRACT_MAX_WORDS, abstract_words(abstract)
     lead = {"confirmed": "confirms that", "refuted": "refutes that", "not tested": "could not test that"}
     for status, words in lead.items():

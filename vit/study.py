@@ -304,19 +304,16 @@ def run_results(data: Mapping[str, Any], study_json: Path) -> list[tuple[dict, d
 def fig_layers(d: Mapping[str, Any], study_json: Path):
     """Per layer, the clamp activation rate and the gradient norm at the selected epoch (training
     batches), mean ± SD over each cell's seeds, from the runs' ``result.json`` files; None when no
-    run's file holds them.  Drawn at its printed size (the text width)."""
+    run's file is found.  Drawn at its printed size (the text width)."""
     runs = run_results(d, study_json)
-    if not runs or not (d.get("analysis") or {}).get("cells"):
-        return None
-    per_cell = [[res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
-                for c in d["analysis"]["cells"]]
-    if not any(per_cell):
+    if not runs:
         return None
     fig, axes = figure(TEXT_WIDTH_IN, 2.7, ncols=2)
-    for i, (c, per) in enumerate(zip(d["analysis"]["cells"], per_cell)):
-        label = ", ".join(f"{v}" for v in c["levels"].values())
+    for i, c in enumerate(d["analysis"]["cells"]):
+        per = [res["per_layer"] for r, res in runs if r["cell"] == c["levels"] and res.get("per_layer")]
         if not per:
             continue
+        label = ", ".join(f"{v}" for v in c["levels"].values())
         L = min(len(p) for p in per)
         for ax, key, sc in ((axes[0], "car", 100.0), (axes[1], "grad_norm", 1.0)):
             v = np.array([[sc * (p[l].get(key) if p[l].get(key) is not None else np.nan) for l in range(L)] for p in per])
