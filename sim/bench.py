@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from cffdyn.io import to_jsonable
-from sim.model import MFConfig, SGDConfig, integrate_ode_batch, run_sgd
+from sim.model import MFConfig, integrate_ode_batch
+from sim.sgd import SGDConfig, run_sgd
 
 __all__ = ["BenchConfig", "BENCH_QUICK", "numpy_sgd", "numpy_semi_sgd", "run_bench"]
 
@@ -73,7 +74,7 @@ def numpy_sgd(cfg: MFConfig, N: int, steps: int, q0: float, seed: int) -> np.nda
 def numpy_semi_sgd(cfg: MFConfig, N: int, steps: int, q0: float, seed: int) -> np.ndarray:
     """NumPy loop of the semi-reduced engine's algorithm (d = 1, tanh, B = 1): the background
     parts of x, n1, n2 enter through their projections on u = w_bg / |w_bg| and one isotropic
-    Gaussian vector orthogonal to u (N - 1 normals per step), as in :mod:`sim.model`."""
+    Gaussian vector orthogonal to u (N - 1 normals per step), as in :mod:`sim.sgd`."""
     rng = np.random.default_rng(seed)
     sq = math.sqrt(N)
     rc = math.sqrt(1 - cfg.rho ** 2)

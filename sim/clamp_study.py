@@ -34,7 +34,8 @@ from cffdyn.figures import TEXT_WIDTH_IN, figure, styled
 from cffdyn.io import Progress, read_json, to_jsonable
 from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
-from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.model import MFConfig
+from sim.sgd import SGDConfig, run_sgd
 from sim.predict import SN_MAX
 from sim.report import finish, reuse_recorded, save_fig
 from sim.stationary import WindowSpec, measure_nvar, ratio_ci

@@ -1,40 +1,16 @@
 """One-layer nonlinear contrastive model (Meng & Wang reconstruction, notes A.4): data law,
-online SGD (numba), mean-field ODE right-hand side, learnability threshold, fixed points.
+mean-field ODE right-hand side, learnability threshold, fixed points.
 
 Model (notes A.4).  Features ``xi_k = sqrt(N) e_k`` (k < d), sample ``x = sum_k c_k e_k + a``
 with ``a`` standard normal off the feature coordinates, two views ``x_l = x + sn n_l`` with
 ``corr(n_1, n_2) = rho``, pre-activations ``h_l = w.x_l / sqrt(N)``, positive-pair score
-``y_1 y_2`` with ``y_l = sigma(h_l)``.  Online SGD step (mini-batch of ``B`` samples averaged)::
-
-    w <- w + tau/sqrt(N) * mean_b[ g1 x_1 + g2 x_2 ] - tau/N * phi(w),   g1 = s'(h1) s(h2), ...
-    w <- sqrt(N) w / |w|                    (skipped in the no-normalisation variant)
-
-with ``phi`` = 0, ``beta w`` (L2) or ``beta sign(w)`` (L1).  Time ``t = steps / N``.
+``y_1 y_2`` with ``y_l = sigma(h_l)``.
 Margin variants of the positive-pair score: ``"subtract"`` uses ``-(y1 y2 - m)`` (gradient
 identical to the plain score), ``"clamp"`` uses ``-min(y1 y2 + m, 1)`` whose per-sample gradient
 is multiplied by ``1[y1 y2 < 1 - m]``; the clamp activation rate (CAR) is
 ``Pr[y1 y2 >= 1 - m]`` and is recorded for both.
 
-Two exact SGD engines
----------------------
-``engine="full"``     the algorithm above with O(N) work and O(N) normals per step (numba).
-``engine="semi"``     the same Markov chain *in law* with O(N) work but only N - d normals per
-                      step (+ O(B d) scalars): w is kept in full (element-wise regularisers
-                      such as L1 stay exact); the background parts of x, n1, n2 enter through
-                      their projections on w_bg (scalars) and one isotropic Gaussian vector
-                      orthogonal to w_bg of per-coordinate variance V (below).
-``engine="reduced"``  the same Markov chain *in law* with O(d) work per step.  The data are
-                      isotropic off the feature coordinates and the update lies in span(w, x),
-                      so the state is ``(w_f, R = |w_background|^2)``: per sample one draws the
-                      background projections along ``w`` (normals) and the squared norm of
-                      the orthogonal part of the update, ``V chi^2_{N-d-1}`` with
-                      ``V = (g1+g2)^2 + sn^2 (g1^2 + g2^2 + 2 rho g1 g2)``.  Exact for every
-                      N (not an approximation); not available with the L1 regulariser, which
-                      breaks rotation invariance.  Tests check it against the full engine.
-
-Every trial ``i`` draws from numba's generator seeded with
-``SeedSequence(seed).spawn(K)[i]`` inside the ``prange`` loop, so results do not depend on the
-number of threads.
+Its online SGD (three engines exact in law) is :mod:`sim.sgd`; the ODE below is its N -> inf limit.
 
 Mean-field ODE (notes, boxed equation), state ``Q`` (normalised) or ``(m, r)``
 (no normalisation, notes "Variant without normalization")::
@@ -64,13 +40,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["Activation", "TANH", "RELU", "IDENTITY", "ACTIVATIONS", "get_activation", "Law",
            "MFConfig", "SGDConfig", "pack_params", "make_rhs", "rhs_numpy", "expectations",
-           "integrate_ode", "integrate_ode_batch", "run_sgd", "SGDResult", "learnability",
-           "jacobian_fd", "oja_rhs", "oja_stationary", "oja_jacobian_sympy",
-           "trial_seeds"]
+           "integrate_ode", "integrate_ode_batch", "learnability", "jacobian_fd", "oja_rhs",
+           "oja_stationary", "oja_jacobian_sympy", "check_status", "LAW_CODES"]
 
 
 # --------------------------------------------------------------------------- activations
@@ -117,6 +92,11 @@ class Activation:
     dsig: Callable = field(repr=False, compare=False)
     odd: bool = False
 
+    @property
+    def kernel_key(self) -> str:
+        """Key of the kernels compiled for this activation (name and the two functions)."""
+        return f"{self.name}:{id(self.sig)}:{id(self.dsig)}"
+
 
 TANH = Activation("tanh", _tanh, _dtanh, odd=True)
 RELU = Activation("relu", _relu, _drelu, odd=False)
@@ -133,7 +113,8 @@ def get_activation(act: str | Activation) -> Activation:
 
 
 # --------------------------------------------------------------------------- hidden-variable law
-_LAW_KINDS = {"rademacher": 0, "gaussian": 1, "sparse": 2, "empirical": 3}
+#: the law's code in the numba samplers (:func:`Law.sgd_code`)
+LAW_CODES = {"rademacher": 0, "gaussian": 1, "sparse": 2, "empirical": 3}
 
 
 @dataclass(frozen=True)
@@ -152,8 +133,8 @@ class Law:
     samples: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.kind not in _LAW_KINDS:
-            raise ValueError(f"unknown law {self.kind!r}; choose from {sorted(_LAW_KINDS)}")
+        if self.kind not in LAW_CODES:
+            raise ValueError(f"unknown law {self.kind!r}; choose from {sorted(LAW_CODES)}")
         if self.kind == "sparse" and not (self.kurtosis >= 1.0 and np.isfinite(self.kurtosis)):
             raise ValueError(f"sparse law needs kurtosis = m4/m2^2 >= 1, got {self.kurtosis}")
         if self.kind == "empirical":
@@ -196,7 +177,7 @@ class Law:
     def sgd_code(self) -> tuple[int, float, np.ndarray]:
         """(kind code, sparse p, sample table) for the numba sampler."""
         table = self._unit_samples() if self.kind == "empirical" else np.zeros(1)
-        return _LAW_KINDS[self.kind], 1.0 / self.kurtosis if self.kind == "sparse" else 1.0, table
+        return LAW_CODES[self.kind], 1.0 / self.kurtosis if self.kind == "sparse" else 1.0, table
 
 
 def trap_nodes(n: int, L: float = 9.0) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +281,9 @@ class MFConfig:
 
 
 # --------------------------------------------------------------------------- parameter packing
+#: slots of the packed parameter vector's header (:func:`pack_params`): each model parameter's
+#: one name below the config
+(P_TAU, P_SN, P_RHO, P_INV_B, P_MARGIN, P_CLAMP, P_NORMALIZE, P_BETA, P_D, P_NC, P_NG, P_TABLE) = range(12)
 _H = 12  # header length of the packed parameter vector
 
 
@@ -353,9 +337,11 @@ def pack_params(cfg: MFConfig, *, n_gh: int = 0, n_gh_noise: int = 0, n_gh_c: in
         for j in range(ndim):
             g[:, j] = mesh[j].ravel()
         gw = np.prod(np.stack([m.ravel() for m in wmesh], axis=1), axis=1)
-    head = np.array([cfg.tau, cfg.sn, cfg.rho, 1.0 / cfg.batch, cfg.margin,
-                     1.0 if cfg.mode == "clamp" else 0.0, 1.0 if cfg.normalize else 0.0,
-                     cfg.beta if cfg.reg == "l2" else 0.0, d, c_w.size, gw.size, 1.0 if table else 0.0])
+    head = np.empty(_H)
+    head[P_TAU], head[P_SN], head[P_RHO], head[P_INV_B] = cfg.tau, cfg.sn, cfg.rho, 1.0 / cfg.batch
+    head[P_MARGIN], head[P_CLAMP] = cfg.margin, 1.0 if cfg.mode == "clamp" else 0.0
+    head[P_NORMALIZE], head[P_BETA] = 1.0 if cfg.normalize else 0.0, cfg.beta if cfg.reg == "l2" else 0.0
+    head[P_D], head[P_NC], head[P_NG], head[P_TABLE] = d, c_w.size, gw.size, 1.0 if table else 0.0
     parts = [head, c_nodes.ravel(), c_w, g.ravel(), gw]
     if table:
         if cfg.sn != 0 or cfg.mode == "clamp" or not cfg.normalize or mc:
@@ -380,13 +366,13 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
     @njit(cache=False)
     def expect(m, r, P):
         """(E[D_k] (d,), E[A], E[B], CAR, E[D_k^2-ish] unused) at state (m, r)."""
-        sn = P[1]
-        rho = P[2]
-        margin = P[4]
-        clamp = P[5] > 0.5
-        d = int(P[8])
-        nc = int(P[9])
-        ng = int(P[10])
+        sn = P[P_SN]
+        rho = P[P_RHO]
+        margin = P[P_MARGIN]
+        clamp = P[P_CLAMP] > 0.5
+        d = int(P[P_D])
+        nc = int(P[P_NC])
+        ng = int(P[P_NG])
         o_c = _H
         o_cw = o_c + nc * d
         o_g = o_cw + nc
@@ -464,11 +450,11 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
     def rhs_tab_into(y, P, out):
         """Noise-free normalised RHS from the (mu, s) table (see pack_params(table=...)),
         written into ``out`` without temporary arrays (the phase-portrait fast path)."""
-        tau = P[0]
-        invb = P[3]
-        d = int(P[8])
-        nc = int(P[9])
-        ng = int(P[10])
+        tau = P[P_TAU]
+        invb = P[P_INV_B]
+        d = int(P[P_D])
+        nc = int(P[P_NC])
+        ng = int(P[P_NG])
         o_c = _H
         o_cw = o_c + nc * d
         o_t = o_cw + nc + 4 * ng
@@ -512,18 +498,18 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
 
     @njit(cache=False)
     def rhs(y, P):
-        tau = P[0]
-        invb = P[3]
-        d = int(P[8])
+        tau = P[P_TAU]
+        invb = P[P_INV_B]
+        d = int(P[P_D])
         out = np.empty(y.size)
-        if P[6] > 0.5:  # normalised: y = Q
+        if P[P_NORMALIZE] > 0.5:  # normalised: y = Q
             qq = 0.0
             for k in range(d):
                 qq += y[k] * y[k]
             if not (qq <= 1.0 + 1e-9):
                 out[:] = np.nan  # left the unit ball: the integrator stops and reports
                 return out
-            if P[11] > 0.5:
+            if P[P_TABLE] > 0.5:
                 rhs_tab_into(y, P, out)
                 return out
             ED, EA, EB, car = expect(y, 1.0, P)
@@ -538,7 +524,7 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
                 out[:] = np.nan
                 return out
             ED, EA, EB, car = expect(y[:d], r, P)
-            beta = P[7]
+            beta = P[P_BETA]
             for k in range(d):
                 out[k] = tau * ED[k] - tau * beta * y[k]
             out[d] = 2.0 * tau * EA + tau * tau * invb * EB - 2.0 * tau * beta * r
@@ -547,7 +533,7 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
     @njit(cache=False)
     def rhs_into(y, P, out):
         """``rhs`` writing into ``out`` (for sim.integrate.make_rk4_batch_into)."""
-        if P[11] > 0.5 and P[6] > 0.5:
+        if P[P_TABLE] > 0.5 and P[P_NORMALIZE] > 0.5:
             qq = 0.0
             for k in range(y.size):
                 qq += y[k] * y[k]
@@ -561,19 +547,21 @@ def _make_kernels(act: Activation) -> tuple[Callable, Callable]:
     return expect, rhs, tabulate, rhs_into
 
 
+def _ode_kernels(act: str | Activation) -> tuple[Callable, Callable, Callable, Callable]:
+    """(expect, rhs, tabulate, rhs_into) compiled for ``act`` (cached)."""
+    a = get_activation(act)
+    if a.kernel_key not in _RHS_CACHE:
+        _RHS_CACHE[a.kernel_key] = _make_kernels(a)
+    return _RHS_CACHE[a.kernel_key]
+
+
 def make_rhs(act: str | Activation = "tanh") -> Callable:
     """The compiled right-hand side ``rhs(y, P)`` for activation ``act`` (cached)."""
-    a = get_activation(act)
-    key = f"{a.name}:{id(a.sig)}:{id(a.dsig)}"
-    if key not in _RHS_CACHE:
-        _RHS_CACHE[key] = _make_kernels(a)
-    return _RHS_CACHE[key][1]
+    return _ode_kernels(act)[1]
 
 
 def _expect_kernel(act, tab: bool = False) -> Callable:
-    make_rhs(act)
-    a = get_activation(act)
-    return _RHS_CACHE[f"{a.name}:{id(a.sig)}:{id(a.dsig)}"][2 if tab else 0]
+    return _ode_kernels(act)[2 if tab else 0]
 
 
 def expectations(cfg: MFConfig, Q: np.ndarray, r: float = 1.0, **quad) -> dict:
@@ -596,7 +584,7 @@ def rhs_numpy(cfg: MFConfig, **quad) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
-def _check_status(status: np.ndarray, what: str) -> None:
+def check_status(status: np.ndarray, what: str) -> None:
     bad = np.flatnonzero(status)
     if bad.size:
         raise FloatingPointError(f"{what}: {bad.size} trajectory(ies) left the unit ball or went "
@@ -617,17 +605,15 @@ def integrate_ode_batch(cfg: MFConfig, Y0: np.ndarray, *, t_end: float, dt: floa
     P = quad.pop("params", None)
     if P is None:
         P = pack_params(cfg, **quad)
-    if P[11] > 0.5:  # tabulated fast path: allocation-free integrator
-        make_rhs(cfg.act)
-        a = cfg.act
-        run = make_rk4_batch_into(_RHS_CACHE[f"{a.name}:{id(a.sig)}:{id(a.dsig)}"][3])
+    if P[P_TABLE] > 0.5:  # tabulated fast path: allocation-free integrator
+        run = make_rk4_batch_into(_ode_kernels(cfg.act)[3])
     else:
         run = make_rk4_batch(make_rhs(cfg.act))
     n_steps = int(round(t_end / dt))
     n_steps -= n_steps % record_every
     traj, status = run(np.ascontiguousarray(Y0), P, float(dt), n_steps, int(record_every))
     if strict:
-        _check_status(status, "integrate_ode_batch")
+        check_status(status, "integrate_ode_batch")
     return time_grid(n_steps * dt, dt, record_every), traj, status
 
 
@@ -696,509 +682,3 @@ def jacobian_fd(f: Callable, y: np.ndarray, h: float = 1e-6) -> np.ndarray:
         e[j] = h
         J[:, j] = (f(y + e) - f(y - e)) / (2 * h)
     return J
-
-
-# --------------------------------------------------------------------------- SGD
-def trial_seeds(seed: int, K: int) -> np.ndarray:
-    """Per-trial seeds from ``SeedSequence(seed).spawn(K)`` (independent streams)."""
-    ss = np.random.SeedSequence(int(seed)).spawn(int(K))
-    return np.array([s.generate_state(1, dtype=np.uint32)[0] for s in ss], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class SGDConfig:
-    """Microscopic run: dimension N, trials K, horizon t_end (in units of N steps), number of
-    records, engine ("full" O(N)/step, 3BN normals; "semi" exact-in-law O(N)/step, N normals;
-    "reduced" exact-in-law O(d)/step), seed."""
-    N: int = 2000
-    trials: int = 8
-    t_end: float = 10.0
-    n_records: int = 50
-    engine: Literal["full", "semi", "reduced"] = "reduced"
-    seed: int = 0
-
-    def __post_init__(self):
-        if int(self.N) != self.N or self.N < 2:
-            raise ValueError(f"N={self.N!r} must be an integer >= 2")
-        if self.trials < 1:
-            raise ValueError("trials must be >= 1")
-        if not (np.isfinite(self.t_end) and self.t_end > 0):
-            raise ValueError("t_end must be finite and > 0")
-        if self.n_records < 1:
-            raise ValueError("n_records must be >= 1")
-        if self.engine not in ("full", "semi", "reduced"):
-            raise ValueError(f"engine={self.engine!r}: choose full, semi or reduced")
-
-
-@dataclass
-class SGDResult:
-    t: np.ndarray          # (R,)
-    Q: np.ndarray          # (K, R, d) cosine similarities
-    r: np.ndarray          # (K, R) |w|^2/N
-    car: np.ndarray        # (K, R) clamp activation rate over each record interval (car[:,0] = nan)
-    status: np.ndarray     # (K,) 0 ok, 1 non-finite / left the sphere
-
-
-@njit(cache=True)
-def _sample_c_rng(rng, kind, p, table):
-    """:func:`_sample_c` on a numpy Generator."""
-    if kind == 0:
-        return 1.0 if rng.random() < 0.5 else -1.0
-    if kind == 1:
-        return rng.standard_normal()
-    if kind == 2:
-        u = rng.random()
-        if u >= p:
-            return 0.0
-        a = math.sqrt(1.0 / p)
-        return a if u < 0.5 * p else -a
-    return table[rng.integers(0, table.size)]
-
-
-@njit(cache=True)
-def _sample_c(kind, p, table):
-    if kind == 0:
-        return 1.0 if np.random.random() < 0.5 else -1.0
-    if kind == 1:
-        return np.random.standard_normal()
-    if kind == 2:
-        u = np.random.random()
-        if u >= p:
-            return 0.0
-        a = math.sqrt(1.0 / p)
-        return a if u < 0.5 * p else -a
-    return table[np.random.randint(0, table.size)]
-
-
-def _make_sgd(act: Activation):
-    sig, dsig = act.sig, act.dsig
-
-    @njit(inline="always")
-    def pair_grad(h1, h2, thr, clamp):
-        """One pair's gradient factors (g1, g2) and whether its clamp is active (S1 S2 >= 1 - m).
-        Under the clamp an active pair's gradient is cut: (0, 0).  Every engine uses this rule."""
-        S1 = sig(h1)
-        S2 = sig(h2)
-        active = S1 * S2 >= thr
-        if active and clamp:
-            return 0.0, 0.0, True
-        return dsig(h1) * S2, S1 * dsig(h2), active
-
-    @njit(inline="always")
-    def accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho):
-        """Add a pair's update to the feature directions ``uf`` (in place); return its parts
-        along the background direction (g1 p1 + g2 p2) and its background variance."""
-        for k in range(uf.size):
-            uf[k] += g1 * x1[k] + g2 * x2[k]
-        return g1 * p1 + g2 * p2, (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
-
-    @njit(parallel=True, cache=False)
-    def reduced(seeds, Q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta,
-                law_kind, law_p, table, rec_every, n_rec):
-        K = seeds.size
-        d = sqm2.size
-        Qout = np.full((K, n_rec + 1, d), np.nan)
-        rout = np.full((K, n_rec + 1), np.nan)
-        cout = np.full((K, n_rec + 1), np.nan)
-        status = np.zeros(K, dtype=np.int8)
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
-        dof = N - d - 1.0
-        decay = 1.0 - tau * beta / N
-        thr = 1.0 - margin
-        for i in prange(K):
-            np.random.seed(seeds[i])
-            wf = np.empty(d)
-            for k in range(d):
-                wf[k] = Q0[i, k] * sqN
-            R = N - np.sum(wf * wf) if normalize else N * Q0[i, d] - np.sum(wf * wf)
-            c = np.empty(d)
-            x1 = np.empty(d)
-            x2 = np.empty(d)
-            uf = np.empty(d)
-            for k in range(d):
-                Qout[i, 0, k] = Q0[i, k] if normalize else Q0[i, k] / math.sqrt(Q0[i, d])
-            rout[i, 0] = (np.sum(wf * wf) + R) / N
-            ncar = 0
-            for step in range(1, rec_every * n_rec + 1):
-                sR = math.sqrt(max(R, 0.0))
-                uf[:] = 0.0
-                upar = 0.0
-                V = 0.0
-                for b in range(B):
-                    for k in range(d):
-                        c[k] = sqm2[k] * _sample_c(law_kind, law_p, table)
-                    apar = np.random.standard_normal()
-                    if sn > 0.0:
-                        for k in range(d):
-                            z1 = np.random.standard_normal()
-                            z2 = rho * z1 + rc * np.random.standard_normal() if rc > 0 else rho * z1
-                            x1[k] = c[k] + sn * z1
-                            x2[k] = c[k] + sn * z2
-                        z1 = np.random.standard_normal()
-                        z2 = rho * z1 + rc * np.random.standard_normal() if rc > 0 else rho * z1
-                        p1 = apar + sn * z1
-                        p2 = apar + sn * z2
-                    else:
-                        for k in range(d):
-                            x1[k] = c[k]
-                            x2[k] = c[k]
-                        p1 = apar
-                        p2 = apar
-                    h1 = sR * p1
-                    h2 = sR * p2
-                    for k in range(d):
-                        h1 += wf[k] * x1[k]
-                        h2 += wf[k] * x2[k]
-                    h1 /= sqN
-                    h2 /= sqN
-                    g1, g2, active = pair_grad(h1, h2, thr, clamp)
-                    if active:
-                        ncar += 1
-                        if clamp:
-                            continue
-                    du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
-                    upar += du
-                    V += dv
-                lr = tau / sqN / B
-                for k in range(d):
-                    wf[k] = decay * wf[k] + lr * uf[k]
-                par = decay * sR + lr * upar
-                perp2 = 0.0
-                if V > 0.0:
-                    perp2 = V * np.random.chisquare(dof)
-                R = par * par + lr * lr * perp2
-                nrm2 = np.sum(wf * wf) + R
-                if normalize:
-                    sc = math.sqrt(N / nrm2)
-                    for k in range(d):
-                        wf[k] *= sc
-                    R *= sc * sc
-                    nrm2 = N
-                if not (np.isfinite(nrm2) and nrm2 > 0.0):
-                    status[i] = 1
-                    break
-                if step % rec_every == 0:
-                    j = step // rec_every
-                    for k in range(d):
-                        Qout[i, j, k] = wf[k] / math.sqrt(nrm2)
-                    rout[i, j] = nrm2 / N
-                    cout[i, j] = ncar / (rec_every * B)
-                    ncar = 0
-        return Qout, rout, cout, status
-
-    @njit(parallel=True, cache=False)
-    def full(seeds, Q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta, l1,
-             law_kind, law_p, table, rec_every, n_rec):
-        K = seeds.size
-        d = sqm2.size
-        Qout = np.full((K, n_rec + 1, d), np.nan)
-        rout = np.full((K, n_rec + 1), np.nan)
-        cout = np.full((K, n_rec + 1), np.nan)
-        status = np.zeros(K, dtype=np.int8)
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
-        thr = 1.0 - margin
-        for i in prange(K):
-            np.random.seed(seeds[i])
-            # initial w: feature part from Q0, background a random direction of the right norm
-            w = np.empty(N)
-            for j in range(N):
-                w[j] = np.random.standard_normal()
-            bg = 0.0
-            for j in range(d, N):
-                bg += w[j] * w[j]
-            q2 = 0.0
-            for k in range(d):
-                q2 += Q0[i, k] * Q0[i, k]
-            rr = 1.0 if normalize else Q0[i, d]
-            scb = math.sqrt(max(N * (rr - q2), 0.0) / bg)
-            for j in range(d, N):
-                w[j] *= scb
-            for k in range(d):
-                w[k] = Q0[i, k] * sqN
-            x1 = np.empty((B, N))
-            x2 = np.empty((B, N))
-            g1s = np.zeros(B)
-            g2s = np.zeros(B)
-            for k in range(d):
-                Qout[i, 0, k] = Q0[i, k] / math.sqrt(rr)
-            rout[i, 0] = rr
-            ncar = 0
-            for step in range(1, rec_every * n_rec + 1):
-                for b in range(B):
-                    h1 = 0.0
-                    h2 = 0.0
-                    for j in range(N):
-                        if j < d:
-                            xj = sqm2[j] * _sample_c(law_kind, law_p, table)
-                        else:
-                            xj = np.random.standard_normal()
-                        if sn > 0.0:
-                            z1 = np.random.standard_normal()
-                            z2 = rho * z1 + rc * np.random.standard_normal() if rc > 0 else rho * z1
-                            a1 = xj + sn * z1
-                            a2 = xj + sn * z2
-                        else:
-                            a1 = xj
-                            a2 = xj
-                        x1[b, j] = a1
-                        x2[b, j] = a2
-                        h1 += w[j] * a1
-                        h2 += w[j] * a2
-                    h1 /= sqN
-                    h2 /= sqN
-                    g1s[b], g2s[b], active = pair_grad(h1, h2, thr, clamp)
-                    if active:
-                        ncar += 1
-                lr = tau / sqN / B
-                nrm2 = 0.0
-                for j in range(N):
-                    u = 0.0
-                    for b in range(B):
-                        u += g1s[b] * x1[b, j] + g2s[b] * x2[b, j]
-                    wj = w[j] + lr * u
-                    if l1:
-                        wj -= tau * beta / N * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
-                    else:
-                        wj -= tau * beta / N * w[j]
-                    w[j] = wj
-                    nrm2 += wj * wj
-                if not (np.isfinite(nrm2) and nrm2 > 0.0):
-                    status[i] = 1
-                    break
-                if normalize:
-                    sc = math.sqrt(N / nrm2)
-                    for j in range(N):
-                        w[j] *= sc
-                    nrm2 = N
-                if step % rec_every == 0:
-                    jr = step // rec_every
-                    for k in range(d):
-                        Qout[i, jr, k] = w[k] / math.sqrt(nrm2)
-                    rout[i, jr] = nrm2 / N
-                    cout[i, jr] = ncar / (rec_every * B)
-                    ncar = 0
-        return Qout, rout, cout, status
-
-    @njit(nogil=True, cache=False)
-    def semi(rng, q0, N, sqm2, tau, sn, rho, B, margin, clamp, normalize, beta, l1,
-             law_kind, law_p, table, rec_every, n_rec):
-        """Exact in law, O(N) per step with N - d normals (+ O(B d) scalars) instead of the full
-        engine's 3 B N: the background parts of x, n1, n2 enter only through their projections
-        on u = w_bg / |w_bg| (scalars) and, orthogonal to u, through one isotropic Gaussian
-        vector of variance V = sum_b (g1+g2)^2 + sn^2 (g1^2 + g2^2 + 2 rho g1 g2) per coordinate.
-        w itself is kept in full, so element-wise regularisers (L1) stay exact.  One trial per
-        call, drawing from a numpy Generator (PCG64 + ziggurat, several times faster than the
-        legacy np.random stream in numba): the normals are the cost of a step."""
-        d = sqm2.size
-        Qout = np.full((n_rec + 1, d), np.nan)
-        rout = np.full(n_rec + 1, np.nan)
-        cout = np.full(n_rec + 1, np.nan)
-        status = 0
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
-        thr = 1.0 - margin
-        w = np.empty(N)
-        for j in range(N):
-            w[j] = rng.standard_normal()
-        bg = 0.0
-        for j in range(d, N):
-            bg += w[j] * w[j]
-        q2 = 0.0
-        for k in range(d):
-            q2 += q0[k] * q0[k]
-        rr = 1.0 if normalize else q0[d]
-        scb = math.sqrt(max(N * (rr - q2), 0.0) / bg)
-        R = 0.0
-        for j in range(d, N):
-            w[j] *= scb
-            R += w[j] * w[j]
-        for k in range(d):
-            w[k] = q0[k] * sqN
-        zeta = np.zeros(N)
-        x1 = np.empty(d)
-        x2 = np.empty(d)
-        uf = np.empty(d)
-        for k in range(d):
-            Qout[0, k] = q0[k] / math.sqrt(rr)
-        rout[0] = rr
-        ncar = 0
-        s = 1.0  # the true weights are s * w: normalisation rescales s, not w (one pass less per step)
-        for step in range(1, rec_every * n_rec + 1):
-            sR = math.sqrt(max(R, 0.0))
-            uf[:] = 0.0
-            upar = 0.0
-            V = 0.0
-            for b in range(B):
-                apar = rng.standard_normal()
-                h1 = 0.0
-                h2 = 0.0
-                for k in range(d):
-                    ck = sqm2[k] * _sample_c_rng(rng, law_kind, law_p, table)
-                    if sn > 0.0:
-                        z1 = rng.standard_normal()
-                        z2 = rho * z1 + rc * rng.standard_normal() if rc > 0 else rho * z1
-                        x1[k] = ck + sn * z1
-                        x2[k] = ck + sn * z2
-                    else:
-                        x1[k] = ck
-                        x2[k] = ck
-                    h1 += s * w[k] * x1[k]
-                    h2 += s * w[k] * x2[k]
-                if sn > 0.0:
-                    z1 = rng.standard_normal()
-                    z2 = rho * z1 + rc * rng.standard_normal() if rc > 0 else rho * z1
-                    p1 = apar + sn * z1
-                    p2 = apar + sn * z2
-                else:
-                    p1 = apar
-                    p2 = apar
-                h1 = (h1 + sR * p1) / sqN
-                h2 = (h2 + sR * p2) / sqN
-                g1, g2, active = pair_grad(h1, h2, thr, clamp)
-                if active:
-                    ncar += 1
-                    if clamp:
-                        continue
-                du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
-                upar += du
-                V += dv
-            lr = tau / sqN / B
-            dec = tau * beta / N
-            # background: w_bg + lr (upar u + sqrt(V) (zeta - (zeta.u) u)), zeta ~ N(0, I)
-            a_u = 0.0
-            sV = math.sqrt(V)
-            if V > 0.0:
-                zw = 0.0
-                for j in range(d, N):
-                    z = rng.standard_normal()
-                    zeta[j] = z
-                    zw += z * w[j]
-                zw *= s
-                a_u = (upar - sV * zw / sR) / sR if sR > 0.0 else 0.0
-            elif sR > 0.0:
-                a_u = upar / sR
-            nrm2 = 0.0
-            inv_s = 1.0 / s
-            for k in range(d):
-                tk = s * w[k]
-                wk = tk + lr * uf[k]
-                if l1:
-                    wk -= dec * (1.0 if tk > 0 else (-1.0 if tk < 0 else 0.0))
-                else:
-                    wk -= dec * tk
-                w[k] = wk * inv_s
-                nrm2 += wk * wk
-            R = 0.0
-            f = 1.0 + lr * a_u
-            cz = lr * sV * inv_s
-            dl1 = dec * inv_s
-            if V == 0.0:
-                cz = 0.0  # zeta holds finite stale values (zero-initialised): no branch per element
-            if l1:
-                for j in range(d, N):  # in stored units: true update divided by s
-                    wj = f * w[j] + cz * zeta[j] - dl1 * (1.0 if w[j] > 0 else (-1.0 if w[j] < 0 else 0.0))
-                    w[j] = wj
-                    R += wj * wj
-            else:
-                fd = f - dec
-                for j in range(d, N):
-                    wj = fd * w[j] + cz * zeta[j]
-                    w[j] = wj
-                    R += wj * wj
-            R *= s * s
-            nrm2 += R
-            if not (np.isfinite(nrm2) and nrm2 > 0.0):
-                status = 1
-                break
-            if normalize:
-                sc = math.sqrt(N / nrm2)
-                s *= sc
-                R *= sc * sc
-                nrm2 = N
-                if not (1e-30 < s < 1e30):  # fold the scale back before it under/overflows
-                    for j in range(N):
-                        w[j] *= s
-                    s = 1.0
-            if step % rec_every == 0:
-                jr = step // rec_every
-                for k in range(d):
-                    Qout[jr, k] = s * w[k] / math.sqrt(nrm2)
-                rout[jr] = nrm2 / N
-                cout[jr] = ncar / (rec_every * B)
-                ncar = 0
-        return Qout, rout, cout, status
-
-    return reduced, full, semi
-
-
-_SGD_CACHE: dict[str, tuple[Callable, Callable, Callable]] = {}
-
-
-def _sgd_kernels(act: Activation):
-    key = f"{act.name}:{id(act.sig)}:{id(act.dsig)}"
-    if key not in _SGD_CACHE:
-        _SGD_CACHE[key] = _make_sgd(act)
-    return _SGD_CACHE[key]
-
-
-def _run_semi(kernel, sgd: SGDConfig, Y0, sqm2, common, l1, kind, p, table, rec_every):
-    """Trials of the semi-reduced engine in ``numba.get_num_threads()`` Python threads (the
-    kernel releases the GIL); trial i draws from ``default_rng(SeedSequence(seed).spawn(K)[i])``,
-    so results do not depend on the number of threads."""
-    import numba
-    from concurrent.futures import ThreadPoolExecutor
-
-    K = Y0.shape[0]
-    ss = np.random.SeedSequence(int(sgd.seed)).spawn(K)
-
-    def one(i):
-        return kernel(np.random.default_rng(ss[i]), Y0[i], int(sgd.N), sqm2, *common, l1, kind, p, table,
-                      rec_every, sgd.n_records)
-    nt = max(1, min(numba.get_num_threads(), K))
-    if nt == 1:
-        outs = [one(i) for i in range(K)]
-    else:
-        with ThreadPoolExecutor(max_workers=nt) as ex:
-            outs = list(ex.map(one, range(K)))
-    Q = np.stack([o[0] for o in outs])
-    r = np.stack([o[1] for o in outs])
-    car = np.stack([o[2] for o in outs])
-    st = np.array([o[3] for o in outs], dtype=np.int8)
-    return Q, r, car, st
-
-
-def run_sgd(cfg: MFConfig, sgd: SGDConfig, y0, *, strict: bool = True) -> SGDResult:
-    """Run ``sgd.trials`` independent online-SGD trials from state ``y0`` (shape (n,) shared
-    or (K, n) per trial; ``Q`` normalised, ``(m, r)`` free-norm).  Deterministic in
-    ``sgd.seed`` whatever the thread count.  With ``strict`` a trajectory that goes non-finite
-    raises ``FloatingPointError``; otherwise its records are NaN and ``status`` is 1."""
-    if sgd.N < cfg.d + 2:
-        raise ValueError(f"N={sgd.N} must exceed the number of features d={cfg.d} (N >= d + 2)")
-    if sgd.engine == "reduced" and cfg.reg == "l1":
-        raise ValueError("the reduced engine needs a rotation-invariant regulariser (none/l2); "
-                         "use engine='full' with reg='l1'")
-    y0 = cfg.validate_state(np.asarray(y0, float))
-    K = sgd.trials
-    Y0 = np.ascontiguousarray(np.broadcast_to(y0, (K, y0.shape[-1])), dtype=np.float64)
-    rec_every = max(1, int(round(sgd.t_end * sgd.N / sgd.n_records)))
-    kind, p, table = cfg.law.sgd_code()
-    reduced, full, semi = _sgd_kernels(cfg.act)
-    seeds = trial_seeds(sgd.seed, K)
-    sqm2 = np.sqrt(np.asarray(cfg.m2))
-    beta = cfg.beta if cfg.reg != "none" else 0.0
-    common = (float(cfg.tau), float(cfg.sn), float(cfg.rho), int(cfg.batch), float(cfg.margin),
-              cfg.mode == "clamp", bool(cfg.normalize), float(beta))
-    if sgd.engine == "reduced":
-        Q, r, car, st = reduced(seeds, Y0, float(sgd.N), sqm2, *common, kind, p, table,
-                                rec_every, sgd.n_records)
-    elif sgd.engine == "full":
-        Q, r, car, st = full(seeds, Y0, int(sgd.N), sqm2, *common, cfg.reg == "l1", kind, p, table,
-                             rec_every, sgd.n_records)
-    else:
-        Q, r, car, st = _run_semi(semi, sgd, Y0, sqm2, common, cfg.reg == "l1", kind, p, table, rec_every)
-    if strict:
-        _check_status(st, "run_sgd")
-    t = np.arange(sgd.n_records + 1) * rec_every / sgd.N
-    return SGDResult(t=t, Q=Q, r=r, car=car, status=st)

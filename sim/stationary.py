@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.model import MFConfig
+from sim.sgd import SGDConfig, run_sgd
 
 __all__ = ["WindowSpec", "batch_means", "measure_nvar", "ratio_ci"]
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from cffdyn.errors import UserError
 from cffdyn.io import Progress, atomic_write_json, to_jsonable
-from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.model import MFConfig
+from sim.sgd import SGDConfig, run_sgd
 from sim.diffusion import expected_rel_se, window_for_rel_se
 from sim.predict import cell_prediction
 from sim.stationary import WindowSpec, measure_nvar

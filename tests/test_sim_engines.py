@@ -11,7 +11,8 @@ import pytest
 from scipy.stats import f as f_dist
 from scipy.stats import norm
 
-from sim.model import MFConfig, SGDConfig, run_sgd
+from sim.model import MFConfig
+from sim.sgd import SGDConfig, run_sgd
 
 
 @pytest.mark.parametrize("cfg", [
@@ -57,3 +58,18 @@ def test_bench_tiny_reports_ratios_and_load():
     assert "load_avg" in res["machine_before"] and "load average" in lines[-1] and "device:" in lines[-1]
     assert any("compilation excluded" in ln for ln in lines)  # the choice is said
     assert res["normals_per_step"]["semi"] < res["normals_per_step"]["full"] / 2.5
+
+
+@pytest.mark.parametrize("engine", ["full", "semi", "reduced"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_every_engine_flags_a_trajectory_that_overflows(engine, normalize):
+    """tau = 1e300 overflows |w|^2 in the first step: the trial is lost (status 1, records NaN
+    from then on), never a NaN record with status 0, and strict mode raises."""
+    cfg = MFConfig(tau=1e300, m2=(3.0,), activation="identity", normalize=normalize)
+    y0 = [0.3] if normalize else [0.3, 1.0]
+    sg = SGDConfig(N=50, trials=2, t_end=1.0, n_records=2, engine=engine)
+    r = run_sgd(cfg, sg, y0, strict=False)
+    assert np.all(r.status == 1)
+    assert np.all(np.isfinite(r.Q[:, 0])) and np.all(np.isnan(r.Q[:, 1:])) and np.all(np.isnan(r.r[:, 1:]))
+    with pytest.raises(FloatingPointError, match="run_sgd"):
+        run_sgd(cfg, sg, y0)

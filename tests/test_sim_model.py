@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sim.fluctuations import find_fixed_points
-from sim.model import (IDENTITY, Law, MFConfig, SGDConfig, expectations,
-                       integrate_ode, integrate_ode_batch, jacobian_fd, learnability, oja_jacobian_sympy,
-                       oja_rhs, oja_stationary, rhs_numpy, run_sgd)
+from sim.model import (IDENTITY, Law, MFConfig, expectations, integrate_ode, integrate_ode_batch, jacobian_fd,
+                       learnability, oja_jacobian_sympy, oja_rhs, oja_stationary, rhs_numpy)
+from sim.sgd import SGDConfig, run_sgd
 
 
 # ---------------------------------------------------------------- independent reference (notes A.4)
