@@ -5,8 +5,11 @@ study's result JSON to the specs of the numbers the manuscript prints: each spec
 macro, the source (the study's key in the build, ``"derived"`` for numbers a study computes from
 its recorded runs at build time, or ``"source"`` for the literature values), a
 :mod:`paper.jsonpath` path into that JSON, an optional reduction over a multi-valued path, a
-scale, a format and what the number is (``desc``, with its unit).  The paper build evaluates
-and renders them (:mod:`paper.numbers`); nothing here imports a study or the paper.
+scale, a format and what the number is (``desc``).  A number the manuscript prints with a unit
+or beside its uncertainty declares them (``unit``: the TeX the text prints right after it;
+``uncertainty``: the macros of which one must stand beside it), and the manuscript's text check
+(:func:`paper.prose.unquantified`) holds the text to them.  The paper build evaluates and
+renders the specs (:mod:`paper.numbers`); nothing here imports a study or the paper.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ class NumberSpec:
     scale: float = 1.0
     reduce: str | None = None
     desc: str = ""
+    unit: str = ""                    # TeX printed right after the number, e.g. r"\%", r"\,s"
+    uncertainty: tuple[str, ...] = ()  # macros of its SD, interval or test, one printed beside it
 
     def __post_init__(self) -> None:
         if not _MACRO.match(self.macro):
@@ -65,7 +70,8 @@ def study_timing_specs(prefix: str, source: str, data: dict) -> list[NumberSpec]
     t = data.get("timing") or {}
     out = []
     if t.get("wall_s") is not None:
-        out.append(NumberSpec(f"{prefix}WallMin", source, "timing.wall_s", ".1f", 1 / 60, None, "study wall time (min)"))
+        out.append(NumberSpec(f"{prefix}WallMin", source, "timing.wall_s", ".1f", 1 / 60, None, "study wall time (min)",
+                              unit=r"\,min"))
     if t.get("load_avg_start"):
         out.append(NumberSpec(f"{prefix}LoadStart", source, "timing.load_avg_start[0]", ".1f", 1.0, None,
                               "1-min load average at the start"))

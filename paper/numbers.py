@@ -121,7 +121,8 @@ def write_numbers(numbers: list[Number], out_dir: Path) -> tuple[Path, Path]:
         lines.append(f"\\newcommand{{\\{n.spec.macro}}}{{{tex}}}")
         table[n.spec.macro] = {"value": n.value, "tex": tex, "raw": n.raw, "source_json": n.source_json,
                                "json_path": n.spec.path, "scale": n.spec.scale, "fmt": n.spec.fmt,
-                               "reduce": n.spec.reduce, "desc": n.spec.desc}
+                               "reduce": n.spec.reduce, "desc": n.spec.desc, "unit": n.spec.unit,
+                               "uncertainty": list(n.spec.uncertainty)}
     tex = atomic_write_text(Path(out_dir) / "generated" / "numbers.tex", "\n".join(lines) + "\n")
     js = atomic_write_json(Path(out_dir) / "numbers.json", table, hashed=False)   # a table: one entry per macro
     return tex, js

@@ -3,29 +3,27 @@
 * :func:`fragments`: a generated sentence or table cell that stops mid-sentence (ends on an
   article, a preposition, a conjunction, a copula or a comma: "the ratio is");
 * :func:`unquantified`: a number printed without its unit or without the uncertainty the build
-  has for it (:data:`QUANTIFIED`: macro -> unit and the macros of which one must stand beside it).
+  has for it (:func:`rules`: what each number's spec declares).
 """
 from __future__ import annotations
 
 import re
+from typing import Any, Mapping
 
-__all__ = ["DANGLING", "QUANTIFIED", "fragments", "table_cells", "unquantified"]
+__all__ = ["DANGLING", "rules", "fragments", "table_cells", "unquantified"]
 
 #: words a complete sentence or cell does not end on
 DANGLING = frozenset("""a an the of to in on at by for with from than as and or but nor that which whose is are was
 were be been being has have had its their our this these those per via into onto between""".split())
 
-#: macro -> (unit as a regex, macros of which one must follow within the window: its SD or interval or
-#: the p of the test beside it); a leading "*" matches every macro that ends with the name
-QUANTIFIED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "VitProbeAcc": (r"\\%", ("VitProbeSd", "VitProbeN")),
-    "VitCarClamp": (r"\\%", ("VitCarClampSd",)),
-    "VitEpochTimeCffOne": (r"\\,s", ("VitEpochTimeSdCffOne",)),
-    "VitEpochTimeCffTwo": (r"\\,s", ("VitEpochTimeSdCffTwo",)),
-    "MeanDiffLossMode": (r"\\,points", ("MeanDiffLoLossMode", "PPairedTLossMode", "PWelchLossMode")),
-    "VitWallMin": (r"\\,min", ()),
-    "ConvExponent": (r"", ("ConvExponentLo",)),
-}
+def rules(numbers: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The text check's rules from ``numbers.json`` (macro -> entry): every number whose spec
+    declares a unit or an uncertainty (:class:`cffdyn.exports.NumberSpec`) -> (its unit as a
+    regex, the macros of which one must follow it: its SD, interval or the p of its test)."""
+    return {m: (re.escape(e.get("unit") or ""), tuple(e.get("uncertainty") or ()))
+            for m, e in numbers.items() if e.get("unit") or e.get("uncertainty")}
+
+
 WINDOW = 160
 
 
@@ -63,15 +61,13 @@ def table_cells(tab: str) -> list[str]:
     return cells
 
 
-def unquantified(tex: str, rules: dict[str, tuple[str, tuple[str, ...]]] | None = None,
-                 window: int = WINDOW) -> list[str]:
-    """Every use of a :data:`QUANTIFIED` macro in ``tex`` not followed, within ``window`` characters,
-    by its unit (directly) and by one of its uncertainty macros."""
-    rules = QUANTIFIED if rules is None else rules
+def unquantified(tex: str, checks: Mapping[str, tuple[str, tuple[str, ...]]], window: int = WINDOW) -> list[str]:
+    """Every use in ``tex`` of a macro of ``checks`` (:func:`rules`) not followed, within ``window``
+    characters, by its unit (directly) and by one of its uncertainty macros."""
     body = re.sub(r"(?<!\\)%.*", "", tex)
     body = re.sub(r"\\newcommand\{\\[A-Za-z]+\}\{[^}]*\}", "", body)
     bad = []
-    for macro, (unit, unc) in rules.items():
+    for macro, (unit, unc) in checks.items():
         for m in re.finditer(r"\\" + macro + r"(?![A-Za-z])", body):
             after = body[m.end():m.end() + window]
             if unit and not re.match(r"(\{\})?" + unit, after):

@@ -68,7 +68,7 @@ import numpy as np
 from sim.model import MFConfig, jacobian_fd, rhs_numpy
 
 __all__ = ["Nodes", "build_nodes", "increment_moments", "drift", "drift_slope", "QUAD_TOL", "QuadCheck",
-           "choose_order", "StationaryPoint", "stable_root", "stationary_point", "fluctuation_variance",
+           "choose_order", "StationaryPoint", "stable_root", "stationary_point", "ode_stationary_point", "fluctuation_variance",
            "find_fixed_points", "NoInteriorFixedPoint"]
 
 _L = 9.0       # Gaussian window half-width in standard deviations (mass outside ~ 2e-19)
@@ -543,6 +543,21 @@ def fluctuation_variance(cfg: MFConfig, Q: float | None = None, N: int | None = 
     if N is not None:
         out["var"] = sp.n_var / N
     return out
+
+
+def ode_stationary_point(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
+    """The stable fixed point of the d = 1 mean-field ODE reached from ``q0 > 0`` (None where the
+    flow goes to Q = 0 or has no stable interior point): :func:`stable_root` on the ODE's own
+    right-hand side at its fixed quadrature (:func:`sim.model.rhs_numpy`).  This is the ODE the
+    notes' noise table was computed from, so the noise study compares with it here;
+    :func:`stationary_point` is the same finder on the boundary-resolving drift with a checked
+    quadrature order (what the fluctuation theory needs under the clamp)."""
+    f = rhs_numpy(cfg)
+    try:
+        q, _ = stable_root(lambda q: float(f(np.array([q]))[0]), q0, np.linspace(1e-3, 0.999, n_scan), xtol=1e-13)
+    except NoInteriorFixedPoint:
+        return None
+    return q
 
 
 def find_fixed_points(cfg: MFConfig, *, n_starts: int = 9, tol: float = 1e-10, **quad) -> list[dict]:

@@ -9,7 +9,8 @@ __all__ = ["convergence_specs", "hfunc_specs", "phase_specs", "noise_specs"]
 
 def convergence_specs(data: dict) -> list[NumberSpec]:
     c = "convergence"
-    out = [NumberSpec("ConvExponent", c, "exponent", ".3f", desc="fitted exponent of the fluctuation (RMS_t SD_t) vs N"),
+    out = [NumberSpec("ConvExponent", c, "exponent", ".3f", desc="fitted exponent of the fluctuation (RMS_t SD_t) vs N",
+                      uncertainty=("ConvExponentLo",)),
            NumberSpec("ConvExponentLo", c, "exponent_ci95[0]", ".3f", desc="bootstrap 95% CI, lower"),
            NumberSpec("ConvExponentHi", c, "exponent_ci95[1]", ".3f", desc="bootstrap 95% CI, upper"),
            NumberSpec("ConvBoot", c, "config.n_boot", "d"),

@@ -47,7 +47,7 @@ from cffdyn.io import Progress, to_jsonable
 from cffdyn.figures import TEXT_WIDTH_IN, figure, pyplot, styled
 from sim.report import finish, reuse_recorded
 from sim.clamp_study import CLAMP_FULL, CLAMP_QUICK, ClampConfig, run_clamp
-from sim.fluctuations import NoInteriorFixedPoint, find_fixed_points, stable_root
+from sim.fluctuations import find_fixed_points, ode_stationary_point
 from sim.model import Law, MFConfig, integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy
 from sim.sgd import SGDConfig, run_sgd
 
@@ -73,18 +73,6 @@ def _recorded(cfg, res: dict) -> dict:
     """A study's result as its JSON will hold it (config included, arrays as lists, non-finite
     values as null): what the figure functions draw, here and in the paper build."""
     return to_jsonable({"config": cfg, **res})
-
-
-def _stationary_Q(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
-    """The stable fixed point of the d = 1 ODE reached from ``q0 > 0`` (None where the flow goes
-    to Q = 0 or has no stable interior point): :func:`sim.fluctuations.stable_root` on the ODE
-    right-hand side."""
-    f = rhs_numpy(cfg)
-    try:
-        q, _ = stable_root(lambda q: float(f(np.array([q]))[0]), q0, np.linspace(1e-3, 0.999, n_scan), xtol=1e-13)
-    except NoInteriorFixedPoint:
-        return None
-    return q
 
 
 # =========================================================================== 1. convergence
@@ -556,7 +544,7 @@ def run_noise(cfg: NoiseConfig, out_dir, *, reuse: bool = True, progress: bool =
     curves = []
     for tau in cfg.taus:
         for rho in cfg.rhos:
-            qs = [_stationary_Q(cfg.model.replace(tau=tau, sn=math.sqrt(s2), rho=rho)) for s2 in cfg.sn2]
+            qs = [ode_stationary_point(cfg.model.replace(tau=tau, sn=math.sqrt(s2), rho=rho)) for s2 in cfg.sn2]
             notes = NOTES_NOISE_TABLE.get((tau, rho), {})
             comp = [{"sn2": s2, "ode": q, "notes": notes[s2]} for s2, q in zip(cfg.sn2, qs) if s2 in notes]
             diffs = [abs(c["ode"] - c["notes"]) for c in comp if c["ode"] is not None and c["notes"] is not None]

@@ -177,3 +177,21 @@ def test_noise_dose_text_names_each_verdict_by_the_kind_of_its_intervals():
     v = dict(c["verdicts"]["tanh"], verdict="confirmed")
     with pytest.raises(ValueError, match="not that of its intervals"):
         pnd._short("tanh", v, c["ci"])
+
+
+def test_rules_come_from_what_the_specs_declare():
+    from cffdyn.exports import NumberSpec
+    from paper.numbers import Number, write_numbers
+    import json
+    import tempfile
+    from pathlib import Path
+    specs = [NumberSpec("VitProbeAcc", "s", "a", unit=r"\%", uncertainty=("VitProbeSd",)),
+             NumberSpec("ConvExponent", "s", "b", uncertainty=("ConvExponentLo",)),
+             NumberSpec("VitWallMin", "s", "c", unit=r"\,min"), NumberSpec("VitSeeds", "s", "d", "d")]
+    with tempfile.TemporaryDirectory() as d:
+        _, js = write_numbers([Number(sp, 1.0, "1.00", "x.json") for sp in specs], Path(d))
+        checks = prose.rules(json.loads(Path(js).read_text()))
+    assert checks == {"VitProbeAcc": (r"\\%", ("VitProbeSd",)), "ConvExponent": ("", ("ConvExponentLo",)),
+                      "VitWallMin": (r"\\,min", ())}
+    assert prose.unquantified(r"\VitWallMin\,min and \VitProbeAcc\% (SD \VitProbeSd)", checks) == []
+    assert len(prose.unquantified(r"\VitWallMin{} minutes, \ConvExponent.", checks)) == 2

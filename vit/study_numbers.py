@@ -75,7 +75,8 @@ def _mean_sd(xs: list[float]) -> dict[str, Any]:
 
 def number_specs(data: dict) -> list[NumberSpec]:
     s: list[NumberSpec] = []
-    add = lambda m, p, fmt=".2f", scale=1.0, red=None, d="": s.append(NumberSpec(m, "vit_study", p, fmt, scale, red, d))
+    def add(m, p, fmt=".2f", scale=1.0, red=None, d="", unit="", unc=()):
+        s.append(NumberSpec(m, "vit_study", p, fmt, scale, red, d, unit=unit, uncertainty=unc))
     b = "config.base."
     add("VitSeeds", "config.n_seeds", "d", d="seeds per cell")
     add("VitRuns", "runs[*].seed", "d", red="count", d="number of runs")
@@ -96,7 +97,8 @@ def number_specs(data: dict) -> list[NumberSpec]:
             add(f"VitMinusProbe{c['tag']}", f"analysis.cells[{c['sel']}].minus_probe_mean", "+.2f", 100.0,
                 d=f"CFF minus raw-pixel probe (points), {c['label']}")
     if data.get("probe"):
-        add("VitProbeAcc", "probe.test_acc_mean", ".2f", 100.0, d="raw-pixel linear probe test accuracy (%)")
+        add("VitProbeAcc", "probe.test_acc_mean", ".2f", 100.0, d="raw-pixel linear probe test accuracy (%)",
+            unit=r"\%", unc=("VitProbeSd", "VitProbeN"))
         add("VitProbeN", "probe.runs[*].seed", "d", red="count", d="probe seeds")
         if data["probe"].get("test_acc_sd") is not None:
             add("VitProbeSd", "probe.test_acc_sd", ".2f", 100.0, d="SD of the probe (points)")
@@ -115,7 +117,8 @@ def number_specs(data: dict) -> list[NumberSpec]:
         add(f"PSteier{t}", p + ".steier.p", "p", d="Steier's pooled F-test p")
         add(f"DfSteier{t}", p + ".steier.df_a", "d", d="df of Steier's pooled F")
         add(f"DfWithin{t}", p + ".df_a", "d", d="df of the within-cell F")
-        add(f"MeanDiff{t}", p + ".mean_diff", "+.2f", 100.0, d="difference of means (points)")
+        add(f"MeanDiff{t}", p + ".mean_diff", "+.2f", 100.0, d="difference of means (points)", unit=r"\,points",
+            unc=(f"MeanDiffLo{t}", f"PPairedT{t}", f"PWelch{t}"))
         add(f"NA{t}", p + ".n_a", "d")
         add(f"NB{t}", p + ".n_b", "d")
         add(f"PowerAssumed{t}", p + ".power.power_assumed", ".2f", d="within-cell F-test power at the assumed ratio")
@@ -138,9 +141,10 @@ def number_specs(data: dict) -> list[NumberSpec]:
             add(f"AssumedCorr{t}", pp + ".assumed_corr", ".2f", d="assumed correlation of paired runs")
     for meth in [lv for f, lvs in data["config"]["factors"] if f == "method" for lv in lvs]:
         add(macro_name("vit", "epoch", "time", meth), f"runs[cell.method={meth}].epoch_time_s", ".2f",
-            red="mean", d=f"mean stage-1 epoch time (s), {meth}")
+            red="mean", d=f"mean stage-1 epoch time (s), {meth}", unit=r"\,s",
+            unc=(macro_name("vit", "epoch", "time", "sd", meth),))
     add("VitCarClamp", "runs[cell.loss_mode=clamp].car_layer0", ".1f", 100.0, red="mean",
-        d="layer-0 CAR (%) averaged over all clamp runs")
+        d="layer-0 CAR (%) averaged over all clamp runs", unit=r"\%", unc=("VitCarClampSd",))
     add("VitCarClampSd", "runs[cell.loss_mode=clamp].car_layer0", ".1f", 100.0, red="sd",
         d="SD over the clamp runs of the layer-0 CAR (points)")
     for meth in [lv for f, lvs in data["config"]["factors"] if f == "method" for lv in lvs]:
