@@ -92,7 +92,8 @@ from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
            "cell_runs", "run_dir", "projected_wall_s", "describe_projection", "STUDY_NAME", "STUDY_SCHEMA",
-           "SEED_FIELDS", "METRICS", "wall_model", "WALL_MODEL_DIR", "fig_study", "fig_layers", "run_results"]
+           "SEED_FIELDS", "METRICS", "wall_model", "WALL_MODEL_DIR", "fig_study", "fig_layers", "run_results",
+           "analyse_runs"]
 
 #: version of the layout of study.json (a complete record of another schema is re-assembled)
 STUDY_SCHEMA = 1
@@ -217,8 +218,14 @@ def _cell_label(levels: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in levels.items())
 
 
-def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
-              probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+def analyse_runs(cfg: StudyConfig, records: list[dict[str, Any]],
+                 probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The study's statistics and printed table from its run records (``study.json`` ``runs``)
+    and the probe summary: :func:`vit.stats.factorial_analysis` over each cell's metric, paired on
+    the seeds unless the seeds are independent, each cell given its mean layer-0 clamp
+    activation rate and, where probes are recorded, the probe's mean test accuracy and the mean
+    CFF-minus-probe difference over matched seeds.  ``(None, "(no finished runs yet)")`` when no
+    record belongs to any cell."""
     data: dict[tuple, list[float]] = {}
     seeds: dict[tuple, list[int]] = {}
     for cell in cfg.cells():
@@ -492,7 +499,7 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
     probe = _probe_summary(cfg, out, done_seeds)
     counts = [sum(r["cell"] == dict(zip(cfg.factor_names, c)) for r in records) for c in cfg.cells()]
     if min(counts) >= 2:
-        analysis, table = _analysis(cfg, records, probe)
+        analysis, table = analyse_runs(cfg, records, probe)
     else:
         analysis, table = None, f"(too few finished seeds for statistics: {min(counts)} per cell)"
     if analysis is not None:
