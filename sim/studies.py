@@ -576,7 +576,7 @@ def fig_noise(d: dict, *, width_in: float = 0.75 * TEXT_WIDTH_IN, height_in: flo
     fig, ax = figure(width_in, height_in)
     sn2 = d["config"]["sn2"]
     rhos = sorted({cv["rho"] for cv in d["curves"]})
-    cmap = plt.cm.viridis  # rho = 0 must stay visible (a diverging map made it near-white)
+    cmap = plt.cm.viridis  # rho = 0 must stay visible (a diverging map draws it near-white)
     col = {r: cmap(0.85 * i / max(len(rhos) - 1, 1)) for i, r in enumerate(rhos)}
     for cv in d["curves"]:
         ls = {1.0: "-", 2.0: "--", 3.0: ":"}.get(cv["tau"], "-.")

@@ -9,9 +9,9 @@ by the diffusion's own time scales, not by the linear correlation time 1/|lambda
 the density is skewed (Q* a few SD from an end of its basin) the excursions that make N Var(Q)
 are rare and slow, the kurtosis and the autocorrelation time of (Q - mean)^2 several times the
 Gaussian ones, and a window of 40 / |lambda| gives an estimate whose batch-means SE is itself
-low exactly when the run missed the excursions (relu, sigma_n = 0.7, N = 2000: six seeds of the
-old window gave 3.78 to 4.60 with quoted SEs 0.14 to 0.39).  So the window is long enough for a
-relative SE of ``target_rel_se`` by :func:`sim.diffusion.expected_rel_se` (at most
+low exactly when the run missed the excursions (relu, sigma_n = 0.7, N = 2000 is such a cell:
+over such windows the seeds' estimates differ by several of their quoted SEs).  So the window is
+long enough for a relative SE of ``target_rel_se`` by :func:`sim.diffusion.expected_rel_se` (at most
 ``max_window``), the burn-in covers the slowest relaxation time, a batch covers many
 autocorrelation times of (Q - mean)^2, and the expected SE is recorded next to the measured one.  A cell outside
 validity is still run, over a short window from Q* (quasi-frozen) or from q0 (no stationary

@@ -45,7 +45,7 @@ def _verify(rng) -> dict:
 
 def _vit(rng, root: Path) -> dict:
     """A synthetic study.json in the schema of vit.study (same analysis code, no training)."""
-    from vit.study import StudyConfig, _analysis
+    from vit.study import StudyConfig, analyse_runs
     from vit.train import TrainConfig
     cfg = StudyConfig(base=TrainConfig(dataset="fashion_mnist", subset=500, embed_dim=32, heads=2, layers=3, patch=7,
                                        epochs=2, head_epochs=5, batch_size=128, seed_split=0),
@@ -68,7 +68,7 @@ def _vit(rng, root: Path) -> dict:
                        "protocol": "test"} for s in cfg.seeds()], "protocol": "test"}
     acc = [r["test_acc"] for r in probe["runs"]]
     probe["test_acc_mean"], probe["test_acc_sd"] = float(np.mean(acc)), float(np.std(acc, ddof=1))
-    an, table = _analysis(cfg, runs, probe)
+    an, table = analyse_runs(cfg, runs, probe)
     return {"config": cfg.to_dict(), "design": {"factors": cfg.factor_names}, "status": "complete", "runs": runs,
             "probe": probe, "analysis": an, "table": table,
             "timing": {"wall_s": 61.0, "load_avg_start": [1.5, 1.2, 1.0],

@@ -193,6 +193,47 @@ def test_presets_print_a_projected_wall_time():
     assert study.QUICK.base.seed_subset is not None and study.QUICK.base.seed_split is None
 
 
+def test_wall_model_is_computed_from_its_record(tmp_path, monkeypatch):
+    import shutil
+
+    from cffdyn.io import atomic_write_json, read_json as rj
+
+    model = study.wall_model()
+    rec = rj(study.WALL_MODEL_DIR / "record.json", verify=False)
+    for dev, m in rec["payload"]["devices"].items():
+        f = (1.0 + rec["payload"]["eval_overhead"]) if m["includes_eval"] else 1
+        want = m["wall_s"] / (f * m["images"] * m["epochs"] * m["seeds"] * m["cell_equivalents"])
+        assert model["devices"][dev]["s_per_image_epoch_seed"] == want
+    # the quick preset on the CPU projects back to the quick study's own measured wall time
+    assert study.projected_wall_s(study.QUICK, "cpu") == pytest.approx(rec["payload"]["devices"]["cpu"]["wall_s"])
+
+    # an install without recorded/: no measured figure, said so
+    monkeypatch.setattr(study, "RECORDED_ROOT", tmp_path / "absent")
+    study.wall_model.cache_clear()
+    try:
+        assert study.projected_wall_s(study.QUICK, "cpu") is None
+        assert "no measured figure" in study.describe_projection(study.QUICK, "cpu")
+    finally:
+        study.wall_model.cache_clear()
+    # a missing, edited or malformed record: one line naming the file
+    with pytest.raises(UserError, match="no wall-time record at"):
+        study.wall_model(tmp_path / "none")
+    d = tmp_path / "bad"
+    shutil.copytree(study.WALL_MODEL_DIR, d)
+    bad = rj(d / "record.json", verify=False)
+    bad["payload"]["devices"]["cpu"]["wall_s"] = 500.0          # its content hash left as it was
+    (d / "record.json").write_text(json.dumps(bad))
+    with pytest.raises(UserError, match="edited after it was recorded"):
+        study.wall_model(d)
+    d2 = tmp_path / "malformed"
+    shutil.copytree(study.WALL_MODEL_DIR, d2)
+    bad = rj(d2 / "record.json", verify=False)
+    bad["payload"]["devices"]["cpu"]["seeds"] = 0               # hashed again: whole, but not a model
+    atomic_write_json(d2 / "record.json", bad)
+    with pytest.raises(UserError, match="not a wall-time model record.*seeds"):
+        study.wall_model(d2)
+
+
 def test_batched_study_matches_sequential_and_resumes(tmp_path, monkeypatch):
     import vit.cff as vc
     import vit.train as vb

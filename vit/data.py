@@ -31,10 +31,11 @@ Datasets (``DATASETS``)
                    y (N,1) in 1..10 where 10 means digit 0), in ``root``.
 
 Errors: every problem with the files ends in one line naming the file and the fix (raised as
-:class:`cffdyn.errors.UserError` subclasses, which also keep the old built-in bases so callers
-that catch ``ValueError`` / ``FileNotFoundError`` still do): :class:`MissingDataError` (files
-not there), :class:`cffdyn.errors.CorruptFileError` (truncated ``.gz``, a truncated or garbage
-pickle, an unreadable ``.mat``, wrong shapes) and :class:`DataArgumentError` (bad arguments).
+:class:`cffdyn.errors.UserError` subclasses that also derive from the matching built-in
+exception, so callers that catch ``ValueError`` / ``FileNotFoundError`` catch them):
+:class:`MissingDataError` (files not there), :class:`cffdyn.errors.CorruptFileError` (truncated
+``.gz``, a truncated or garbage pickle, an unreadable ``.mat``, wrong shapes) and
+:class:`DataArgumentError` (bad arguments).
 
 Security: CIFAR batches are python pickles.  They are read with :class:`RestrictedUnpickler`,
 which admits only what the format holds - dicts, lists, tuples, bytes/str, ints/floats and numpy

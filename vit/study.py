@@ -25,7 +25,7 @@ Presets (:data:`PRESETS`; each prints its projected wall time before starting)
 ``fmnist-full``    all 60,000 Fashion-MNIST training images (54,000 train + 6,000 validation),
                    ViT[128 4 5], patch 4, the 2x2 with 7 seeds per cell, the reference
                    hyper-parameters, on one GPU with the seed-batched engine; epochs chosen for
-                   about 10 minutes on one H100 (an ESTIMATE, see :data:`WALL_MODEL`).
+                   about 10 minutes on one H100 (an ESTIMATE, see :func:`wall_model`).
 ``cifar10-steier`` Steier's design: CIFAR-10 (``--data-root``), ViT[128 4 5], patch 4, 600 + 50
                    epochs, 2x2 x 7 seeds per cell.
 ``full``           the same on CIFAR-10 with 12 seeds per cell (80% power for the within-cell
@@ -70,6 +70,7 @@ Resuming: a killed study is simply run again.  Finished runs are read back from 
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -79,6 +80,7 @@ import numpy as np
 from cffdyn.errors import UserError
 from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
 from cffdyn.io import Progress, atomic_write_json, read_json
+from cffdyn.recorded import RECORDED_ROOT, load_record, record_dir
 from cffdyn.records import record_header, reusable_record
 from vit import stats
 from vit.data import image_side
@@ -90,25 +92,11 @@ from vit.config import TrainConfig
 
 __all__ = ["StudyConfig", "QUICK", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "run_study", "collect_study",
            "cell_runs", "run_dir", "projected_wall_s", "describe_projection", "STUDY_NAME", "STUDY_SCHEMA",
-           "SEED_FIELDS", "METRICS", "WALL_MODEL", "fig_study", "fig_layers", "run_results"]
+           "SEED_FIELDS", "METRICS", "wall_model", "WALL_MODEL_DIR", "fig_study", "fig_layers", "run_results",
+           "analyse_runs"]
 
 #: version of the layout of study.json (a complete record of another schema is re-assembled)
 STUDY_SCHEMA = 1
-
-
-#: Wall-time model: seconds per (training image x epoch x seed) of ViT[128 4 5] with 49 tokens,
-#: two views.  CUDA: one cell of 7 seeds x 10 epochs of full Fashion-MNIST (54,000 images) took
-#: 226 s on an H100 with the batched explicit engine -> 226 / (10 * 7 * 54000).  CPU: the quick
-#: study's own wall time (2 cores; see README), scaled the same way.  Other models scale by the
-#: forward cost per image (:func:`_cost_per_image`); an ESTIMATE, not a measurement.
-WALL_MODEL = {"cuda": {"s_per_image_epoch_seed": 226.0 / (10 * 7 * 54000),
-                       "source": "an H100 with the batched explicit engine: 226 s for 7 seeds x 10 epochs of "
-                                 "54,000 Fashion-MNIST images, ViT[128 4 5] patch 4"},
-              # 2 cff2 cells + 2 cff1 cells (half the forward cost) = 3 cff2-cell equivalents
-              "cpu": {"s_per_image_epoch_seed": 414.6 / (1.15 * 5400 * 16 * 3 * 3),
-                      "source": "the quick study measured on 2026-11-26: 414.6 s wall for its 12 runs and 3 probes "
-                                "on 2 torch threads, 2 cores (load average 0.6 at the start, 2.0 at the end)"}}
-
 
 
 # ----------------------------------------------------------------------------- wall-time estimate
@@ -118,8 +106,8 @@ _POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "svhn": 73
 def _cost_per_image(cfg: TrainConfig, device: str) -> float:
     """Forward multiply-adds per training image (all layers and views; MLP ratio 2) — the
     scaling of the wall-time model between configurations.  On CUDA a step is launch-bound (one
-    cff1 step took as long as a cff2 step on the H100 of :data:`WALL_MODEL`), so views do not
-    scale there."""
+    cff1 step took as long as a cff2 step on the H100 of the recorded :func:`wall_model`), so
+    views do not scale there."""
     side = image_side(cfg.dataset, cfg.image_size)
     t = max(1, (side // cfg.patch) ** 2)
     e, chans = cfg.embed_dim, (3 if cfg.dataset in ("cifar10", "cifar100", "svhn") else 1)
@@ -141,28 +129,64 @@ def _device_of(cfg: StudyConfig) -> str:
     return d
 
 
-#: the configuration each device's figure in WALL_MODEL was measured on
-_WALL_REF = {"cuda": TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4, layers=5, patch=4),
-             "cpu": QUICK.base}
+#: the recorded wall-time measurements (:func:`wall_model`)
+WALL_MODEL_DIR = record_dir("vit", "wall_model")
+WALL_MODEL_KIND = "vit.wall_model"
+_WALL_FIELDS = ("wall_s", "images", "epochs", "seeds", "cell_equivalents")
 
-#: evaluation (validation and per-epoch test features), the head and the probe on top of
-#: the training epochs, as a share of the training time (the quick study's measurement)
-EVAL_OVERHEAD = 0.15
+
+@functools.lru_cache(maxsize=None)
+def wall_model(directory: str | Path | None = None) -> dict[str, Any] | None:
+    """The wall-time model from its record (``recorded/vit/wall_model``, the default): the
+    ``eval_overhead`` (evaluation, heads and probe as a share of the training time) and, per
+    device, ``s_per_image_epoch_seed`` (seconds per training image x epoch x seed of the
+    ``reference`` TrainConfig it was measured on, two views), ``source`` and ``where``.  The
+    per-image figure is computed here from the recorded raw quantities (the record's
+    ``formula``).  None when the package has no ``recorded/`` folder (an install outside the
+    repository: no measured figure); UserError in one line naming the file when the record is
+    missing, edited or malformed."""
+    d = Path(directory) if directory is not None else WALL_MODEL_DIR
+    if directory is None and not RECORDED_ROOT.is_dir():
+        return None
+    path = d / "record.json"
+    restore = "restore it with git checkout (the figures are measurements; no command remakes them)"
+    if not path.is_file():
+        raise UserError(f"no wall-time record at {path}", restore)
+    rec = load_record(d, kind=WALL_MODEL_KIND, rerun="measure the wall times again and record them with "
+                                                     "cffdyn.recorded.write_record")
+    try:
+        pay, refs = rec["payload"], rec["config"]
+        overhead = float(pay["eval_overhead"])
+        devices = {}
+        for dev, m in pay["devices"].items():
+            bad = [k for k in _WALL_FIELDS if isinstance(m[k], bool) or not isinstance(m[k], (int, float)) or m[k] <= 0]
+            if bad:
+                raise ValueError(f"device {dev!r}: {', '.join(bad)} not a positive number")
+            # the record's formula, in its float expression order
+            eval_factor = (1.0 + overhead) if m["includes_eval"] else 1
+            s_per = m["wall_s"] / (eval_factor * m["images"] * m["epochs"] * m["seeds"] * m["cell_equivalents"])
+            devices[dev] = {"s_per_image_epoch_seed": s_per, "source": str(m["source"]), "where": str(m["where"]),
+                            "reference": TrainConfig.from_dict(refs[dev])}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a wall-time model record ({type(e).__name__}: {e})", restore) from None
+    return {"eval_overhead": overhead, "devices": devices}
 
 
 def projected_wall_s(cfg: StudyConfig, device: str | None = None) -> float | None:
-    """Projected wall time of the whole study from :data:`WALL_MODEL` (None: no figure for the
-    device).  An estimate: the per-image cost measured once, scaled by :func:`_cost_per_image`."""
+    """Projected wall time of the whole study from the recorded :func:`wall_model` (None: no
+    measured figure for the device).  An estimate: the per-image cost measured once, scaled by
+    :func:`_cost_per_image`."""
     dev = device or _device_of(cfg)
-    m = WALL_MODEL.get(dev)
+    model = wall_model()
+    m = model["devices"].get(dev) if model is not None else None
     if not m or not m["s_per_image_epoch_seed"]:
         return None
-    ref = _cost_per_image(_WALL_REF.get(dev, _WALL_REF["cuda"]), dev)
+    ref = _cost_per_image(m["reference"], dev)
     tot = 0.0
     for cell in cfg.cells():
         rc = cfg.run_config(cell, cfg.seed0)
         tot += _n_train(rc) * rc.epochs * cfg.n_seeds * m["s_per_image_epoch_seed"] * _cost_per_image(rc, dev) / ref
-    return tot * (1.0 + EVAL_OVERHEAD)
+    return tot * (1.0 + model["eval_overhead"])
 
 
 def describe_projection(cfg: StudyConfig, device: str | None = None) -> str:
@@ -171,9 +195,9 @@ def describe_projection(cfg: StudyConfig, device: str | None = None) -> str:
     if w is None:
         return f"projected wall time: no measured figure for device {dev!r}"
     txt = f"{w:.0f} s" if w < 120 else f"{w / 60:.0f} min" if w < 2 * 3600 else f"{w / 3600:.1f} h"
-    where = "one H100 (seed-batched engine)" if dev == "cuda" else "2 idle CPU cores (2 torch threads)"
-    return (f"projected wall time {txt} on {where}"
-            f" -- an estimate from {WALL_MODEL[dev]['source']}, scaled by model size; not a measurement")
+    m = wall_model()["devices"][dev]
+    return (f"projected wall time {txt} on {m['where']}"
+            f" -- an estimate from {m['source']}, scaled by model size; not a measurement")
 
 
 
@@ -194,8 +218,14 @@ def _cell_label(levels: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in levels.items())
 
 
-def _analysis(cfg: StudyConfig, records: list[dict[str, Any]],
-              probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+def analyse_runs(cfg: StudyConfig, records: list[dict[str, Any]],
+                 probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The study's statistics and printed table from its run records (``study.json`` ``runs``)
+    and the probe summary: :func:`vit.stats.factorial_analysis` over each cell's metric, paired on
+    the seeds unless the seeds are independent, each cell given its mean layer-0 clamp
+    activation rate and, where probes are recorded, the probe's mean test accuracy and the mean
+    CFF-minus-probe difference over matched seeds.  ``(None, "(no finished runs yet)")`` when no
+    record belongs to any cell."""
     data: dict[tuple, list[float]] = {}
     seeds: dict[tuple, list[int]] = {}
     for cell in cfg.cells():
@@ -469,7 +499,7 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
     probe = _probe_summary(cfg, out, done_seeds)
     counts = [sum(r["cell"] == dict(zip(cfg.factor_names, c)) for r in records) for c in cfg.cells()]
     if min(counts) >= 2:
-        analysis, table = _analysis(cfg, records, probe)
+        analysis, table = analyse_runs(cfg, records, probe)
     else:
         analysis, table = None, f"(too few finished seeds for statistics: {min(counts)} per cell)"
     if analysis is not None:

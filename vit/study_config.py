@@ -226,7 +226,8 @@ def _reference(cfg: TrainConfig) -> TrainConfig:
 QUICK = StudyConfig(base=_train.QUICK.replace(subset=6000, layers=2, batch_size=128, epochs=16, crop_pad=1,
                                               seed_subset=0), n_seeds=3)
 #: Fashion-MNIST, all 60,000 training images, ViT[128 4 5] patch 4, 2x2 x 7 seeds, GPU, batched
-#: seeds; epochs from the wall-time estimate (about 10 minutes on one H100, see WALL_MODEL).
+#: seeds; epochs from the wall-time estimate (about 10 minutes on one H100, from the measurement
+#: in recorded/vit/wall_model, see vit.study.wall_model).
 FMNIST_FULL = StudyConfig(base=_reference(_train.TrainConfig(dataset="fashion_mnist", subset=None, embed_dim=128, heads=4,
                                                   layers=5, patch=4, epochs=6, head_epochs=50, device="cuda")),
                           n_seeds=7, batched=True)

@@ -82,7 +82,8 @@ class StudyTask:
 
 
 #: seeds of one task of a seed-batched study by default: the batch measured on one H100
-#: (:data:`vit.study.WALL_MODEL`); more seeds make more tasks, each one GPU pass
+#: (``recorded/vit/wall_model``, :func:`vit.study.wall_model`); more seeds make more tasks, each
+#: one GPU pass
 MAX_BATCHED_SEEDS = 7
 
 
