@@ -30,18 +30,18 @@ def test_identity_check_detects_wrong_formulas(mode):
     """Negative controls: the residual machinery does not return 0 for wrong references."""
     derived_c = S.derive("rep", mode, "C")
     # swapped case (A.6 vs A.7)
-    assert S._zero(derived_c - S.paper_gradient("rep", mode, "N")) != 0
+    assert S.canonical_residual(derived_c - S.paper_gradient("rep", mode, "N")) != 0
     # a missing 1/tau
-    assert S._zero(derived_c - S.SYMS.tau * S.paper_gradient("rep", mode, "C")) != 0
+    assert S.canonical_residual(derived_c - S.SYMS.tau * S.paper_gradient("rep", mode, "C")) != 0
     # the anchor gradient is not the A.6 one
-    assert S._zero(S.derive("rep", mode, "anchor") - S.paper_gradient("rep", mode, "C")) != 0
+    assert S.canonical_residual(S.derive("rep", mode, "anchor") - S.paper_gradient("rep", mode, "C")) != 0
 
 
 def test_clamp_differs_from_none_and_margin_matters():
-    assert S._zero(S.derive("sim", "clamp", "C") - S.derive("sim", "none", "C")) != 0
+    assert S.canonical_residual(S.derive("sim", "clamp", "C") - S.derive("sim", "none", "C")) != 0
     # the paper's A.6 with the margin dropped is not the clamp gradient
     wrong = S.paper_gradient("sim", "clamp", "C").xreplace({S.SYMS.m: 0})
-    assert S._zero(S.derive("sim", "clamp", "C") - wrong) != 0
+    assert S.canonical_residual(S.derive("sim", "clamp", "C") - wrong) != 0
 
 
 def test_sympy_min_boundary_convention_vs_torch():
@@ -342,8 +342,8 @@ def test_normal_form_ignores_free_symbols_named_like_its_indices():
     for i0 in (sp.Symbol("i0", integer=True), sp.Symbol("i0"), sp.Symbol("_i0", integer=True)):
         # sum_j x[j, i0] (i0 free) is not sum_j x[j, j]; a plain Symbol("i0") as canonical index
         # would capture the free i0 and cancel this to 0
-        assert S._zero(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[j, j], (j, 1, n))) != 0
-        assert S._zero(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[k, i0], (k, 1, n))) == 0     # a true one
+        assert S.canonical_residual(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[j, j], (j, 1, n))) != 0
+        assert S.canonical_residual(sp.Sum(x[j, i0], (j, 1, n)) - sp.Sum(x[k, i0], (k, 1, n))) == 0     # a true one
 
 
 def test_normal_form_handles_double_sums():
@@ -351,19 +351,19 @@ def test_normal_form_handles_double_sums():
     i, j, k, l, n, r = sp.symbols("i j k l n r", integer=True)
     nested = sp.Sum(sp.Sum(x[i, j], (i, 1, n)), (j, 1, r))          # sympy flattens to two limits
     assert len(nested.limits) == 2
-    assert S._zero(nested - sp.Sum(x[k, l], (k, 1, n), (l, 1, r))) == 0             # renamed dummies
-    assert S._zero(nested - sp.Sum(x[k, l], (k, 1, r), (l, 1, n))) != 0             # other ranges
-    assert S._zero(sp.Sum(1, (i, 1, n), (j, 1, r)) - n * r) == 0
+    assert S.canonical_residual(nested - sp.Sum(x[k, l], (k, 1, n), (l, 1, r))) == 0             # renamed dummies
+    assert S.canonical_residual(nested - sp.Sum(x[k, l], (k, 1, r), (l, 1, n))) != 0             # other ranges
+    assert S.canonical_residual(sp.Sum(1, (i, 1, n), (j, 1, r)) - n * r) == 0
     # an inner bound that depends on the outer index
     tri = sp.Sum(x[i], (i, 1, j), (j, 1, r))
-    assert S._zero(tri - sp.Sum(x[k], (k, 1, l), (l, 1, r))) == 0
-    assert S._zero(tri - sp.Sum(x[k], (k, 1, r), (l, 1, r))) != 0
+    assert S.canonical_residual(tri - sp.Sum(x[k], (k, 1, l), (l, 1, r))) == 0
+    assert S.canonical_residual(tri - sp.Sum(x[k], (k, 1, r), (l, 1, r))) != 0
     # factors free of the inner index are pulled out at the right depth
-    assert S._zero(sp.Sum(x[j] * x[i], (i, 1, n), (j, 1, r))
+    assert S.canonical_residual(sp.Sum(x[j] * x[i], (i, 1, n), (j, 1, r))
                    - sp.Sum(x[k], (k, 1, n)) * sp.Sum(x[l], (l, 1, r))) == 0
     # the derivation's own sum rule terminates on double sums too
     out = S._sum_rule(sp.Sum(x[i] * sp.KroneckerDelta(i, k) * x[j], (i, 1, n), (j, 1, r)))
-    assert S._zero(out - x[k] * sp.Sum(x[j], (j, 1, r))) == 0
+    assert S.canonical_residual(out - x[k] * sp.Sum(x[j], (j, 1, r))) == 0
 
 
 def test_normal_form_rejects_too_deep_nesting():
@@ -371,7 +371,7 @@ def test_normal_form_rejects_too_deep_nesting():
     idx = sp.symbols(f"q0:{S.CANON_DEPTH + 1}", integer=True)
     deep = sp.Sum(x[idx], *[(q, 1, 2) for q in idx])
     with pytest.raises(S.NormalFormError, match="nested deeper"):
-        S._zero(deep)
+        S.canonical_residual(deep)
 
 
 def test_verify_cases_beyond_memory_are_refused_before_work(tmp_path, monkeypatch, capsys):

@@ -5,7 +5,7 @@ Modules
 symbolic        per-anchor losses (none / clamp / subtract) with symbolic |P|, |N|; derived
                 gradients for the four cases of CFF Appendix A.1; all identities and the
                 mutation controls (wrong references that must stay non-zero), checked in the
-                package's own indexed-sum normal form (``_zero``, canonical ``Dummy`` indices,
+                package's own indexed-sum normal form (``canonical_residual``, canonical ``Dummy`` indices,
                 multiple sums handled); the display notation (``latex``, ``layout``).
 autograd_check  random batches; lambdified formulas assembled into the full-batch gradient
                 through the L2 normalisation, compared with autograd of vit.losses.supcon_loss

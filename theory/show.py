@@ -9,7 +9,7 @@ A.5; k an unsaturated positive: A.6; k a negative: A.7), every loss form (``clam
   ``m = 0`` and no saturated positive),
 * the gradient sympy derives from the per-anchor loss (:func:`theory.symbolic.derive`),
 * the residual ``derived - paper`` in the package's own indexed-sum normal form
-  (:func:`theory.symbolic._zero`, not sympy ``simplify``).
+  (:func:`theory.symbolic.canonical_residual`, not sympy ``simplify``).
 
 Display only: similarities ``Σ_d f_{a,d} f_{X,j,d}`` are written ``s_{X,j}``, sums of a constant
 are evaluated (``Σ_{l=1}^{r} e^{1/τ} = r e^{1/τ}``), the softmax denominator is written ``Z_i``
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
-from theory.symbolic import SYMS, _zero, derive, display_form, latex, layout, paper_gradient
+from theory.symbolic import SYMS, canonical_residual, derive, display_form, latex, layout, paper_gradient
 
 __all__ = ["Row", "rows", "render", "latex", "LEGEND", "FORMATS"]
 
@@ -91,7 +91,7 @@ def rows() -> tuple[Row, ...]:
             for wrt, kmath, words, eq in _CASES["clamp" if mode == "clamp" else "nomargin"]:
                 d = derive("rep", mode, wrt, tau)
                 p = paper_gradient("rep", mode, wrt, tau)
-                res = _zero(d - p)
+                res = canonical_residual(d - p)
                 out.append(Row(mode, tname, kmath, words, eq, layout(display_form(p, mode, t), t),
                                layout(display_form(d, mode, t), t), latex(res), bool(res == 0)))
     return tuple(out)

@@ -55,6 +55,7 @@ from sympy.printing.latex import LatexPrinter
 from vit.losses import LOSS_MODES
 
 __all__ = [
+    "canonical_residual",
     "NumericCoefficients",
     "Syms",
     "SYMS",
@@ -393,7 +394,7 @@ def _canon_sum(function: sp.Expr, limits: list[tuple], depth: int) -> sp.Expr:
     return out
 
 
-def _zero(expr: sp.Expr) -> sp.Expr:
+def canonical_residual(expr: sp.Expr) -> sp.Expr:
     """Residual in canonical form: canonical sums, common denominator, expanded numerator.
 
     Returns exactly ``0`` when the expanded numerator vanishes; otherwise the canonical
@@ -426,26 +427,26 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
             for kind in ("rep", "sim"):
                 if kind == "sim" and wrt == "anchor":
                     continue
-                res = _zero(derive(kind, "clamp", wrt, tau) - paper_gradient(kind, "clamp", wrt, tau))
+                res = canonical_residual(derive(kind, "clamp", wrt, tau) - paper_gradient(kind, "clamp", wrt, tau))
                 lvl = "representations" if kind == "rep" else "similarities"
                 out.append((f"clamp {labels[wrt]} w.r.t. {lvl}, {tau_name}", res))
     for mode in ("none", "subtract"):
         for wrt, who in (("anchor", "k anchor"), ("C", "k positive"), ("N", "k negative")):
-            res = _zero(derive("rep", mode, wrt) - paper_gradient("rep", mode, wrt))
+            res = canonical_residual(derive("rep", mode, wrt) - paper_gradient("rep", mode, wrt))
             out.append((f"{mode}: gradient ({who}) = paper formula with m=0, R empty, general tau", res))
     # Steier Prop. 4.1: L_sub - L_none = m, for symbolic |P| = r + c, |N| = n
     diff_loss = _settle(per_anchor_loss_sim("subtract") - per_anchor_loss_sim("none"))
-    out.append(("subtract: L_sub - L_none - m (symbolic |P|, |N|)", _zero(diff_loss - S.m)))
+    out.append(("subtract: L_sub - L_none - m (symbolic |P|, |N|)", canonical_residual(diff_loss - S.m)))
     for kind, wrts in (("sim", ("R", "C", "N")), ("rep", ("anchor", "R", "C", "N"))):
         for wrt in wrts:
-            res = _zero(derive(kind, "subtract", wrt) - derive(kind, "none", wrt))
+            res = canonical_residual(derive(kind, "subtract", wrt) - derive(kind, "none", wrt))
             out.append((f"subtract: gradient neutrality dL_sub - dL_none ({kind}, {wrt}) (Prop. 4.1)", res))
     # saturated pair: exactly zero; unsaturated: no-margin gradient at shifted logits
-    out.append(("clamp: saturated pair dL/ds_R[k] (s+m>1) is exactly 0", _zero(derive("sim", "clamp", "R"))))
-    out.append(("clamp: saturated pair dL/df_R[k] (s+m>1) is exactly 0", _zero(derive("rep", "clamp", "R"))))
+    out.append(("clamp: saturated pair dL/ds_R[k] (s+m>1) is exactly 0", canonical_residual(derive("sim", "clamp", "R"))))
+    out.append(("clamp: saturated pair dL/df_R[k] (s+m>1) is exactly 0", canonical_residual(derive("rep", "clamp", "R"))))
     for wrt in ("C", "N"):
         shifted = _shift_positive_sims(derive("sim", "none", wrt))
-        res = _zero(derive("sim", "clamp", wrt) - shifted)
+        res = canonical_residual(derive("sim", "clamp", wrt) - shifted)
         out.append((f"clamp: dL/ds_{wrt}[k] = no-margin gradient at shifted logits "
                     "(s_R->1, s_C->s_C+m)", res))
     # the per-positive value terms used numerically sum to the symbolic per-anchor loss
@@ -456,17 +457,17 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
         total = sum(Sum(lp.xreplace({S.s: base[S.j]}), (S.j, 1, size))
                     for base, size in ((S.sR, S.r), (S.sC, S.c)))
         out.append((f"value ({mode}): sum over positives of the lambdified pair term = L_i",
-                    _zero(total - L)))
+                    canonical_residual(total - L)))
     # the clamp's one-sided derivatives, and sympy's boundary value (documented convention)
     x = sp.Symbol("x", real=True)
     dq = sp.diff(Min(x + S.m, 1), x)
     delta = sp.Symbol("delta", positive=True)
     out.append(("d/ds min(s+m,1) = 1 just below the boundary (s+m = 1-delta)",
-                _zero(dq.subs(x, 1 - S.m - delta) - 1)))
+                canonical_residual(dq.subs(x, 1 - S.m - delta) - 1)))
     out.append(("d/ds min(s+m,1) = 0 just above the boundary (s+m = 1+delta)",
-                _zero(dq.subs(x, 1 - S.m + delta))))
+                canonical_residual(dq.subs(x, 1 - S.m + delta))))
     out.append(("sympy convention: d/ds min(s+m,1) = Heaviside(0) = 1/2 on the boundary "
-                "(torch.clamp passes 1; checks avoid the boundary)", _zero(dq.subs(x, 1 - S.m) - sp.Rational(1, 2))))
+                "(torch.clamp passes 1; checks avoid the boundary)", canonical_residual(dq.subs(x, 1 - S.m) - sp.Rational(1, 2))))
     return tuple(out)
 
 
@@ -525,7 +526,7 @@ def mutations() -> tuple[tuple[str, sp.Expr], ...]:
         for name, derived, wrong in cases:
             if tau is not None and name.startswith(_TAU_MUTATIONS):
                 continue        # at tau = 1 a misplaced tau is no mutation at all
-            out.append((f"clamp: {name}, {tau_name}", _zero(derived - wrong)))
+            out.append((f"clamp: {name}, {tau_name}", canonical_residual(derived - wrong)))
     # neutrality: the margin moved inside the softmax (a real margin, not a constant shift)
     L_none = per_anchor_loss_sim("none")
     j, l = S.j, S.l
@@ -534,12 +535,12 @@ def mutations() -> tuple[tuple[str, sp.Expr], ...]:
     L_in = -sum(Sum((b[j] - S.m) / t - sp.log(Zin), (j, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c))) / npos
     for wrt in ("C", "N"):
         out.append((f"subtract mutated (margin inside the softmax): dL_sub - dL_none ({wrt})",
-                    _zero(gradient_of(L_in, "sim", wrt) - derive("sim", "none", wrt))))
+                    canonical_residual(gradient_of(L_in, "sim", wrt) - derive("sim", "none", wrt))))
     L_tau = per_anchor_loss_sim("subtract").xreplace({S.m: S.m / t})
     out.append(("subtract mutated (m/tau subtracted): L_sub - L_none - m",
-                _zero(_settle(L_tau - L_none) - S.m)))
+                canonical_residual(_settle(L_tau - L_none) - S.m)))
     out.append(("subtract mutated (margin inside the softmax): L_sub - L_none - m",
-                _zero(_settle(L_in - L_none) - S.m)))
+                canonical_residual(_settle(L_in - L_none) - S.m)))
     return tuple(out)
 
 

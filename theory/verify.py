@@ -22,7 +22,7 @@ Result schema::
      "machine": {...cffdyn.machine.machine_info("cpu"), "load_avg_after": [...]}}
 
 ``residual`` is ``derived - reference`` brought to the package's own indexed-sum normal form
-(:func:`theory.symbolic._zero`: canonical ``Dummy`` summation indices, one ``Sum`` per term,
+(:func:`theory.symbolic.canonical_residual`: canonical ``Dummy`` summation indices, one ``Sum`` per term,
 constant factors pulled out, common denominator, expanded numerator), NOT sympy's
 ``simplify``; an identity passes when that normal form is exactly 0.  The normal form is
 conservative: it may fail to cancel a true identity, never cancels a false one, and the
@@ -47,7 +47,7 @@ __all__ = ["VerifyConfig", "QUICK", "FULL", "verify", "run_verify", "format_repo
 SCHEMA = 3
 
 RESIDUAL_METHOD = ("derived - reference in the package's own indexed-sum normal form "
-                   "(theory.symbolic._zero: canonical Dummy indices, one Sum per term, constant "
+                   "(theory.symbolic.canonical_residual: canonical Dummy indices, one Sum per term, constant "
                    "factors pulled out, common denominator, expanded numerator), not sympy simplify")
 
 

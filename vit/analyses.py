@@ -310,7 +310,7 @@ def dose_response(runs: Sequence[Mapping[str, Any]], *, metric: str = "test_acc"
     for r in rows:
         vr = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
         car = f"{100 * r['car_layer0_mean']:.1f}" if r["car_layer0_mean"] is not None else "n/a"
-        lines.append(f"{r['m0']:>5}  {r['n_clamp']:>7}  {vr:>12}  {stats._p(r['f_p']):>7}  {car:>13}"
+        lines.append(f"{r['m0']:>5}  {r['n_clamp']:>7}  {vr:>12}  {stats.format_p(r['f_p']):>7}  {car:>13}"
                      + (f"  ({r['note']})" if r["note"] else ""))
     out = {"analysis": "dose_response", "metric": metric, "levels": rows, "table": "\n".join(lines)}
     plt = _plt()

@@ -67,7 +67,7 @@ from scipy import stats as sps
 from cffdyn.power import (corr_sd_of_ratio, f_test_power, pitman_morgan_power, seeds_for_power,
                           seeds_for_power_paired)
 
-__all__ = ["STEIER_RATIO", "MIN_SEEDS", "CellSummary", "describe_cells", "pooled_variance", "variance_ratio",
+__all__ = ["STEIER_RATIO", "format_p", "MIN_SEEDS", "CellSummary", "describe_cells", "pooled_variance", "variance_ratio",
            "f_test_p", "f_test_power", "seeds_for_power", "bootstrap_ratio_ci",
            "permutation_ratio_p", "levene_tests", "welch_test", "pitman_morgan", "pitman_morgan_arrays",
            "paired_permutation_p", "paired_bootstrap_ci", "paired_t_test", "corr_sd_of_ratio",
@@ -584,7 +584,8 @@ def factorial_analysis(factors: Sequence[str], data: Mapping[tuple, Sequence[flo
 
 
 # ============================================================================ text
-def _p(p: float | None) -> str:
+def format_p(p: float | None) -> str:
+    """A p-value as the study's reports print it: three decimals, ``< 0.001`` below, ``n/a`` without one."""
     if p is None or not isinstance(p, (int, float)) or not math.isfinite(p):
         return "n/a"
     return f"{p:.3f}" if p >= 0.001 else "< 0.001"
@@ -630,34 +631,34 @@ def format_table(analysis: Mapping[str, Any], scale: float = 100.0, unit: str = 
                       f"{cmp['seeds_per_cell']} seeds per cell; {cmp['design']}); variance ratio = {a}/{b}"]
         lines.append("  Steier's pooled F (all runs of a level, other factors ignored): " + say(
             "steier_f", None if st["p"] is None else
-            f"ratio {st['ratio']:.2f}x, F({st['df_a']}, {st['df_b']}) p {_p(st['p'])}"))
+            f"ratio {st['ratio']:.2f}x, F({st['df_a']}, {st['df_b']}) p {format_p(st['p'])}"))
         lines.append("  within-cell pooled F (cell means removed): " + say(
             "within_f", None if cmp["f_p"] is None else
-            f"ratio {cmp['ratio']:.2f}x, F({cmp['df_a']}, {cmp['df_b']}) p {_p(cmp['f_p'])}"))
+            f"ratio {cmp['ratio']:.2f}x, F({cmp['df_a']}, {cmp['df_b']}) p {format_p(cmp['f_p'])}"))
         pr = cmp.get("paired")
         if pr is not None:
             lines.append("  paired, Pitman-Morgan (matched seeds): " + say(
                 "pitman_morgan", None if pr["pm_p"] is None else
-                f"r(sum, diff) {pr['pm_r']:+.2f}, t({pr['pm_df']}) {pr['pm_t']:+.2f}, p {_p(pr['pm_p'])}; "
+                f"r(sum, diff) {pr['pm_r']:+.2f}, t({pr['pm_df']}) {pr['pm_t']:+.2f}, p {format_p(pr['pm_p'])}; "
                 f"correlation of paired runs {pr['pair_corr']:+.2f}"))
             lines.append("  paired permutation (labels swapped within each seed pair): " + say(
-                "perm_paired", None if pr["perm_p"] is None else f"p {_p(pr['perm_p'])}"))
+                "perm_paired", None if pr["perm_p"] is None else f"p {format_p(pr['perm_p'])}"))
             lines.append("  paired bootstrap (seeds resampled, 95% CI of the ratio): " + say(
                 "boot_paired", None if pr["boot_ci"] is None else _ci(pr["boot_ci"])))
         else:
             lines.append("  paired analysis: not applicable (independent seeds per cell)")
         indep = "" if pr is None else " [assume independent cells; conservative when seeds are shared]"
         lines.append(f"  Levene / Brown-Forsythe{indep}: " + say(
-            "levene", None if cmp["levene_p"] is None else f"p {_p(cmp['levene_p'])} / {_p(cmp['bf_p'])}"))
+            "levene", None if cmp["levene_p"] is None else f"p {format_p(cmp['levene_p'])} / {format_p(cmp['bf_p'])}"))
         lines.append(f"  permutation of residuals between levels{indep}: " + say(
-            "perm_independent", None if cmp["perm_p"] is None else f"p {_p(cmp['perm_p'])}"))
+            "perm_independent", None if cmp["perm_p"] is None else f"p {format_p(cmp['perm_p'])}"))
         lines.append(f"  bootstrap within cells, 95% CI{indep}: " + say(
             "boot_independent", None if cmp["boot_ci"] is None else _ci(cmp["boot_ci"])))
         if "mean_a" in cmp:
             mline = (f"  means {cmp['mean_a'] * scale:.2f} vs {cmp['mean_b'] * scale:.2f} "
-                     f"(difference {cmp['mean_diff'] * scale:+.2f}); Welch p {_p(cmp['welch_p'])}")
+                     f"(difference {cmp['mean_diff'] * scale:+.2f}); Welch p {format_p(cmp['welch_p'])}")
             if pr is not None and pr.get("paired_t_p") is not None:
-                mline += f", paired t p {_p(pr['paired_t_p'])}"
+                mline += f", paired t p {format_p(pr['paired_t_p'])}"
             lines.append(mline)
         if pw.get("power_assumed") is not None:
             lines.append(f"  power at an assumed ratio {pw['assumed_ratio']:.2f}x (alpha {pw['alpha']}): within-cell F "
