@@ -217,6 +217,21 @@ def _record_start(Q, r, q0, r0, rr):
     r[0] = rr
 
 
+@njit(cache=True)
+def _outputs(K, n_rec, d):
+    """Records of K trials (NaN until written: a lost trial stays NaN from its loss on) and their status."""
+    return (np.full((K, n_rec + 1, d), np.nan), np.full((K, n_rec + 1), np.nan), np.full((K, n_rec + 1), np.nan),
+            np.zeros(K, dtype=np.int8))
+
+
+@njit(cache=True)
+def _step_constants(P, N):
+    """(sqrt N, sqrt(1 - rho^2), clamp threshold 1 - m, learning rate per pair tau / sqrt(N) / B,
+    decay per step tau beta / N)."""
+    sqN = math.sqrt(N)
+    return sqN, math.sqrt(max(1.0 - P.rho * P.rho, 0.0)), 1.0 - P.margin, P.tau / sqN / P.batch, P.tau * P.beta / N
+
+
 def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
     sig, dsig = act.sig, act.dsig
 
@@ -232,28 +247,26 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
         return dsig(h1) * S2, S1 * dsig(h2), active
 
     @njit(inline="always")
-    def accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho):
-        """Add a pair's update to the feature directions ``uf`` (in place); return its parts
-        along the background direction (g1 p1 + g2 p2) and its background variance."""
+    def add_pair(uf, x1, x2, p1, p2, h1, h2, thr, clamp, sn, rho):
+        """Add a pair's update to the feature directions ``uf`` (in place); return its part along
+        the background direction (g1 p1 + g2 p2), its background variance and whether its clamp
+        is active (a clamped pair adds nothing)."""
+        g1, g2, active = pair_grad(h1, h2, thr, clamp)
+        if active and clamp:
+            return 0.0, 0.0, True
         for k in range(uf.size):
             uf[k] += g1 * x1[k] + g2 * x2[k]
-        return g1 * p1 + g2 * p2, (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2)
+        return g1 * p1 + g2 * p2, (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2), active
 
     @njit(parallel=True, cache=False)
     def reduced(seeds, Q0, N, P, rec_every, n_rec):
         K = seeds.size
         d = P.sqm2.size
         sn, rho, B = P.sn, P.rho, P.batch
-        Qout = np.full((K, n_rec + 1, d), np.nan)
-        rout = np.full((K, n_rec + 1), np.nan)
-        cout = np.full((K, n_rec + 1), np.nan)
-        status = np.zeros(K, dtype=np.int8)
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
+        Qout, rout, cout, status = _outputs(K, n_rec, d)
+        sqN, rc, thr, lr, dec = _step_constants(P, N)
         dof = N - d - 1.0
-        decay = 1.0 - P.tau * P.beta / N
-        lr = P.tau / sqN / B
-        thr = 1.0 - P.margin
+        decay = 1.0 - dec
         for i in prange(K):
             np.random.seed(seeds[i])
             wf = np.empty(d)
@@ -285,12 +298,8 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
                         h2 += wf[k] * x2[k]
                     h1 /= sqN
                     h2 /= sqN
-                    g1, g2, active = pair_grad(h1, h2, thr, P.clamp)
-                    if active:
-                        ncar += 1
-                        if P.clamp:
-                            continue
-                    du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
+                    du, dv, active = add_pair(uf, x1, x2, p1, p2, h1, h2, thr, P.clamp, sn, rho)
+                    ncar += active
                     upar += du
                     V += dv
                 for k in range(d):
@@ -320,15 +329,8 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
         K = seeds.size
         d = P.sqm2.size
         sn, rho, B = P.sn, P.rho, P.batch
-        Qout = np.full((K, n_rec + 1, d), np.nan)
-        rout = np.full((K, n_rec + 1), np.nan)
-        cout = np.full((K, n_rec + 1), np.nan)
-        status = np.zeros(K, dtype=np.int8)
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
-        thr = 1.0 - P.margin
-        lr = P.tau / sqN / B
-        dec = P.tau * P.beta / N
+        Qout, rout, cout, status = _outputs(K, n_rec, d)
+        sqN, rc, thr, lr, dec = _step_constants(P, N)
         for i in prange(K):
             np.random.seed(seeds[i])
             w = np.empty(N)
@@ -400,11 +402,7 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
         rout = np.full(n_rec + 1, np.nan)
         cout = np.full(n_rec + 1, np.nan)
         status = 0
-        sqN = math.sqrt(N)
-        rc = math.sqrt(max(1.0 - rho * rho, 0.0))
-        thr = 1.0 - P.margin
-        lr = P.tau / sqN / B
-        dec = P.tau * P.beta / N
+        sqN, rc, thr, lr, dec = _step_constants(P, N)
         w = np.empty(N)
         for j in range(N):
             w[j] = rng.standard_normal()
@@ -433,12 +431,8 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
                 p1, p2 = _two_views_rng(rng, apar, sn, rho, rc)
                 h1 = (h1 + sR * p1) / sqN
                 h2 = (h2 + sR * p2) / sqN
-                g1, g2, active = pair_grad(h1, h2, thr, P.clamp)
-                if active:
-                    ncar += 1
-                    if P.clamp:
-                        continue
-                du, dv = accumulate(uf, x1, x2, p1, p2, g1, g2, sn, rho)
+                du, dv, active = add_pair(uf, x1, x2, p1, p2, h1, h2, thr, P.clamp, sn, rho)
+                ncar += active
                 upar += du
                 V += dv
             # background: w_bg + lr (upar u + sqrt(V) (zeta - (zeta.u) u)), zeta ~ N(0, I)
