@@ -85,7 +85,7 @@ from cffdyn.records import record_header, reusable_record
 from vit import stats
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
-                              StudyConfig, cell_runs, run_dir)
+                              StudyConfig, cell_runs, planned_runs, run_dir)
 from vit.study_tasks import (DatasetCache, check_not_running, read_failure, read_plan, read_probe, read_result,
                              run_finished, run_task, task_state, write_plan)
 from vit.config import TrainConfig
@@ -423,21 +423,21 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, progress: bool = True, r
         return prev
     check_not_running(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = cell_runs(cfg)
+    plan = planned_runs(cfg, out)
     design = _design(cfg)
-    recorded = [(c, sd) for c, sd in todo if run_finished(cfg.run_config(c, sd), run_dir(out, cfg, c, sd))]
+    unfinished = [r for r in plan if not run_finished(r.config, r.dir)]
     if progress:
         import sys
-        print(f"[study] {len(todo)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "
-              f"{design['seed_design']} seeds), {len(recorded)} recorded, {len(todo) - len(recorded)} to train; "
+        print(f"[study] {len(plan)} runs planned ({len(cfg.cells())} cells x {cfg.n_seeds} seeds, "
+              f"{design['seed_design']} seeds), {len(plan) - len(unfinished)} recorded, {len(unfinished)} to train; "
               f"{describe_projection(cfg)}; results: {path}", file=sys.stderr, flush=True)
     data = DatasetCache()
-    if len(recorded) < len(todo):
-        data(cfg.run_config(*next(r for r in todo if r not in recorded)))   # a missing dataset fails here
+    if unfinished:
+        data(unfinished[0].config)   # a missing dataset fails here
     tasks, plan_hash = write_plan(out, cfg, seeds_per_task)
     records: list[dict[str, Any]] = []
     failed: list[tuple] = []
-    prog = Progress(len(todo), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
+    prog = Progress(len(plan), f"study {'x'.join(str(len(lv)) for _, lv in cfg.factors)} x {cfg.n_seeds} seeds",
                     enabled=progress, min_interval=0.0)
 
     def on_run(cell, seed, res, rd, trained, wall):
@@ -483,8 +483,8 @@ def collect_study(out_dir: str | Path, cfg: StudyConfig | None = None) -> dict[s
             continue
         task_recs.append(s["record"])
         meta = {(json.dumps(r["cell"], sort_keys=True), r["seed"]): r for r in s["record"]["runs"]}
-        for cell, seed in t.runs:
-            rc, rd = cfg.run_config(cell, seed), run_dir(out, cfg, cell, seed)
+        for r in t.planned(cfg, out):
+            cell, seed, rc, rd = r.cell, r.seed, r.config, r.dir
             m = meta.get((json.dumps(dict(zip(cfg.factor_names, cell)), sort_keys=True), seed), {})
             res = read_result(rc, rd)
             if res is None:      # a complete task's run without a result has a recorded divergence

@@ -307,14 +307,16 @@ def _exit_code(res: dict) -> int:
 
 
 def _dry_run(cfg, args, slurm) -> int:
-    from vit.study import cell_runs, describe_projection, run_dir
+    from vit.study import describe_projection
+    from vit.study_config import planned_runs
     from vit.study_tasks import plan_tasks
 
+    plan = planned_runs(cfg, Path(args.out))
     print(f"factors: {cfg.factor_names}; {len(cfg.cells())} cells x {cfg.n_seeds} seeds = "
-          f"{len(cell_runs(cfg))} runs ({'independent' if cfg.independent_seeds else 'matched'} seeds); "
+          f"{len(plan)} runs ({'independent' if cfg.independent_seeds else 'matched'} seeds); "
           f"{describe_projection(cfg)}")
-    for cell, seed in cell_runs(cfg):
-        print(f"  {dict(zip(cfg.factor_names, cell))} seed {seed}: {run_dir(Path(args.out), cfg, cell, seed)}")
+    for r in plan:
+        print(f"  {dict(zip(cfg.factor_names, r.cell))} seed {r.seed}: {r.dir}")
     tasks = plan_tasks(cfg, args.seeds_per_task)
     print(f"{len(tasks)} tasks, each covering every cell: " + "; ".join(
         f"{t.index}: seeds {','.join(map(str, t.seeds))}" for t in tasks[:8]) + (" ..." if len(tasks) > 8 else ""))

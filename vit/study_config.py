@@ -10,10 +10,12 @@ the base config (``seed_init=0`` etc.) removes that source of variance, which is
 variance is attributed to its sources.  ``independent_seeds=True``: cell ``c`` (in
 :meth:`StudyConfig.cells` order) runs seeds ``seed0 + c n_seeds ...``, no seed is shared.
 
-Run names: ``runs/<cell>__seed<k>__<hash>/`` (:func:`run_dir`), ``<hash>`` a digest of the
-run's full ``TrainConfig`` (:func:`config_hash`), so a changed base config never collides with
-old runs and an extended study reuses every run it already has; the raw-pixel probe of seed
-``k``: ``runs/probe__seed<k>__<hash>.json`` (:func:`probe_path`).
+The run plan: :func:`planned_runs`, each :class:`PlannedRun` a (cell, seed) with its config
+and directory, in execution order.  Run names: ``runs/<cell>__seed<k>__<hash>/``
+(:func:`run_dir`), ``<hash>`` a digest of the run's full ``TrainConfig`` (:func:`config_hash`),
+so a changed base config never collides with old runs and an extended study reuses every run it
+already has; the raw-pixel probe of seed ``k``: ``runs/probe__seed<k>__<hash>.json``
+(:func:`probe_path`).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from vit import config as _train
 from vit.config import TrainConfig
 
 __all__ = ["MAX_RESAMPLES", "MAX_SEEDS", "resamples_arg", "SEED_DESIGNS", "StudyConfig", "QUICK", "NOISE_DOSE", "FULL", "FMNIST_FULL", "CIFAR10_STEIER", "PRESETS", "STUDY_NAME", "SEED_FIELDS",
-           "METRICS", "cell_name", "config_hash", "run_dir", "probe_config", "probe_path", "cell_runs"]
+           "METRICS", "cell_name", "config_hash", "run_dir", "probe_config", "probe_path", "cell_runs",
+           "PlannedRun", "planned_run", "planned_runs"]
 
 STUDY_NAME = "study"
 #: TrainConfig fields that a factor may not vary (the study owns the seed axis).
@@ -264,9 +267,32 @@ def config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_dir(out_dir: Path, cfg: StudyConfig, cell: Sequence[Any], seed: int) -> Path:
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (cell, seed) run of a study under an output folder: its :class:`TrainConfig`
+    (:meth:`StudyConfig.run_config`) and its directory (:func:`run_dir`), computed once."""
+
+    cell: tuple[Any, ...]
+    seed: int
+    config: TrainConfig
+    dir: Path
+
+
+def planned_run(out_dir: Path, cfg: StudyConfig, cell: Sequence[Any], seed: int) -> PlannedRun:
     rc = cfg.run_config(cell, seed)
-    return Path(out_dir) / "runs" / f"{cell_name(cfg.factor_names, cell)}__seed{seed}__{config_hash(rc)}"
+    return PlannedRun(tuple(cell), seed, rc,
+                      Path(out_dir) / "runs" / f"{cell_name(cfg.factor_names, cell)}__seed{seed}__{config_hash(rc)}")
+
+
+def planned_runs(cfg: StudyConfig, out_dir: Path,
+                 runs: Sequence[tuple[Sequence[Any], int]] | None = None) -> list[PlannedRun]:
+    """The study's run plan under ``out_dir``: the (cell, seed) ``runs`` (default
+    :func:`cell_runs`, the execution order), each with its config and directory."""
+    return [planned_run(out_dir, cfg, c, sd) for c, sd in (cell_runs(cfg) if runs is None else runs)]
+
+
+def run_dir(out_dir: Path, cfg: StudyConfig, cell: Sequence[Any], seed: int) -> Path:
+    return planned_run(out_dir, cfg, cell, seed).dir
 
 
 def cell_runs(cfg: StudyConfig) -> list[tuple[tuple[Any, ...], int]]:

@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 from cffdyn.errors import UserError
 from cffdyn.io import HASH_KEY, atomic_write_json, pid_alive, read_json
 from cffdyn.records import record_header, reusable_record
-from vit.study_config import StudyConfig, cell_name, probe_config, probe_path, run_dir
+from vit.study_config import PlannedRun, StudyConfig, cell_name, planned_runs, probe_config, probe_path
 from vit.config import TrainConfig
 from vit.method import RunDiverged
 from vit.train import recorded_result, train_run
@@ -79,6 +79,10 @@ class StudyTask:
     @property
     def seeds(self) -> list[int]:
         return sorted({sd for _, sd in self.runs})
+
+    def planned(self, cfg: StudyConfig, out: Path) -> list[PlannedRun]:
+        """The task's runs under ``out``, in order, each with its config and directory."""
+        return planned_runs(cfg, out, self.runs)
 
 
 #: seeds of one task of a seed-batched study by default: the batch measured on one H100
@@ -358,8 +362,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _train_batched(cfg: StudyConfig, out: Path, task: StudyTask) -> set[tuple]:
-    """Seed-batched tasks: per cell, the task's unfinished seeds in one pass of
+def _train_batched(cfg: StudyConfig, out: Path, runs: Sequence[PlannedRun]) -> set[tuple]:
+    """Seed-batched tasks: per cell, the unfinished seeds of the task's ``runs`` in one pass of
     :func:`vit.train.train_runs` (which writes each seed's ``result.json``); a killed pass
     resumes from its checkpoint.  A seed that diverges is recorded as failed and the others are
     trained again in a pass without it (a smaller stack: each result's ``seed_batch`` records
@@ -368,24 +372,22 @@ def _train_batched(cfg: StudyConfig, out: Path, task: StudyTask) -> set[tuple]:
 
     trained = set()
     for cell in cfg.cells():
-        seeds = [sd for c, sd in task.runs if c == tuple(cell)
-                 and not run_finished(cfg.run_config(cell, sd), run_dir(out, cfg, cell, sd))]
-        while seeds:
-            rcs = [cfg.run_config(cell, sd) for sd in seeds]
-            rds = [run_dir(out, cfg, cell, sd) for sd in seeds]
+        todo = [r for r in runs if r.cell == tuple(cell) and not run_finished(r.config, r.dir)]
+        while todo:
+            rcs, rds = [r.config for r in todo], [r.dir for r in todo]
             tag = hashlib.sha256(json.dumps([c.to_dict() for c in rcs], sort_keys=True).encode()).hexdigest()[:10]
             ck = out / "runs" / f"{cell_name(cfg.factor_names, cell)}__batched__{tag}.pt"
             try:
                 vtrain.train_runs(rcs, rds, ckpt=ck, progress=False)
             except RunDiverged as exc:      # (an interruption keeps the checkpoint to resume from)
-                bad = min(max(exc.position, 0), len(seeds) - 1)
+                bad = min(max(exc.position, 0), len(todo) - 1)
                 record_failure(rcs[bad], rds[bad], exc)
                 ck.unlink(missing_ok=True)
-                trained.add((tuple(cell), seeds[bad]))
-                seeds = seeds[:bad] + seeds[bad + 1:]
+                trained.add((tuple(cell), todo[bad].seed))
+                todo = todo[:bad] + todo[bad + 1:]
                 continue
             ck.unlink(missing_ok=True)
-            trained |= {(tuple(cell), sd) for sd in seeds}
+            trained |= {(tuple(cell), r.seed) for r in todo}
             break
     return trained
 
@@ -414,12 +416,13 @@ def run_task(cfg: StudyConfig, out_dir: str | Path, task: StudyTask, *, plan_has
                            "started": _now(), "t_start": time.time(), "load_avg_start": load_average(),
                            "runs": [], "probes": []}
     try:
-        todo = [(c, sd) for c, sd in task.runs if not run_finished(cfg.run_config(c, sd), run_dir(out, cfg, c, sd))]
+        runs = task.planned(cfg, out)
+        todo = [r for r in runs if not run_finished(r.config, r.dir)]
         if todo and not cfg.batched:
-            get_data(cfg.run_config(*todo[0]))     # a missing dataset fails here, before any training
-        batched = _train_batched(cfg, out, task) if cfg.batched else set()
-        for cell, seed in task.runs:
-            rc, rd = cfg.run_config(cell, seed), run_dir(out, cfg, cell, seed)
+            get_data(todo[0].config)     # a missing dataset fails here, before any training
+        batched = _train_batched(cfg, out, runs) if cfg.batched else set()
+        for r in runs:
+            cell, seed, rc, rd = r.cell, r.seed, r.config, r.dir
             t_run = time.perf_counter()
             res = read_result(rc, rd)
             fail = read_failure(rc, rd) if res is None else None
@@ -519,10 +522,10 @@ def task_state(cfg: StudyConfig, out: Path, task: StudyTask) -> dict[str, Any]:
         return {"task": task.index, "seeds": task.seeds, "state": "running", "log": holder.get("log"),
                 "holder": {k: holder.get(k) for k in ("host", "pid", "job_id", "started")}}
     missing, unusable = [], []
-    for c, sd in task.runs:
-        rd = run_dir(out, cfg, c, sd)
+    for r in task.planned(cfg, out):
+        rd = r.dir
         try:
-            found = run_finished(cfg.run_config(c, sd), rd)
+            found = run_finished(r.config, rd)
         except ValueError as exc:    # an edited, truncated or foreign result (CorruptFileError): not finished
             found = False
             unusable.append(str(exc).splitlines()[0])
