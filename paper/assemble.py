@@ -116,7 +116,7 @@ def _mf(study: str, fn_name: str) -> Callable[[dict, dict], Any]:
 
 
 def _mf_clamp(results: dict, paths: dict):
-    """The clamp study's figure, with the ViT study's pooled ratio against layer-0 CAR in panel (c)
+    """The clamp study's figure, with the ViT study's reported ratio against layer-0 CAR in panel (c)
     when that study is in the build."""
     from sim.clamp_study import fig_clamp, vit_points
     vit_pts = vit_points([paths["vit_study"]], warn=lambda m: None) if results.get("vit_study") else []

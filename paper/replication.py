@@ -7,6 +7,7 @@ import math
 from typing import Callable, NamedTuple
 
 from cffdyn.exports import finite as _finite
+from cffdyn.variance_ratio import reported_ratio
 from paper.jsonpath import resolve_one
 from paper.numbers import load_source_numbers
 from paper.tex import DATASET_NAMES, tex_escape, value_range
@@ -79,18 +80,21 @@ def _rep_vit(results: dict) -> list[RepRow]:
         # on the Pitman-Morgan test of the within-cell ratio, the mean verdict on the paired t-test;
         # without pairing, on Steier's pooled F and on Welch's t
         pr = lmc.get("paired")
-        st = lmc.get("steier") or {}
-        if pr is not None and _finite(pr.get("pm_p")) and _finite(lmc.get("ratio")):
-            vr, vr_p = lmc["ratio"], pr["pm_p"]
+        rep = reported_ratio(lmc)
+        vr, vr_p = rep.ratio, rep.p
+        if rep.test == "pitman_morgan":
             vr_test = r"Pitman--Morgan test on the matched seed pairs, p = \PPMLossMode"
             vr_key = r"\VRLossMode$\times$, paired Pitman--Morgan p~=~\PPMLossMode"   # ~: no break in the abstract
             ours_vr = (r"\VRLossMode$\times$ (within-cell; Pitman--Morgan p = \PPMLossMode; Steier's pooled "
                        r"\VRSteierLossMode$\times$, F p = \PSteierLossMode)")
-        else:
-            vr, vr_p = st.get("ratio"), st.get("p")
+        elif rep.test == "steier_f":
             vr_test = r"Steier's pooled F-test, p = \PSteierLossMode"
             vr_key = r"\VRSteierLossMode$\times$, F p~=~\PSteierLossMode"
             ours_vr = r"\VRSteierLossMode$\times$ (Steier's pooled F p = \PSteierLossMode)"
+        else:   # a record without Steier's pooled test: its within-cell F
+            vr_test = r"within-cell F-test, p = \PFTestLossMode"
+            vr_key = r"\VRLossMode$\times$, F p~=~\PFTestLossMode"
+            ours_vr = r"\VRLossMode$\times$ (within-cell F p = \PFTestLossMode)"
         log_vr = math.log(vr) if _finite(vr) and vr > 0 else None
         if pr is not None and _finite(pr.get("paired_t_p")):
             mean_p, mean_test = pr["paired_t_p"], r"paired t-test on the matched seed pairs, p = \PPairedTLossMode"

@@ -32,6 +32,7 @@ import numpy as np
 from cffdyn.errors import UserError
 from cffdyn.figures import TEXT_WIDTH_IN, figure, styled
 from cffdyn.io import Progress, read_json, to_jsonable
+from cffdyn.variance_ratio import reported_ratio
 from sim.diffusion import frozen_reason
 from sim.fluctuations import fluctuation_variance
 from sim.model import MFConfig
@@ -178,8 +179,9 @@ def _arm(cfg: ClampConfig, key, pred: dict, N: int, seed: int) -> dict:
 
 def vit_points(paths: Sequence[str | Path], warn=print) -> list[dict]:
     """ViT points (variance ratio clamp/subtract vs mean layer-0 CAR of the clamp runs) from
-    study JSONs of :mod:`vit.study`: the pooled ratio of ``analysis.comparisons`` (factor
-    ``loss_mode``) with its bootstrap CI, and one point per level of the other factors computed
+    study JSONs of :mod:`vit.study`: the ratio the study reports for ``loss_mode`` (pooled over
+    the other factor; :func:`cffdyn.variance_ratio.reported_ratio`, as in the replication table),
+    and one point per level of the other factors computed
     from ``runs``.  A file without the needed fields is skipped with a one-line message."""
     pts = []
     for p in paths:
@@ -210,14 +212,11 @@ def _vit_file_points(p: Path, d: Any, warn) -> list[dict]:
         warn(f"--vit {p}: skipped (needs runs with loss_mode=clamp and car_layer0, and analysis.comparisons "
              "for loss_mode clamp vs subtract)")
         return pts
-    c = comp[0]
-    flip = c["level_a"] == "subtract"
-    ratio = c.get("ratio")
-    ci = c.get("boot_ci") or [None, None]
-    if flip and ratio:
-        ratio, ci = 1.0 / ratio, [None if v in (None, 0) else 1.0 / v for v in ci[::-1]]
-    pts.append({"file": str(p), "kind": "pooled", "ratio": ratio, "ci95": ci, "car": float(np.mean(cars)),
-                "n_runs": len(runs)})
+    rep = reported_ratio(comp[0])
+    if comp[0]["level_a"] == "subtract":
+        rep = rep.inverted()
+    pts.append({"file": str(p), "kind": "pooled", "ratio": rep.ratio, "ci95": list(rep.ci95), "test": rep.test,
+                "car": float(np.mean(cars)), "n_runs": len(runs)})
     others = sorted({tuple(sorted((k, v) for k, v in r["cell"].items() if k != "loss_mode")) for r in runs})
     for o in others:
         sel = lambda mode: [r for r in runs if r["cell"].get("loss_mode") == mode  # noqa: E731
@@ -420,7 +419,7 @@ def fig_clamp(d: dict, vit_pts: Sequence[dict] | None = None, *, width_in: float
     for v in vit_pts:
         lo, hi = v["ci95"]
         _clip_interval(ax[2], 100 * v["car"], v["ratio"], lo, hi, ylim, fmt="k*", ms=8, capsize=2,
-                       label="ViT study: pooled ratio at its layer-0 CAR")
+                       label="ViT study: its reported ratio at its layer-0 CAR")
     ax[2].axhline(1, color="k", lw=0.5)
     ax[2].set(xlabel="stationary clamp activation rate (%)", ylabel="variance ratio clamp / subtract (log)",
               title="(c) bridge to the ViT: prediction against CAR")
