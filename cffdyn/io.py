@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cffdyn.errors import CorruptFileError, DiskFullError, UserError, disk_full_error
+from cffdyn.errors import CorruptFileError, UserError, disk_full_error
 
 __all__ = ["atomic_write_bytes", "pid_alive", "atomic_write_json", "atomic_write_text", "atomic_savefig", "append_jsonl",
            "read_json", "read_jsonl", "to_jsonable", "Progress", "ensure_writable_dir",

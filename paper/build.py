@@ -15,7 +15,7 @@ Stages (each printed with its wall time and the machine's load average; ``build.
 1. **studies** — for every study in :data:`paper.sources.STUDIES`, run it with the preset of the
    scale (the study reuses a recorded JSON whose config matches) or, with ``reuse_only``, read
    the recorded JSON (a missing one is a :class:`paper.sources.MissingResultError`);
-2. **gradients** — the derived gradient cases as LaTeX (``theory.symbolic.gradient_cases_latex``;
+2. **gradients** — the derived gradient cases as LaTeX (``theory.notation.gradient_cases_latex``;
    section 02 defines their symbols);
 3. **numbers** — every number of the text through :mod:`paper.numbers`
    (``generated/numbers.tex`` + ``numbers.json``): the studies' JSONs, the literature values of
@@ -220,9 +220,9 @@ def _case_title(name: str) -> str:
 
 
 def _gradients(out: Path) -> Path:
-    from theory.symbolic import gradient_cases_latex
+    from theory.notation import gradient_cases_latex
     cases = gradient_cases_latex()
-    lines = ["% generated from theory.symbolic.gradient_cases_latex(): do not edit"]
+    lines = ["% generated from theory.notation.gradient_cases_latex(): do not edit"]
     for name, expr in cases.items():
         lines += [f"\\paragraph{{{_case_title(name)}}}", "\\[", f"\\frac{{\\partial L_i}}{{\\partial f_{{k,e}}}} = {expr}",
                   "\\]"]

@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["Activation", "TANH", "RELU", "IDENTITY", "ACTIVATIONS", "get_activation", "Law",
-           "MFConfig", "SGDConfig", "pack_params", "make_rhs", "rhs_numpy", "expectations",
+           "MFConfig", "pack_params", "make_rhs", "rhs_numpy", "expectations",
            "integrate_ode", "integrate_ode_batch", "learnability", "jacobian_fd", "oja_rhs",
            "oja_stationary", "oja_jacobian_sympy", "check_status", "LAW_CODES"]
 

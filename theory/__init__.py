@@ -6,7 +6,10 @@ symbolic        per-anchor losses (none / clamp / subtract) with symbolic |P|, |
                 gradients for the four cases of CFF Appendix A.1; all identities and the
                 mutation controls (wrong references that must stay non-zero), checked in the
                 package's own indexed-sum normal form (``canonical_residual``, canonical ``Dummy`` indices,
-                multiple sums handled); the display notation (``latex``, ``layout``).
+                multiple sums handled).
+notation        the derived gradients in the legend's notation (``latex``, ``layout``,
+                ``gradient_cases_latex`` for the paper).
+numeric         the derived gradients lambdified into per-pair coefficient functions.
 autograd_check  random batches; lambdified formulas assembled into the full-batch gradient
                 through the L2 normalisation, compared with autograd of vit.losses.supcon_loss
                 (relative error with a floor of 1e-4 of one gradient term, and without it); the

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from theory.symbolic import numeric_coefficients
+from theory.numeric import numeric_coefficients
 from vit.losses import LOSS_MODES, supcon_loss
 
 __all__ = ["Case", "make_cases", "symbolic_gradients", "autograd_gradients", "check_autograd",

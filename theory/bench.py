@@ -17,7 +17,8 @@ def run_bench(n_cases: int = 10_000, seed: int = 0, loop_cases: int = 600) -> di
     """Run the benchmark, print it, return the figures."""
     from cffdyn.machine import load_average, machine_info
     from theory.autograd_check import check_autograd, make_cases, symbolic_gradients
-    from theory.symbolic import identities, numeric_coefficients
+    from theory.numeric import numeric_coefficients
+    from theory.symbolic import identities
 
     before = machine_info("cpu")
     t0 = time.perf_counter()

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
-from theory.symbolic import SYMS, canonical_residual, derive, display_form, latex, layout, paper_gradient
+from theory.notation import display_form, latex, layout
+from theory.symbolic import SYMS, canonical_residual, derive, paper_gradient
 
 __all__ = ["Row", "rows", "render", "latex", "LEGEND", "FORMATS"]
 

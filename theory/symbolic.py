@@ -38,43 +38,39 @@ gradient neutrality of ``subtract`` (Steier 2026, Prop. 4.1) for symbolic ``|P|,
 exact zero of a saturated pair, and the unsaturated gradient equal to the no-margin gradient
 at shifted logits.
 
-Public API: :func:`identities` (name -> residual expression), :func:`gradient_cases`,
-:func:`gradient_cases_latex`, :func:`numeric_coefficients` (lambdified coefficient
-functions used by :mod:`theory.autograd_check`), :func:`to_piecewise`.
+Public API: :func:`derive`, :func:`paper_gradient`, :func:`identities` (name -> residual
+expression), :func:`mutations` (the controls that must not cancel), :func:`canonical_residual`.
+The same gradients typeset are :mod:`theory.notation`'s, as numeric functions
+:mod:`theory.numeric`'s.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import sympy as sp
 from sympy import Heaviside, Indexed, IndexedBase, Min, Piecewise, Sum
-from sympy.printing.latex import LatexPrinter
 
 from vit.losses import LOSS_MODES
 
 __all__ = [
     "canonical_residual",
-    "NumericCoefficients",
+    "collapse_sims",
     "Syms",
     "SYMS",
     "derive",
-    "display_form",
-    "latex",
-    "layout",
-    "Z_DISPLAY",
-    "gradient_cases",
-    "GRADIENT_CASE_NAMES",
-    "gradient_cases_latex",
     "gradient_of",
     "identities",
+    "loss_denominator",
+    "loss_pos_expr",
     "mutations",
     "NormalFormError",
-    "numeric_coefficients",
+    "paper_denominator",
     "paper_gradient",
     "per_anchor_loss_sim",
     "per_anchor_loss_rep",
+    "settle",
+    "sum_rule",
     "to_piecewise",
 ]
 
@@ -219,7 +215,7 @@ def _resolve_clamp(expr: sp.Expr) -> sp.Expr:
     return expr.replace(lambda x: isinstance(x, (Min, Heaviside)), _on_side)
 
 
-def _sum_rule(sm: Sum) -> sp.Expr:
+def sum_rule(sm: Sum) -> sp.Expr:
     """Evaluate the only two kinds of sums differentiation creates, leave the rest alone.
 
     ``Sum(g * KroneckerDelta(v, x), (v, lo, hi)) -> g(x)`` (``x`` is the differentiated index,
@@ -237,7 +233,7 @@ def _sum_rule(sm: Sum) -> sp.Expr:
 
 
 def _sum_rule_one(function: sp.Expr, limit: tuple) -> sp.Expr:
-    """One limit of :func:`_sum_rule` (``limit = (v, lo, hi)``)."""
+    """One limit of :func:`sum_rule` (``limit = (v, lo, hi)``)."""
     v, lo, hi = limit
     out: list[sp.Expr] = []
     rest = sp.Integer(0)
@@ -259,13 +255,13 @@ def _sum_rule_one(function: sp.Expr, limit: tuple) -> sp.Expr:
     return sp.Add(*out)
 
 
-def _settle(expr: sp.Expr) -> sp.Expr:
+def settle(expr: sp.Expr) -> sp.Expr:
     """Delta sums collapsed and every Min/Heaviside put on its open clamp side (fixed point)."""
     for _ in range(8):
-        new = expr.replace(lambda x: isinstance(x, Sum) and x.has(sp.KroneckerDelta), _sum_rule)
+        new = expr.replace(lambda x: isinstance(x, Sum) and x.has(sp.KroneckerDelta), sum_rule)
         new = _resolve_clamp(new)
         new = new.replace(lambda x: isinstance(x, Sum) and not x.function.has(x.limits[0][0]),
-                          _sum_rule)
+                          sum_rule)
         if new == expr:
             break
         expr = new
@@ -296,7 +292,7 @@ def gradient_of(L: sp.Expr, kind: str, wrt: str) -> sp.Expr:
         var = S.a[S.e] if wrt == "anchor" else {"R": S.fR, "C": S.fC, "N": S.fN}[wrt][S.k, S.e]
     else:
         raise ValueError(f"kind={kind!r} must be 'sim' or 'rep'")
-    return _settle(sp.diff(L, var))
+    return settle(sp.diff(L, var))
 
 
 # --------------------------------------------------------------------------- the paper's formulas
@@ -316,7 +312,7 @@ def paper_gradient(kind: str, mode: str, wrt: str, tau: sp.Expr | None = None) -
     F = {"R": S.fR, "C": S.fC, "N": S.fN}
     sim = {b: _sim(kind, b, l) for b in ("R", "C", "N")}
     if clamp:   # R: Q = 1, C: Q = s + m
-        Z = _paper_Z(kind, t)
+        Z = paper_denominator(kind, t)
     else:
         Z = sum(Sum(sp.exp(sim[b] / t), (l, 1, size[b])) for b in ("R", "C", "N"))
     npos = S.r + S.c
@@ -435,7 +431,7 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
             res = canonical_residual(derive("rep", mode, wrt) - paper_gradient("rep", mode, wrt))
             out.append((f"{mode}: gradient ({who}) = paper formula with m=0, R empty, general tau", res))
     # Steier Prop. 4.1: L_sub - L_none = m, for symbolic |P| = r + c, |N| = n
-    diff_loss = _settle(per_anchor_loss_sim("subtract") - per_anchor_loss_sim("none"))
+    diff_loss = settle(per_anchor_loss_sim("subtract") - per_anchor_loss_sim("none"))
     out.append(("subtract: L_sub - L_none - m (symbolic |P|, |N|)", canonical_residual(diff_loss - S.m)))
     for kind, wrts in (("sim", ("R", "C", "N")), ("rep", ("anchor", "R", "C", "N"))):
         for wrt in wrts:
@@ -452,8 +448,8 @@ def identities() -> tuple[tuple[str, sp.Expr], ...]:
     # the per-positive value terms used numerically sum to the symbolic per-anchor loss
     for mode in MODES:
         L = per_anchor_loss_sim(mode)
-        Zs = _denominator("sim", mode, resolved=False)
-        lp = _loss_pos_expr(mode).xreplace({S.P: S.r + S.c, S.Z: Zs})
+        Zs = loss_denominator("sim", mode, resolved=False)
+        lp = loss_pos_expr(mode).xreplace({S.P: S.r + S.c, S.Z: Zs})
         total = sum(Sum(lp.xreplace({S.s: base[S.j]}), (S.j, 1, size))
                     for base, size in ((S.sR, S.r), (S.sC, S.c)))
         out.append((f"value ({mode}): sum over positives of the lambdified pair term = L_i",
@@ -515,13 +511,13 @@ def mutations() -> tuple[tuple[str, sp.Expr], ...]:
             ("A.6 with 1/|P| dropped", d_C, p_C.xreplace({npos: sp.Integer(1)})),
             ("Eq. 18 with 1/|P| dropped", d_anchor, p_anchor.xreplace({npos: sp.Integer(1)})),
             ("A.6 with e^{(s+m)/tau} -> e^{s/tau} in the numerator", d_C,
-             (-S.a[S.e] / npos + sp.exp(sCk / tt) * S.a[S.e] / _paper_Z("rep", tt)) / tt),
+             (-S.a[S.e] / npos + sp.exp(sCk / tt) * S.a[S.e] / paper_denominator("rep", tt)) / tt),
             ("A.6 with the margin dropped everywhere (m -> 0)", d_C, p_C.xreplace({S.m: 0})),
             ("A.6 with the margin outside the temperature, e^{s/tau + m}", d_C,
              p_C.replace(sp.exp, lambda a: sp.exp(a.xreplace({S.m: 0}) + (S.m if a.has(S.m) else 0)))),
             ("A.7 with the overall 1/tau dropped", d_N, p_N * tt),
             ("A.6 with tau on the -1/|P| term only", d_C,
-             (-S.a[S.e] / (npos * tt) + sp.exp((sCk + S.m) / tt) * S.a[S.e] / _paper_Z("rep", tt))),
+             (-S.a[S.e] / (npos * tt) + sp.exp((sCk + S.m) / tt) * S.a[S.e] / paper_denominator("rep", tt))),
         ]
         for name, derived, wrong in cases:
             if tau is not None and name.startswith(_TAU_MUTATIONS):
@@ -538,13 +534,13 @@ def mutations() -> tuple[tuple[str, sp.Expr], ...]:
                     canonical_residual(gradient_of(L_in, "sim", wrt) - derive("sim", "none", wrt))))
     L_tau = per_anchor_loss_sim("subtract").xreplace({S.m: S.m / t})
     out.append(("subtract mutated (m/tau subtracted): L_sub - L_none - m",
-                canonical_residual(_settle(L_tau - L_none) - S.m)))
+                canonical_residual(settle(L_tau - L_none) - S.m)))
     out.append(("subtract mutated (margin inside the softmax): L_sub - L_none - m",
-                canonical_residual(_settle(L_in - L_none) - S.m)))
+                canonical_residual(settle(L_in - L_none) - S.m)))
     return tuple(out)
 
 
-def _paper_Z(kind: str, t: sp.Expr) -> sp.Expr:
+def paper_denominator(kind: str, t: sp.Expr) -> sp.Expr:
     """The clamp-mode softmax denominator as written in the paper (R: e^{1/τ}, C: e^{(s+m)/τ})."""
     S = SYMS
     l = S.l
@@ -553,131 +549,8 @@ def _paper_Z(kind: str, t: sp.Expr) -> sp.Expr:
             + Sum(sp.exp(sim["N"] / t), (l, 1, S.n)))
 
 
-# --------------------------------------------------------------------------- notation (display)
-#: the softmax denominator as one symbol in displayed formulas (defined in theory.show.LEGEND)
-Z_DISPLAY = sp.Symbol("Z_i", positive=True)
-_Z = Z_DISPLAY
-
-
-class _NotationPrinter(LatexPrinter):
-    """sympy's LaTeX with the legend's notation: ``s_C[j] -> s_{C,j}``, ``f_C[j, e] -> f_{C,j,e}``."""
-
-    def __init__(self) -> None:
-        super().__init__({"fold_short_frac": False, "mul_symbol": None})
-
-    def _print_Indexed(self, expr: Indexed) -> str:
-        letter, _, sub = str(expr.base.label).partition("_")
-        idx = ",".join(self._print(i) for i in expr.indices)
-        return f"{letter}_{{{sub},{idx}}}" if sub else f"{letter}_{{{idx}}}"
-
-    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
-        return "Z_i" if expr == _Z else super()._print_Symbol(expr)
-
-    def _print_exp(self, expr: sp.Expr, exp: str | None = None) -> str:
-        # e^{(m + s)/tau} instead of a stacked fraction in the exponent
-        arg = expr.args[0]
-        num, den = sp.fraction(sp.together(arg))
-        if den == 1:
-            body = self._print(arg)
-        elif num.is_Add:
-            body = f"({self._print(num)})/{self._print(den)}"
-        else:
-            body = f"{self._print(num)}/{self._print(den)}"
-        return f"e^{{{body}}}"
-
-
-def latex(expr: sp.Expr) -> str:
-    """An expression in the legend's notation."""
-    return _NotationPrinter().doprint(expr)
-
-
-def _display_denominator(mode: str, tau: sp.Expr) -> sp.Expr:
-    S = SYMS
-    if mode == "clamp":
-        return _paper_Z("sim", tau)
-    return sum(Sum(sp.exp(b[S.l] / tau), (S.l, 1, size)) for b, size in ((S.sR, S.r), (S.sC, S.c), (S.sN, S.n)))
-
-
-def display_form(expr: sp.Expr, mode: str, tau: sp.Expr) -> sp.Expr:
-    """Similarities collapsed, constant sums evaluated, empty R for no clamp, Z_i substituted."""
-    S = SYMS
-
-    def tidy(e: sp.Expr) -> sp.Expr:
-        e = _collapse_sims(e)
-        if mode != "clamp":
-            e = e.xreplace({S.r: 0})
-        e = e.replace(lambda x: isinstance(x, Sum) and x.limits[0][2] == 0 and x.limits[0][1] == 1,
-                      lambda x: sp.Integer(0))
-        return e.replace(lambda x: isinstance(x, Sum) and not x.function.has(x.limits[0][0]), _sum_rule)
-
-    e = tidy(expr)
-    Zd = tidy(_display_denominator(mode, tau))
-    for cand, rep in ((Zd, _Z), (sp.expand(tau * Zd), tau * _Z)):   # sympy may distribute τ into Z
-        e = e.xreplace({cand: rep})
-        e = e.subs(cand, rep)
-    return e
-
-
-def _split_sums(e: sp.Expr) -> sp.Expr:
-    """``Σ_j (a_j + b_j) -> Σ_j a_j + Σ_j b_j`` and factors free of ``j`` pulled out (display)."""
-    def split(sm: Sum) -> sp.Expr:
-        (v, lo, hi), = sm.limits
-        out = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand_mul(sm.function)):
-            ind, dep = term.as_independent(v, as_Add=False)
-            out += ind * (hi - lo + 1) if dep == 1 else ind * Sum(dep, (v, lo, hi))
-        return out
-    return e.replace(lambda x: isinstance(x, Sum) and len(x.limits) == 1, split)
-
-
-def layout(e: sp.Expr, tau: sp.Expr) -> str:
-    """One display layout for both columns: ``(1/τ) (… + (…)/Z_i)``, sums split, terms expanded."""
-    e = sp.expand(_split_sums(e), power_exp=False)
-    e = sp.Add(*[sp.factor_terms(t) for t in sp.Add.make_args(e)])   # 1/(cτ + rτ) -> 1/(τ(c + r))
-    if e == 0 or tau == 1:
-        return latex(_collect_Z(e))
-    inner = sp.Add(*[sp.factor_terms(t * tau) for t in sp.Add.make_args(e)])
-    outside = inner.replace(lambda x: isinstance(x, sp.exp), lambda x: sp.Integer(1))
-    if outside.has(tau):            # τ does not factor out as an overall 1/τ: print as it is
-        return latex(_collect_Z(e))
-    body = latex(_collect_Z(inner))
-    return rf"\frac{{1}}{{\tau}}\left({body}\right)" if inner.is_Add else rf"\frac{{1}}{{\tau}}\,{body}"
-
-
-def _collect_Z(e: sp.Expr) -> sp.Expr:
-    """Terms over ``Z_i`` gathered into one fraction, after the others."""
-    if not e.is_Add:
-        return e
-    over = [t for t in e.args if t.has(_Z)]
-    rest = [t for t in e.args if not t.has(_Z)]
-    if len(over) < 2:
-        return e
-    num = sp.Add(*[t * _Z for t in over])
-    return sp.Add(*rest) + sp.Mul(num, sp.Pow(_Z, -1, evaluate=False), evaluate=False)
-
-
-
-# --------------------------------------------------------------------------- presentation
-#: plain-text names of the four cases of CFF A.1 (no TeX: they become paragraph titles)
-GRADIENT_CASE_NAMES = {"anchor": "k is the anchor (Eq. 18)",
-                       "R": "k is a saturated positive, clamp active (Eq. A.5)",
-                       "C": "k is an unsaturated positive, clamp inactive (Eq. A.6)",
-                       "N": "k is a negative (Eq. A.7)"}
-
-
-@lru_cache(maxsize=4)
-def gradient_cases(tau: sp.Expr | None = None) -> dict[str, sp.Expr]:
-    """The derived clamp-mode gradients (component ``e``) for the four cases of CFF A.1.
-
-    Similarities inside are shown as ``s_X[j]`` (the indexed sums over ``d`` are collapsed).
-    """
-    out: dict[str, sp.Expr] = {}
-    for wrt, name in GRADIENT_CASE_NAMES.items():
-        out[name] = _collapse_sims(derive("rep", "clamp", wrt, tau))
-    return out
-
-
-def _collapse_sims(expr: sp.Expr) -> sp.Expr:
+# --------------------------------------------------------------------------- shared by the other forms
+def collapse_sims(expr: sp.Expr) -> sp.Expr:
     S = SYMS
     base = {S.fR: S.sR, S.fC: S.sC, S.fN: S.sN}
 
@@ -690,67 +563,7 @@ def _collapse_sims(expr: sp.Expr) -> sp.Expr:
     return expr.replace(lambda x: isinstance(x, Sum), repl)
 
 
-def gradient_cases_latex(tau: sp.Expr | None = None) -> dict[str, str]:
-    """LaTeX of :func:`gradient_cases` (for the paper), in the notation of ``theory show``:
-    ``s_{C,j}``, ``f_{C,j,e}``, ``f_{a,e}`` (the anchor), ``Z_i`` (the softmax denominator),
-    ``r, c, n`` (the sizes of R(i), R^c(i), N(i)); the manuscript's text defines them."""
-    t = SYMS.tau if tau is None else tau
-    return {name: layout(display_form(expr, "clamp", t), t) for name, expr in gradient_cases(tau).items()}
-
-
-def to_piecewise(expr: sp.Expr) -> sp.Expr:
-    """Rewrite ``Min``/``Max`` as ``Piecewise`` (``lambdify(..., modules='torch')`` fails on Min).
-
-    ``Min(x + m, 1)`` becomes ``Piecewise((1, x + m >= 1), (x + m, True))`` (sympy's own
-    ``rewrite``); the boundary itself is a measure-zero set the checks never sample.
-    """
-    return expr.replace(lambda x: isinstance(x, (Min, sp.Max)), lambda x: x.rewrite(Piecewise))
-
-
-# --------------------------------------------------------------------------- numeric functions
-@dataclass(frozen=True)
-class NumericCoefficients:
-    """Lambdified per-pair coefficients ``∂L_i/∂s_ik`` for one mode (numpy, vectorised).
-
-    ``anchor[X](s, m, tau, P, Z)``: coefficient of ``f_k`` (k in set X) in the anchor gradient
-    (read off the derived Eq. 18 expression).  ``other[X](...)``: coefficient of ``f_i`` in the
-    gradient w.r.t. a non-anchor row k in X (the derived A.5-A.7 divided by ``f_i``).
-    ``z_term[X](s, m, tau)``: the summand of the softmax denominator (from the loss itself,
-    ``Min`` rewritten as ``Piecewise``).  ``loss_pos(s, m, tau, P, Z)``: the positive-pair
-    term of ``L_i`` so that ``L_i = Σ_p loss_pos``.
-    """
-
-    mode: str
-    anchor: dict[str, Callable]
-    other: dict[str, Callable]
-    z_term: dict[str, Callable]
-    loss_pos: Callable
-    exprs: dict[str, sp.Expr]
-
-
-def _closed_form(expr: sp.Expr, Zsum: sp.Expr, sX: sp.Expr) -> sp.Expr:
-    """Collapse similarity sums to ``s_X[.]``, the member's own similarity ``sX`` to ``s``,
-    ``|P| = r + c`` to ``P`` and the softmax denominator (however sympy arranged it) to ``Z``.
-
-    Every indexed sum of the denominator is replaced by a fresh symbol ``t_b``; the first one is
-    eliminated through ``Z = Σ_b (terms)``.  Raises if anything indexed survives.
-    """
-    S = SYMS
-    expr = _collapse_sims(expr).xreplace({sX: S.s})
-    sums = sorted(Zsum.atoms(Sum), key=sp.default_sort_key)
-    ts = sp.symbols(f"t0:{len(sums)}", positive=True)
-    expr = expr.xreplace(dict(zip(sums, ts)))
-    if sums:
-        z_in_t = Zsum.xreplace(dict(zip(sums, ts)))
-        t0 = sp.solve(sp.Eq(z_in_t, S.Z), ts[0])[0]
-        expr = expr.xreplace({ts[0]: t0})
-    expr = sp.simplify(expr.xreplace({S.c: S.P - S.r}))
-    if expr.has(Indexed) or expr.has(Sum) or any(expr.has(t) for t in ts) or expr.has(S.r):
-        raise RuntimeError(f"coefficient is not closed-form in (s, m, tau, P, Z): {expr}")
-    return expr
-
-
-def _loss_pos_expr(mode: str) -> sp.Expr:
+def loss_pos_expr(mode: str) -> sp.Expr:
     """Loss term of one positive pair, ``-(log_prob)/|P|`` (``+ m/|P|`` for subtract).
 
     In the scalars ``s, m, tau, P, Z``; ``Σ_{p∈P(i)}`` of it is ``L_i`` (checked in
@@ -762,48 +575,19 @@ def _loss_pos_expr(mode: str) -> sp.Expr:
     return lp + S.m / S.P if mode == "subtract" else lp
 
 
-def _denominator(kind: str, mode: str, resolved: bool) -> sp.Expr:
+def loss_denominator(kind: str, mode: str, resolved: bool) -> sp.Expr:
     """The softmax denominator ``Z`` of the per-anchor loss (the argument of its one log)."""
     logs = list(_loss(kind, mode, SYMS.tau).atoms(sp.log))
     if len(logs) != 1:
         raise RuntimeError("expected exactly one log in the per-anchor loss")
     Zs = logs[0].args[0]
-    return _settle(Zs) if resolved else Zs
+    return settle(Zs) if resolved else Zs
 
 
-@lru_cache(maxsize=4)
-def numeric_coefficients(mode: str) -> NumericCoefficients:
-    """Lambdify the derived gradients of ``mode`` into vectorised numpy functions."""
-    S = SYMS
-    Zsum = _denominator("sim", mode, resolved=True)
-    args = (S.s, S.m, S.tau, S.P, S.Z)
-    sets = ("R", "C", "N")
-    F = {"R": S.fR, "C": S.fC, "N": S.fN}
-    sI = {"R": S.sR, "C": S.sC, "N": S.sN}
-    anchor, other, exprs = {}, {}, {}
-    g_anchor = _collapse_sims(derive("rep", mode, "anchor"))
-    for X in sets:
-        # coefficient of f_X[k] in the anchor gradient: the derived expression is linear in it
-        coef = _settle(sp.diff(g_anchor, F[X][S.k, S.e]))
-        exprs[f"anchor_{X}"] = coef = _closed_form(coef, Zsum, sI[X][S.k])
-        anchor[X] = sp.lambdify(args, coef, modules="numpy")
-        # coefficient of f_a in the gradient w.r.t. a non-anchor row k of set X (A.5-A.7)
-        oc = _closed_form(derive("rep", mode, X) / S.a[S.e], Zsum, sI[X][S.k])
-        exprs[f"other_{X}"] = oc
-        other[X] = sp.lambdify(args, oc, modules="numpy")
-    # denominator summands, read off the loss itself (Min -> Piecewise), one per set
-    Zraw = _denominator("sim", mode, resolved=False)
-    z_term = {}
-    for summ in Zraw.atoms(Sum):
-        base = [i.base for i in summ.function.atoms(Indexed)][0]
-        X = {v: kk for kk, v in sI.items()}[base]
-        e = to_piecewise(summ.function.xreplace({base[S.l]: S.s}))
-        exprs[f"z_{X}"] = e
-        z_term[X] = sp.lambdify((S.s, S.m, S.tau), e, modules="numpy")
-    if set(z_term) != set(sets):
-        raise RuntimeError(f"denominator terms for {sorted(z_term)} only")
-    # loss value per positive pair (identity "value" in identities() proves Σ_p of it is L_i)
-    lp = to_piecewise(_loss_pos_expr(mode))
-    exprs["loss_pos"] = lp
-    loss_pos = sp.lambdify(args, lp, modules="numpy")
-    return NumericCoefficients(mode, anchor, other, z_term, loss_pos, exprs)
+def to_piecewise(expr: sp.Expr) -> sp.Expr:
+    """Rewrite ``Min``/``Max`` as ``Piecewise`` (``lambdify(..., modules='torch')`` fails on Min).
+
+    ``Min(x + m, 1)`` becomes ``Piecewise((1, x + m >= 1), (x + m, True))`` (sympy's own
+    ``rewrite``); the boundary itself is a measure-zero set the checks never sample.
+    """
+    return expr.replace(lambda x: isinstance(x, (Min, sp.Max)), lambda x: x.rewrite(Piecewise))

@@ -77,7 +77,8 @@ def verify(cfg: VerifyConfig = QUICK, *, per_case: bool = False) -> dict:
     import torch
 
     from theory.autograd_check import check_autograd
-    from theory.symbolic import identities, mutations, numeric_coefficients
+    from theory.numeric import numeric_coefficients
+    from theory.symbolic import identities, mutations
 
     from cffdyn.machine import machine_info
 
