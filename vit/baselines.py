@@ -278,7 +278,7 @@ class FFCL(Method):
     def __init__(self, cfgs: Sequence[TrainConfig], datas: Sequence[DeviceData]) -> None:
         super().__init__(cfgs, datas)
         self.one_seed()
-        cfg, data, seeds = self.cfg, self.data, self.seeds[0]
+        data, seeds = self.data, self.seeds[0]
         c, h, w = data.ds.image_shape
         torch.manual_seed(seeds["init"])
         self.a = FFCLNet(c * h * w, self.num_classes, FFCL_HIDDEN).to(self.device)

@@ -19,7 +19,6 @@ CLI::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics

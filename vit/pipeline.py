@@ -142,7 +142,6 @@ def pipelined_train_epoch(method, epoch: int, stages: Sequence[range], rank: int
         raise ValueError(f"pipeline: rank {rank} outside [0, {world})")
     cfg, data, dev = method.cfg, method.data, method.device
     mine = stages[rank]
-    L = len(method.encoder.layers)
     nv = method.n_views
     g_order, g_aug = method.epoch_gens(epoch)[0]
     stats = method.new_epoch_stats()                              # stacked engine at S = 1
