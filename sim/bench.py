@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from cffdyn.io import to_jsonable
-from sim.model import MFConfig, integrate_ode_batch
+from sim.model import MFConfig
+from sim.ode import integrate_ode_batch
 from sim.sgd import SGDConfig, run_sgd
 
 __all__ = ["BenchConfig", "BENCH_QUICK", "numpy_sgd", "numpy_semi_sgd", "run_bench"]
@@ -221,7 +222,7 @@ def run_bench(cfg: BenchConfig = BENCH_QUICK, *, echo: Callable[[str], None] = p
     res["reduced_steps_per_s"] = 2 * 5 * 100000 / t_red
     echo(f"reduced (exact-in-law, O(1) per step) engine: {res['reduced_steps_per_s']:.3e} steps/s")
     # phase portrait
-    from sim.model import pack_params
+    from sim.ode import pack_params
     ph = MFConfig(tau=0.2, m2=(1.2, 1.1))
     ics = np.random.default_rng(cfg.seed).uniform(-0.6, 0.6, size=(cfg.n_traj, 2))
     ts = time.perf_counter()

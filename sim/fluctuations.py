@@ -30,7 +30,7 @@ and ``E1 = 2 tau Abar + tau^2 Vbar / B``::
 ``varY_c1 = B (2 Cov(Y0, Z1) + E T^2)``; the remainder is O(N^-2) (checked against a numpy
 Monte Carlo of the exact step in the tests).  The order-1/N^2 remainder is what is left out.
 
-The drift is ``f(Q) = E Y`` (the ODE right-hand side of :mod:`sim.model`), its slope
+The drift is ``f(Q) = E Y`` (the ODE right-hand side of :mod:`sim.ode`), its slope
 ``lambda = f'(Q*)`` at a stable fixed point, and the linear-noise (Ornstein-Uhlenbeck)
 approximation gives
 
@@ -65,7 +65,8 @@ from typing import Callable
 
 import numpy as np
 
-from sim.model import MFConfig, jacobian_fd, rhs_numpy
+from sim.model import MFConfig
+from sim.ode import jacobian_fd, rhs_numpy
 
 __all__ = ["Nodes", "build_nodes", "increment_moments", "drift", "drift_slope", "QUAD_TOL", "QuadCheck",
            "choose_order", "StationaryPoint", "stable_root", "stationary_point", "ode_stationary_point", "fluctuation_variance",
@@ -548,7 +549,7 @@ def fluctuation_variance(cfg: MFConfig, Q: float | None = None, N: int | None = 
 def ode_stationary_point(cfg: MFConfig, q0: float = 0.9, n_scan: int = 120) -> float | None:
     """The stable fixed point of the d = 1 mean-field ODE reached from ``q0 > 0`` (None where the
     flow goes to Q = 0 or has no stable interior point): :func:`stable_root` on the ODE's own
-    right-hand side at its fixed quadrature (:func:`sim.model.rhs_numpy`).  This is the ODE the
+    right-hand side at its fixed quadrature (:func:`sim.ode.rhs_numpy`).  This is the ODE the
     notes' noise table was computed from, so the noise study compares with it here;
     :func:`stationary_point` is the same finder on the boundary-resolving drift with a checked
     quadrature order (what the fluctuation theory needs under the clamp)."""

@@ -48,7 +48,8 @@ from cffdyn.figures import TEXT_WIDTH_IN, figure, pyplot, styled
 from sim.report import finish, reuse_recorded
 from sim.clamp_study import CLAMP_FULL, CLAMP_QUICK, ClampConfig, run_clamp
 from sim.fluctuations import find_fixed_points, ode_stationary_point
-from sim.model import Law, MFConfig, integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy
+from sim.model import Law, MFConfig
+from sim.ode import integrate_ode, integrate_ode_batch, jacobian_fd, learnability, rhs_numpy
 from sim.sgd import SGDConfig, run_sgd
 
 __all__ = ["ConvergenceConfig", "HFuncConfig", "PhaseConfig", "NoiseConfig", "ClampConfig",

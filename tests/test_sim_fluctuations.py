@@ -11,7 +11,8 @@ import pytest
 from scipy.integrate import quad
 
 from sim import fluctuations as F
-from sim.model import MFConfig, rhs_numpy
+from sim.model import MFConfig
+from sim.ode import rhs_numpy
 from sim.sgd import SGDConfig, run_sgd
 
 PHI = lambda e: math.exp(-0.5 * e * e) / math.sqrt(2 * math.pi)  # noqa: E731

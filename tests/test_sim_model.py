@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sim.fluctuations import find_fixed_points
-from sim.model import (IDENTITY, Law, MFConfig, expectations, integrate_ode, integrate_ode_batch, jacobian_fd,
-                       learnability, oja_jacobian_sympy, oja_rhs, oja_stationary, rhs_numpy)
+from sim.model import IDENTITY, Law, MFConfig
+from sim.ode import expectations, integrate_ode, integrate_ode_batch, jacobian_fd, learnability, oja_jacobian_sympy, oja_rhs, oja_stationary, rhs_numpy
 from sim.sgd import SGDConfig, run_sgd
 
 
