@@ -1,7 +1,7 @@
 """Which variance ratio a two-level comparison reports, chosen by the design it was drawn with.
 
 A comparison record (``analysis.comparisons[*]`` of a ViT study, made by
-:func:`vit.stats.compare_levels`) holds the within-cell ratio with its tests and Steier's pooled
+:func:`vit.factorial.compare_levels`) holds the within-cell ratio with its tests and Steier's pooled
 ratio (all runs of a level as one sample).  Matched seeds are paired data: where the record has
 the Pitman-Morgan test on the seed pairs, the reported ratio is the within-cell one, with that
 test's p and the seed-bootstrap interval.  Otherwise it is Steier's pooled ratio with its F-test

@@ -450,7 +450,7 @@ def test_replication_verdicts_follow_the_numbers(built):
     for r in d["runs"]:
         if r["cell"]["loss_mode"] == "subtract":
             r["test_acc"] -= 0.05
-    from vit.stats import factorial_analysis
+    from vit.factorial import factorial_analysis
     data = {}
     for r in d["runs"]:
         data.setdefault((r["cell"]["loss_mode"], r["cell"]["method"]), []).append(r["test_acc"])

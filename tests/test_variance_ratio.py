@@ -1,12 +1,12 @@
 """The variance ratio a comparison reports: chosen by the design (cffdyn.variance_ratio), on
-records made by vit.stats.compare_levels itself."""
+records made by vit.factorial.compare_levels itself."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from cffdyn.variance_ratio import reported_ratio
-from vit.stats import compare_levels
+from vit.factorial import compare_levels
 
 
 def _cells(seed, n=8):

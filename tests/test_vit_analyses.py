@@ -10,7 +10,7 @@ from scipy import stats as sps
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_write_json, read_json
 from vit import analyses as A
-from vit import stats as S
+from vit import factorial as F
 from vit.analyze_cli import main as analyze_main
 from vit.train import TrainConfig
 
@@ -42,7 +42,7 @@ def test_factorial_equals_the_stats_module_on_the_recorded_cells(tmp_path):
         data.setdefault(k, []).append((r["config"]["seed"], r["test_acc"]))
     d = {k: [a for _, a in sorted(v)] for k, v in data.items()}
     sd = {k: [s for s, _ in sorted(v)] for k, v in data.items()}
-    ref = S.factorial_analysis(["loss_mode", "method"], d, seeds=sd, n_boot=199, n_perm=199)
+    ref = F.factorial_analysis(["loss_mode", "method"], d, seeds=sd, n_boot=199, n_perm=199)
     assert res["result"]["comparisons"][0]["ratio"] == pytest.approx(ref["comparisons"][0]["ratio"], rel=1e-12)
     assert res["result"]["comparisons"][0]["paired"]["pm_p"] == pytest.approx(
         ref["comparisons"][0]["paired"]["pm_p"], rel=1e-12)

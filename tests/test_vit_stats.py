@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from vit import factorial as F
 from vit import stats as S
 
 
@@ -143,7 +144,7 @@ def test_factorial_analysis_pools_over_other_factor_and_formats():
     rng = np.random.default_rng(8)
     data = {("clamp", "cff2"): rng.normal(0.8, 0.02, 5), ("clamp", "cff1"): rng.normal(0.7, 0.02, 5),
             ("subtract", "cff2"): rng.normal(0.8, 0.01, 5), ("subtract", "cff1"): rng.normal(0.7, 0.01, 5)}
-    a = S.factorial_analysis(["loss_mode", "method"], data, n_boot=499, n_perm=499)
+    a = F.factorial_analysis(["loss_mode", "method"], data, n_boot=499, n_perm=499)
     assert [c["factor"] for c in a["comparisons"]] == ["loss_mode", "method"]
     lm = a["comparisons"][0]
     direct = (np.var(data[("clamp", "cff2")], ddof=1) + np.var(data[("clamp", "cff1")], ddof=1)) / \
@@ -157,7 +158,7 @@ def test_factorial_analysis_pools_over_other_factor_and_formats():
     assert lm["steier"]["ratio"] == pytest.approx(va / vb, rel=1e-12)
     assert (lm["steier"]["df_a"], lm["steier"]["df_b"]) == (9, 9)
     assert lm["paired"]["pm_df"] == 2 * 4 - 1
-    txt = S.format_table(a)
+    txt = F.format_table(a)
     assert "Pitman-Morgan" in txt and "Steier's pooled F" in txt and "loss_mode clamp, method cff2" in txt
     assert "nan" not in txt.lower()
 
@@ -269,17 +270,17 @@ def test_pitman_morgan_power_matches_monte_carlo():
 def test_two_seeds_per_cell_say_so_in_words_and_print_no_nan():
     rng = np.random.default_rng(16)
     data = {(a, b): rng.normal(0.7, 0.01, 2) for a in ("clamp", "subtract") for b in ("cff2", "cff1")}
-    an = S.factorial_analysis(["loss_mode", "method"], data, n_boot=199, n_perm=199)
+    an = F.factorial_analysis(["loss_mode", "method"], data, n_boot=199, n_perm=199)
     c = an["comparisons"][0]
     for key in ("levene", "pitman_morgan", "perm_paired", "boot_paired", "boot_independent"):
         assert "needs at least 3 seeds per cell, has 2" in c["notes"][key]
     assert c["levene_p"] is None and c["boot_ci"] is None and c["paired"]["pm_p"] is None
-    txt = S.format_table(an)
+    txt = F.format_table(an)
     assert "nan" not in txt.lower() and "< 0.001" not in txt and "needs at least 3 seeds" in txt
     # constant cells: degenerate, said in words
     const = {k: [0.5, 0.5, 0.5] for k in data}
-    an = S.factorial_analysis(["loss_mode", "method"], const, n_boot=199, n_perm=199)
-    txt = S.format_table(an)
+    an = F.factorial_analysis(["loss_mode", "method"], const, n_boot=199, n_perm=199)
+    txt = F.format_table(an)
     assert "nan" not in txt.lower() and "zero" in txt
 
 
@@ -291,7 +292,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="alpha"):
         S.f_test_power(2.0, 3, 3, alpha=1.5)
     with pytest.raises(ValueError, match="tuple"):
-        S.factorial_analysis(["a", "b"], {("x",): [1.0, 2.0]})
+        F.factorial_analysis(["a", "b"], {("x",): [1.0, 2.0]})
     with pytest.raises(ValueError, match="same number of seeds"):
         S.pitman_morgan([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0, 4.0]])
 

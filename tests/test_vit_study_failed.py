@@ -82,7 +82,7 @@ def _study_cfg_from_record(res):
 def test_failed_run_leaves_the_paired_statistics_on_the_seeds_of_every_cell(tmp_path, monkeypatch):
     """Seed 1 of the subtract cell diverges: that cell has seeds {0, 2, 3}, the clamp cell
     {0, 1, 2, 3}, and the paired comparison aligns on {0, 2, 3}: the same statistics as
-    :func:`vit.stats.compare_levels` of those seeds' runs alone."""
+    :func:`vit.factorial.compare_levels` of those seeds' runs alone."""
     cfg = StudyConfig(base=TINY, factors=(("loss_mode", ("clamp", "subtract")),), n_seeds=4, n_boot=199, n_perm=199,
                       probe=False)
     real = study_tasks.train_run
@@ -102,10 +102,10 @@ def test_failed_run_leaves_the_paired_statistics_on_the_seeds_of_every_cell(tmp_
     (cmp,) = an["comparisons"]
     assert cmp["paired"]["n_pairs"] == 3
 
-    from vit import stats
+    from vit import factorial
     vals = {c: [r["metric"] for r in sorted(res["runs"], key=lambda r: r["seed"])
                 if r["cell"]["loss_mode"] == c and r["seed"] != 1] for c in ("clamp", "subtract")}
-    ref = stats.compare_levels([vals["clamp"]], [vals["subtract"]], matched=True, alpha=cfg.alpha, n_boot=cfg.n_boot,
+    ref = factorial.compare_levels([vals["clamp"]], [vals["subtract"]], matched=True, alpha=cfg.alpha, n_boot=cfg.n_boot,
                                n_perm=cfg.n_perm, seed=cfg.stats_seed, assumed_ratio=cfg.assumed_ratio,
                                assumed_corr=cfg.assumed_corr, target_power=cfg.target_power)
     assert cmp["paired"] == ref["paired"]

@@ -6,7 +6,7 @@ study: ``STUDY_DIR/runs/*/result.json``), returns a JSON-able dict and draws one
 ``factorial``      the 2x2 factorial: margin form (``loss_mode``) x a second factor (default
                    ``method``: two views ``cff2`` vs one view ``cff1``; any ``TrainConfig``
                    field); cells from each run's own recorded config, statistics of
-                   :func:`vit.stats.factorial_analysis` (paired on the seeds when the cells share
+                   :func:`vit.factorial_analysis` (paired on the seeds when the cells share
                    them).  Figure: cell means ± SD and cell SDs.
 ``car``            the clamp activation rate per layer per epoch (``history[e].layers[l].car``,
                    training batches), mean ± SD over the seeds of each cell.
@@ -35,6 +35,7 @@ import numpy as np
 from cffdyn.errors import UserError
 from cffdyn.io import atomic_savefig, read_json
 from vit import stats
+from vit.factorial import factorial_analysis, format_p, format_table
 
 __all__ = ["load_runs", "check_fields", "factorial", "car_per_epoch", "grad_norms", "dose_response", "pair_density",
            "expected_positive_share", "prob_no_positive", "ANALYSES", "CLASS_COUNTS"]
@@ -169,10 +170,10 @@ def factorial(runs: Sequence[Mapping[str, Any]], *, second: str = "method", metr
     data = {k: [float(r[metric]) for r in v] for k, v in cells.items()}
     seeds = {k: [int(r["config"]["seed"]) for r in v] for k, v in cells.items()}
     shared = len(set.intersection(*(set(s) for s in seeds.values()))) >= 2
-    an = stats.factorial_analysis(["loss_mode", second], data, seeds=seeds, matched=shared, metric=metric,
-                                  n_boot=n_boot, n_perm=n_perm)
+    an = factorial_analysis(["loss_mode", second], data, seeds=seeds, matched=shared, metric=metric,
+                            n_boot=n_boot, n_perm=n_perm)
     out = {"analysis": "factorial", "factors": ["loss_mode", second], "levels": {"loss_mode": lv_a, second: lv_b},
-           "result": an, "table": stats.format_table(an), "n_runs": len(runs)}
+           "result": an, "table": format_table(an), "n_runs": len(runs)}
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for i, a in enumerate(lv_a):
@@ -310,7 +311,7 @@ def dose_response(runs: Sequence[Mapping[str, Any]], *, metric: str = "test_acc"
     for r in rows:
         vr = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
         car = f"{100 * r['car_layer0_mean']:.1f}" if r["car_layer0_mean"] is not None else "n/a"
-        lines.append(f"{r['m0']:>5}  {r['n_clamp']:>7}  {vr:>12}  {stats.format_p(r['f_p']):>7}  {car:>13}"
+        lines.append(f"{r['m0']:>5}  {r['n_clamp']:>7}  {vr:>12}  {format_p(r['f_p']):>7}  {car:>13}"
                      + (f"  ({r['note']})" if r["note"] else ""))
     out = {"analysis": "dose_response", "metric": metric, "levels": rows, "table": "\n".join(lines)}
     plt = _plt()

@@ -50,7 +50,7 @@ Files under ``out_dir``
                 ``log.jsonl``) and one probe record per seed (:mod:`vit.study_config`).
 ``tasks/``      the plan, one claim and one record per task (:mod:`vit.study_tasks`).
 ``study.json``  schema (:data:`STUDY_SCHEMA`), config, design, per-run records, statistics
-                (:func:`vit.stats.factorial_analysis`), the printed table, the tasks and timing.
+                (:func:`vit.factorial.factorial_analysis`), the printed table, the tasks and timing.
                 :func:`run_study` rewrites it atomically after every run (``status: running``);
                 :func:`collect_study` writes ``status: complete`` only when every task is
                 complete, else ``status: incomplete`` with the missing tasks (by id, with their
@@ -82,7 +82,7 @@ from cffdyn.figures import TEXT_WIDTH_IN, figure, save_figure, styled
 from cffdyn.io import Progress, atomic_write_json, read_json
 from cffdyn.recorded import RECORDED_ROOT, load_record, record_dir
 from cffdyn.records import record_header, reusable_record
-from vit import stats
+from vit import factorial
 from vit.data import image_side
 from vit.study_config import (CIFAR10_STEIER, FMNIST_FULL, FULL, METRICS, PRESETS, QUICK, SEED_FIELDS, STUDY_NAME,
                               StudyConfig, cell_runs, planned_runs, run_dir)
@@ -221,7 +221,7 @@ def _cell_label(levels: Mapping[str, Any]) -> str:
 def analyse_runs(cfg: StudyConfig, records: list[dict[str, Any]],
                  probe: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The study's statistics and printed table from its run records (``study.json`` ``runs``)
-    and the probe summary: :func:`vit.stats.factorial_analysis` over each cell's metric, paired on
+    and the probe summary: :func:`vit.factorial.factorial_analysis` over each cell's metric, paired on
     the seeds unless the seeds are independent, each cell given its mean layer-0 clamp
     activation rate and, where probes are recorded, the probe's mean test accuracy and the mean
     CFF-minus-probe difference over matched seeds.  ``(None, "(no finished runs yet)")`` when no
@@ -236,10 +236,10 @@ def analyse_runs(cfg: StudyConfig, records: list[dict[str, Any]],
             seeds[tuple(cell)] = [int(r["seed"]) for r in rs]
     if not data:
         return None, "(no finished runs yet)"
-    an = stats.factorial_analysis(cfg.factor_names, data, seeds=seeds, matched=not cfg.independent_seeds,
-                                  metric=cfg.metric, alpha=cfg.alpha, n_boot=cfg.n_boot, n_perm=cfg.n_perm,
-                                  seed=cfg.stats_seed, assumed_ratio=cfg.assumed_ratio,
-                                  assumed_corr=cfg.assumed_corr, target_power=cfg.target_power)
+    an = factorial.factorial_analysis(cfg.factor_names, data, seeds=seeds, matched=not cfg.independent_seeds,
+                                      metric=cfg.metric, alpha=cfg.alpha, n_boot=cfg.n_boot, n_perm=cfg.n_perm,
+                                      seed=cfg.stats_seed, assumed_ratio=cfg.assumed_ratio,
+                                      assumed_corr=cfg.assumed_corr, target_power=cfg.target_power)
     car_col: dict[str, str] = {}
     probe_col: dict[str, str] = {}
     pmap = {int(p["seed"]): p["test_acc"] for p in (probe or {}).get("runs", [])}
@@ -257,7 +257,7 @@ def analyse_runs(cfg: StudyConfig, records: list[dict[str, Any]],
     cols = {"layer-0 CAR %": car_col}
     if probe_col:
         cols["raw-pixel probe %"] = probe_col
-    table = stats.format_table(an, extra_cols=cols)
+    table = factorial.format_table(an, extra_cols=cols)
     if probe and probe.get("runs"):
         pr = probe
         sd = f" +- {100 * pr['test_acc_sd']:.2f}" if pr.get("test_acc_sd") is not None else ""
