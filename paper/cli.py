@@ -51,11 +51,15 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = _parser(prog).parse_args(argv)
-    from paper.sources import STUDIES, MissingResultError, StudyUnavailable, result_dir
+    from paper.sources import STUDIES, MissingResultError, StudyUnavailable, load_study, result_dir
     if args.cmd == "studies":
         for st in STUDIES:
-            print(f"{st.name:<16} {'|'.join(st.modules)}.{st.func}  presets {dict(st.presets)}  "
-                  f"-> {result_dir(st, args.results, 'quick') / st.json_name}")
+            try:
+                fn, presets = load_study(st)
+                where = f"{fn.__module__}.{fn.__name__}  presets {'|'.join(presets)}"
+            except StudyUnavailable as exc:
+                where = f"unavailable ({exc})"
+            print(f"{st.name:<16} {where}  -> {result_dir(st, args.results, 'quick') / st.json_name}")
         return 0
     from paper.build import BuildConfig, RenderError, build
     try:

@@ -608,6 +608,25 @@ def test_missing_result_is_a_clear_error(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "incomplete" in err
 
 
+def test_a_study_whose_code_is_missing_is_unavailable_in_words(tmp_path, monkeypatch, capsys):
+    """An entry whose study cannot be imported is StudyUnavailable (what --skip-unavailable
+    states), never an ImportError traceback; 'cffdyn paper studies' names each study's function."""
+    import dataclasses
+    from paper import sources
+
+    def gone():
+        from sim import no_such_study  # noqa: F401
+    eig = dataclasses.replace(get_study("eigen_spread"), load=gone)
+    with pytest.raises(sources.StudyUnavailable, match=r"eigen_spread.*not available in this tree.*no_such_study"):
+        sources.obtain(eig, tmp_path, "quick")
+    monkeypatch.setattr(sources, "STUDIES", tuple(eig if s.name == "eigen_spread" else s for s in sources.STUDIES))
+    assert _cli(["studies", "--results", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(sources.STUDIES)
+    assert any("sim.studies.run_noise  presets quick|full" in ln for ln in lines)
+    assert any(ln.startswith("eigen_spread") and "unavailable" in ln for ln in lines)
+
+
 def test_renamed_json_field_is_a_clear_error(tmp_path):
     paths = write_results(tmp_path / "res")
     d = read_json(paths["verify"])
