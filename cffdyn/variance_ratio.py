@@ -10,15 +10,16 @@ ratio, so the figure and the table cannot disagree.  Reads plain dicts; imports 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
+
+from cffdyn.exports import finite
 
 __all__ = ["ReportedRatio", "reported_ratio"]
 
 
 def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+    return float(x) if finite(x) else None
 
 
 @dataclass(frozen=True)

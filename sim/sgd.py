@@ -250,10 +250,8 @@ def _make_engines(act: Activation) -> tuple[Callable, Callable, Callable]:
     def add_pair(uf, x1, x2, p1, p2, h1, h2, thr, clamp, sn, rho):
         """Add a pair's update to the feature directions ``uf`` (in place); return its part along
         the background direction (g1 p1 + g2 p2), its background variance and whether its clamp
-        is active (a clamped pair adds nothing)."""
+        is active (a clamped pair's factors are 0: it adds nothing)."""
         g1, g2, active = pair_grad(h1, h2, thr, clamp)
-        if active and clamp:
-            return 0.0, 0.0, True
         for k in range(uf.size):
             uf[k] += g1 * x1[k] + g2 * x2[k]
         return g1 * p1 + g2 * p2, (g1 + g2) ** 2 + sn * sn * (g1 * g1 + g2 * g2 + 2.0 * rho * g1 * g2), active
